@@ -1,0 +1,220 @@
+"""Decode audio to mono float32 at a target rate, streamed in blocks.
+
+soundfile (libsndfile) decodes everything it knows; PyAV, when installed, decodes
+the rest (m4a, aac, ...). Channels are averaged to mono, and soxr resamples in
+streaming mode, so a 1-hour file never sits in memory whole. Ingest and queries go
+through the same :func:`stream`, so the same file always gives the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from retrieval.audio.discover import AV_EXTENSIONS
+from retrieval.errors import AudioError
+
+#: Input frames read per block: about 6 s at 44.1 kHz, 1.4 s at 192 kHz.
+BLOCK_FRAMES = 1 << 18
+#: soxr quality; "HQ" is soxr's default and transparent for analysis.
+RESAMPLE_QUALITY = "HQ"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds before decoding.
+
+    Attributes:
+        sample_rate: native rate in Hz.
+        channels: channel count.
+        frames: samples per channel (an estimate for some compressed formats).
+        format: container / codec name.
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass
+class DecodeReport:
+    """Facts found while decoding, filled in as :func:`stream` runs.
+
+    Attributes:
+        nonfinite: NaN/Inf input samples that were replaced by 0.
+        out_samples: mono samples produced at the target rate.
+    """
+
+    nonfinite: int = 0
+    out_samples: int = 0
+
+
+def probe(path: Path) -> AudioInfo:
+    """Read a file's header. Raises :class:`AudioError` with the reason when it is not audio."""
+    path = Path(path)
+    if path.suffix.lower() in AV_EXTENSIONS:
+        return _probe_av(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
+        if _av_available():
+            return _probe_av(path)
+        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(f"cannot decode {path.name}: header says {info.samplerate} Hz, {info.channels} channels")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}")
+
+
+def stream(
+    path: Path,
+    target_sr: int,
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    report: DecodeReport | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks at ``target_sr``.
+
+    Args:
+        path: audio file.
+        target_sr: output rate in Hz.
+        start_s, end_s: optional crop, in seconds of the source.
+        report: filled with the non-finite count and output length as blocks are read.
+
+    Raises:
+        AudioError: the file cannot be decoded, or the crop is empty.
+    """
+    info = probe(path)
+    report = report if report is not None else DecodeReport()
+    start = 0 if start_s is None else int(round(start_s * info.sample_rate))
+    stop = None if end_s is None else int(round(end_s * info.sample_rate))
+    if start < 0 or (stop is not None and stop <= start):
+        raise AudioError(f"empty crop of {Path(path).name}: start {start_s} s, end {end_s} s")
+    blocks = (
+        _blocks_av(Path(path), start, stop)
+        if Path(path).suffix.lower() in AV_EXTENSIONS or info.format.startswith("av:")
+        else _blocks_sndfile(Path(path), start, stop)
+    )
+    resampler = None if info.sample_rate == target_sr else soxr.ResampleStream(
+        info.sample_rate, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY
+    )
+    for block in blocks:
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].astype(np.float32)
+        bad = ~np.isfinite(mono)
+        if bad.any():
+            report.nonfinite += int(bad.sum())
+            mono = np.where(bad, np.float32(0.0), mono)
+        out = mono if resampler is None else resampler.resample_chunk(mono)
+        if out.size:
+            report.out_samples += out.size
+            yield out
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if tail.size:
+            report.out_samples += tail.size
+            yield tail
+
+
+def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
+    """Decode a whole (cropped) file to ``(samples,)`` float32 mono at ``target_sr``.
+
+    For query clips; ingest streams instead. Raises :class:`AudioError` on empty audio.
+    """
+    blocks = list(stream(path, target_sr, start_s=start_s, end_s=end_s))
+    audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise AudioError(f"{Path(path).name} holds no audio samples")
+    return audio
+
+
+def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if start:
+                f.seek(min(start, f.frames))
+            remaining = None if stop is None else max(stop - start, 0)
+            while remaining is None or remaining > 0:
+                n = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
+                block = f.read(n, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
+                yield block
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+
+
+def _av_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _probe_av(path: Path) -> AudioInfo:
+    try:
+        import av
+    except ImportError:
+        raise AudioError(
+            f"cannot decode {path.name}: {path.suffix} needs the optional PyAV decoder; "
+            "install it with `pip install av` (or the project's [av] extra)"
+        ) from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"cannot decode {path.name}: no audio stream")
+            st = container.streams.audio[0]
+            rate = int(st.codec_context.sample_rate or st.rate or 0)
+            seconds = float(st.duration * st.time_base) if st.duration else (container.duration or 0) / 1e6
+            channels = int(st.codec_context.channels)
+            if rate <= 0:
+                raise AudioError(f"cannot decode {path.name}: unknown sample rate")
+            return AudioInfo(rate, channels, int(round(seconds * rate)), f"av:{st.codec_context.name}")
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+
+
+def _blocks_av(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            st = container.streams.audio[0]
+            rate = int(st.codec_context.sample_rate)
+            # Keep the native rate: soxr does the resampling, as for every other format.
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            pos = 0
+            for frame in container.decode(st):
+                for out in resampler.resample(frame):
+                    block = out.to_ndarray().reshape(-1, 1).astype(np.float32)
+                    lo, hi = pos, pos + len(block)
+                    pos = hi
+                    a = max(start - lo, 0)
+                    b = len(block) if stop is None else min(stop - lo, len(block))
+                    if b > a:
+                        yield block[a:b]
+                    if stop is not None and pos >= stop:
+                        return
+    except Exception as exc:
+        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

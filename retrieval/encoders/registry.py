@@ -1,0 +1,98 @@
+"""One registry of encoder families, with stable names and lazy imports.
+
+Importing this module imports neither torch nor transformers: each entry names the
+module and class that implement it, and the module is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from retrieval.encoders.base import Encoder, EncoderOptions
+from retrieval.errors import EncoderError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """A registered encoder family.
+
+    Attributes:
+        name: stable CLI name.
+        target: ``"module:Class"`` implementing :class:`Encoder`.
+        summary: one line for ``retrieve models``.
+        default_model: default checkpoint (hub id or path), None when no weights are needed.
+        has_text: whether the family has a text tower.
+    """
+
+    name: str
+    target: str
+    summary: str
+    default_model: str | None
+    has_text: bool = False
+
+    def load_class(self) -> type[Encoder]:
+        module_name, _, class_name = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EncoderError(
+                f"encoder {self.name!r} needs a package that is not installed ({exc}); "
+                f"reinstall with `pip install -e .` or pick another encoder"
+            ) from exc
+        return getattr(module, class_name)
+
+
+_REGISTRY: dict[str, EncoderEntry] = {}
+
+
+def register(entry: EncoderEntry) -> None:
+    """Add a family. Registering a name twice is an error."""
+    if entry.name in _REGISTRY:
+        raise EncoderError(f"encoder {entry.name!r} is already registered ({_REGISTRY[entry.name].target})")
+    _REGISTRY[entry.name] = entry
+
+
+def names() -> list[str]:
+    """Registered encoder names, in registration order."""
+    return list(_REGISTRY)
+
+
+def entry(name: str) -> EncoderEntry:
+    """The entry for ``name``; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown encoder {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+
+
+def text_encoders() -> list[str]:
+    """Names of the families that can embed text."""
+    return [e.name for e in _REGISTRY.values() if e.has_text]
+
+
+def build(name: str, options: EncoderOptions | None = None, **kwargs: Any) -> Encoder:
+    """Instantiate encoder ``name`` with ``options`` (or keyword fields of :class:`EncoderOptions`)."""
+    options = options or EncoderOptions(**kwargs)
+    return entry(name).load_class()(options)
+
+
+register(EncoderEntry(
+    "logmel", "retrieval.encoders.logmel:LogMelEncoder",
+    "spectral baseline: log-mel / MFCC statistics, no weights needed", None,
+))
+register(EncoderEntry(
+    "wav2vec2", "retrieval.encoders.wav2vec2:Wav2Vec2Encoder",
+    "wav2vec2 / HuBERT / WavLM / data2vec-audio through transformers (speech)",
+    "facebook/wav2vec2-base",
+))
+register(EncoderEntry(
+    "beats", "retrieval.encoders.beats:BeatsEncoder",
+    "BEATs (native implementation; official .pt checkpoints)", "BEATs_iter3_plus_AS2M.pt",
+))
+register(EncoderEntry(
+    "clap", "retrieval.encoders.clap:ClapEncoder",
+    "CLAP audio-text model through transformers (text search, zero-shot)",
+    "laion/clap-htsat-unfused", has_text=True,
+))

@@ -1,0 +1,41 @@
+"""Typed errors. Messages carry the values involved and the fix.
+
+The library raises these; the CLI turns them into one-line messages and exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class AudioError(RetrievalError):
+    """A file could not be decoded, or holds no usable audio."""
+
+
+class EncoderError(RetrievalError):
+    """An encoder could not be built, loaded or run."""
+
+
+class UnknownNameError(RetrievalError, KeyError):
+    """A name (encoder, pooling, post-processing) is not one of the valid choices."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotFoundError(EncoderError):
+    """A checkpoint is not available locally and cannot be downloaded."""
+
+
+class RecipeMismatchError(RetrievalError):
+    """Vectors made with one recipe were about to be mixed with another."""
+
+
+class IndexNotFoundError(RetrievalError):
+    """No index at the given path, or no unique default index."""
+
+
+class InputError(RetrievalError):
+    """A user-supplied value (shape, sample rate, option) is out of range."""
