@@ -1,0 +1,94 @@
+"""Label-free post-processing of pooled vectors, fitted on the indexed corpus.
+
+DuckDB keeps the raw pooled vectors; the search index holds ``normalize(transform(raw))``
+and every query goes through the same transform. The fitted state is stored with the
+index and refitted when the corpus changes, so it never needs the raw vectors twice.
+
+Modes:
+    none    L2 normalisation only (the raw pooled encoder output, unit length)
+    center  subtract the corpus mean, then L2-normalise
+    whiten  PCA-whitening fitted on the corpus (mean removed, each component scaled to
+            unit variance with a small shrinkage), then L2-normalise
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+from retrieval.errors import InputError, UnknownNameError
+
+PostprocessMode = Literal["none", "center", "whiten"]
+POSTPROCESS_MODES: tuple[str, ...] = get_args(PostprocessMode)
+#: Fewer fitted vectors than this and centring/whitening fall back to the identity.
+MIN_FIT = 2
+
+
+def check_mode(mode: str) -> PostprocessMode:
+    if mode not in POSTPROCESS_MODES:
+        raise UnknownNameError(f"unknown post-processing {mode!r}; choose one of: {', '.join(POSTPROCESS_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero. ``(n, D)`` float32."""
+    x = np.asarray(x, np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Postprocess:
+    """A fitted transform. ``state`` holds arrays only, so it serialises as ``.npz``.
+
+    Attributes:
+        mode: one of :data:`POSTPROCESS_MODES`.
+        state: ``mean`` ``(D,)`` for center/whiten and ``projection`` ``(D, D')`` for whiten.
+    """
+
+    mode: PostprocessMode = "none"
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, mode: str, vectors: np.ndarray, *, shrinkage: float = 0.1) -> Postprocess:
+        """Fit ``mode`` on ``(n, D)`` raw vectors.
+
+        ``vectors`` are L2-normalised first, as search sees them. Whitening keeps the
+        components with non-negligible variance and divides by ``sqrt(var + shrinkage *
+        mean_var)``, which keeps noise directions from being blown up.
+        """
+        mode = check_mode(mode)
+        if mode == "none" or len(vectors) < MIN_FIT:
+            return cls(mode, {})
+        x = l2_normalize(vectors).astype(np.float64)
+        mean = x.mean(axis=0)
+        if mode == "center":
+            return cls(mode, {"mean": mean.astype(np.float32)})
+        xc = x - mean
+        _, s, vt = np.linalg.svd(xc, full_matrices=False)
+        var = s**2 / max(len(x) - 1, 1)
+        keep = var > var.max() * 1e-6 if var.size else np.zeros(0, bool)
+        var, vt = var[keep], vt[keep]
+        scale = 1.0 / np.sqrt(var + shrinkage * var.mean())
+        return cls(mode, {"mean": mean.astype(np.float32), "projection": (vt.T * scale).astype(np.float32)})
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """``(n, D)`` raw vectors -> ``(n, D')`` unit-length float32 vectors for search."""
+        x = l2_normalize(np.atleast_2d(vectors))
+        if self.mode == "none" or not self.state:
+            return x
+        mean = self.state["mean"]
+        if x.shape[1] != mean.shape[0]:
+            raise InputError(f"vectors have dim {x.shape[1]}; this transform was fitted on dim {mean.shape[0]}")
+        x = x - mean
+        if self.mode == "whiten":
+            x = x @ self.state["projection"]
+        return l2_normalize(x)
+
+    @property
+    def out_dim(self) -> int | None:
+        """Output dim, or None when the transform keeps the input dim."""
+        proj = self.state.get("projection")
+        return None if proj is None else int(proj.shape[1])
