@@ -102,3 +102,21 @@ def _how_to(encoder: str, model: str, hub: bool) -> str:
             f"and copy ~/.cache/huggingface to this one"
         )
     return "; ".join(steps)
+
+
+def local_status(entry) -> tuple[bool, str]:  # entry: registry.EncoderEntry (no import cycle)
+    """Whether ``entry``'s checkpoint can be loaded here with no network, and from where (or how)."""
+    model = choose_model(entry.name, None, entry.default_model)
+    if model is None:
+        return True, "built in (no weights)"
+    path = Path(model).expanduser()
+    if path.exists():
+        return True, str(path)
+    if looks_like_path(model):
+        return False, f"pass --model PATH or set {env_var(entry.name)}"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json")
+    if isinstance(cached, str):
+        return True, f"HF cache ({Path(cached).parent})"
+    return False, f"not in the HF cache: `huggingface-cli download {model}`, --model PATH or {env_var(entry.name)}"

@@ -1,0 +1,271 @@
+"""The ``retrieve`` command: argument parsing and rendering only.
+
+Each command makes one library call. Library errors (:class:`RetrievalError`) become
+one-line messages with exit code 1 in one place (:class:`_Group`), and the shared
+``--json`` option lives in one decorator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from retrieval.errors import RetrievalError
+
+#: Columns shown in human-readable hit tables, after rank/score/path/time.
+_TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
+
+
+class _Group(click.Group):
+    """Turns library errors into ``Error: <message>`` and exit code 1, with no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetrievalError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
+            sys.exit(130)
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
+
+
+def index_option(f: Callable) -> Callable:
+    return click.option("--index", "index", metavar="PATH|NAME",
+                        help="Index folder, or a name under indexes/. May be omitted when indexes/ holds one.")(f)
+
+
+def where_option(f: Callable) -> Callable:
+    return click.option("--where", "where", multiple=True, metavar="EXPR",
+                        help="Filter on file metadata, e.g. \"speaker != 'george' AND take >= 10\". "
+                             "Repeat to AND several. Values are passed as SQL parameters.")(f)
+
+
+def _encoder_names() -> list[str]:
+    from retrieval.encoders.registry import names
+
+    return names()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="retrieve", prog_name="retrieve")
+def cli() -> None:
+    """Search audio by meaning: index a folder with a frozen encoder, then query it by example or text."""
+
+
+# -- index ---------------------------------------------------------------------------------
+
+
+def _parse_opts(values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--opt")
+        out[key.strip()] = json.loads(raw) if raw[:1] in "[{\"" or raw in ("true", "false") or _is_number(raw) else raw
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@cli.command("index")
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index", metavar="PATH|NAME", help="Where to write. Default: indexes/<corpus folder name>.")
+@click.option("--encoder", type=click.Choice(_encoder_names()), help="Encoder family. Default: logmel, or the index's.")
+@click.option("--model", help="Checkpoint: hub id or local path (encoders with weights).")
+@click.option("--layer", help="Hidden layer to read: N (0 = input embeddings), 'last' or 'mean'.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Encoder-specific setting, e.g. feature=pcen.")
+@click.option("--window-s", type=float, help="Analysis window in seconds (default: the encoder's).")
+@click.option("--hop-s", type=float, help="Hop between windows in seconds (default: the encoder's).")
+@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "none"]),
+              help="How frames become window and file vectors. 'none' keeps window vectors only.")
+@click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
+              help="Label-free post-processing fitted on the corpus.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), help="Inference precision (default fp32).")
+@click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")
+@click.option("--silence-db", type=float, help="Windows below this RMS level (dBFS) stay out of the index [-60].")
+@click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
+@click.option("--commit-every", type=int, default=64, show_default=True, help="Files per transaction.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+@json_option
+def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str | None, layer: str | None,
+              opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
+              postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
+              silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
+              progress: bool | None, as_json: bool) -> None:
+    """Index every audio file under CORPUS (re-runs embed only new or changed files)."""
+    from retrieval.configure import Choices
+    from retrieval.index import index_path_for
+    from retrieval.ingest import IngestOptions, ingest
+
+    choices = Choices(encoder=encoder, model=model, layer=layer, extra=_parse_opts(opts), window_s=window_s,
+                      hop_s=hop_s, pooling=pooling, postprocess=postprocess, precision=precision,
+                      silence_db=float("-inf") if keep_silent else silence_db, device=device)
+    options = IngestOptions(labels_csv=labels_csv, commit_every=commit_every, batch_size=batch_size,
+                            progress=sys.stderr.isatty() if progress is None else progress,
+                            on_warning=lambda line: click.echo(f"warning: {line}", err=True))
+    summary = ingest(corpus, index_path_for(corpus, index), choices, options)
+    if as_json:
+        click.echo(summary.to_json())
+        return
+    s = summary
+    click.echo(f"{s.index}: {s.files_indexed} indexed, {s.files_unchanged} unchanged, {s.files_moved} moved, "
+               f"{s.files_removed} removed, {s.files_failed} failed, {s.files_silent} silent; "
+               f"{s.segments} window vectors in {s.seconds:.1f} s"
+               + (f" ({s.realtime_factor:.0f}x realtime)" if s.audio_seconds else ""))
+
+
+# -- query ---------------------------------------------------------------------------------
+
+
+@cli.command("query")
+@click.argument("clip", type=click.Path(path_type=Path))
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
+@index_option
+@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
+@click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
+@where_option
+@json_option
+def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
+              where: tuple[str, ...], as_json: bool) -> None:
+    """Search by example: the files (or windows) that sound most like CLIP."""
+    from retrieval.index import Index
+
+    if not clip.is_file():
+        raise click.ClickException(f"query clip {clip} does not exist or is not a file")
+    with Index.open(index) as idx:
+        hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s)
+    _render_hits(hits, as_json)
+
+
+def _render_hits(hits: Any, as_json: bool) -> None:
+    records = [_clean(r) for r in hits.to_dict(orient="records")]
+    if as_json:
+        click.echo(json.dumps(records, ensure_ascii=False))
+        return
+    if not records:
+        click.echo("no results")
+        return
+    extra = [c for c in hits.columns if c not in _TABLE_SKIP and hits[c].notna().any()]
+    rows = [[str(r["rank"]), f"{r['score']:.4f}", r["path"], f"{r['start_s']:.2f}-{r['end_s']:.2f}s"]
+            + ["" if r.get(c) is None else str(r[c]) for c in extra] for r in records]
+    _table(["rank", "score", "path", "time"] + extra, rows)
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in record.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+# -- info / export / models ----------------------------------------------------------------
+
+
+@cli.command("info")
+@index_option
+@json_option
+def info_cmd(index: str | None, as_json: bool) -> None:
+    """Counts, recipe and health of an index (FAISS is rebuilt from DuckDB if stale)."""
+    from retrieval.index import find_index
+    from retrieval.store import Store
+
+    with Store.open(find_index(index)) as store:
+        info = store.info()
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    recipe = info.get("recipe") or {}
+    lines = [
+        ("index", info["path"]), ("corpus", info["corpus_root"]),
+        ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
+        ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
+        ("errors", f"{info['errors']} errors, {info['warnings']} warnings"),
+    ]
+    if recipe:
+        lines += [
+            ("encoder", f"{recipe['encoder']} {recipe['encoder_options'].get('model') or ''}".rstrip()),
+            ("recipe", f"{recipe['sample_rate']} Hz, window {recipe['window_samples'] / recipe['sample_rate']:g} s, "
+                       f"hop {recipe['hop_samples'] / recipe['sample_rate']:g} s, pooling {recipe['pooling']}, "
+                       f"postprocess {recipe['postprocess']}, {recipe['precision']}"),
+            ("dim", f"{info['dim']} stored, {info['search_dim']} searched"),
+            ("recipe hash", info["recipe_hash"]),
+            ("faiss ntotal", f"{info['faiss_ntotal_segment']} windows, {info['faiss_ntotal_file']} files"),
+            ("consistent", str(info["consistent"]).lower()
+             + (f" (rebuilt on open: {', '.join(info['repaired_on_open'])})" if info["repaired_on_open"] else "")),
+        ]
+    lines.append(("metadata", ", ".join(info["metadata_columns"])))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+@cli.command("export")
+@index_option
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def export_cmd(index: str | None, out: Path) -> None:
+    """Write every vector to OUT (Parquet): path, level, start_s, end_s, labels, embedding."""
+    from retrieval.index import Index
+
+    with Index.open(index) as idx:
+        n = idx.export(out)
+    click.echo(f"wrote {n} rows to {out}")
+
+
+@cli.command("models")
+@json_option
+def models_cmd(as_json: bool) -> None:
+    """List every encoder, its default checkpoint, and whether it is available here."""
+    from retrieval.encoders.weights import local_status
+    from retrieval.encoders.registry import entry, names
+
+    rows = []
+    for name in names():
+        e = entry(name)
+        ok, where = local_status(e)
+        rows.append({"encoder": name, "default_model": e.default_model, "text": e.has_text,
+                     "available": ok, "where": where, "summary": e.summary})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    _table(["encoder", "default checkpoint", "text", "available", "where"],
+           [[r["encoder"], r["default_model"] or "(none)", "yes" if r["text"] else "no",
+             "yes" if r["available"] else "no", r["where"]] for r in rows])
+
+
+def main() -> None:
+    cli(prog_name="retrieve")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Turn user choices into a loaded encoder and the recipe it implies, and back.
+
+Every option is ``None`` when the user did not choose it. On an existing index the
+stored recipe fills those in; a choice that contradicts it is refused by
+``Recipe.check_same`` with the list of differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval import encoders
+from retrieval.audio.windows import check_window, to_samples
+from retrieval.encoders.base import Encoder, EncoderOptions
+from retrieval.pooling import check_mode as check_pooling
+from retrieval.pooling import pooled_dim
+from retrieval.postprocess import check_mode as check_postprocess
+from retrieval.recipe import Recipe
+
+#: Default post-processing for new indexes (measured in docs/benchmarks.md).
+DEFAULT_POSTPROCESS = "none"
+#: Windows quieter than this RMS level (dBFS) stay out of the vector index by default.
+DEFAULT_SILENCE_DB = -60.0
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What a user asked for; None means "the index's value, else the default".
+
+    ``silence_db`` uses ``float('-inf')`` for "keep every window".
+    """
+
+    encoder: str | None = None
+    model: str | None = None
+    layer: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    window_s: float | None = None
+    hop_s: float | None = None
+    pooling: str | None = None
+    postprocess: str | None = None
+    precision: str | None = None
+    silence_db: float | None = None
+    device: str = "cpu"
+
+
+def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
+    """Load the encoder and build the recipe for ``choices`` on top of ``stored``."""
+    opts = stored.encoder_options if stored else {}
+    same_encoder = stored is None or choices.encoder in (None, stored.encoder)
+    name = choices.encoder or (stored.encoder if stored else "logmel")
+    inherit = stored if same_encoder else None
+    model = choices.model if choices.model is not None else (opts.get("model") if inherit else None)
+    layer = choices.layer if choices.layer is not None else (opts.get("layer") if inherit else None)
+    extra = choices.extra or (dict(opts.get("extra", {})) if inherit else {})
+    precision = choices.precision or (inherit.precision if inherit else "fp32")
+    encoder = encoders.build(name, EncoderOptions(model=model, layer=layer, device=choices.device,
+                                                  precision=precision, extra=extra))
+    sr = encoder.sample_rate
+    window = to_samples(choices.window_s, sr) if choices.window_s else (
+        inherit.window_samples if inherit else to_samples(encoder.default_window_s, sr))
+    hop = to_samples(choices.hop_s, sr) if choices.hop_s else (
+        inherit.hop_samples if inherit else to_samples(min(encoder.default_hop_s, window / sr), sr))
+    check_window(window, hop)
+    pooling = check_pooling(choices.pooling or (inherit.pooling if inherit else encoder.default_pooling))
+    post = check_postprocess(choices.postprocess or (inherit.postprocess if inherit else DEFAULT_POSTPROCESS))
+    if choices.silence_db is not None:
+        silence = None if choices.silence_db == float("-inf") else float(choices.silence_db)
+    else:
+        silence = inherit.silence_db if inherit else DEFAULT_SILENCE_DB
+    recipe = Recipe(
+        encoder=name,
+        encoder_options={"model": model, "layer": layer, "extra": extra},
+        encoder_params=encoder.recipe(),
+        sample_rate=sr, window_samples=window, hop_samples=hop,
+        pooling=pooling, postprocess=post, precision=precision,
+        frame_dim=encoder.dim, dim=pooled_dim(pooling, encoder.dim), silence_db=silence,
+    )
+    return encoder, recipe
+
+
+def encoder_for(recipe: Recipe, device: str = "cpu") -> Encoder:
+    """Load the encoder an index was built with (for queries)."""
+    o = recipe.encoder_options
+    return encoders.build(recipe.encoder, EncoderOptions(model=o.get("model"), layer=o.get("layer"), device=device,
+                                                         precision=recipe.precision, extra=o.get("extra", {})))

@@ -1,0 +1,90 @@
+"""Search an index by vector: file-level hits (ranked by their best window) or window hits.
+
+Results follow ``sentence_transformers.util.semantic_search``: best first, one row per
+hit, with the score (cosine of post-processed unit vectors), the file's path, the
+window's ``start_s`` / ``end_s`` and the file's label and metadata columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from retrieval.filters import Filter
+from retrieval.store import Store
+from retrieval.store.db import arrow_of
+
+#: Hidden columns of ``files`` not shown in results.
+_HIDDEN = {"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
+           "sample_rate", "channels"}
+
+
+def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | None:
+    """Vector ids whose file passes ``where``; None when there is no filter."""
+    if where is None:
+        return None
+    rows = store.db.con.execute(
+        "SELECT s.segment_id FROM segments s JOIN files f USING (file_id) "
+        f"WHERE s.level = ? AND s.vector IS NOT NULL AND ({where.sql})", [level, *where.params]).fetchall()
+    return np.array([r[0] for r in rows], np.int64)
+
+
+def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
+    """The ``k`` windows most similar to ``query`` (a ``(D,)`` post-processed unit vector)."""
+    allowed = allowed_ids(store, "segment", where)
+    if allowed is not None and allowed.size == 0:
+        return _empty(store)
+    scores, ids = store.vectors("segment").search(query[None], k, allowed)
+    keep = ids[0] >= 0
+    return _hits(store, ids[0][keep], scores[0][keep])
+
+
+def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
+    """The ``k`` files whose best window is most similar to ``query``; each row names that window."""
+    vi = store.vectors("segment")
+    allowed = allowed_ids(store, "segment", where)
+    if vi.ntotal == 0 or (allowed is not None and allowed.size == 0):
+        return _empty(store)
+    limit = vi.ntotal if allowed is None else allowed.size
+    fetch = min(limit, max(4 * k, k + 32))
+    while True:
+        scores, ids = vi.search(query[None], fetch, allowed)
+        keep = ids[0] >= 0
+        hits = _hits(store, ids[0][keep], scores[0][keep])
+        best = hits.drop_duplicates("path", keep="first")
+        if len(best) >= k or fetch >= limit:
+            out = best.head(k).reset_index(drop=True)
+            out["rank"] = np.arange(1, len(out) + 1)
+            return out
+        fetch = min(limit, fetch * 4)
+
+
+def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    if ids.size == 0:
+        return _empty(store)
+    sr = store.require_recipe().sample_rate
+    meta = arrow_of(store.db.con.sql(
+        "SELECT s.segment_id, s.start_sample, s.end_sample, f.* FROM segments s JOIN files f USING (file_id) "
+        "WHERE s.segment_id IN (SELECT unnest(?::BIGINT[]))", params=[ids.tolist()])).to_pandas()
+    meta = meta.set_index("segment_id").loc[ids].reset_index()
+    out = pd.DataFrame({
+        "rank": np.arange(1, len(ids) + 1),
+        "score": scores.astype(float),
+        "path": meta["path"],
+        "start_s": meta["start_sample"] / sr,
+        "end_s": meta["end_sample"] / sr,
+    })
+    extra = [c for c in meta.columns if c not in _HIDDEN and c not in out.columns
+             and c not in ("segment_id", "start_sample", "end_sample", "file_id", "duration_s")]
+    for c in extra:
+        out[c] = meta[c].to_numpy()
+    out["duration_s"] = meta["duration_s"].to_numpy()
+    out["segment_id"] = ids
+    out["file_id"] = meta["file_id"].to_numpy()
+    return out
+
+
+def _empty(store: Store) -> pd.DataFrame:
+    cols = ["rank", "score", "path", "start_s", "end_s"] + store.db.metadata_columns() + [
+        "duration_s", "segment_id", "file_id"]
+    return pd.DataFrame({c: [] for c in cols})

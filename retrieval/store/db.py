@@ -1,0 +1,375 @@
+"""DuckDB metadata: the index's source of truth, vectors included.
+
+Tables (see ``SCHEMA``):
+    manifest  key/value: recipe JSON and hash, corpus root, id counter, generation
+    files     one row per audio file: relative path, size, mtime, content hash,
+              duration, native rate and channels, status, label and metadata columns
+    segments  one row per vector: window rows (``level='segment'``) and one pooled row
+              per file (``level='file'``); start/end in samples at the recipe's rate,
+              level in dB, and the raw pooled vector (NULL for silent windows)
+    errors    one row per problem: path, severity (``error`` or ``warning``), stage, reason
+    transforms  fitted post-processing state, as ``.npz`` bytes
+
+Ids are allocated from the persisted ``next_id`` counter and never reused, so a stale
+FAISS file can never map an id onto the wrong vector. The class has no constraints
+or indexes: ingest is the single writer and keeps rows unique itself, which keeps
+bulk inserts and deletes fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from retrieval.errors import InputError
+
+SCHEMA_VERSION = 1
+
+#: Columns of ``files`` that ingest owns; metadata columns are added beside them.
+FILE_COLUMNS: dict[str, str] = {
+    "file_id": "BIGINT", "path": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE",
+    "content_hash": "VARCHAR", "duration_s": "DOUBLE", "sample_rate": "INTEGER", "channels": "INTEGER",
+    "format": "VARCHAR", "n_samples": "BIGINT", "status": "VARCHAR", "n_segments": "INTEGER",
+    "label": "VARCHAR", "indexed_at": "TIMESTAMP",
+}
+SEGMENT_COLUMNS = ("segment_id", "file_id", "level", "start_sample", "end_sample", "rms_db", "silent", "n_frames")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Quote a column name for SQL; refuse names that are not plain identifiers."""
+    if not _IDENT.match(name):
+        raise InputError(f"column name {name!r} is not a plain identifier (letters, digits, underscore)")
+    return f'"{name}"'
+
+
+def arrow_of(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    """A relation as an Arrow table, across duckdb versions."""
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    return fetch()
+
+
+def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
+    """``(n, dim)`` float32 from a FLOAT[dim] Arrow column without NULLs."""
+    col = table.column(column).combine_chunks()
+    if len(col) == 0:
+        return np.zeros((0, dim), np.float32)
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(len(col), dim), dtype=np.float32)
+
+
+@dataclass
+class FileRow:
+    """A file ready to be written, with its vectors.
+
+    Attributes:
+        path: relative to the corpus root.
+        starts, ends: ``(w,)`` int64 window bounds in samples at the recipe's rate.
+        rms_db: ``(w,)`` float32 window levels.
+        silent: ``(w,)`` bool, windows kept out of the vector index.
+        n_frames: ``(w,)`` int64 frames behind each window vector.
+        window_vectors: ``(w, P)`` float32; rows of silent windows are ignored.
+        file_vector: ``(P,)`` float32 or None.
+    """
+
+    path: str
+    size: int
+    mtime: float
+    content_hash: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    format: str
+    n_samples: int
+    status: str
+    label: str | None
+    starts: np.ndarray
+    ends: np.ndarray
+    rms_db: np.ndarray
+    silent: np.ndarray
+    n_frames: np.ndarray
+    window_vectors: np.ndarray
+    file_vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    path: str
+    severity: str  # "error" or "warning"
+    stage: str
+    reason: str
+    size: int = -1
+    mtime: float = 0.0
+
+
+class MetadataDB:
+    """Typed access to the DuckDB file of one index."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self._create()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        cols = ", ".join(f"{k} {v}" for k, v in FILE_COLUMNS.items())
+        self.con.execute("CREATE TABLE IF NOT EXISTS manifest (key VARCHAR, value VARCHAR)")
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS files ({cols})")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS errors (path VARCHAR, severity VARCHAR, stage VARCHAR, reason VARCHAR, "
+            "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp)"
+        )
+        self.con.execute("CREATE TABLE IF NOT EXISTS transforms (name VARCHAR, data BLOB)")
+        if self.get("schema_version") is None:
+            self.set("schema_version", str(SCHEMA_VERSION))
+
+    def create_segments(self, dim: int) -> None:
+        """Create ``segments`` with a ``FLOAT[dim]`` vector column (once, when the recipe is set)."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS segments (segment_id BIGINT, file_id BIGINT, level VARCHAR, "
+            f"start_sample BIGINT, end_sample BIGINT, rms_db REAL, silent BOOLEAN, n_frames INTEGER, vector FLOAT[{dim}])"
+        )
+
+    def has_segments(self) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+
+    # -- manifest --------------------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        rows = self.con.execute("SELECT value FROM manifest WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def set(self, key: str, value: str) -> None:
+        self.con.execute("DELETE FROM manifest WHERE key = ?", [key])
+        self.con.execute("INSERT INTO manifest VALUES (?, ?)", [key, value])
+
+    def allocate_ids(self, n: int) -> int:
+        """Reserve ``n`` ids; returns the first. Call inside the transaction that uses them."""
+        first = int(self.get("next_id") or 0)
+        self.set("next_id", str(first + n))
+        return first
+
+    def bump_generation(self) -> str:
+        """Mark the vectors as changed; FAISS files carry the generation they were built from."""
+        gen = str(int(self.get("generation") or 0) + 1)
+        self.set("generation", gen)
+        return gen
+
+    # -- files -----------------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, tuple[int, int, float, str]]:
+        """``path -> (file_id, size, mtime, content_hash)`` for every indexed file."""
+        rows = self.con.execute("SELECT path, file_id, size, mtime, content_hash FROM files").fetchall()
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
+        """Insert files and their vectors; returns ``(files, segment vectors)`` written."""
+        if not rows:
+            return 0, 0
+        n_seg = sum(len(r.starts) for r in rows) + sum(r.file_vector is not None for r in rows)
+        first_id = self.allocate_ids(len(rows) + n_seg)
+        file_ids = np.arange(first_id, first_id + len(rows), dtype=np.int64)
+        next_seg = first_id + len(rows)
+        files = {k: [] for k in FILE_COLUMNS if k != "indexed_at"}
+        seg: dict[str, list[Any]] = {k: [] for k in SEGMENT_COLUMNS}
+        vecs: list[np.ndarray] = []
+        valid: list[bool] = []
+        for fid, r in zip(file_ids, rows):
+            for k, v in (("file_id", int(fid)), ("path", r.path), ("size", r.size), ("mtime", r.mtime),
+                         ("content_hash", r.content_hash), ("duration_s", r.duration_s),
+                         ("sample_rate", r.sample_rate), ("channels", r.channels), ("format", r.format),
+                         ("n_samples", r.n_samples), ("status", r.status),
+                         ("n_segments", int((~r.silent).sum())), ("label", r.label)):
+                files[k].append(v)
+            w = len(r.starts)
+            ids = np.arange(next_seg, next_seg + w)
+            next_seg += w
+            seg["segment_id"] += ids.tolist()
+            seg["file_id"] += [int(fid)] * w
+            seg["level"] += ["segment"] * w
+            seg["start_sample"] += r.starts.tolist()
+            seg["end_sample"] += r.ends.tolist()
+            seg["rms_db"] += r.rms_db.tolist()
+            seg["silent"] += r.silent.tolist()
+            seg["n_frames"] += r.n_frames.tolist()
+            vecs.append(r.window_vectors.reshape(w, dim))
+            valid += (~r.silent).tolist()
+            if r.file_vector is not None:
+                seg["segment_id"].append(next_seg)
+                next_seg += 1
+                seg["file_id"].append(int(fid))
+                seg["level"].append("file")
+                seg["start_sample"].append(0)
+                seg["end_sample"].append(r.n_samples)
+                seg["rms_db"].append(float(np.max(r.rms_db)))
+                seg["silent"].append(False)
+                seg["n_frames"].append(int(r.n_frames.sum()))
+                vecs.append(r.file_vector.reshape(1, dim))
+                valid.append(True)
+        files_tbl = pa.table(files)
+        self.con.register("_files_batch", files_tbl)
+        names = ", ".join(files_tbl.column_names)
+        self.con.execute(
+            f"INSERT INTO files ({names}, indexed_at) SELECT {names}, current_timestamp FROM _files_batch").fetchall()
+        self.con.unregister("_files_batch")
+        flat = np.concatenate(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
+        vec_arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), dim)
+        mask = pa.array(~np.array(valid, bool))
+        vec_arr = pa.FixedSizeListArray.from_arrays(vec_arr.values, dim, mask=mask) if len(vec_arr) else vec_arr
+        seg_tbl = pa.table({**{k: seg[k] for k in SEGMENT_COLUMNS}, "vector": vec_arr})
+        self.con.register("_seg_batch", seg_tbl)
+        self.con.execute("INSERT INTO segments SELECT * FROM _seg_batch").fetchall()
+        self.con.unregister("_seg_batch")
+        return len(rows), int(sum(valid))
+
+    def delete_files(self, file_ids: Iterable[int]) -> None:
+        ids = list(file_ids)
+        if not ids:
+            return
+        self.con.execute("DELETE FROM segments WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        self.con.execute("DELETE FROM files WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+
+    def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None) -> None:
+        self.con.execute("UPDATE files SET path = ?, size = ?, mtime = ?, label = ? WHERE file_id = ?",
+                         [path, size, mtime, label, file_id])
+
+    def copy_file(self, source_id: int, path: str, size: int, mtime: float, label: str | None) -> int:
+        """Duplicate a file's row and vectors under a new path (same content); returns segments copied."""
+        n = self.con.execute("SELECT count(*) FROM segments WHERE file_id = ?", [source_id]).fetchall()[0][0]
+        first = self.allocate_ids(1 + n)
+        cols = [c for c in self.file_columns() if c not in ("file_id", "path", "size", "mtime", "label", "indexed_at")]
+        sel = ", ".join(quote_ident(c) for c in cols)
+        self.con.execute(
+            f"INSERT INTO files (file_id, path, size, mtime, label, indexed_at, {sel}) "
+            f"SELECT ?, ?, ?, ?, ?, current_timestamp, {sel} FROM files WHERE file_id = ?",
+            [first, path, size, mtime, label, source_id])
+        self.con.execute(
+            "INSERT INTO segments SELECT ? + row_number() OVER (ORDER BY segment_id), ?, level, start_sample, "
+            "end_sample, rms_db, silent, n_frames, vector FROM segments WHERE file_id = ?",
+            [first, first, source_id])
+        return int(self.con.execute(
+            "SELECT count(*) FROM segments WHERE file_id = ? AND vector IS NOT NULL AND level = 'segment'",
+            [first]).fetchall()[0][0])
+
+    def file_columns(self) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'files' ORDER BY ordinal_position"
+        ).fetchall()]
+
+    def column_types(self) -> dict[str, str]:
+        """``name -> SQL type`` of every ``files`` column (what ``--where`` may use)."""
+        return dict(self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'files' "
+            "ORDER BY ordinal_position").fetchall())
+
+    def metadata_columns(self) -> list[str]:
+        """Columns beside the built-in ones: ``label`` plus every attached CSV column."""
+        return ["label"] + [c for c in self.file_columns() if c not in FILE_COLUMNS]
+
+    def attach_metadata(self, table: pa.Table, key: str = "path") -> int:
+        """Set metadata columns from ``table`` (one row per relative ``path``); returns rows matched.
+
+        Columns are added with the Arrow type duckdb infers; existing values are overwritten.
+        """
+        cols = [c for c in table.column_names if c != key]
+        self.con.register("_meta", table)
+        try:
+            for c in cols:
+                if c == "label":
+                    continue
+                if c in FILE_COLUMNS:
+                    raise InputError(f"metadata column {c!r} clashes with a built-in column; rename it in the CSV")
+                typ = self.con.execute(
+                    f"SELECT typeof({quote_ident(c)}) FROM _meta WHERE {quote_ident(c)} IS NOT NULL LIMIT 1").fetchall()
+                sql_type = typ[0][0] if typ and typ[0][0] != "NULL" else "VARCHAR"
+                self.con.execute(f"ALTER TABLE files ADD COLUMN IF NOT EXISTS {quote_ident(c)} {sql_type}").fetchall()
+            if not cols:
+                return 0
+            sets = ", ".join(f"{quote_ident(c)} = _meta.{quote_ident(c)}" for c in cols)
+            self.con.execute(f"UPDATE files SET {sets} FROM _meta WHERE files.path = _meta.{quote_ident(key)}").fetchall()
+            return int(self.con.execute(
+                f"SELECT count(*) FROM files JOIN _meta ON files.path = _meta.{quote_ident(key)}").fetchall()[0][0])
+        finally:
+            self.con.unregister("_meta")
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def clear_errors(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        if paths:
+            self.con.execute("DELETE FROM errors WHERE path IN (SELECT unnest(?::VARCHAR[]))", [paths])
+
+    def add_errors(self, rows: Sequence[ErrorRow]) -> None:
+        for r in rows:
+            self.con.execute("INSERT INTO errors (path, severity, stage, reason, size, mtime) VALUES (?, ?, ?, ?, ?, ?)",
+                             [r.path, r.severity, r.stage, r.reason, r.size, r.mtime])
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    def vectors(self, level: str, dim: int, where_sql: str = "", params: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,) int64, raw vectors (n, dim) float32)`` of one level, in id order.
+
+        ``where_sql`` is an extra parameterised condition on ``files`` (alias ``f``).
+        """
+        sql = ("SELECT s.segment_id, s.vector FROM segments s JOIN files f USING (file_id) "
+               "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
+               + " ORDER BY s.segment_id")
+        tbl = arrow_of(self.con.sql(sql, params=[level, *params]))
+        ids = tbl.column("segment_id").to_numpy().astype(np.int64)
+        return ids, vectors_of(tbl, "vector", dim)
+
+    def count_vectors(self, level: str) -> int:
+        if not self.has_segments():
+            return 0
+        return int(self.con.execute(
+            "SELECT count(*) FROM segments WHERE level = ? AND vector IS NOT NULL", [level]).fetchall()[0][0])
+
+    # -- transforms ------------------------------------------------------------------------
+
+    def save_transform(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        self.con.execute("DELETE FROM transforms WHERE name = ?", [name])
+        self.con.execute("INSERT INTO transforms VALUES (?, ?)", [name, buf.getvalue()])
+
+    def load_transform(self, name: str) -> dict[str, np.ndarray]:
+        rows = self.con.execute("SELECT data FROM transforms WHERE name = ?", [name]).fetchall()
+        if not rows:
+            return {}
+        with np.load(io.BytesIO(rows[0][0])) as z:
+            return {k: z[k] for k in z.files}
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.con.execute("ROLLBACK")
+
+    def checkpoint(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+
+def manifest_json(db: MetadataDB, key: str) -> Any:
+    value = db.get(key)
+    return None if value is None else json.loads(value)
