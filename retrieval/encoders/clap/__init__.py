@@ -1,0 +1,14 @@
+"""CLAP: audio and text towers through ``transformers.ClapModel`` (see ``encoder.py``).
+
+Modules, in the order data flows:
+    features       torch log-mel front end matching ``ClapFeatureExtractor``, deterministic
+    laion_convert  LAION-CLAP ``.pt`` state dicts <-> transformers ``ClapModel`` keys
+    loading        checkpoint resolution and loading (folder, hub id, LAION ``.pt``)
+    precision      fp32 / bf16 / int8 inference modes
+    encoder        :class:`ClapEncoder`, the registered ``clap`` encoder
+"""
+
+from retrieval.encoders.clap.encoder import ClapEncoder
+from retrieval.encoders.clap.features import ClapFeatureConfig, ClapFeatures
+
+__all__ = ["ClapEncoder", "ClapFeatureConfig", "ClapFeatures"]

@@ -1,0 +1,55 @@
+"""With no checkpoint and no network, CLAP fails fast with the three ways to get weights."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from retrieval.encoders import build
+from retrieval.encoders.base import EncoderOptions
+from retrieval.errors import WeightsNotFoundError
+
+FAST_S = 5.0
+UNCACHED = "retrieve-tests/no-such-clap-checkpoint"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("RETRIEVE_CLAP_MODEL", raising=False)
+
+
+def _fails_fast(options: EncoderOptions) -> str:
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as info:
+        build("clap", options)
+    assert time.perf_counter() - start < FAST_S
+    return str(info.value)
+
+
+def test_uncached_hub_id_fails_fast_with_the_fix() -> None:
+    msg = _fails_fast(EncoderOptions(model=UNCACHED))
+    assert UNCACHED in msg and "cannot be reached" in msg
+    assert "--model /path/to/checkpoint" in msg and "RETRIEVE_CLAP_MODEL" in msg and "huggingface" in msg
+
+
+def test_env_var_names_the_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRIEVE_CLAP_MODEL", UNCACHED)
+    assert UNCACHED in _fails_fast(EncoderOptions())
+
+
+def test_missing_local_paths_fail_fast(tmp_path: Path) -> None:
+    for missing in (tmp_path / "clap-folder", tmp_path / "music_clap.pt"):
+        msg = _fails_fast(EncoderOptions(model=str(missing)))
+        assert str(missing) in msg and "--model" in msg
+
+
+def test_laion_file_without_a_processor_source_fails_fast(tmp_path: Path) -> None:
+    import torch
+
+    pt = tmp_path / "laion.pt"
+    torch.save({"state_dict": {"audio_branch.bn0.weight": torch.ones(64), "text_branch.pooler.dense.bias": torch.ones(4)}}, pt)
+    msg = _fails_fast(EncoderOptions(model=str(pt), extra={"processor": UNCACHED}))
+    assert UNCACHED in msg
