@@ -124,13 +124,9 @@ class _FileJob:
         self.silent: list[bool] = []
         self.vectors: dict[int, np.ndarray] = {}
         self.counts: dict[int, int] = {}
-        self.pending = 0
+        self.pending = 0  # windows queued for the encoder
         self.decoded = False
         self.error: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.decoded and self.pending == 0
 
 
 def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
@@ -238,27 +234,23 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
 def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[FoundFile, str, int | None]],
                options: IngestOptions, summary: IngestSummary, warn: Callable[[str], None]) -> None:
     """Decode, embed and commit every file in ``todo``, ``commit_every`` files per transaction."""
-    done: list[_FileJob] = []
+    open_jobs: list[_FileJob] = []  # decoded, not yet committed
     queue: list[tuple[_FileJob, int, np.ndarray]] = []
     bar = _progress(len(todo), options.progress)
 
     def flush() -> None:
-        if not queue:
-            return
-        _embed_queue(encoder, recipe.pooling, queue, options.batch_size)
-        for job, _, _ in queue:
-            job.pending -= 1
-            if job.done and job not in done:
-                done.append(job)
-        queue.clear()
+        if queue:
+            _embed_queue(encoder, recipe.pooling, queue, options.batch_size)
+            for job, _, _ in queue:
+                job.pending -= 1
+            queue.clear()
 
     def commit() -> None:
-        finished = [j for j in done if j.done]
-        if finished:
-            _commit(store, recipe, finished, summary, warn)
-            bar.update(len(finished))
-            for j in finished:
-                done.remove(j)
+        flush()
+        if open_jobs:
+            _commit(store, recipe, open_jobs, summary, warn)
+            bar.update(len(open_jobs))
+            open_jobs.clear()
 
     for job in _jobs(todo, summary, warn):
         try:
@@ -280,12 +272,9 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
         except MemoryError:
             job.error = "out of memory while decoding"
         job.decoded = True
-        if job.done:
-            done.append(job)
-        if len(done) >= options.commit_every:
-            flush()
+        open_jobs.append(job)
+        if len(open_jobs) >= options.commit_every:
             commit()
-    flush()
     commit()
     bar.close()
 

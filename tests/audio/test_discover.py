@@ -1,0 +1,31 @@
+import os
+
+import numpy as np
+
+from retrieval.audio.discover import discover
+from tests.conftest import write
+
+
+def test_recursive_sorted_and_unicode(tmp_path):
+    for rel in ["b/ü ñ 文件.wav", "a/x.flac", "a/sub/y.WAV", "notes.txt", "a/._junk.wav"]:
+        p = tmp_path / rel
+        if rel.endswith(("wav", "flac", "WAV")):
+            write(p, np.zeros(100, np.float32), 8000)
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("x")
+    found = [f.rel_path for f in discover(tmp_path)]
+    assert found == ["a/x.flac", "a/sub/y.WAV", "b/ü ñ 文件.wav"]
+
+
+def test_symlink_loop_is_walked_once(tmp_path):
+    write(tmp_path / "d" / "a.wav", np.zeros(10, np.float32), 8000)
+    os.symlink(tmp_path / "d", tmp_path / "d" / "loop")
+    found = [f.rel_path for f in discover(tmp_path)]
+    assert found == ["d/a.wav"]
+
+
+def test_dangling_link_is_reported_not_dropped(tmp_path):
+    os.symlink(tmp_path / "gone.wav", tmp_path / "link.wav")
+    (f,) = list(discover(tmp_path))
+    assert f.rel_path == "link.wav" and f.error and "stat" in f.error

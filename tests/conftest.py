@@ -1,0 +1,43 @@
+"""Shared fixtures: isolated index folders, offline hub, seeded audio files, the FSDD corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from retrieval import synth
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FSDD = SHARED / "data" / "fsdd"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the real indexes/ folder or the network."""
+    monkeypatch.setenv("RETRIEVE_INDEXES", str(tmp_path_factory.mktemp("indexes")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def fsdd() -> Path:
+    if not (FSDD / "recordings").is_dir():
+        pytest.skip("../shared/data/fsdd is not beside the project")
+    return FSDD
+
+
+def write(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, sample_rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A small labelled corpus: 5 classes x 4 clips at odd lengths, 16 kHz."""
+    root = tmp_path / "corpus"
+    synth.write_demo_corpus(root, per_class=4)
+    return root
