@@ -1,0 +1,77 @@
+"""Shared fixtures for encoder tests.
+
+Golden reference data lives outside the repository, in ``<repo>/../shared/golden``;
+tests that need it skip cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: ``<repo>/../shared/golden`` (this file is ``<repo>/tests/encoders/conftest.py``).
+GOLDEN_ROOT = (Path(__file__).resolve().parents[2] / ".." / "shared" / "golden").resolve()
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """The shared golden folder; skips the test when it is absent."""
+    if not GOLDEN_ROOT.is_dir():
+        pytest.skip(f"golden reference data not found at {GOLDEN_ROOT}")
+    return GOLDEN_ROOT
+
+
+@pytest.fixture(scope="session")
+def beats_golden(golden_dir: Path) -> Path:
+    """``golden/beats`` (official-code outputs for random BEATs weights); skips when absent."""
+    path = golden_dir / "beats"
+    if not (path / "expected_small.npz").is_file():
+        pytest.skip(f"BEATs golden files not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_beats_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: write a tiny random BEATs checkpoint in the official format and return its path.
+
+    Keyword arguments override fields of the tiny config (2 layers, D=32, 4 heads, E=16),
+    e.g. ``finetuned_model=True``; ``label_dict`` adds that key to the file.
+    """
+    import torch
+
+    from retrieval.encoders.beats import BeatsConfig, BeatsModel
+
+    def make(seed: int = 0, label_dict: dict[int, str] | None = None, **overrides: Any) -> Path:
+        cfg = {
+            "input_patch_size": 16, "embed_dim": 16, "conv_bias": False, "encoder_layers": 2,
+            "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 4,
+            "activation_fn": "gelu", "layer_wise_gradient_decay_ratio": 0.6, "layer_norm_first": False,
+            "deep_norm": True, "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
+            "encoder_layerdrop": 0.05, "dropout_input": 0.0, "conv_pos": 128, "conv_pos_groups": 16,
+            "relative_position_embedding": True, "num_buckets": 320, "max_distance": 800,
+            "gru_rel_pos": True, "finetuned_model": False, "predictor_dropout": 0.1, "predictor_class": 527,
+            **overrides,
+        }
+        torch.manual_seed(seed)
+        model = BeatsModel(BeatsConfig.from_dict(cfg))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("weight_v"):
+                    p.normal_(0.0, 1.0)
+                elif p.ndim > 1 and not name.endswith(("weight_g", "grep_a")):
+                    p.normal_(0.0, p[0].numel() ** -0.5)
+                elif not name.endswith(("weight_g", "grep_a")):
+                    p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
+                if "relative_attention_bias" in name:
+                    p.normal_(0.0, 0.5)
+        blob: dict[str, Any] = {"cfg": cfg, "model": model.state_dict()}
+        if label_dict is not None:
+            blob["label_dict"] = label_dict
+        path = tmp_path_factory.mktemp("beats") / f"tiny_{seed}.pt"
+        torch.save(blob, path)
+        return path
+
+    return make
