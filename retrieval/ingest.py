@@ -37,7 +37,7 @@ from retrieval.errors import AudioError, InputError, RetrievalError
 from retrieval.labels import folder_label, read_labels_csv
 from retrieval.pooling import pool_file
 from retrieval.recipe import Recipe
-from retrieval.store import ErrorRow, FileRow, Store
+from retrieval.store import LEVELS, ErrorRow, FileRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,15 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         _apply_plan(store, plan, summary, warn)
         _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn)
         _attach_labels(store, warn)
-        store.db.begin()
-        store.refit_postprocess()
-        store.db.commit()
-        store.rebuild_all()
+        if store.db.get("generation") != store.db.get("fitted_generation"):
+            store.db.begin()
+            store.refit_postprocess()
+            store.db.set("fitted_generation", store.db.get("generation") or "0")
+            store.db.commit()
+            store.rebuild_all()
+        else:
+            for level in LEVELS:
+                store.vectors(level)  # repairs a stale FAISS file left by a killed run
         store.db.checkpoint()
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -254,7 +259,9 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
 
     for job in _jobs(todo, summary, warn):
         try:
-            for w in cut_stream(stream(job.found.path, recipe.sample_rate, report=job.report),
+            if job.error is not None:  # the header could not be read
+                raise AudioError(job.error)
+            for w in cut_stream(stream(job.found.path, recipe.sample_rate, report=job.report, info=job.info),
                                 recipe.window_samples, recipe.hop_samples):
                 level = rms_db(w.audio)
                 silent = recipe.silence_db is not None and level < recipe.silence_db
@@ -268,7 +275,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
                     if len(queue) >= 4 * options.batch_size:
                         flush()
         except AudioError as exc:
-            job.error = str(exc)
+            job.error = job.error or str(exc)
         except MemoryError:
             job.error = "out of memory while decoding"
         job.decoded = True

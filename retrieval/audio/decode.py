@@ -82,6 +82,7 @@ def stream(
     start_s: float | None = None,
     end_s: float | None = None,
     report: DecodeReport | None = None,
+    info: AudioInfo | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at ``target_sr``.
 
@@ -90,11 +91,12 @@ def stream(
         target_sr: output rate in Hz.
         start_s, end_s: optional crop, in seconds of the source.
         report: filled with the non-finite count and output length as blocks are read.
+        info: the file's :func:`probe` result, when the caller already has it.
 
     Raises:
         AudioError: the file cannot be decoded, or the crop is empty.
     """
-    info = probe(path)
+    info = info or probe(path)
     report = report if report is not None else DecodeReport()
     start = 0 if start_s is None else int(round(start_s * info.sample_rate))
     stop = None if end_s is None else int(round(end_s * info.sample_rate))
