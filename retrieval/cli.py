@@ -104,13 +104,17 @@ def _is_number(text: str) -> bool:
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
 @click.option("--commit-every", type=int, default=64, show_default=True, help="Files per transaction.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Decoding processes running beside the encoder (0: decode in the main process).")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default="auto", show_default=True,
+              help="FAISS index for search; auto picks by corpus size (see `retrieve info`).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @json_option
 def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str | None, layer: str | None,
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              progress: bool | None, as_json: bool) -> None:
+              workers: int, index_type: str, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS (re-runs embed only new or changed files)."""
     from retrieval.configure import Choices
     from retrieval.index import index_path_for
@@ -120,6 +124,7 @@ def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str |
                       hop_s=hop_s, pooling=pooling, postprocess=postprocess, precision=precision,
                       silence_db=float("-inf") if keep_silent else silence_db, device=device)
     options = IngestOptions(labels_csv=labels_csv, commit_every=commit_every, batch_size=batch_size,
+                            workers=workers, index_type=index_type,
                             progress=sys.stderr.isatty() if progress is None else progress,
                             on_warning=lambda line: click.echo(f"warning: {line}", err=True))
     summary = ingest(corpus, index_path_for(corpus, index), choices, options)

@@ -82,6 +82,8 @@ class IngestOptions:
         commit_every: files per transaction.
         batch_size: windows per encoder call.
         progress: show a progress bar on stderr.
+        workers: decoding processes beside the encoder (0 decodes in the main process).
+        index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``).
         on_warning: called with each warning line (the CLI prints them).
     """
 
@@ -89,6 +91,8 @@ class IngestOptions:
     commit_every: int = 64
     batch_size: int = 16
     progress: bool = False
+    workers: int = 0
+    index_type: str = "auto"
     on_warning: Callable[[str], None] | None = None
 
 
