@@ -162,6 +162,59 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
     _render_hits(hits, as_json)
 
 
+@cli.command("text")
+@click.argument("description")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
+@index_option
+@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@where_option
+@json_option
+def text_cmd(description: str, k: int, index: str | None, segments: bool, where: tuple[str, ...],
+             as_json: bool) -> None:
+    """Search by text, e.g. "glass breaking" (needs an index built with a text-audio encoder: clap)."""
+    from retrieval.index import Index
+
+    with Index.open(index) as idx:
+        hits = idx.search_text(description, k, segments=segments, where=list(where))
+    _render_hits(hits, as_json)
+
+
+@cli.command("zeroshot")
+@index_option
+@click.option("--labels", "labels", help="Comma-separated class names, e.g. dog,rain,siren.")
+@click.option("--label-column", default="label", show_default=True,
+              help="Metadata column with the true labels (class names come from it when --labels is omitted).")
+@click.option("--template", "templates", multiple=True,
+              help="Prompt template with {label}; repeat to ensemble. Default: four CLAP-style prompts.")
+@click.option("--eval", "evaluate", is_flag=True, help="Report zero-shot accuracy and mAP against --label-column.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write every file's prediction to a CSV.")
+@json_option
+def zeroshot_cmd(index: str | None, labels: str | None, label_column: str, templates: tuple[str, ...],
+                 evaluate: bool, out: Path | None, as_json: bool) -> None:
+    """Zero-shot classification of every indexed file from class names alone (text-audio encoders)."""
+    from retrieval.index import Index
+
+    names = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    with Index.open(index) as idx:
+        preds, metrics = idx.zero_shot(names, label_column=label_column, templates=list(templates) or None,
+                                       evaluate=evaluate)
+    if out:
+        preds.to_csv(out, index=False)
+    if as_json:
+        click.echo(json.dumps({"metrics": metrics, "predictions": None if out else [
+            _clean(r) for r in preds[["path", "predicted", "probability", label_column]].to_dict(orient="records")]}))
+        return
+    shown = preds.head(20)
+    _table(["path", "predicted", "probability", label_column],
+           [[r.path, r.predicted, f"{r.probability:.3f}", "" if r[label_column] is None else str(r[label_column])]
+            for _, r in shown.iterrows()])
+    if len(preds) > len(shown):
+        click.echo(f"... {len(preds) - len(shown)} more" + (f" in {out}" if out else " (use --out FILE.csv)"))
+    if metrics:
+        click.echo(f"zero-shot accuracy {metrics['accuracy']:.4f}, mAP {metrics['map']:.4f} "
+                   f"over {int(metrics['n'])} files and {int(metrics['classes'])} classes")
+
+
 def _render_hits(hits: Any, as_json: bool) -> None:
     records = [_clean(r) for r in hits.to_dict(orient="records")]
     if as_json:

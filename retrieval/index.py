@@ -19,11 +19,13 @@ import pandas as pd
 from retrieval.audio.decode import load
 from retrieval.configure import encoder_for
 from retrieval.embed import embed_clip
-from retrieval.encoders.base import Encoder
+from retrieval.encoders.base import Encoder, text_unsupported
+from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import IndexNotFoundError, InputError
 from retrieval.filters import compile_where
 from retrieval.pooling import lift
-from retrieval.search import search_files, search_segments
+from retrieval.postprocess import l2_normalize
+from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
 from retrieval.store.db import arrow_of, vectors_of
 
@@ -73,6 +75,7 @@ class Index:
         self.recipe = store.require_recipe()
         self.device = device
         self._encoder: Encoder | None = None
+        self._raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, device: str = "cpu", writable: bool = False) -> Index:
@@ -113,16 +116,93 @@ class Index:
 
     def search_text(self, text: str, k: int = 10, *, segments: bool = False,
                     where: str | Sequence[str] | None = None) -> pd.DataFrame:
-        """Search by a text description; needs an encoder with a text tower (CLAP)."""
+        """Search by a text description; needs an encoder with a text tower (CLAP).
+
+        Scores are the encoder's own text-audio cosine. On an index with ``center`` or
+        ``whiten`` post-processing (fitted on audio only, which would move audio away
+        from text) the query is scored exactly against the raw window vectors instead.
+        """
         vec = self.text_vector(text)
-        return self.search_vector(vec, k, segments=segments, where=where)
+        if self.recipe.postprocess == "none":
+            return self.search_vector(vec, k, segments=segments, where=where)
+        if k < 1:
+            raise InputError(f"k must be at least 1; got {k}")
+        ids, raw = self._raw_unit("segment")
+        flt = compile_where(where, self.store.db.column_types())
+        return search_exact(self.store, ids, raw, vec, k, flt, by_file=not segments)
 
     def text_vector(self, text: str | Sequence[str]) -> np.ndarray:
-        """Text embedding(s) mapped into this index's search space: ``(D,)`` or ``(n, D)``."""
+        """Unit text embedding(s) lifted into the pooled space (raw, not post-processed): ``(D,)`` or ``(n, D)``.
+
+        Raises:
+            EncoderError: the index's encoder has no text tower (names the ones that do).
+        """
+        if not entry(self.recipe.encoder).has_text:
+            raise text_unsupported(self.recipe.encoder, text_encoders())
         texts = [text] if isinstance(text, str) else list(text)
-        raw = lift(self.encoder.text_embeddings(texts), self.recipe.pooling)
-        out = self.store.postprocess.apply(raw)
+        out = l2_normalize(lift(self.encoder.text_embeddings(texts), self.recipe.pooling))
         return out[0] if isinstance(text, str) else out
+
+    def _raw_unit(self, level: Level) -> tuple[np.ndarray, np.ndarray]:
+        """Cached ``(ids, L2-normalised raw vectors)`` of ``level`` for exact raw-space scoring."""
+        if level not in self._raw:
+            ids, raw = self.store.db.vectors(level, self.recipe.dim)
+            self._raw[level] = (ids, l2_normalize(raw))
+        return self._raw[level]
+
+    def zero_shot(self, labels: Sequence[str] | None = None, *, label_column: str = "label",
+                  templates: Sequence[str] | None = None,
+                  evaluate: bool = False) -> tuple[pd.DataFrame, dict[str, float] | None]:
+        """Zero-shot classification of every indexed file with a text-audio encoder.
+
+        Args:
+            labels: class names; None takes the distinct values of ``label_column``
+                (``;``-separated multi-labels are split).
+            label_column: metadata column holding the true labels (for ``evaluate``).
+            templates: prompt templates with ``{label}``; default :data:`zeroshot.DEFAULT_TEMPLATES`.
+            evaluate: also score the predictions against ``label_column``.
+
+        Returns:
+            ``(predictions, metrics)``: one row per file (path, predicted, probability, the
+            true label, and one ``p:<class>`` column per class), and accuracy/mAP or None.
+        """
+        from retrieval import zeroshot
+
+        meta, vecs = self._file_vectors_raw()
+        if label_column not in meta.columns:
+            raise InputError(f"no metadata column {label_column!r}; columns: {', '.join(self.store.db.metadata_columns())}")
+        truth = meta[label_column]
+        if labels is None:
+            labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(zeroshot.LABEL_SEPARATOR)
+                             if p.strip()})
+            if not labels:
+                raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
+        labels = list(labels)
+        classes = zeroshot.class_vectors(self.text_vector, labels, templates or zeroshot.DEFAULT_TEMPLATES)
+        scores = zeroshot.zero_shot_scores(vecs, classes, logit_scale=getattr(self.encoder, "logit_scale", None))
+        best = scores.probs.argmax(axis=1)
+        out = pd.DataFrame({"path": meta["path"], "predicted": [labels[i] for i in best],
+                            "probability": scores.probs[np.arange(len(best)), best], label_column: truth})
+        for j, lab in enumerate(labels):
+            out[f"p:{lab}"] = scores.probs[:, j]
+        metrics = None
+        if evaluate:
+            keep = truth.notna().to_numpy()
+            metrics = zeroshot.zero_shot_eval(scores.cosine[keep], truth[keep].astype(str).tolist(), labels)
+        return out, metrics
+
+    def _file_vectors_raw(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """One raw unit vector per file: the file vectors, or the mean of window vectors
+        when the pooling keeps none."""
+        meta, vecs = self.embeddings("file", processed=False)
+        if len(meta):
+            return meta, l2_normalize(vecs)
+        meta, vecs = self.embeddings("segment", processed=False)
+        codes, uniq = pd.factorize(meta["file_id"])
+        sums = np.zeros((len(uniq), vecs.shape[1]), np.float64)
+        np.add.at(sums, codes, l2_normalize(vecs))
+        first = meta.groupby(codes).head(1).reset_index(drop=True)
+        return first, l2_normalize(sums)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
                       where: str | Sequence[str] | None = None) -> pd.DataFrame:

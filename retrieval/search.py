@@ -59,6 +59,32 @@ def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None =
         fetch = min(limit, fetch * 4)
 
 
+def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int,
+                 where: Filter | None = None, *, by_file: bool = True) -> pd.DataFrame:
+    """Brute-force search over given ``(n, D)`` unit ``vectors`` with DuckDB ``ids``.
+
+    Used where the FAISS space does not fit the query: text queries against a centred or
+    whitened index are scored against the raw (L2-normalised) window vectors, so their
+    scores stay the encoder's own text-audio cosine.
+    """
+    allowed = allowed_ids(store, "segment", where)
+    scores = vectors @ np.asarray(query, np.float32)
+    if allowed is not None:
+        scores = np.where(np.isin(ids, allowed), scores, -np.inf)
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.isfinite(scores[order])]
+    if not by_file:
+        order = order[:k]
+        return _hits(store, ids[order], scores[order])
+    hits = _hits(store, ids[order[: max(4 * k, k + 32)]], scores[order[: max(4 * k, k + 32)]])
+    best = hits.drop_duplicates("path", keep="first")
+    if len(best) < k and len(order) > len(hits):
+        best = _hits(store, ids[order], scores[order]).drop_duplicates("path", keep="first")
+    out = best.head(k).reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    return out
+
+
 def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     if ids.size == 0:
         return _empty(store)
