@@ -8,6 +8,12 @@ installable on CPU-only machines we target.
 
 Each window is computed on its own, row by row, so a clip gives bit-identical frames
 alone or inside any batch.
+
+Defaults (measured in ``docs/bench_baseline.md``): 20 MFCCs without deltas, gain
+normalisation (the window's mean level is removed, its spectral shape kept), leading
+and trailing frames more than 40 dB below the window's loudest frame masked out, and
+``pyramid`` pooling, so the pooled vector describes the sound's spectral shape at the
+start, middle and end of the sound rather than of the window.
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 import scipy.signal
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
 from retrieval.errors import InputError
 
 Feature = Literal["logmel", "mfcc", "pcen"]
+Norm = Literal["none", "gain", "cmn", "cmvn"]
+FEATURES: tuple[str, ...] = ("logmel", "mfcc", "pcen")
+NORMS: tuple[str, ...] = ("none", "gain", "cmn", "cmvn")
+#: Floor on the per-coefficient deviation in ``cmvn``, in feature units.
+CMVN_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,47 @@ class LogMelConfig:
         n_mels: mel bands.
         n_mfcc: cepstral coefficients kept for ``mfcc`` (c0 included).
         deltas: append first and second time derivatives (x3 dims).
-        cmn: subtract each window's mean over time (cepstral mean normalisation),
-            which removes channel and loudness offsets.
+        norm: per-window normalisation, with statistics over the kept (unmasked) frames:
+            ``gain`` removes the mean level only (mfcc: the mean of c0, which is where a
+            gain change lands under the orthonormal DCT; logmel: the mean over time and
+            bands; pcen is gain-normalised already and is left as is), keeping the
+            spectral shape that tells a dog from rain; ``cmn`` subtracts each
+            coefficient's mean over time (channel removal for speech, which also
+            removes the spectral shape); ``cmvn`` also divides by its deviation;
+            ``none`` leaves the features as computed.
+        trim_db: frames before the first and after the last frame within ``trim_db``
+            dB of the window's loudest frame (mel energy) are marked invalid in the
+            mask, so pooling sees the sound and not the silence around it. Frames in
+            between are always kept. None keeps every frame.
         fmin_hz, fmax_hz: mel band edges.
     """
 
     feature: Feature = "mfcc"
     n_mels: int = 64
     n_mfcc: int = 20
-    deltas: bool = True
-    cmn: bool = True
+    deltas: bool = False
+    norm: Norm = "gain"
+    trim_db: float | None = 40.0
     fmin_hz: float = 50.0
     fmax_hz: float = 8000.0
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURES:
+            raise InputError(f"unknown logmel feature {self.feature!r}; choose one of: {', '.join(FEATURES)}")
+        if self.norm not in NORMS:
+            raise InputError(f"unknown logmel norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        if isinstance(self.trim_db, str) and self.trim_db.lower() in ("none", "null", "off"):
+            object.__setattr__(self, "trim_db", None)
+        if self.trim_db is not None and (
+            isinstance(self.trim_db, bool) or not isinstance(self.trim_db, (int, float)) or not self.trim_db > 0
+        ):
+            raise InputError(f"trim_db must be a positive number of dB or none; got {self.trim_db!r}")
+        for name in ("n_mels", "n_mfcc"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        if self.feature == "mfcc" and self.n_mfcc > self.n_mels:
+            raise InputError(f"n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
 
 
 class LogMelEncoder:
@@ -56,7 +97,7 @@ class LogMelEncoder:
     default_model: ClassVar[str | None] = None
     default_window_s: ClassVar[float] = 4.0
     default_hop_s: ClassVar[float] = 2.0
-    default_pooling: ClassVar[str] = "meanstd"
+    default_pooling: ClassVar[str] = "pyramid"
 
     sample_rate: int = 16000
     win_samples: int = 400
@@ -71,11 +112,13 @@ class LogMelEncoder:
         if unknown:
             raise InputError(f"unknown logmel settings {sorted(unknown)}; valid: {sorted(known)}")
         self.config = LogMelConfig(**options.extra)
-        if self.config.feature not in ("logmel", "mfcc", "pcen"):
-            raise InputError(f"unknown logmel feature {self.config.feature!r}; choose logmel, mfcc or pcen")
         self._window = scipy.signal.get_window("hann", self.win_samples, fftbins=True).astype(np.float64)
         self._mel = mel_filterbank(self.sample_rate, self.n_fft, self.config.n_mels,
                                    self.config.fmin_hz, self.config.fmax_hz)
+        # Sparse (each FFT bin feeds at most two bands) and BLAS-free: a dense (T, 257) @
+        # (257, 64) product through a multi-threaded BLAS is slower by orders of magnitude
+        # on a busy machine, where BLAS threads spin waiting for cores.
+        self._mel_t = scipy.sparse.csr_matrix(self._mel.T)
         base = self.config.n_mfcc if self.config.feature == "mfcc" else self.config.n_mels
         self.dim = base * (3 if self.config.deltas else 1)
 
@@ -87,12 +130,12 @@ class LogMelEncoder:
         """Frames for each row: ``(n, T, dim)`` with ``T`` the longest row's frame count."""
         audio, lengths = check_batch(audio, lengths)
         rows = [self._features(audio[i, : lengths[i]]) for i in range(audio.shape[0])]
-        t_max = max((r.shape[0] for r in rows), default=0)
+        t_max = max((r.shape[0] for r, _ in rows), default=0)
         emb = np.zeros((len(rows), t_max, self.dim), np.float32)
         mask = np.zeros((len(rows), t_max), bool)
-        for i, r in enumerate(rows):
+        for i, (r, keep) in enumerate(rows):
             emb[i, : len(r)] = r
-            mask[i, : len(r)] = True
+            mask[i, : len(r)] = keep
         times = (np.arange(t_max) * self.hop_samples + self.win_samples / 2) / self.sample_rate
         return FrameEmbeddings(emb, np.broadcast_to(times, (len(rows), t_max)).copy(), mask)
 
@@ -103,22 +146,22 @@ class LogMelEncoder:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        """``(T, dim)`` float32 features of one mono clip."""
+    def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features of one mono clip: ``(T, dim)`` float32 and the ``(T,)`` bool kept-frame mask."""
         mel = self._mel_power(x)
         cfg = self.config
+        keep = trim_mask(mel, cfg.trim_db)
         if cfg.feature == "pcen":
             feat = pcen(mel)
         else:
             feat = np.log(np.maximum(mel, 1e-10))
             if cfg.feature == "mfcc":
                 feat = scipy.fft.dct(feat, type=2, norm="ortho", axis=1)[:, : cfg.n_mfcc]
-        if cfg.cmn:
-            feat = feat - feat.mean(axis=0, keepdims=True)
+        feat = normalize(feat, keep, cfg.norm, cfg.feature)
         if cfg.deltas:
             d1 = deltas(feat)
             feat = np.concatenate([feat, d1, deltas(d1)], axis=1)
-        return feat.astype(np.float32)
+        return feat.astype(np.float32), keep
 
     def _mel_power(self, x: np.ndarray) -> np.ndarray:
         """``(T, n_mels)`` float64 mel power spectrogram; clips shorter than a frame are zero-padded."""
@@ -129,7 +172,7 @@ class LogMelEncoder:
         frames = np.lib.stride_tricks.sliding_window_view(x, self.win_samples)[:: self.hop_samples][:n_frames]
         spec = np.fft.rfft(frames * self._window, n=self.n_fft, axis=1)
         power = spec.real**2 + spec.imag**2
-        return power @ self._mel
+        return np.asarray((self._mel_t @ power.T).T)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
@@ -145,6 +188,45 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float, fm
     tri = np.maximum(0.0, np.minimum((bins - lower) / (centre - lower), (upper - bins) / (upper - centre)))
     tri *= (2.0 / (upper - lower))  # equal area per band
     return tri.T
+
+
+def trim_mask(mel: np.ndarray, trim_db: float | None) -> np.ndarray:
+    """``(T,)`` bool: True from the first to the last frame within ``trim_db`` dB of the loudest.
+
+    Args:
+        mel: ``(T, n_mels)`` mel power.
+        trim_db: level range in dB below the loudest frame; None keeps every frame.
+
+    Frame level is ``10 log10(sum of mel power)``, floored at -200 dB, so digital
+    silence (every frame at the floor) keeps every frame.
+    """
+    keep = np.ones(mel.shape[0], bool)
+    if trim_db is None or mel.shape[0] == 0:
+        return keep
+    level = 10.0 * np.log10(np.maximum(mel.sum(axis=1), 1e-20))
+    loud = np.flatnonzero(level >= level.max() - trim_db)
+    keep[: loud[0]] = False
+    keep[loud[-1] + 1 :] = False
+    return keep
+
+
+def normalize(feat: np.ndarray, keep: np.ndarray, norm: str, feature: str) -> np.ndarray:
+    """Per-window normalisation of ``(T, D)`` features, statistics over ``keep`` frames.
+
+    See :class:`LogMelConfig` ``norm``. Returns a new ``(T, D)`` float64 array.
+    """
+    feat = np.array(feat, np.float64)
+    kept = feat[keep]
+    if norm == "gain":
+        if feature == "mfcc":
+            feat[:, 0] -= kept[:, 0].mean()
+        elif feature == "logmel":
+            feat -= kept.mean()
+    elif norm in ("cmn", "cmvn"):
+        feat -= kept.mean(axis=0, keepdims=True)
+        if norm == "cmvn":
+            feat /= np.maximum(kept.std(axis=0, keepdims=True), CMVN_FLOOR)
+    return feat
 
 
 def deltas(feat: np.ndarray, width: int = 2) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""Write an evaluation as a markdown report with PNG plots.
+
+``write_report`` writes into ``out_dir``:
+    report.md          metrics, chance levels, per-class table, most-confused pairs
+    per_class.png      precision / recall / F1 per label
+    confusion.png      row-normalised confusion matrix
+    embedding_map.png  2-D map of the vectors coloured by label (UMAP when umap-learn is
+                       importable, else PCA)
+    pr_curve.png       interpolated precision-recall curve of the ranking (with chance)
+
+Plots use matplotlib's Agg backend, so no display is needed. Large label sets are cut
+to the most frequent labels (:data:`MAX_PLOT_LABELS`), large sets of points to a
+seeded sample (:data:`MAX_MAP_POINTS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retrieval.errors import InputError
+from retrieval.evaluate import EvalResult
+from retrieval.knn import check_vectors, split_label
+
+#: Labels shown in the per-class and confusion plots (most frequent first).
+MAX_PLOT_LABELS = 30
+#: Points drawn in the embedding map.
+MAX_MAP_POINTS = 5000
+#: Rows of the most-confused table in report.md.
+TOP_CONFUSIONS = 15
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False) -> str:
+    """A GitHub markdown table of ``df``; floats rounded to ``digits``, NaN shown as ``-``."""
+    frame = df.reset_index() if index else df
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "-" if not np.isfinite(v) else f"{v:.{digits}f}"
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def write_report(
+    result: EvalResult,
+    vectors: np.ndarray,
+    labels: Sequence[Any],
+    out_dir: Path,
+    *,
+    title: str = "Nearest-neighbour evaluation",
+    seed: int = 0,
+) -> Path:
+    """Write ``report.md`` and its PNGs into ``out_dir`` (created if missing).
+
+    Args:
+        result: from :func:`retrieval.evaluate.evaluate`.
+        vectors: ``(n, D)`` the vectors that were evaluated (for the embedding map).
+        labels: ``n`` label cells, as given to ``evaluate`` (the map colours by the first label).
+        out_dir: output folder.
+        title: heading of the report.
+        seed: seed of the map's point sample and of UMAP.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        InputError: ``vectors`` and ``labels`` lengths differ, or ``out_dir`` is a file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    x = check_vectors(vectors, "vectors")
+    if len(labels) != x.shape[0]:
+        raise InputError(f"labels has {len(labels)} entries but there are {x.shape[0]} vectors")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"report folder {out} is a file; pass a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+
+    images = {
+        "per_class.png": _plot_per_class(result, out / "per_class.png"),
+        "confusion.png": _plot_confusion(result, out / "confusion.png"),
+        "embedding_map.png": _plot_map(x, labels, out / "embedding_map.png", seed),
+        "pr_curve.png": _plot_pr(result, out / "pr_curve.png"),
+    }
+    path = out / "report.md"
+    path.write_text(_markdown(result, title, images), encoding="utf-8")
+    return path
+
+
+def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> str:
+    m = result.metrics
+    ks = result.ks
+    rows = []
+    for k in ks:
+        rows.append({"k": k, "knn_accuracy": m.get(f"knn_accuracy@{k}"), "precision": m.get(f"precision@{k}"),
+                     "recall": m.get(f"recall@{k}"), "map": m.get(f"map@{k}")})
+    by_k = pd.DataFrame(rows)
+    settings = result.settings
+    lines = [
+        f"# {title}", "",
+        f"{m['n_queries']} labelled queries ({m['n_items']} items), {m['n_classes']} labels"
+        f"{', multi-label' if result.multi_label else ''}; leave-one-out with neighbours from the same file "
+        f"excluded{' and from the same group excluded' if settings.get('grouped') else ''}; "
+        f"{settings.get('weighting', 'similarity')}-weighted votes.", "",
+        "## Metrics by k", "", markdown_table(by_k), "",
+        "## Summary", "",
+        markdown_table(pd.DataFrame([{"metric": key, "value": float(val)} for key, val in m.items()
+                                     if not key.startswith("n_")]), digits=4), "",
+        f"Chance: majority-label accuracy {m['chance_accuracy']:.4f}, random-ranking precision "
+        f"{m['chance_precision']:.4f}. Queries without any neighbour: {m['n_no_neighbours']}; "
+        f"without a relevant neighbour: {m['n_no_relevant']}.", "",
+        f"## Per class (vote at k = {result.per_class_k})", "",
+        markdown_table(result.per_class), "",
+        f"## Most confused pairs (k = {result.per_class_k})", "",
+        markdown_table(result.confusions.head(TOP_CONFUSIONS)) if len(result.confusions) else "No confusions.", "",
+        "## Plots", "",
+    ]
+    for name, caption in images.items():
+        if caption is not None:
+            lines += [f"![{caption}]({name})", ""]
+    return "\n".join(lines)
+
+
+def _top_labels(result: EvalResult) -> list[str]:
+    pc = result.per_class.sort_values(["support", "label"], ascending=[False, True])
+    return list(pc["label"].head(MAX_PLOT_LABELS))
+
+
+def _plot_per_class(result: EvalResult, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    keep = set(_top_labels(result))
+    pc = result.per_class[result.per_class["label"].isin(keep)]
+    n = len(pc)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n + 2), 4.0))
+    pos = np.arange(n)
+    for i, col in enumerate(("precision", "recall", "f1")):
+        ax.bar(pos + (i - 1) * 0.27, pc[col].fillna(0.0), width=0.27, label=col)
+    ax.set_xticks(pos, [str(v) for v in pc["label"]], rotation=60 if n > 12 else 0, ha="right" if n > 12 else "center")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.set_title(f"Per-class kNN label transfer (k = {result.per_class_k})")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "per-class precision, recall and F1"
+
+
+def _plot_confusion(result: EvalResult, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    keep = [c for c in result.confusion_matrix.index if c in set(_top_labels(result))]
+    cm = result.confusion_matrix.loc[keep, keep].to_numpy(float)
+    support = result.per_class.set_index("label").loc[keep, "support"].to_numpy(float)
+    norm = cm / np.maximum(support, 1)[:, None]
+    n = len(keep)
+    size = max(4.0, 0.35 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), keep, rotation=90)
+    ax.set_yticks(range(n), keep)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true label")
+    ax.set_title(f"Confusions (k = {result.per_class_k})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "confusion matrix, rows normalised by support"
+
+
+def project_2d(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``(n, 2)`` float64 map of ``(n, D)`` vectors and the method: UMAP when importable, else PCA."""
+    from retrieval.postprocess import l2_normalize
+
+    xn = l2_normalize(x).astype(np.float64)
+    if xn.shape[0] >= 15:
+        try:
+            import umap  # type: ignore[import-not-found]
+
+            emb = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(xn)
+            return np.asarray(emb, np.float64), "UMAP"
+        except ImportError:
+            pass
+    xc = xn - xn.mean(axis=0)
+    if xc.shape[0] < 2:
+        return np.zeros((xc.shape[0], 2)), "PCA"
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    proj = xc @ vt[:2].T
+    if proj.shape[1] < 2:
+        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+    return proj, "PCA"
+
+
+def _plot_map(x: np.ndarray, labels: Sequence[Any], path: Path, seed: int) -> str:
+    import matplotlib.pyplot as plt
+
+    first = np.array([(split_label(v) or ("(none)",))[0] for v in labels], dtype=object)
+    idx = np.arange(x.shape[0])
+    if idx.size > MAX_MAP_POINTS:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, MAX_MAP_POINTS, replace=False))
+    xy, method = project_2d(x[idx], seed)
+    lab = first[idx]
+    names, counts = np.unique(lab.astype(str), return_counts=True)
+    shown = list(names[np.argsort(-counts, kind="stable")][:20])
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    cmap = plt.get_cmap("tab20")
+    other = ~np.isin(lab.astype(str), shown)
+    if other.any():
+        ax.scatter(xy[other, 0], xy[other, 1], s=4, c="lightgrey", label="other labels")
+    for i, name in enumerate(shown):
+        sel = lab.astype(str) == name
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(i % 20), label=name)
+    ax.set_title(f"Embeddings ({method}, {idx.size} points)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"2-D {method} map of the embeddings, coloured by label"
+
+
+def _plot_pr(result: EvalResult, path: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    pr = result.pr_curve
+    if pr["precision"].isna().all():
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(pr["recall"], pr["precision"], marker="o", ms=3, label="ranking")
+    chance = result.metrics.get("chance_precision", float("nan"))
+    if np.isfinite(chance):
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("interpolated precision")
+    ax.set_title(f"Precision-recall (map = {result.metrics.get('map', float('nan')):.3f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "interpolated precision-recall curve, averaged over queries"
