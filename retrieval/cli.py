@@ -215,6 +215,128 @@ def zeroshot_cmd(index: str | None, labels: str | None, label_column: str, templ
                    f"over {int(metrics['n'])} files and {int(metrics['classes'])} classes")
 
 
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="-k") from None
+    if not ks or min(ks) < 1:
+        raise click.BadParameter(f"k values must be positive, got {text!r}", param_hint="-k")
+    return ks
+
+
+@cli.command("classify")
+@click.argument("clips", type=click.Path(exists=True, path_type=Path))
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours that vote.")
+@index_option
+@click.option("--label-column", default="label", show_default=True, help="Metadata column whose labels transfer.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of predictions (default for a folder: predictions.csv).")
+@where_option
+@json_option
+def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out: Path | None,
+                 where: tuple[str, ...], as_json: bool) -> None:
+    """kNN label transfer: label CLIPS (a file or a folder) by a similarity-weighted vote of neighbours."""
+    from retrieval.index import Index
+
+    with Index.open(index) as idx:
+        preds = idx.classify(clips, k, label_column=label_column, where=list(where))
+    if clips.is_dir() or out:
+        out = out or Path("predictions.csv")
+        flat = preds.assign(votes=preds.votes.map(json.dumps), scores=preds.scores.map(json.dumps),
+                            neighbours=preds.neighbours.map(lambda n: json.dumps(n, default=str)))
+        flat.to_csv(out, index=False)
+    if as_json:
+        click.echo(json.dumps([_clean(r) for r in preds.to_dict(orient="records")], default=str))
+        return
+    if clips.is_dir():
+        ok = preds.error.isna()
+        click.echo(f"wrote {len(preds)} predictions to {out} ({(~ok).sum()} clips unreadable)")
+        click.echo(preds[ok].predicted.value_counts().to_string())
+        return
+    row = preds.iloc[0].to_dict()
+    if row["error"]:
+        raise click.ClickException(row["error"])
+    click.echo(f"{row['clip']}: {row['predicted']} (confidence {row['confidence']:.3f})")
+    _table(["label", "vote", "share"],
+           [[lab, f"{v:.3f}", f"{row['scores'][lab]:.3f}"] for lab, v in row["votes"].items()])
+    click.echo("neighbours:")
+    _table(["path", "similarity", label_column], [[p, f"{sim:.4f}", str(lab)] for p, sim, lab in row["neighbours"]])
+
+
+@cli.command("eval")
+@index_option
+@click.option("--label-column", required=True, help="Metadata column with the labels (a;b = multi-label).")
+@click.option("--group-column", help="Neighbours from the same group (speaker, recording, site) never count.")
+@click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
+@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True)
+@click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write report.md with plots (per-class bars, confusion matrix, 2-D map, PR curve) here.")
+@where_option
+@json_option
+def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks: str, level: str, probe: bool,
+             report_dir: Path | None, where: tuple[str, ...], as_json: bool) -> None:
+    """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level."""
+    from retrieval.index import Index
+
+    with Index.open(index) as idx:
+        result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
+                              where=list(where))
+        if report_dir:
+            from retrieval.report import write_report
+
+            meta, vecs = idx._gallery(label_column, list(where), level=level)  # type: ignore[arg-type]
+            write_report(result, vecs, meta[label_column].tolist(), report_dir,
+                         title=f"{idx.recipe.encoder} / {idx.recipe.pooling} / {idx.recipe.postprocess} on {label_column}")
+    if as_json:
+        click.echo(json.dumps(_clean(result.metrics)))
+        return
+    _table(["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in result.metrics.items()])
+    if len(result.confusions):
+        click.echo("most confused (true -> predicted):")
+        top = result.confusions.head(5)
+        _table(["true", "predicted", "count", "rate"],
+               [[str(r.true), str(r.predicted), str(r["count"]), f"{r.rate:.3f}"] for _, r in top.iterrows()])
+    if report_dir:
+        click.echo(f"report: {report_dir / 'report.md'}")
+
+
+@cli.command("compare")
+@click.option("--index", "indexes", multiple=True, required=True, metavar="PATH|NAME",
+              help="An index to compare; repeat (built from the same corpus).")
+@click.option("--label-column", required=True, help="Metadata column with the labels.")
+@click.option("--group-column", help="Exclude same-group neighbours, and resample whole groups in the bootstrap.")
+@click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
+@click.option("--metric", default="knn_accuracy@1", show_default=True, help="Metric that names the winner.")
+@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True)
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
+@json_option
+def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str | None, ks: str, metric: str,
+                level: str, resamples: int, as_json: bool) -> None:
+    """Side by side: which encoder, pooling or post-processing gives the best neighbours on this data?"""
+    from retrieval.compare import compare
+    from retrieval.index import Index
+
+    results = {}
+    for name in indexes:
+        with Index.open(name) as idx:
+            r = idx.recipe
+            label = f"{Path(name).name} ({r.encoder}/{r.pooling}/{r.postprocess})"
+            results[label] = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level)  # type: ignore[arg-type]
+    first = next(iter(results.values()))
+    groups = first.predictions["group"].tolist() if group_column else None
+    cmp = compare(results, metric, groups=groups, n_resamples=resamples)
+    if as_json:
+        click.echo(json.dumps({"table": json.loads(cmp.table.to_json(orient="index")), "winner": cmp.winner,
+                               "runner_up": cmp.runner_up, "metric": cmp.metric, "margin": cmp.margin,
+                               "ci": [cmp.ci_low, cmp.ci_high], "p_value": cmp.p_value}))
+        return
+    shown = [c for c in cmp.table.columns if "@" in c or c in ("map", "chance_accuracy")]
+    _table(["index"] + shown, [[name] + [f"{row[c]:.4f}" for c in shown] for name, row in cmp.table.iterrows()])
+    click.echo(cmp.summary())
+
+
 def _render_hits(hits: Any, as_json: bool) -> None:
     records = [_clean(r) for r in hits.to_dict(orient="records")]
     if as_json:

@@ -191,6 +191,98 @@ class Index:
             metrics = zeroshot.zero_shot_eval(scores.cosine[keep], truth[keep].astype(str).tolist(), labels)
         return out, metrics
 
+    def classify(self, clips: str | Path | np.ndarray | Sequence[str | Path], k: int = 10, *,
+                 label_column: str = "label", weighting: str = "similarity", sample_rate: int | None = None,
+                 where: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """kNN label transfer: label clips by a similarity-weighted vote of their ``k`` nearest files.
+
+        Args:
+            clips: a path, a folder (every audio file in it), a list of paths, or one mono
+                array (with ``sample_rate``).
+            label_column: metadata column whose values are transferred (``a;b`` = multi-label).
+            where: restrict the voters to files passing a metadata filter.
+
+        Returns:
+            One row per clip: ``clip, predicted, confidence, votes`` (label -> weight) ``,
+            scores`` (label -> weighted share), ``neighbours`` (list of ``(path, similarity,
+            label)``), and ``error`` for clips that could not be read.
+        """
+        from retrieval.audio.discover import discover
+        from retrieval.errors import AudioError
+        from retrieval.knn import classify as knn_classify
+
+        if isinstance(clips, np.ndarray):
+            items: list[Any] = [clips]
+        elif isinstance(clips, (str, Path)) and Path(clips).is_dir():
+            items = [f.path for f in discover(Path(clips)) if f.error is None]
+            if not items:
+                raise InputError(f"no audio files under {clips}")
+        else:
+            items = [clips] if isinstance(clips, (str, Path)) else list(clips)
+        meta, gallery = self._gallery(label_column, where)
+        rows, queries = [], []
+        for item in items:
+            name = "<array>" if isinstance(item, np.ndarray) else str(item)
+            try:
+                queries.append(self.embed(item, sample_rate=sample_rate))
+                rows.append({"clip": name, "error": None})
+            except (AudioError, InputError) as exc:
+                rows.append({"clip": name, "error": str(exc)})
+        good = [r for r in rows if r["error"] is None]
+        preds = knn_classify(np.stack(queries), gallery, meta[label_column].tolist(), k,
+                             weighting=weighting) if queries else []
+        paths, labels = meta["path"].tolist(), meta[label_column].tolist()
+        for r, p in zip(good, preds):
+            r.update(predicted=p.label, confidence=p.confidence, votes=p.votes, scores=p.scores,
+                     neighbours=[(paths[i], sim, labels[i]) for i, sim in p.neighbours])
+        return pd.DataFrame(rows, columns=["clip", "predicted", "confidence", "votes", "scores", "neighbours", "error"])
+
+    def evaluate(self, label_column: str = "label", group_column: str | None = None, ks: Sequence[int] = (1, 5, 10),
+                 *, level: Level = "file", probe: bool = False, where: str | Sequence[str] | None = None,
+                 weighting: str = "similarity") -> Any:
+        """Leave-one-out nearest-neighbour quality on the stored labels (``retrieval.evaluate``).
+
+        Neighbours from the same file never count, nor, with ``group_column``, neighbours
+        from the same group (speaker, recording, site). ``probe=True`` adds a linear probe
+        with group-aware cross-validation to ``result.metrics`` (``probe_accuracy``, ...).
+
+        Returns:
+            :class:`retrieval.evaluate.EvalResult`, with item ids = ``path`` (file level) or
+            ``path@start_s`` (segment level), so results of indexes built from the same
+            corpus line up for :func:`retrieval.compare.compare`.
+        """
+        from retrieval.evaluate import evaluate as run_evaluate
+
+        meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
+        groups = meta[group_column].tolist() if group_column else None
+        item_ids = meta["path"] if level == "file" else meta["path"] + "@" + meta["start_s"].round(3).astype(str)
+        result = run_evaluate(vecs, meta[label_column].tolist(), meta["file_id"].tolist(), groups, ks,
+                              weighting=weighting, item_ids=item_ids.tolist())
+        result.settings.update({"index": str(self.store.root), "label_column": label_column,
+                                "group_column": group_column, "level": level, "encoder": self.recipe.encoder,
+                                "pooling": self.recipe.pooling, "postprocess": self.recipe.postprocess})
+        if probe:
+            from retrieval.probe import linear_probe
+
+            result.metrics.update(linear_probe(vecs, meta[label_column].tolist(), groups).metrics())
+        return result
+
+    def _gallery(self, label_column: str, where: str | Sequence[str] | None, *, level: Level = "file",
+                 group_column: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """Labelled vectors of ``level`` (file level falls back to per-file window means)."""
+        columns = self.store.db.metadata_columns()
+        for col in (label_column, group_column):
+            if col is not None and col not in columns:
+                raise InputError(f"no metadata column {col!r}; columns: {', '.join(columns)} "
+                                 "(attach more with `retrieve index CORPUS --labels labels.csv`)")
+        meta, vecs = self.embeddings(level, where=where)
+        if level == "file" and not len(meta) and self.recipe.pooling == "none":
+            meta, raw = self._file_vectors_raw()
+            vecs = self.store.postprocess.apply(raw)
+        if not len(meta):
+            raise InputError(f"the index holds no {level} vectors" + (" matching the filter" if where else ""))
+        return meta.reset_index(drop=True), vecs
+
     def _file_vectors_raw(self) -> tuple[pd.DataFrame, np.ndarray]:
         """One raw unit vector per file: the file vectors, or the mean of window vectors
         when the pooling keeps none."""
