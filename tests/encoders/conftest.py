@@ -6,7 +6,7 @@ tests that need it skip cleanly when it is absent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +75,21 @@ def tiny_beats_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[
         return path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread() -> Iterator[None]:
+    """Run a module's tests with one torch thread, then restore the previous count.
+
+    Tiny models spend their time in many small ops; with two OpenMP threads on a shared,
+    oversubscribed machine every op ends in a spin-wait barrier, which made such tests
+    50x slower. Results change only by float32 rounding (golden README: <= 4.8e-6).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -14,6 +14,8 @@ from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.beats import BeatsConfig, BeatsEncoder
 from retrieval.errors import EncoderError, InputError, WeightsNotFoundError
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 
 class _TouchOnUnpickle:
     """Unpickling this object creates a file: a harmless stand-in for pickled code."""

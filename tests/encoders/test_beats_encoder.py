@@ -19,6 +19,8 @@ from retrieval.encoders.beats import BeatsEncoder
 from retrieval.encoders.beats.checkpoint import file_sha256
 from retrieval.errors import EncoderError, InputError
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 #: Same clip alone vs in a batch: different batch sizes change only float32 rounding.
 TOL_BATCH = 1e-5
 

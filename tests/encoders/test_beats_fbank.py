@@ -26,6 +26,8 @@ from retrieval.errors import InputError
 
 knf = pytest.importorskip("kaldi_native_fbank")
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 TOL_LOGMEL = 1e-3
 
 

@@ -17,6 +17,8 @@ from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.beats import BeatsEncoder
 from retrieval.encoders.beats.attention import relative_position_bucket
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 TOL_FBANK = 5e-4
 TOL_HIDDEN = 1e-4
 
