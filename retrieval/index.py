@@ -76,6 +76,26 @@ class Index:
         self.device = device
         self._encoder: Encoder | None = None
         self._raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.last_ingest: Any = None
+
+    @classmethod
+    def build(cls, corpus: str | Path, path: str | Path | None = None, *, labels_csv: str | Path | None = None,
+              device: str = "cpu", **choices: Any) -> Index:
+        """Index (or update the index of) ``corpus`` and open it: what ``retrieve index`` runs.
+
+        ``choices`` are the fields of :class:`retrieval.configure.Choices` (``encoder``,
+        ``model``, ``pooling``, ``postprocess``, ``window_s``, ...). The run's summary is
+        kept as ``idx.last_ingest``.
+        """
+        from retrieval.configure import Choices
+        from retrieval.ingest import IngestOptions, ingest
+
+        target = index_path_for(Path(corpus), None if path is None else str(path))
+        summary = ingest(Path(corpus), target, Choices(device=device, **choices),
+                         IngestOptions(labels_csv=None if labels_csv is None else Path(labels_csv)))
+        idx = cls.open(target, device=device)
+        idx.last_ingest = summary
+        return idx
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, device: str = "cpu", writable: bool = False) -> Index:
