@@ -392,8 +392,8 @@ def classify(
     win = pick(votes, total, first)
     out = []
     for i in range(q.shape[0]):
-        order = sorted((c for c in range(len(classes)) if votes[i, c] > 0 or first[i, c] < nb.indices.shape[1]),
-                       key=lambda c: (-votes[i, c], classes[c]))
+        present = np.flatnonzero((votes[i] > 0) | (first[i] < nb.indices.shape[1]))
+        order = sorted(present.tolist(), key=lambda c: (-votes[i, c], classes[c]))
         denom = total[i] if total[i] > 0 else 1.0
         vote_d = {classes[c]: float(votes[i, c]) for c in order}
         score_d = {classes[c]: float(votes[i, c] / denom) for c in order}

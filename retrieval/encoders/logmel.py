@@ -127,7 +127,11 @@ class LogMelEncoder:
                 "frame_hop_s": self.hop_samples / self.sample_rate, **asdict(self.config)}
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:
-        """Frames for each row: ``(n, T, dim)`` with ``T`` the longest row's frame count."""
+        """Frames for each row: ``(n, T, dim)`` float32 with ``T`` the longest row's frame count.
+
+        The mask is False for padding and for the leading and trailing frames that
+        ``trim_db`` rules out as silence; those frames still hold their features.
+        """
         audio, lengths = check_batch(audio, lengths)
         rows = [self._features(audio[i, : lengths[i]]) for i in range(audio.shape[0])]
         t_max = max((r.shape[0] for r, _ in rows), default=0)
