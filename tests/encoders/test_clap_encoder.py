@@ -164,6 +164,14 @@ def test_recipe_and_options(encoder: ClapEncoder, unfused: Path) -> None:
         ClapEncoder(EncoderOptions(model=str(unfused), precision="fp16"))
     with pytest.raises(InputError, match="CPU only"):
         ClapEncoder(EncoderOptions(model=str(unfused), precision="int8", device="cuda"))
+    with pytest.raises(InputError, match="drop --layer"):
+        ClapEncoder(EncoderOptions(model=str(unfused), layer="3"))
+    with pytest.raises(InputError, match="positive integer"):
+        ClapEncoder(EncoderOptions(model=str(unfused), extra={"batch_size": 0}))
+    with pytest.raises(InputError, match="true or false"):
+        ClapEncoder(EncoderOptions(model=str(unfused), extra={"trust_pickle": "maybe"}))
+    texty = ClapEncoder(EncoderOptions(model=str(unfused), extra={"batch_size": "3", "trust_pickle": "false"}))
+    assert texty.batch_size == 3 and texty.recipe() == recipe  # batch size does not change vectors
 
 
 def test_registry_builds_from_env_var(unfused: Path, monkeypatch: pytest.MonkeyPatch) -> None:

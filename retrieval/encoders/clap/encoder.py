@@ -68,16 +68,15 @@ class ClapEncoder:
         unknown = set(options.extra) - set(EXTRA_DEFAULTS)
         if unknown:
             raise InputError(f"unknown clap settings {sorted(unknown)}; valid: {sorted(EXTRA_DEFAULTS)}")
+        if options.layer not in (None, "last"):
+            raise InputError(f"clap has one output (the audio projection); got layer={options.layer!r}: drop --layer")
         extra = {**EXTRA_DEFAULTS, **options.extra}
-        batch_size = extra["batch_size"]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"clap batch_size must be a positive integer; got {batch_size!r}")
-        self.batch_size: int = batch_size
+        self.batch_size: int = _positive_int("batch_size", extra["batch_size"])
         self.device = options.device
         self.precision = check_precision(options.precision, options.device)
         self.checkpoint = choose_model(self.name, options.model, self.default_model)
         loaded = load_clap(self.checkpoint, device=options.device, processor=extra["processor"],
-                           trust_pickle=bool(extra["trust_pickle"]))
+                           trust_pickle=_flag("trust_pickle", extra["trust_pickle"]))
         self.model = prepare(loaded.model, self.precision)
         self.tokenizer = loaded.tokenizer
         self.features = loaded.features
@@ -183,3 +182,24 @@ class ClapEncoder:
             pooled = self.model.audio_model(input_features=feats, is_longer=is_longer).pooler_output
             emb = self.model.audio_projection(pooled)
         return F.normalize(emb.float(), dim=-1).cpu().numpy()
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """An integer >= 1 from an int or its text (``--encoder-option batch_size=4``)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"clap {name} must be a positive integer; got {value!r}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A bool from a bool or its text (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise InputError(f"clap {name} must be true or false; got {value!r}")
