@@ -92,8 +92,9 @@ def _is_number(text: str) -> bool:
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Encoder-specific setting, e.g. feature=pcen.")
 @click.option("--window-s", type=float, help="Analysis window in seconds (default: the encoder's).")
 @click.option("--hop-s", type=float, help="Hop between windows in seconds (default: the encoder's).")
-@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "none"]),
-              help="How frames become window and file vectors. 'none' keeps window vectors only.")
+@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "pyramid", "none"]),
+              help="How frames become window and file vectors (default: the encoder's). "
+                   "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
               help="Label-free post-processing fitted on the corpus.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), help="Inference precision (default fp32).")
@@ -441,6 +442,78 @@ def models_cmd(as_json: bool) -> None:
     _table(["encoder", "default checkpoint", "text", "available", "where"],
            [[r["encoder"], r["default_model"] or "(none)", "yes" if r["text"] else "no",
              "yes" if r["available"] else "no", r["where"]] for r in rows])
+
+
+# -- locate --------------------------------------------------------------------------------
+
+
+@cli.command("locate")
+@click.argument("paths", nargs=-1, required=True, metavar="[CLIP] LONG_FILE",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", help="Locate a text description instead of a clip (needs a text-audio encoder: clap).")
+@click.option("--index", "index", metavar="PATH|NAME",
+              help="Use this index's encoder and recipe (window, hop, pooling, post-processing). LONG_FILE "
+                   "need not be in it. Default: no index; --encoder.")
+@click.option("--encoder", type=click.Choice(_encoder_names()), help="Encoder family without --index [logmel].")
+@click.option("--model", help="Checkpoint without --index: hub id or local path.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Encoder-specific setting without --index.")
+@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "pyramid", "none"]),
+              help="Frames -> window vector without --index (default: the encoder's).")
+@click.option("--window-s", type=float, help="Analysis window in seconds (default: the clip's length, or the index's).")
+@click.option("--hop-s", type=float, help="Hop in seconds (default: 1/8 of the window, or the index's).")
+@click.option("--threshold", type=float,
+              help="Fixed score threshold (default: adaptive, the middle of the largest drop among the curve's "
+                   "tallest peaks).")
+@click.option("--max-gap-s", type=float, help="Join events separated by less than this (default: half the window).")
+@click.option("--min-dur-s", type=float, help="Drop events shorter than this (default 0).")
+@click.option("--no-standardize", is_flag=True,
+              help="Score raw cosines instead of standardising each dimension over LONG_FILE first.")
+@click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
+@click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of the similarity over time with the events shaded and the threshold line.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
+@json_option
+def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
+               opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
+               threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, no_standardize: bool,
+               start_s: float | None, end_s: float | None, plot: Path | None, device: str, as_json: bool) -> None:
+    """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
+    of every window of LONG_FILE (streamed) to the query."""
+    if len(paths) != (1 if text is not None else 2):
+        raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE")
+    clip, long_file = (None, paths[0]) if text is not None else paths
+    shared = dict(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
+                  standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
+                  plot=plot)
+    if index is not None:
+        if encoder or model or opts or pooling:
+            raise click.UsageError("--encoder, --model, --opt and --pooling come from the index's recipe with --index")
+        from retrieval.index import Index
+
+        with Index.open(index, device=device) as idx:
+            events = idx.locate(clip, long_file, **shared)
+    else:
+        from retrieval.locate import locate
+
+        events = locate(clip, long_file, encoder or "logmel", model=model, options=_parse_opts(opts), device=device,
+                        pooling=pooling, **shared)
+    a = events.attrs
+    if as_json:
+        click.echo(json.dumps({"query": text if text is not None else str(clip), "long_file": str(long_file),
+                               **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s",
+                                                    "duration_s", "encoder", "pooling")},
+                               "plot": None if plot is None else str(plot),
+                               "events": [_clean(r) for r in events.to_dict(orient="records")]}))
+        return
+    click.echo(f"{len(events)} event(s) in {long_file} ({a['duration_s']:.1f} s); threshold {a['threshold']:.4f}, "
+               f"background {a['background']:.4f}; window {a['window_s']:.3f} s, hop {a['hop_s']:.3f} s")
+    if len(events):
+        _table(["#", "start_s", "end_s", "peak_s", "peak_score", "mean_score"],
+               [[str(i + 1), f"{r.start_s:.3f}", f"{r.end_s:.3f}", f"{r.peak_s:.3f}", f"{r.peak_score:.4f}",
+                 f"{r.mean_score:.4f}"] for i, r in enumerate(events.itertuples())])
+    if plot is not None:
+        click.echo(f"wrote {plot}")
 
 
 def main() -> None:

@@ -18,8 +18,11 @@ from retrieval.pooling import pooled_dim
 from retrieval.postprocess import check_mode as check_postprocess
 from retrieval.recipe import Recipe
 
-#: Default post-processing for new indexes (measured in docs/benchmarks.md).
-DEFAULT_POSTPROCESS = "none"
+#: Default post-processing for new indexes. PCA-whitening fitted on the corpus, with
+#: shrinkage, is label-free and lifted FSDD kNN accuracy@1 of the baseline from 0.659
+#: (none) and 0.724 (center) to 0.765 (docs/benchmarks.md). Text search is unaffected:
+#: it is scored against the raw vectors (see ``Index.search_text``).
+DEFAULT_POSTPROCESS = "whiten"
 #: Windows quieter than this RMS level (dBFS) stay out of the vector index by default.
 DEFAULT_SILENCE_DB = -60.0
 

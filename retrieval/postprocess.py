@@ -7,8 +7,11 @@ index and refitted when the corpus changes, so it never needs the raw vectors tw
 Modes:
     none    L2 normalisation only (the raw pooled encoder output, unit length)
     center  subtract the corpus mean, then L2-normalise
-    whiten  PCA-whitening fitted on the corpus (mean removed, each component scaled to
-            unit variance with a small shrinkage), then L2-normalise
+    whiten  shrinkage whitening fitted on the corpus: ``(C + lambda I)^(-1/2) (x - mean)``
+            with ``C`` the corpus covariance and ``lambda = shrinkage * mean(var)``, then
+            L2-normalise. Strong directions are equalised and every other direction is
+            kept (scaled by ``lambda^(-1/2)``), so a corpus with fewer vectors than
+            dimensions never truncates the space queries are compared in.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ class Postprocess:
 
     Attributes:
         mode: one of :data:`POSTPROCESS_MODES`.
-        state: ``mean`` ``(D,)`` for center/whiten and ``projection`` ``(D, D')`` for whiten.
+        state: ``mean`` ``(D,)`` for center/whiten; for whiten also ``basis`` ``(D, r)``
+            (the corpus's principal directions), ``scale`` ``(r,)`` (``(var + lambda)^-1/2``)
+            and ``floor`` ``(1,)`` (``lambda^-1/2``, 0 with no shrinkage), so the ``(D, D)``
+            matrix is never formed.
     """
 
     mode: PostprocessMode = "none"
@@ -81,14 +87,19 @@ class Postprocess:
         if mode == "center":
             return cls(mode, {"mean": mean.astype(np.float32)})
         xc = x - mean
-        _, s, vt = np.linalg.svd(xc, full_matrices=False)
-        var = s**2 / max(len(x) - 1, 1)
+        _, sv, vt = np.linalg.svd(xc, full_matrices=False)
+        var = sv**2 / max(len(x) - 1, 1)
         keep = var > var.max() * 1e-6 if var.size else np.zeros(0, bool)
         var, vt = var[keep], vt[keep]
         if not var.size:  # every vector points the same way: nothing to whiten
             return cls(mode, {})
-        scale = 1.0 / np.sqrt(var + shrinkage * var.mean())
-        return cls(mode, {"mean": mean.astype(np.float32), "projection": (vt.T * scale).astype(np.float32)})
+        lam = shrinkage * var.mean()
+        return cls(mode, {
+            "mean": mean.astype(np.float32),
+            "basis": vt.T.astype(np.float32),
+            "scale": (1.0 / np.sqrt(var + lam)).astype(np.float32),
+            "floor": np.array([1.0 / np.sqrt(lam) if lam > 0 else 0.0], np.float32),
+        })
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """``(n, D)`` raw vectors -> ``(n, D')`` unit-length float32 vectors for search."""
@@ -100,11 +111,11 @@ class Postprocess:
             raise InputError(f"vectors have dim {x.shape[1]}; this transform was fitted on dim {mean.shape[0]}")
         x = x - mean
         if self.mode == "whiten":
-            x = x @ self.state["projection"]
+            basis, scale, floor = self.state["basis"], self.state["scale"], float(self.state["floor"][0])
+            x = x * floor + ((x @ basis) * (scale - floor)) @ basis.T
         return l2_normalize(x)
 
     @property
     def out_dim(self) -> int | None:
-        """Output dim, or None when the transform keeps the input dim."""
-        proj = self.state.get("projection")
-        return None if proj is None else int(proj.shape[1])
+        """Output dim, or None when the transform keeps the input dim (every mode does)."""
+        return None

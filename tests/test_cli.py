@@ -73,3 +73,10 @@ def test_models_lists_every_encoder():
     rows = {r["encoder"]: r for r in json.loads(out.stdout)}
     assert {"logmel", "wav2vec2", "beats", "clap"} <= set(rows)
     assert rows["logmel"]["available"] and rows["clap"]["text"]
+
+
+def test_cli_pooling_choices_are_the_library_modes():
+    from retrieval.pooling import POOLING_MODES
+
+    option = next(p for p in cli.commands["index"].params if p.name == "pooling")
+    assert set(option.type.choices) == set(POOLING_MODES)
