@@ -20,21 +20,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from retrieval.audio.decode import AudioInfo, DecodeReport, probe, stream
+from retrieval import pipeline
+from retrieval.audio.decode import AudioInfo, DecodeReport, probe
 from retrieval.audio.discover import FoundFile, discover
-from retrieval.audio.windows import cut_stream, rms_db
 from retrieval.configure import Choices, resolve
-from retrieval.embed import embed_windows
+from retrieval.embed import Batching, embed_each
 from retrieval.encoders.base import Encoder
-from retrieval.errors import AudioError, InputError, RetrievalError
+from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
+from retrieval.pipeline import (WORKER_EMBEDDED, DecodedFile, DecodePool, WindowSpec, decode_failure,
+                                group_files, iter_windows)
 from retrieval.pooling import pool_file
 from retrieval.recipe import Recipe
 from retrieval.store import LEVELS, ErrorRow, FileRow, Store
@@ -82,7 +87,8 @@ class IngestOptions:
         commit_every: files per transaction.
         batch_size: windows per encoder call.
         progress: show a progress bar on stderr.
-        workers: decoding processes beside the encoder (0 decodes in the main process).
+        workers: decoding processes beside the encoder (0 decodes in the main process);
+            see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
         index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``).
         on_warning: called with each warning line (the CLI prints them).
     """
@@ -94,6 +100,34 @@ class IngestOptions:
     workers: int = 0
     index_type: str = "auto"
     on_warning: Callable[[str], None] | None = None
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device this machine does not have, before any model is loaded.
+
+    Raises:
+        InputError: ``cuda`` without a usable GPU (or an index past the last one), or an
+            unknown device string; the message says what is available.
+    """
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r} ({exc}); pass --device cpu or --device cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(f"--device {device} was requested but {why} (torch {torch.__version__}); "
+                             "pass --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"--device {device}: this machine has {count} CUDA device(s), "
+                             f"cuda:0..cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device} was requested but MPS is not available here; pass --device cpu")
 
 
 def content_hash(path: Path) -> str:
@@ -142,12 +176,19 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         raise InputError(f"corpus {corpus} does not exist")
     choices = choices or Choices()
     options = options or IngestOptions()
+    if options.workers < 0:
+        raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
+    check_device(choices.device)
     summary = IngestSummary(index=str(index_dir))
     warn = options.on_warning or (lambda line: log.warning(line))
-    with Store.create(Path(index_dir)) as store:
-        encoder, recipe = resolve(choices, store.recipe)
+    with Store.create(Path(index_dir)) as store, ExitStack() as stack:
+        stored = store.recipe
+        plan = _plan(store, list(discover(corpus)))  # reads only: nothing is written before the recipe check
+        pool = _start_pool(stack, options.workers) if plan.to_embed else None
+        encoder, recipe = resolve(choices, stored)
         store.db.begin()
         store.set_recipe(recipe)
+        store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
         old_root = store.db.get("corpus_root")
         store.db.set("corpus_root", str(corpus.resolve()))
         if options.labels_csv is not None:
@@ -156,10 +197,9 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         if old_root and old_root != str(corpus.resolve()):
             warn(f"corpus root changed from {old_root} to {corpus.resolve()}; paths are matched relative to it")
 
-        plan = _plan(store, list(discover(corpus)))
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
-        _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn)
+        _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
         _attach_labels(store, warn)
         if store.db.get("generation") != store.db.get("fitted_generation"):
             store.db.begin()
@@ -173,6 +213,15 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         store.db.checkpoint()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _start_pool(stack: ExitStack, workers: int) -> DecodePool | None:
+    """Start the decoding workers now, so they boot while the encoder loads."""
+    if workers <= 0:
+        return None
+    pool = stack.enter_context(DecodePool(workers))
+    pool.warm()
+    return pool
 
 
 def _plan(store: Store, found: list[FoundFile]) -> _Plan:
@@ -241,18 +290,38 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
 
 
 def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[FoundFile, str, int | None]],
-               options: IngestOptions, summary: IngestSummary, warn: Callable[[str], None]) -> None:
-    """Decode, embed and commit every file in ``todo``, ``commit_every`` files per transaction."""
+               options: IngestOptions, summary: IngestSummary, warn: Callable[[str], None],
+               pool: DecodePool | None = None) -> None:
+    """Decode, embed and commit every file in ``todo``, ``commit_every`` files per transaction.
+
+    Files are consumed in ``todo`` order whatever decoded them, and the encoder queue is
+    flushed at the same points, so ``--workers N`` writes the same rows and the same
+    vectors as ``--workers 0``.
+    """
     open_jobs: list[_FileJob] = []  # decoded, not yet committed
     queue: list[tuple[_FileJob, int, np.ndarray]] = []
+    queued = [0]  # samples in the queue
+    batching = Batching(options.batch_size)
     bar = _progress(len(todo), options.progress)
+    embed_in_workers = pool is not None and recipe.encoder in WORKER_EMBEDDED
+    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
+                      embed_recipe=recipe if embed_in_workers else None, batch_size=options.batch_size,
+                      long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES)
 
     def flush() -> None:
         if queue:
-            _embed_queue(encoder, recipe.pooling, queue, options.batch_size)
+            _embed_queue(encoder, recipe.pooling, queue, batching)
             for job, _, _ in queue:
                 job.pending -= 1
             queue.clear()
+            queued[0] = 0
+
+    def enqueue(job: _FileJob, index: int, audio: np.ndarray) -> None:
+        job.pending += 1
+        queue.append((job, index, audio))
+        queued[0] += audio.size
+        if len(queue) >= QUEUE_BATCHES * options.batch_size or queued[0] >= QUEUE_SAMPLES:
+            flush()
 
     def commit() -> None:
         flush()
@@ -261,65 +330,129 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
             bar.update(len(open_jobs))
             open_jobs.clear()
 
-    for job in _jobs(todo, summary, warn):
-        try:
-            if job.error is not None:  # the header could not be read
-                raise AudioError(job.error)
-            for w in cut_stream(stream(job.found.path, recipe.sample_rate, report=job.report, info=job.info),
-                                recipe.window_samples, recipe.hop_samples):
-                level = rms_db(w.audio)
-                silent = recipe.silence_db is not None and level < recipe.silence_db
-                job.starts.append(w.start)
-                job.ends.append(w.end)
-                job.levels.append(level)
-                job.silent.append(silent)
-                if not silent:
-                    job.pending += 1
-                    queue.append((job, len(job.starts) - 1, w.audio))
-                    if len(queue) >= 4 * options.batch_size:
-                        flush()
-        except AudioError as exc:
-            job.error = job.error or str(exc)
-        except MemoryError:
-            job.error = "out of memory while decoding"
-        job.decoded = True
-        open_jobs.append(job)
-        if len(open_jobs) >= options.commit_every:
-            commit()
-    commit()
-    bar.close()
-
-
-def _jobs(todo: list[tuple[FoundFile, str, int | None]], summary: IngestSummary,
-          warn: Callable[[str], None]) -> Iterator[_FileJob]:
-    for f, digest, old_id in todo:
-        try:
-            info = probe(f.path)
-        except AudioError as exc:
-            job = _FileJob(f, digest, old_id, AudioInfo(0, 0, 0, "unknown"))
-            job.error = str(exc)
+    with _torch_threads(options.workers, embed_in_workers):
+        for (f, digest, old_id), pre in _decoded(todo, spec, pool):
+            job = _FileJob(f, digest, old_id, pre.info if pre is not None and pre.info else _NO_INFO)
+            if pre is None or pre.long:
+                _stream_into(job, spec, enqueue)
+            else:
+                _take(job, pre, enqueue)
             job.decoded = True
-            yield job
-            continue
-        yield _FileJob(f, digest, old_id, info)
+            open_jobs.append(job)
+            if len(open_jobs) >= options.commit_every:
+                commit()
+        commit()
+    bar.close()
+    if batching.halvings:
+        warn(f"the encoder ran out of memory; batch size lowered from {options.batch_size} to {batching.size}")
+
+
+#: The encoder queue is flushed at this many batches of windows ...
+QUEUE_BATCHES = 8
+#: ... or this many queued samples (64 MB of float32), whichever comes first.
+QUEUE_SAMPLES = 16_000_000
+_NO_INFO = AudioInfo(0, 0, 0, "unknown")
+
+
+def _decoded(todo: list[tuple[FoundFile, str, int | None]], spec: WindowSpec,
+             pool: DecodePool | None) -> Iterator[tuple[tuple[FoundFile, str, int | None], DecodedFile | None]]:
+    """``(entry, DecodedFile)`` per file in ``todo`` order; None asks the main process to stream it."""
+    if pool is None:
+        return ((entry, None) for entry in todo)
+    groups = group_files(((str(e[0].path), e) for e in todo), lambda pair: pair[1][0].size)
+    return pool.results(groups, spec)
+
+
+def _stream_into(job: _FileJob, spec: WindowSpec, enqueue: Callable[[_FileJob, int, np.ndarray], None]) -> None:
+    """Decode ``job``'s file here, block by block, queueing its windows as they come."""
+    try:
+        if job.info is _NO_INFO:
+            job.info = probe(job.found.path)
+        windows = iter_windows(job.found.path, spec, job.report, job.info)
+    except Exception as exc:  # a bad file is an error row, whatever it raised
+        job.error = decode_failure(exc)
+        return
+    while True:
+        try:
+            item = next(windows, None)
+        except Exception as exc:
+            job.error = job.error or decode_failure(exc)
+            return
+        if item is None:
+            return
+        w, level, silent = item
+        job.starts.append(w.start)
+        job.ends.append(w.end)
+        job.levels.append(level)
+        job.silent.append(silent)
+        if not silent:
+            enqueue(job, len(job.starts) - 1, w.audio)
+
+
+def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.ndarray], None]) -> None:
+    """Adopt what a worker decoded (and, for worker-embedded encoders, embedded)."""
+    job.report = pre.report
+    if pre.error is not None:
+        job.error = pre.error
+        return
+    job.starts, job.ends = pre.starts.tolist(), pre.ends.tolist()
+    job.levels, job.silent = pre.levels.tolist(), pre.silent.tolist()
+    loud = np.flatnonzero(~pre.silent)
+    if pre.vectors is not None:
+        for k, idx in enumerate(loud.tolist()):
+            err = pre.window_errors[k] if pre.window_errors else None
+            if err is not None:
+                job.error = err
+            else:
+                job.vectors[idx] = pre.vectors[k]
+                job.counts[idx] = int(pre.counts[k])
+        return
+    for idx, audio in zip(loud.tolist(), pre.windows()):
+        enqueue(job, idx, audio)
+
+
+@contextmanager
+def _torch_threads(workers: int, embed_in_workers: bool) -> Iterator[None]:
+    """Hold torch's intra-op threads at a deliberate count while embedding; restore them after.
+
+    See :func:`torch_threads_for`. Does nothing when torch is not loaded (the log-mel baseline).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads_for(workers, embed_in_workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_threads_for(workers: int, embed_in_workers: bool = False, cores: int | None = None) -> int:
+    """torch threads for the main process during ingest: every core this process may use.
+
+    Decode workers of a model encoder are idle most of the time (decoding a second of audio
+    costs about 1/1000 of embedding it with wav2vec2-base on a CPU), so taking a core away
+    from torch for each of them loses far more than it saves; ``docs/bench_ingest.md``
+    measures both. When the workers embed too (the log-mel baseline) torch does not run.
+    """
+    cores = cores or _usable_cores()
+    return max(1, cores)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _embed_queue(encoder: Encoder, pooling: str, queue: list[tuple[_FileJob, int, np.ndarray]],
-                 batch_size: int) -> None:
+                 batching: Batching) -> None:
     """Embed queued windows into their jobs; a batch that fails is retried window by window."""
     live = [(j, i, a) for j, i, a in queue if j.error is None]
-    try:
-        vecs, counts = embed_windows(encoder, [a for _, _, a in live], pooling, batch_size)
-        results = [(v, c, None) for v, c in zip(vecs, counts)]
-    except (RetrievalError, RuntimeError, ValueError) as batch_exc:
-        log.debug("batch failed (%s); retrying window by window", batch_exc)
-        results = []
-        for _, _, a in live:
-            try:
-                v, c = embed_windows(encoder, [a], pooling, 1)
-                results.append((v[0], c[0], None))
-            except (RetrievalError, RuntimeError, ValueError) as exc:
-                results.append((None, 0, f"encoder failed: {exc}"))
+    results = embed_each(encoder, [a for _, _, a in live], pooling, batching)
     for (job, idx, _), (vec, count, err) in zip(live, results):
         if err is not None:
             job.error = err

@@ -1,0 +1,422 @@
+"""Decoding ahead of the encoder: files -> windows in worker processes, results in order.
+
+``retrieve index --workers N`` decodes, resamples and cuts windows in ``N`` worker
+processes while the main process runs the encoder, so the model never waits for
+libsndfile or soxr. This module holds both sides:
+
+* :func:`iter_windows`: one file -> its windows, levels and silence flags. The main
+  process (``--workers 0``, and long files) and the workers run this same code, so the
+  windows are identical bit for bit whichever process cut them.
+* :func:`decode_task`: what a worker runs: a few files -> :class:`DecodedFile` each.
+* :class:`DecodePool`: a ``concurrent.futures.ProcessPoolExecutor`` that yields results
+  in submission order (so commits are deterministic), with a bounded number of tasks in
+  flight (so memory is bounded), and that turns a dead worker into an error row for the
+  one file that killed it.
+
+Design choices:
+
+* **forkserver, not fork.** Forking a process that has started torch's thread pools can
+  deadlock the child; the fork server is a fresh interpreter that imports only this
+  module (numpy, soundfile, soxr), and workers fork from it in milliseconds. Where the
+  platform has no fork server, ``spawn`` is used. As with any ``multiprocessing`` code, a
+  script that calls ``ingest(..., workers=N)`` needs the ``if __name__ == "__main__":`` guard.
+* **Long files stream in the main process.** A worker returns whole files, so a file whose
+  windows would exceed :data:`LONG_FILE_SAMPLES` (about 2 minutes at 16 kHz with a 50 %
+  hop, 40 s at 48 kHz) is handed back undecoded and the main process streams it
+  block by block, as with ``--workers 0``; memory stays bounded by one block plus the
+  encoder queue. Decoding is a small part of the cost of a model encoder, so little
+  overlap is lost.
+* **Memory bound.** A task holds at most :data:`FILES_PER_TASK` files; once its windows
+  reach :data:`TASK_SAMPLES` samples, the rest of its files come back ``deferred`` and are
+  submitted again as a new task. At most ``IN_FLIGHT_PER_WORKER * N`` tasks are submitted
+  and not yet consumed. So at most ``2 * N * (16 + 16) MB`` of decoded windows wait for the
+  encoder, whatever the corpus (typically far less: FSDD tasks hold about 0.5 MB).
+* **Workers that embed.** For encoders listed in :data:`WORKER_EMBEDDED` (pure numpy, no
+  weights, bit-exact batch invariance: the log-mel baseline), the workers also embed
+  and send back vectors, so the main process only writes; for model encoders the model
+  stays in the main process (one copy of the weights, all torch threads).
+* **A worker dies.** Every future of a broken pool fails together, so the files in flight
+  are re-run one at a time in a fresh pool; the file whose task kills a worker again is
+  recorded as an error, the others are indexed.
+* **Orphans.** Each worker watches its parent and exits when it dies, so ``kill -9`` of
+  ``retrieve index`` leaves no decoding processes behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from retrieval.audio.decode import AudioInfo, DecodeReport, probe, stream
+from retrieval.audio.windows import Window, cut_stream, rms_db
+from retrieval.errors import AudioError, InputError
+
+log = logging.getLogger(__name__)
+
+#: Encoders the workers run themselves (numpy only, no weights, bit-exact batch invariance).
+WORKER_EMBEDDED: frozenset[str] = frozenset({"logmel"})
+#: Files per worker task: amortises inter-process overhead over short files.
+FILES_PER_TASK = 16
+#: A worker hands a file back to the main process to stream when its windows would hold
+#: more samples than this (16 MB of float32).
+LONG_FILE_SAMPLES = 4_000_000
+#: A task defers its remaining files once its windows hold this many samples (16 MB of float32).
+TASK_SAMPLES = 4_000_000
+#: Input bytes per task, used to group files before their durations are known.
+TASK_BYTES = 8 << 20
+#: Tasks submitted and not yet consumed, per worker.
+IN_FLIGHT_PER_WORKER = 2
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How files become windows (from the recipe), and what a worker does with them.
+
+    Attributes:
+        sample_rate: Hz the audio is resampled to.
+        window_samples, hop_samples: analysis window and hop at ``sample_rate``.
+        silence_db: windows quieter than this RMS level (dBFS) are silent; None keeps all.
+        embed_recipe: when set, workers build this recipe's encoder and return vectors
+            instead of audio (see :data:`WORKER_EMBEDDED`).
+        batch_size: windows per encoder call in a worker.
+        long_samples, task_samples: :data:`LONG_FILE_SAMPLES` and :data:`TASK_SAMPLES` for
+            this run (None: the module's values).
+    """
+
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    silence_db: float | None
+    embed_recipe: Any = None  # retrieval.recipe.Recipe; Any keeps the worker's imports light
+    batch_size: int = 16
+    long_samples: int | None = None
+    task_samples: int | None = None
+
+    def window_samples_of(self, info: AudioInfo) -> int:
+        """Estimated samples in all of a file's windows (overlap counted), from its header."""
+        out = info.frames * self.sample_rate / max(info.sample_rate, 1)
+        return int(out * max(1.0, self.window_samples / self.hop_samples)) + self.window_samples
+
+
+@dataclass
+class DecodedFile:
+    """One file, decoded and cut by a worker.
+
+    Attributes:
+        info: the file's header, None when it could not be read.
+        report: decode facts (non-finite samples replaced, output length).
+        starts, ends: ``(w,)`` int64 window bounds in samples at the target rate.
+        levels: ``(w,)`` float64 RMS level of each window, dBFS.
+        silent: ``(w,)`` bool, True for windows below the silence threshold.
+        audio: ``(sum of non-silent window lengths,)`` float32, the non-silent windows end to end.
+        vectors, counts: ``(k, P)`` float32 and ``(k,)`` int64 for the ``k`` non-silent windows
+            when the worker embedded them, else None.
+        window_errors: per non-silent window, the encoder's error or None (worker-embedded only).
+        error: why the file could not be decoded, or None.
+        long: the file is too long to send whole; the main process streams it.
+        deferred: not decoded because the task was full; submitted again.
+    """
+
+    info: AudioInfo | None = None
+    report: DecodeReport = field(default_factory=DecodeReport)
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    silent: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    vectors: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    window_errors: list[str | None] | None = None
+    error: str | None = None
+    long: bool = False
+    deferred: bool = False
+
+    def windows(self) -> list[np.ndarray]:
+        """The non-silent windows' audio, as views into :attr:`audio`."""
+        lengths = (self.ends - self.starts)[~self.silent]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        return [self.audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def iter_windows(path: Path, spec: WindowSpec, report: DecodeReport,
+                 info: AudioInfo) -> Iterator[tuple[Window, float, bool]]:
+    """Stream a file's windows with their RMS level (dBFS) and silence flag.
+
+    Raises:
+        AudioError: the file cannot be decoded.
+    """
+    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info),
+                        spec.window_samples, spec.hop_samples):
+        level = rms_db(w.audio)
+        yield w, level, spec.silence_db is not None and level < spec.silence_db
+
+
+def decode_failure(exc: BaseException) -> str:
+    """The error-row text for an exception raised while decoding a file."""
+    if isinstance(exc, AudioError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding"
+    return f"decoder failed: {type(exc).__name__}: {exc}"
+
+
+def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
+    """Decode and cut one file, or mark it ``long`` when its windows exceed ``spec.long_samples``.
+
+    Never raises for a bad file: the reason is in ``error``.
+    """
+    budget = spec.long_samples or LONG_FILE_SAMPLES
+    out = DecodedFile()
+    try:
+        out.info = probe(path)
+        if spec.window_samples_of(out.info) > budget:
+            return DecodedFile(info=out.info, long=True)
+        starts, ends, levels, silent, chunks = [], [], [], [], []
+        total = 0
+        for w, level, quiet in iter_windows(path, spec, out.report, out.info):
+            starts.append(w.start)
+            ends.append(w.end)
+            levels.append(level)
+            silent.append(quiet)
+            if not quiet:
+                chunks.append(w.audio)
+                total += w.audio.size
+                if total > budget:  # the header under-stated the length
+                    return DecodedFile(info=out.info, long=True)
+    except Exception as exc:  # a bad file is a row in the errors table, whatever it raised
+        out.error = decode_failure(exc)
+        return out
+    out.starts = np.array(starts, np.int64)
+    out.ends = np.array(ends, np.int64)
+    out.levels = np.array(levels, np.float64)
+    out.silent = np.array(silent, bool)
+    out.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return out
+
+
+def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
+    """A worker's task: decode ``paths`` (and embed them when ``spec.embed_recipe`` is set).
+
+    Once the task's windows reach ``spec.task_samples`` samples, the remaining files come
+    back ``deferred`` (the pool submits them again).
+    """
+    results: list[DecodedFile] = []
+    used = 0
+    for p in paths:
+        if used >= (spec.task_samples or TASK_SAMPLES):
+            results.append(DecodedFile(deferred=True))
+            continue
+        d = decode_file(Path(p), spec)
+        used += d.audio.size
+        results.append(d)
+    if spec.embed_recipe is not None:
+        _embed_in_worker(results, spec)
+    return results
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
+    """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
+    from retrieval.configure import encoder_for
+    from retrieval.embed import Batching, embed_each
+
+    recipe = spec.embed_recipe
+    key = recipe.hash()
+    if key not in _ENCODERS:
+        _ENCODERS.clear()
+        _ENCODERS[key] = encoder_for(recipe, "cpu")
+    encoder = _ENCODERS[key]
+    live = [d for d in results if d.error is None and not d.long and not d.deferred]
+    windows = [w for d in live for w in d.windows()]
+    embedded = embed_each(encoder, windows, recipe.pooling, Batching(spec.batch_size))
+    pos = 0
+    for d in live:
+        k = int((~d.silent).sum())
+        part = embedded[pos:pos + k]
+        pos += k
+        d.vectors = np.zeros((k, recipe.dim), np.float32)
+        d.counts = np.zeros(k, np.int64)
+        d.window_errors = [err for _, _, err in part]
+        for i, (vec, count, _) in enumerate(part):
+            if vec is not None:
+                d.vectors[i] = vec
+                d.counts[i] = count
+        d.audio = np.zeros(0, np.float32)
+
+
+def group_files(items: Iterable[T], size_of: Any, files_per_task: int = FILES_PER_TASK,
+                task_bytes: int = TASK_BYTES) -> Iterator[list[T]]:
+    """Consecutive items in groups of at most ``files_per_task`` and about ``task_bytes`` input bytes."""
+    group: list[T] = []
+    used = 0
+    for item in items:
+        size = max(int(size_of(item)), 0)
+        if group and (len(group) >= files_per_task or used + size > task_bytes):
+            yield group
+            group, used = [], 0
+        group.append(item)
+        used += size
+    if group:
+        yield group
+
+
+def _worker_init() -> None:
+    """Runs once in each worker: one BLAS thread, and exit when the parent process dies."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    parent = mp.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            from multiprocessing.connection import wait
+
+            wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+def _context() -> mp.context.BaseContext:
+    """The fork server, preloading this module and the encoders workers may run; else spawn.
+
+    The fork server starts with the first pool of the process and serves every later one,
+    so its preload list is fixed: it holds every :data:`WORKER_EMBEDDED` encoder (a second
+    or two of imports, paid once, instead of once per worker).
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        from retrieval.encoders.registry import entry
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__, *(entry(n).target.partition(":")[0] for n in sorted(WORKER_EMBEDDED))])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class DecodePool:
+    """Worker processes that run :func:`decode_task`; results come back in submission order.
+
+    Use as a context manager. The task function is looked up when a task is submitted, so
+    a test may replace :func:`decode_task` with another module-level function.
+
+    Args:
+        workers: processes (>= 1).
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise InputError(f"a decode pool needs at least 1 worker; got {workers}")
+        self.workers = workers
+        self.max_in_flight = IN_FLIGHT_PER_WORKER * workers
+        self.restarts = 0
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> DecodePool:
+        self._executor = self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def warm(self) -> None:
+        """Start every worker now (in the background), so they are ready when work arrives."""
+        assert self._executor is not None, "use DecodePool as a context manager"
+        for _ in range(self.workers):
+            self._executor.submit(_warm)
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_worker_init)
+
+    def _restart(self) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = self._start()
+        self.restarts += 1
+
+    def _submit(self, group: list[tuple[str, T]], spec: WindowSpec) -> Future:
+        """Submit a task; on a pool that broke meanwhile, a future holding that failure."""
+        assert self._executor is not None, "use DecodePool as a context manager"
+        try:
+            return self._executor.submit(_task_function(), [p for p, _ in group], spec)
+        except BrokenProcessPool as exc:  # a worker died after the last result was read
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
+
+    def results(self, groups: Iterable[list[tuple[str, T]]], spec: WindowSpec) -> Iterator[tuple[T, DecodedFile]]:
+        """Decode each group's ``(path, item)`` pairs; yield ``(item, DecodedFile)`` in input order."""
+        source = iter(groups)
+        pending: deque[tuple[list[tuple[str, T]], Future]] = deque()
+
+        def fill() -> None:
+            while len(pending) < self.max_in_flight:
+                group = next(source, None)
+                if group is None:
+                    return
+                pending.append((group, self._submit(group, spec)))
+
+        fill()
+        while pending:
+            group, future = pending[0]
+            try:
+                decoded = future.result()
+            except BrokenProcessPool:
+                # Every future of the dead pool fails: find the culprit one file at a time.
+                suspects = [pair for g, _ in pending for pair in g]
+                pending.clear()
+                log.warning("a decoding worker died; re-running %d files one at a time", len(suspects))
+                self._restart()
+                for path, item in suspects:
+                    yield item, self._alone(path, spec)
+                fill()
+                continue
+            except Exception as exc:  # the task itself failed (e.g. a result that would not pickle)
+                pending.popleft()
+                fill()
+                log.warning("a decoding task failed (%s: %s); re-running its files one at a time",
+                            type(exc).__name__, exc)
+                for path, item in group:
+                    yield item, self._alone(path, spec)
+                continue
+            pending.popleft()
+            rest = [pair for pair, d in zip(group, decoded) if d.deferred]
+            if rest:  # next in line, ahead of everything already submitted
+                pending.appendleft((rest, self._submit(rest, spec)))
+            fill()
+            for (_, item), d in zip(group, decoded):
+                if not d.deferred:  # deferred files are a suffix of the group
+                    yield item, d
+
+    def _alone(self, path: str, spec: WindowSpec) -> DecodedFile:
+        """Decode one file in its own task; a worker that dies on it becomes its error."""
+        try:
+            return self._submit([(path, None)], spec).result()[0]
+        except BrokenProcessPool:
+            self._restart()
+            return DecodedFile(error="the decoding process died while reading this file (crashed or was killed)")
+        except Exception as exc:
+            return DecodedFile(error=decode_failure(exc))
+
+
+def _task_function() -> Any:
+    return globals()["decode_task"]

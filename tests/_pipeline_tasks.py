@@ -1,0 +1,24 @@
+"""Decode tasks for tests/test_pipeline.py that misbehave on purpose.
+
+They run inside decoding workers, which import this module by name, so it imports only
+what a worker has already loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from retrieval.pipeline import DecodedFile, WindowSpec, decode_task
+
+
+def crashing_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
+    """A decode task whose process dies on any file named *crash* (as a segfaulting decoder would)."""
+    if any("crash" in Path(p).name for p in paths):
+        os._exit(11)
+    return decode_task(paths, spec)
+
+
+def deferring_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
+    """Decodes only the first file of each task and defers the rest."""
+    return decode_task(paths[:1], spec) + [DecodedFile(deferred=True) for _ in paths[1:]]
