@@ -119,7 +119,9 @@ def zero_shot_scores(audio_vectors: np.ndarray, class_vecs: np.ndarray, *, logit
         raise InputError(f"give logit_scale ({logit_scale}) or temperature ({temperature}), not both")
     scale = logit_scale if logit_scale is not None else (1.0 / temperature if temperature else DEFAULT_LOGIT_SCALE)
     if (temperature is not None and temperature <= 0) or not scale > 0:
-        raise InputError(f"the softmax scale must be positive; got logit_scale={logit_scale}, temperature={temperature}")
+        raise InputError(
+            f"the softmax scale must be positive; got logit_scale={logit_scale}, temperature={temperature}"
+        )
     cosine = _unit(a) @ _unit(c).T
     logits = cosine * scale
     logits -= logits.max(axis=1, keepdims=True)
@@ -128,7 +130,8 @@ def zero_shot_scores(audio_vectors: np.ndarray, class_vecs: np.ndarray, *, logit
     return ZeroShotScores(cosine.astype(np.float32), p.astype(np.float32), float(scale))
 
 
-def zero_shot_classify(scores: ZeroShotScores | np.ndarray, labels: Sequence[str], k: int = 1) -> list[str] | list[list[str]]:
+def zero_shot_classify(scores: ZeroShotScores | np.ndarray, labels: Sequence[str],
+                       k: int = 1) -> list[str] | list[list[str]]:
     """Predicted labels: the best class per file (``k == 1``), or the ``k`` best, best first.
 
     Ties go to the class listed first. ``scores`` is a :class:`ZeroShotScores` or an ``(n, C)`` array.

@@ -47,7 +47,8 @@ def write_tiny_tokenizer(folder: Path) -> int:
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    merges_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
+    (folder / "merges.txt").write_text(merges_text, encoding="utf-8")
     return len(vocab)
 
 

@@ -50,6 +50,7 @@ def test_laion_file_without_a_processor_source_fails_fast(tmp_path: Path) -> Non
     import torch
 
     pt = tmp_path / "laion.pt"
-    torch.save({"state_dict": {"audio_branch.bn0.weight": torch.ones(64), "text_branch.pooler.dense.bias": torch.ones(4)}}, pt)
+    sd = {"audio_branch.bn0.weight": torch.ones(64), "text_branch.pooler.dense.bias": torch.ones(4)}
+    torch.save({"state_dict": sd}, pt)
     msg = _fails_fast(EncoderOptions(model=str(pt), extra={"processor": UNCACHED}))
     assert UNCACHED in msg

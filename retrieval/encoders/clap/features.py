@@ -154,7 +154,9 @@ class ClapFeatures:
         """
         cfg = self.config
         if audio.ndim != 2 or lengths.shape != (audio.shape[0],):
-            raise InputError(f"need audio (n, samples) and lengths (n,); got {tuple(audio.shape)} and {tuple(lengths.shape)}")
+            raise InputError(
+                f"need audio (n, samples) and lengths (n,); got {tuple(audio.shape)} and {tuple(lengths.shape)}"
+            )
         n = audio.shape[0]
         audio = audio.to(self.device)
         lengths = lengths.to(self.device, torch.int64)
@@ -196,7 +198,8 @@ class ClapFeatures:
         else:  # repeatpad: whole repeats only, then zeros
             valid = idx < (cfg.max_samples // length) * length
         source = torch.remainder(idx, length).clamp_max(audio.shape[1] - 1)
-        return torch.where(valid, torch.gather(audio, 1, source), torch.zeros((), dtype=audio.dtype, device=self.device))
+        zero = torch.zeros((), dtype=audio.dtype, device=self.device)
+        return torch.where(valid, torch.gather(audio, 1, source), zero)
 
     def _long(self, clip: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """``(C, max_frames, n_mels)`` features and ``is_longer`` of one clip longer than ``max_samples``."""

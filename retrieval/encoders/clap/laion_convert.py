@@ -12,7 +12,7 @@ LAION                                               transformers ``ClapModel``
 ``audio_branch.patch_embed.*``                      ``audio_model.audio_encoder.patch_embed.*``
 ``audio_branch.layers.i.blocks.j.norm1.*``          ``....layers.i.blocks.j.layernorm_before.*``
 ``audio_branch.layers.i.blocks.j.norm2.*``          ``....layers.i.blocks.j.layernorm_after.*``
-``...blocks.j.attn.qkv.{weight,bias}``              ``...blocks.j.attention.self.{query,key,value}.*`` (split in 3 along dim 0)
+``...blocks.j.attn.qkv.{weight,bias}``              ``...blocks.j.attention.self.{query,key,value}.*`` (split)
 ``...blocks.j.attn.proj.*``                         ``...blocks.j.attention.output.dense.*``
 ``...blocks.j.attn.relative_position_*``            ``...blocks.j.attention.self.relative_position_*``
 ``...blocks.j.mlp.fc1.*`` / ``mlp.fc2.*``           ``...blocks.j.intermediate.dense.*`` / ``output.dense.*``
