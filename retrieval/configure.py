@@ -65,6 +65,9 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     hop = to_samples(choices.hop_s, sr) if choices.hop_s else (
         inherit.hop_samples if inherit else to_samples(min(encoder.default_hop_s, window / sr), sr))
     check_window(window, hop)
+    limit = getattr(encoder, "check_window", None)
+    if limit is not None:  # e.g. CLAP cannot see more than 10 s: refuse at index time, not per batch
+        limit(window / sr)
     pooling = check_pooling(choices.pooling or (inherit.pooling if inherit else encoder.default_pooling))
     post = check_postprocess(choices.postprocess or (inherit.postprocess if inherit else DEFAULT_POSTPROCESS))
     if choices.silence_db is not None:

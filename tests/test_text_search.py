@@ -85,3 +85,10 @@ def test_text_on_an_index_without_a_text_tower_names_the_ones_with(corpus, tmp_p
         idx.search_text("dog")
     out = CliRunner().invoke(cli, ["text", "dog", "--index", str(tmp_path / "ix")])
     assert out.exit_code == 1 and "no text tower" in out.output
+
+
+def test_a_window_longer_than_clap_can_see_is_refused_up_front(clap_dir, clap_corpus, tmp_path):
+    from retrieval.errors import InputError
+
+    with pytest.raises(InputError, match="10"):
+        ingest(clap_corpus, tmp_path / "ix", Choices(encoder="clap", model=str(clap_dir), window_s=12.0, hop_s=6.0))
