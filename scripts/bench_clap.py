@@ -39,7 +39,7 @@ import torch
 
 from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.clap import ClapEncoder, ClapFeatures
-from retrieval.encoders.clap.precision import cpu_has_native_bf16
+from retrieval.encoders.precision import cpu_has_native_bf16
 
 SR = 48000
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bench_clap.md"

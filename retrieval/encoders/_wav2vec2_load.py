@@ -5,7 +5,7 @@ validated model (checkpoint resolution, feature-extractor settings, device, prec
 layer); ``wav2vec2.py`` runs it.
 
 Precision modes (fp32, bf16 autocast, int8 dynamic quantisation of Linear layers) are the
-ones CLAP uses, from ``retrieval.encoders.clap.precision``.
+ones CLAP uses, from ``retrieval.encoders.precision``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from retrieval.encoders.base import EncoderOptions
-from retrieval.encoders.clap.precision import Precision, autocast, check_precision, prepare
+from retrieval.encoders.precision import Precision, autocast, check_precision, prepare
 from retrieval.encoders.weights import choose_model, env_var, resolve_checkpoint
 from retrieval.errors import EncoderError, InputError
 

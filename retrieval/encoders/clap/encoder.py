@@ -17,7 +17,7 @@ the reference does, so a 2 s clip is heard five times, not followed by 8 s of si
 
 The front end is :mod:`retrieval.encoders.clap.features` (torch, batched, deterministic);
 weights load through :mod:`retrieval.encoders.clap.loading` (transformers folders, hub ids
-and LAION ``.pt`` files); fast modes are in :mod:`retrieval.encoders.clap.precision`.
+and LAION ``.pt`` files); fast modes are in :mod:`retrieval.encoders.precision`.
 
 Encoder options (``EncoderOptions.extra``, recorded in the recipe when they change vectors):
     processor: tokenizer and front-end source for a LAION ``.pt`` checkpoint (a
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch
 from retrieval.encoders.clap.loading import load_clap
-from retrieval.encoders.clap.precision import autocast, check_precision, prepare
+from retrieval.encoders.precision import autocast, check_precision, prepare
 from retrieval.encoders.weights import choose_model
 from retrieval.errors import InputError
 

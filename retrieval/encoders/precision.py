@@ -1,4 +1,4 @@
-"""Opt-in fast modes for CLAP inference.
+"""Opt-in fast modes for model encoders (CLAP, wav2vec2 family).
 
 * ``fp32``: the reference numerics.
 * ``bf16``: the towers run under ``torch.autocast`` in bfloat16 (matmuls and convolutions;
