@@ -466,6 +466,9 @@ def models_cmd(as_json: bool) -> None:
                    "tallest peaks).")
 @click.option("--max-gap-s", type=float, help="Join events separated by less than this (default: half the window).")
 @click.option("--min-dur-s", type=float, help="Drop events shorter than this (default 0).")
+@click.option("--near-peak", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="An event spans the windows scoring within 1-X of its peak height; 1 = its best window, "
+                   "0.9 = all of a steady sound longer than the clip.")
 @click.option("--no-standardize", is_flag=True,
               help="Score raw cosines instead of standardising each dimension over LONG_FILE first.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
@@ -476,7 +479,8 @@ def models_cmd(as_json: bool) -> None:
 @json_option
 def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
                opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
-               threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, no_standardize: bool,
+               threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, near_peak: float,
+               no_standardize: bool,
                start_s: float | None, end_s: float | None, plot: Path | None, device: str, as_json: bool) -> None:
     """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
     of every window of LONG_FILE (streamed) to the query."""
@@ -485,7 +489,7 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
     clip, long_file = (None, paths[0]) if text is not None else paths
     shared = dict(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
                   standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
-                  plot=plot)
+                  near_peak=near_peak, plot=plot)
     if index is not None:
         if encoder or model or opts or pooling:
             raise click.UsageError("--encoder, --model, --opt and --pooling come from the index's recipe with --index")

@@ -398,3 +398,17 @@ class Index:
         table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
         pq.write_table(table, str(out))
         return table.num_rows
+
+    # -- localisation ----------------------------------------------------------------------
+
+    def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path, **options: Any) -> pd.DataFrame:
+        """Where ``query`` (a clip; or None with ``text=...``) occurs in ``long_file``, with this index's recipe.
+
+        The encoder, window, hop, pooling and post-processing are the index's; the long file
+        need not be indexed. Options and the returned events DataFrame (``start_s``, ``end_s``,
+        ``duration_s``, ``peak_s``, ``peak_score``, ``mean_score``) are those of
+        :func:`retrieval.locate.locate_with_index`.
+        """
+        from retrieval.locate import locate_with_index
+
+        return locate_with_index(self, query, long_file, **options)

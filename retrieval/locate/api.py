@@ -1,0 +1,247 @@
+"""``locate``: where in a long recording does a clip (or a text) occur?
+
+    >>> from retrieval.locate import locate
+    >>> locate("bark.wav", "night.wav")            # events DataFrame, in time order
+    >>> Index.open("dogs").locate("bark.wav", "night.wav")   # with that index's recipe
+
+Steps: embed the query (:mod:`.query`); stream the long file and score each window
+(:mod:`.curve`); threshold, fill gaps, drop short events (:mod:`.events`); optionally
+plot (:mod:`.plot`). The long file need not be in any index.
+
+Defaults without an index, and why:
+
+* **window = the query clip's length.** The clip is then one window, compared with
+  windows of the long file that could hold exactly it, and the best of those windows
+  *is* the occurrence: its span gives the onset and offset. (A longer window dilutes the
+  match with whatever surrounds it and can only place it within a window; a text query
+  has no length, so it gets the encoder's default window.)
+* **hop = 1/8 of the window** (:data:`HOP_SHARE`). An event covers its best window,
+  whose start is then within half a hop of the onset of a copy of the query; 1/8 also
+  keeps that window's score near its peak.
+* **pooling** = the encoder's default, **standardize** = True (:mod:`.curve`).
+* **threshold** = adaptive: the middle of the largest drop among the curve's tallest
+  peaks (:func:`~retrieval.locate.events.adaptive_threshold`).
+* **near_peak = 1**: an event is its best window (a copy of the clip fills it exactly);
+  pass 0.9 to have a steady sound longer than the clip reported whole.
+* **max_gap_s = half the window**: detections closer than half a window share most of
+  their windows' audio, so windows of this length cannot tell them apart as two sounds.
+  **min_dur_s = 0**: every event already covers at least its best window, so nothing is
+  dropped unless asked.
+
+With an index, its recipe (encoder, window, hop, pooling, post-processing) is used for
+both the query and the long file; ``window_s`` / ``hop_s`` override it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from retrieval.audio.windows import check_window, to_samples
+from retrieval.encoders.base import Encoder, EncoderOptions
+from retrieval.errors import InputError
+from retrieval.postprocess import l2_normalize
+from retrieval.locate.curve import Curve, Scan, similarity_curve
+from retrieval.locate.events import NEAR_PEAK, Threshold, adaptive_threshold, detect, fixed_threshold
+from retrieval.locate.query import Clip, clip_audio, clip_vector, text_vector
+
+if TYPE_CHECKING:
+    from retrieval.index import Index
+
+#: Default hop as a share of the window.
+HOP_SHARE = 1 / 8
+#: Default ``max_gap`` as a share of the window.
+GAP_SHARE = 1 / 2
+#: Columns of the events DataFrame, in order.
+COLUMNS = ("start_s", "end_s", "duration_s", "peak_s", "peak_score", "mean_score")
+
+
+@dataclass(frozen=True)
+class Located:
+    """Everything ``locate`` computed.
+
+    Attributes:
+        events: the events DataFrame (:data:`COLUMNS`, one row per event, in time order;
+            ``attrs`` hold the threshold, background, window and hop in seconds, and more).
+        curve: the similarity curve, one score per window.
+        threshold: the threshold applied, with the curve's background.
+        plot: where the plot was written, or None.
+    """
+
+    events: pd.DataFrame
+    curve: Curve
+    threshold: Threshold
+    plot: Path | None = None
+
+
+def locate(query: Clip | None, long_file: str | Path, encoder: str | Encoder = "logmel", *,
+           text: str | None = None, sample_rate: int | None = None, start_s: float | None = None,
+           end_s: float | None = None, model: str | None = None, options: dict[str, Any] | None = None,
+           device: str = "cpu", window_s: float | None = None, hop_s: float | None = None,
+           pooling: str | None = None, standardize: bool = True, threshold: float | None = None,
+           max_gap_s: float | None = None, min_dur_s: float | None = None, near_peak: float = NEAR_PEAK,
+           plot: str | Path | None = None, batch_size: int = 32) -> pd.DataFrame:
+    """Events where ``query`` (a clip) or ``text`` occurs in ``long_file``; see :func:`locate_curve`."""
+    return locate_curve(query, long_file, encoder, text=text, sample_rate=sample_rate, start_s=start_s,
+                        end_s=end_s, model=model, options=options, device=device, window_s=window_s,
+                        hop_s=hop_s, pooling=pooling, standardize=standardize, threshold=threshold,
+                        max_gap_s=max_gap_s, min_dur_s=min_dur_s, near_peak=near_peak, plot=plot,
+                        batch_size=batch_size).events
+
+
+def locate_curve(query: Clip | None, long_file: str | Path, encoder: str | Encoder = "logmel", *,
+                 text: str | None = None, sample_rate: int | None = None, start_s: float | None = None,
+                 end_s: float | None = None, model: str | None = None, options: dict[str, Any] | None = None,
+                 device: str = "cpu", window_s: float | None = None, hop_s: float | None = None,
+                 pooling: str | None = None, standardize: bool = True, threshold: float | None = None,
+                 max_gap_s: float | None = None, min_dur_s: float | None = None, near_peak: float = NEAR_PEAK,
+                 plot: str | Path | None = None, batch_size: int = 32) -> Located:
+    """Locate a clip or a text in a long file without an index.
+
+    Args:
+        query: the clip (audio file, or array with ``sample_rate``); None with ``text``.
+        long_file: the recording to search; streamed, never loaded whole.
+        encoder: registry name or a loaded :class:`Encoder`.
+        text: a text query instead of a clip (needs an encoder with a text tower).
+        sample_rate: rate of an array ``query`` in Hz.
+        start_s, end_s: crop of the query clip, seconds.
+        model, options, device: checkpoint, encoder-specific settings and torch device
+            when ``encoder`` is a name.
+        window_s, hop_s: analysis window and hop (default: the clip's length and 1/8 of it).
+        pooling: frames -> window vector (default: the encoder's).
+        standardize: standardise each dimension over the long file's windows.
+        threshold: fixed score threshold; None adapts it to the curve.
+        max_gap_s: gaps shorter than this are filled (default: half the window).
+        min_dur_s: events shorter than this are dropped (default 0: keep all).
+        near_peak: an event spans the windows scoring within ``1 - near_peak`` of its peak height
+            (default 1: its best window; 0.9 covers a steady sound longer than the query).
+        plot: write a plot of the curve and events to this path.
+        batch_size: windows per encoder call.
+
+    Returns:
+        :class:`Located`; ``events`` has columns :data:`COLUMNS` in seconds and scores.
+
+    Raises:
+        InputError: neither or both of ``query`` and ``text``, bad window, hop or durations.
+        AudioError: a file that cannot be decoded.
+        EncoderError: a text query with an encoder that has no text tower.
+    """
+    from retrieval.encoders import build
+    from retrieval.pooling import check_mode
+
+    _one_query(query, text)
+    enc = encoder if not isinstance(encoder, str) else build(
+        encoder, EncoderOptions(model=model, device=device, extra=dict(options or {})))
+    sr = int(enc.sample_rate)
+    audio = None if query is None else clip_audio(query, sr, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
+    if window_s is not None:
+        window = to_samples(_positive(window_s, "window_s"), sr)
+    elif audio is not None:
+        window = len(audio)
+    else:
+        window = to_samples(enc.default_window_s, sr)
+    hop = to_samples(_positive(hop_s, "hop_s"), sr) if hop_s is not None else _share(window, HOP_SHARE)
+    check_window(window, hop)
+    scan = Scan(enc, window, hop, check_mode(pooling or enc.default_pooling), l2_normalize, standardize, batch_size)
+    return _run(scan, audio, text, Path(long_file), threshold, max_gap_s, min_dur_s, near_peak, plot)
+
+
+def locate_with_index(index: Index, query: Clip | None, long_file: str | Path, *, text: str | None = None,
+                      sample_rate: int | None = None, start_s: float | None = None, end_s: float | None = None,
+                      window_s: float | None = None, hop_s: float | None = None, standardize: bool = True,
+                      threshold: float | None = None, max_gap_s: float | None = None,
+                      min_dur_s: float | None = None, near_peak: float = NEAR_PEAK, plot: str | Path | None = None,
+                      batch_size: int = 32) -> pd.DataFrame:
+    """:func:`locate` with an index's recipe: its encoder, window, hop, pooling and post-processing.
+
+    ``window_s`` overrides the recipe's window (and then the hop defaults to 1/8 of it);
+    ``hop_s`` overrides the hop. The other arguments are those of :func:`locate_curve`.
+    """
+    return locate_curve_with_index(index, query, long_file, text=text, sample_rate=sample_rate, start_s=start_s,
+                                   end_s=end_s, window_s=window_s, hop_s=hop_s, standardize=standardize,
+                                   threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
+                                   near_peak=near_peak, plot=plot, batch_size=batch_size).events
+
+
+def locate_curve_with_index(index: Index, query: Clip | None, long_file: str | Path, *, text: str | None = None,
+                            sample_rate: int | None = None, start_s: float | None = None,
+                            end_s: float | None = None, window_s: float | None = None, hop_s: float | None = None,
+                            standardize: bool = True, threshold: float | None = None,
+                            max_gap_s: float | None = None, min_dur_s: float | None = None,
+                            near_peak: float = NEAR_PEAK, plot: str | Path | None = None,
+                            batch_size: int = 32) -> Located:
+    """:func:`locate_with_index`, returning the curve and threshold too (:class:`Located`)."""
+    _one_query(query, text)
+    r = index.recipe
+    window = to_samples(_positive(window_s, "window_s"), r.sample_rate) if window_s is not None else r.window_samples
+    if hop_s is not None:
+        hop = to_samples(_positive(hop_s, "hop_s"), r.sample_rate)
+    else:
+        hop = _share(window, HOP_SHARE) if window_s is not None else r.hop_samples
+    check_window(window, hop)
+    scan = Scan(index.encoder, window, hop, r.pooling, index.store.postprocess.apply, standardize, batch_size)
+    audio = None if query is None else clip_audio(query, r.sample_rate, sample_rate=sample_rate,
+                                                  start_s=start_s, end_s=end_s)
+    return _run(scan, audio, text, Path(long_file), threshold, max_gap_s, min_dur_s, near_peak, plot)
+
+
+# -- internals -----------------------------------------------------------------------------
+
+
+def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path, threshold: float | None,
+         max_gap_s: float | None, min_dur_s: float | None, near_peak: float, plot: str | Path | None) -> Located:
+    sr = scan.sample_rate
+    max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else _seconds(max_gap_s, "max_gap_s", sr)
+    min_dur = 0 if min_dur_s is None else _seconds(min_dur_s, "min_dur_s", sr)
+    qvec = text_vector(scan, text) if text is not None else clip_vector(scan, audio)  # type: ignore[arg-type]
+    curve = similarity_curve(scan, qvec, long_file)
+    if threshold is None:
+        thr = adaptive_threshold(curve.windows, curve.scores)
+    else:
+        thr = fixed_threshold(curve.scores, threshold)
+    ev = detect(curve.windows, curve.scores, thr, max_gap, min_dur, near_peak)
+    iv = ev.intervals.astype(np.float64) / sr
+    centre = curve.windows.mean(axis=1) / sr
+    frame = pd.DataFrame({
+        "start_s": iv[:, 0], "end_s": iv[:, 1], "duration_s": iv[:, 1] - iv[:, 0],
+        "peak_s": centre[ev.peak_index], "peak_score": ev.peak_score, "mean_score": ev.mean_score,
+    }, columns=list(COLUMNS))
+    frame.attrs.update({
+        "threshold": thr.value, "background": thr.background, "threshold_rule": thr.rule,
+        "window_s": scan.window_samples / sr, "hop_s": scan.hop_samples / sr, "duration_s": curve.duration_s,
+        "encoder": scan.encoder.name, "pooling": scan.pooling, "standardize": scan.standardize,
+    })
+    written = None
+    if plot is not None:
+        from retrieval.locate.plot import plot_curve
+
+        what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
+        written = plot_curve(curve, ev, thr, plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
+    return Located(frame, curve, thr, written)
+
+
+def _one_query(query: Clip | None, text: str | None) -> None:
+    if (query is None) == (text is None):
+        raise InputError("give exactly one query: a clip, or text=... (got "
+                         + ("both" if query is not None else "neither") + ")")
+
+
+def _positive(value: float, name: str) -> float:
+    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a positive number of seconds; got {value!r}")
+    return float(value)
+
+
+def _share(window: int, share: float) -> int:
+    return max(int(round(window * share)), 1)
+
+
+def _seconds(value_s: float, name: str, sr: int) -> int:
+    """A duration ``>= 0`` in seconds as samples."""
+    if not (isinstance(value_s, (int, float)) and np.isfinite(value_s) and value_s >= 0):
+        raise InputError(f"{name} must be a number of seconds >= 0; got {value_s!r}")
+    return to_samples(value_s, sr)
