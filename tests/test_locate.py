@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 from click.testing import CliRunner
 
 from retrieval import Index, synth
@@ -188,3 +189,25 @@ def test_cli_locate_usage_errors(tmp_path):
     assert out.exit_code == 2 and "--index" in out.output
     out = run(cli, ["locate", "--text", "a beep", str(q)])
     assert out.exit_code == 1 and "no text tower" in out.output
+
+
+# -- text queries ---------------------------------------------------------------------------------
+
+
+def test_a_text_query_scores_each_window_by_its_cosine_to_the_text(tmp_path):
+    from retrieval.embed import embed_windows
+    from retrieval.postprocess import l2_normalize
+    from tests.encoders._clap_models import build_tiny_clap
+
+    model = build_tiny_clap(tmp_path / "clap")
+    path = write(tmp_path / "long.wav", np.concatenate([synth.noise(1.0, 48000, seed=1),
+                                                       synth.chirp(500, 4000, 1.0, 48000)]), 48000)
+    enc = build("clap", model=str(model))
+    got = locate_curve(None, path, enc, text="a rising chirp", window_s=1.0, hop_s=1.0, standardize=False)
+    curve = got.curve
+    assert curve.windows.tolist() == [[0, 48000], [48000, 96000]]
+    audio = sf.read(path, dtype="float32")[0]
+    vecs, _ = embed_windows(enc, [audio[a:b] for a, b in curve.windows], enc.default_pooling)
+    text = l2_normalize(enc.text_embeddings(["a rising chirp"]))[0]
+    np.testing.assert_allclose(curve.scores, l2_normalize(vecs) @ text, atol=1e-5)
+    assert got.events.attrs["encoder"] == "clap" and len(got.events) >= 1
