@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from retrieval.audio.decode import load
+from retrieval.audio.clip import clip_audio
 from retrieval.configure import encoder_for
 from retrieval.embed import embed_clip
 from retrieval.encoders.base import Encoder, text_unsupported
@@ -327,26 +327,7 @@ class Index:
 
     def _audio(self, clip: str | Path | np.ndarray, sample_rate: int | None,
                start_s: float | None, end_s: float | None) -> np.ndarray:
-        sr = self.recipe.sample_rate
-        if isinstance(clip, (str, Path)):
-            return load(Path(clip), sr, start_s=start_s, end_s=end_s)
-        if sample_rate is None:
-            raise InputError(f"an audio array needs sample_rate=...; this index works at {sr} Hz")
-        audio = np.asarray(clip, np.float32)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1 if audio.shape[0] > audio.shape[1] else 0)
-        if audio.ndim != 1 or audio.size == 0:
-            raise InputError(f"audio must be a non-empty (samples,) or (samples, channels) array; got {audio.shape}")
-        a = 0 if start_s is None else int(round(start_s * sample_rate))
-        b = None if end_s is None else int(round(end_s * sample_rate))
-        audio = np.nan_to_num(audio[a:b], nan=0.0, posinf=0.0, neginf=0.0)
-        if sample_rate != sr:
-            import soxr
-
-            audio = soxr.resample(audio, sample_rate, sr).astype(np.float32)
-        if audio.size == 0:
-            raise InputError("the cropped clip is empty")
-        return audio
+        return clip_audio(clip, self.recipe.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
 
     # -- data access -----------------------------------------------------------------------
 

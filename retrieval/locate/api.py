@@ -47,7 +47,8 @@ from retrieval.errors import InputError
 from retrieval.postprocess import l2_normalize
 from retrieval.locate.curve import Curve, Scan, similarity_curve
 from retrieval.locate.events import NEAR_PEAK, Threshold, adaptive_threshold, detect, fixed_threshold
-from retrieval.locate.query import Clip, clip_audio, clip_vector, text_vector
+from retrieval.audio.clip import Clip, clip_audio
+from retrieval.locate.query import clip_vector, text_vector
 
 if TYPE_CHECKING:
     from retrieval.index import Index
