@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from retrieval.audio.discover import AV_EXTENSIONS
+from retrieval.audio.discover import AV_EXTENSIONS, has_pyav
 from retrieval.errors import AudioError
 
 #: Input frames read per block: about 6 s at 44.1 kHz, 1.4 s at 192 kHz.
@@ -67,7 +67,7 @@ def probe(path: Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
-        if _av_available():
+        if has_pyav():
             return _probe_av(path)
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
     if info.samplerate <= 0 or info.channels <= 0:
@@ -157,14 +157,6 @@ def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.nda
         raise
     except Exception as exc:
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
-
-
-def _av_available() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _probe_av(path: Path) -> AudioInfo:

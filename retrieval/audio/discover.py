@@ -18,11 +18,9 @@ AV_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".mp4", ".wma", ".web
 
 def has_pyav() -> bool:
     """Whether PyAV is importable (the optional decoder for m4a/aac/opus)."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
 
 
 def audio_extensions() -> frozenset[str]:

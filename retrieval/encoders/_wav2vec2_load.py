@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from retrieval.encoders.base import EncoderOptions
-from retrieval.encoders.precision import Precision, autocast, check_precision, prepare
+from retrieval.encoders.precision import Precision, check_precision, prepare
 from retrieval.encoders.weights import choose_model, env_var, resolve_checkpoint
 from retrieval.errors import EncoderError, InputError
 
@@ -69,8 +69,8 @@ def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) 
     if not model_id:
         raise EncoderError(f"no {encoder} checkpoint given: pass --model or set {env_var(encoder)}")
     path = resolve_checkpoint(encoder, model_id)
-    fix = (f"pass --model a folder written by save_pretrained (config.json, weights, "
-           f"preprocessor_config.json) or a hub id of a wav2vec2 / HuBERT / WavLM / data2vec-audio model")
+    fix = ("pass --model a folder written by save_pretrained (config.json, weights, "
+           "preprocessor_config.json) or a hub id of a wav2vec2 / HuBERT / WavLM / data2vec-audio model")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:

@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from retrieval.encoders._wav2vec2_load import autocast, conv_geometry, load_checkpoint, snapshot_revision
+from retrieval.encoders._wav2vec2_load import conv_geometry, load_checkpoint, snapshot_revision
+from retrieval.encoders.precision import autocast
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
 from retrieval.errors import EncoderError
 

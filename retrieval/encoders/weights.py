@@ -95,7 +95,7 @@ def resolve_checkpoint(encoder: str, model: str, *, file_hint: str = "config.jso
 
 
 def _how_to(encoder: str, model: str, hub: bool) -> str:
-    steps = [f"pass --model /path/to/checkpoint", f"or set {env_var(encoder)}=/path/to/checkpoint"]
+    steps = ["pass --model /path/to/checkpoint", f"or set {env_var(encoder)}=/path/to/checkpoint"]
     if hub:
         steps.append(
             f"or fill the Hugging Face cache on a machine with network (`huggingface-cli download {model}`) "

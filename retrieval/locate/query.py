@@ -11,11 +11,8 @@ scan's window length whatever the clip's length. (Without an index, the default 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from retrieval.audio.clip import Clip, clip_audio
 from retrieval.embed import embed_clip
 from retrieval.encoders.registry import text_encoders
 from retrieval.errors import EncoderError, InputError
