@@ -338,6 +338,26 @@ def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str |
     click.echo(cmp.summary())
 
 
+@cli.command("tag")
+@index_option
+@click.option("--model", required=True, help="A fine-tuned BEATs checkpoint (.pt), e.g. ..._finetuned_on_AS2M_cpt2.pt.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes kept per file.")
+@click.option("--column", default="audioset_tags", show_default=True, help="Metadata column for the tags.")
+@click.option("--ontology", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="AudioSet class_labels_indices.csv, to store class names instead of AudioSet ids.")
+@click.option("--device", default="cpu", show_default=True)
+def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path | None, device: str) -> None:
+    """Store each file's top AudioSet tags (fine-tuned BEATs) as metadata, for --where and eval."""
+    from retrieval.index import find_index
+    from retrieval.store import Store
+    from retrieval.tags import tag_files
+
+    with Store.open(find_index(index), writable=True) as store:
+        n = tag_files(store, model, top=top, column=column, ontology=ontology, device=device,
+                      on_warning=lambda line: click.echo(f"warning: {line}", err=True))
+    click.echo(f"tagged {n} files (column {column!r}; filter with --where \"{column} LIKE '%...%'\")")
+
+
 def _render_hits(hits: Any, as_json: bool) -> None:
     records = [_clean(r) for r in hits.to_dict(orient="records")]
     if as_json:
