@@ -1,8 +1,14 @@
 """One index on disk: ``meta.duckdb`` (truth) plus ``segments.faiss`` and ``files.faiss`` (derived).
 
-Opening a store checks each FAISS file against DuckDB (generation stamp and vector
-count) and rebuilds it from DuckDB when they disagree, e.g. after an ingest was
-killed between a database commit and the FAISS write.
+Opening a store checks each FAISS file against DuckDB (generation stamp, vector
+count and index kind) and rebuilds it from DuckDB when they disagree, e.g. after an
+ingest was killed between a database commit and the FAISS write. Every search checks
+the generation again, so an index never returns an id DuckDB no longer holds.
+
+The requested index kind (``--index-type``: auto, flat, hnsw, ivfpq) is a manifest
+key, not part of the recipe: it changes how vectors are searched, not the vectors.
+Each build's kind, knobs and measured recall@10 are kept in the FAISS sidecar and in
+the manifest (``faiss_segment``, ``faiss_file``), and shown by :meth:`Store.info`.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from retrieval.errors import IndexNotFoundError, RetrievalError
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store.db import MetadataDB
-from retrieval.store.vectors import VectorIndex
+from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, choose_index_type
 
 Level = Literal["segment", "file"]
 LEVELS: tuple[Level, ...] = ("segment", "file")
 DB_NAME = "meta.duckdb"
+#: Manifest key of the requested index kind; ``faiss_<level>`` keys hold each build's description.
+INDEX_TYPE_KEY = "index_type"
 
 
 class Store:
@@ -103,32 +111,73 @@ class Store:
 
     # -- FAISS -----------------------------------------------------------------------------
 
+    @property
+    def index_type_requested(self) -> str:
+        """The recorded ``--index-type`` (``auto`` when none was recorded)."""
+        return self.db.get(INDEX_TYPE_KEY) or "auto"
+
+    def set_index_type(self, requested: str) -> None:
+        """Record the index kind to build (``auto``, ``flat``, ``hnsw``, ``ivfpq``) for later builds and opens.
+
+        A change makes the loaded indexes stale: the next :meth:`vectors` rebuilds them.
+        """
+        check_index_type(requested)
+        if self.db.get(INDEX_TYPE_KEY) != requested:
+            self.db.set(INDEX_TYPE_KEY, requested)
+            self._vectors.clear()
+
+    def planned_index_type(self, n: int) -> tuple[IndexType, str]:
+        """The kind a build of ``n`` vectors gets under the recorded request, and why."""
+        return choose_index_type(self.index_type_requested, n, self.search_dim)
+
     def faiss_path(self, level: Level) -> Path:
         return self.root / f"{level}s.faiss"
 
     def vectors(self, level: Level) -> VectorIndex:
-        """The FAISS index of ``level``, rebuilt from DuckDB first if it is missing or stale."""
-        if level not in self._vectors:
-            vi = VectorIndex.load(self.faiss_path(level))
-            if vi is None or not self._consistent(level, vi):
-                vi = self.rebuild(level)
-                self.repaired.append(level)
-            self._vectors[level] = vi
-        return self._vectors[level]
+        """The FAISS index of ``level``, rebuilt from DuckDB first if it is missing or stale.
+
+        A loaded index is kept; it is checked against the DuckDB generation on every
+        call (one manifest read), so a change to the vectors is never searched stale.
+        """
+        vi = self._vectors.get(level)
+        if vi is not None and vi.generation == self._generation():
+            return vi
+        if vi is not None:  # the vectors changed under us: the fitted post-processing may have too
+            self._postprocess = None
+        vi = VectorIndex.load(self.faiss_path(level))
+        if vi is None or not self._consistent(level, vi):
+            vi = self.rebuild(level)
+            self.repaired.append(level)
+        self._vectors[level] = vi
+        return vi
+
+    def _generation(self) -> str:
+        return self.db.get("generation") or "0"
 
     def _consistent(self, level: Level, vi: VectorIndex) -> bool:
-        return vi.generation == (self.db.get("generation") or "0") and vi.ntotal == self.db.count_vectors(level)
+        if vi.generation != self._generation():
+            return False
+        n = self.db.count_vectors(level)
+        return vi.ntotal == n and vi.kind == self.planned_index_type(n)[0]
 
     def rebuild(self, level: Level) -> VectorIndex:
-        """Rebuild ``level`` from DuckDB through the fitted post-processing, and save it atomically."""
+        """Rebuild ``level`` from DuckDB through the fitted post-processing, and save it atomically.
+
+        The kind follows :meth:`planned_index_type`; recall@10 is measured by the build and
+        recorded, with the kind and knobs, in the sidecar and (when writable) the manifest.
+        """
         recipe = self.require_recipe()
         ids, raw = self.db.vectors(level, recipe.dim)
         vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
-        vi = VectorIndex.build(ids, vectors, self.db.get("generation") or "0")
+        kind, reason = self.planned_index_type(len(ids))
+        vi = VectorIndex.build(ids, vectors, self._generation(), kind)
+        vi.stats.update(requested=self.index_type_requested, reason=reason)
         try:
             vi.save(self.faiss_path(level))
         except OSError as exc:  # a read-only folder still serves queries from memory
             self.repaired.append(f"{level} (not saved: {exc.strerror})")
+        if self.writable:
+            self.db.set(f"faiss_{level}", json.dumps(vi.describe()))
         self._vectors[level] = vi
         return vi
 
@@ -157,6 +206,7 @@ class Store:
             "errors": errors[0], "warnings": errors[1],
             "segments": self.db.count_vectors("segment"), "file_vectors": self.db.count_vectors("file"),
             "metadata_columns": self.db.metadata_columns(),
+            "index_type_requested": self.index_type_requested,
         }
         if recipe is not None:
             seg_silent = con.execute("SELECT count(*) FROM segments WHERE silent").fetchall()[0][0]
@@ -168,11 +218,17 @@ class Store:
                 "search_dim": self.search_dim,
             })
             consistent = True
+            out["index"] = {}
             for level in LEVELS:
                 vi = self.vectors(level)
                 out[f"faiss_ntotal_{level}"] = vi.ntotal
+                out["index"][level] = vi.describe()
                 consistent &= vi.ntotal == self.db.count_vectors(level)
             out["faiss_ntotal"] = out["faiss_ntotal_segment"]
+            segment = out["index"]["segment"]
+            out["index_type"] = segment["index_type"]
+            out["index_type_reason"] = segment.get("reason")
+            out["recall_at_10"] = segment.get("recall_at_10")
             out["consistent"] = bool(consistent)
             out["repaired_on_open"] = list(self.repaired)
         return out

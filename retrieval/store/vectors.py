@@ -1,113 +1,612 @@
 """FAISS vector indexes, derived from DuckDB and rebuildable from it.
 
 Inner product on L2-normalised vectors (cosine), FAISS ids equal to DuckDB
-``segment_id``. Files are written to a temporary name and moved into place with
-``os.replace``, with a small JSON sidecar that records the DuckDB generation and the
-count the file was built from, so a stale or half-written index is detected on open.
+``segment_id``. Three kinds (:data:`INDEX_TYPES`):
+
+    flat    ``IndexIDMap2(IndexFlatIP)``: exact; 4 bytes x D per vector.
+    hnsw    ``IndexIDMap2(IndexHNSWFlat)``, M=32: a graph over the float32 vectors.
+            FAISS cannot remove ids from it, so :meth:`VectorIndex.remove` masks them
+            (every search excludes them) until the next rebuild.
+    ivfpq   ``IndexIVFPQ`` (about sqrt(n) lists, 64 one-byte codes per vector at
+            D >= 128), re-ranked exactly: the ``k x rerank`` best codes are re-scored
+            against a float16 copy of the vectors kept in a memory-mapped ``.npy``
+            beside the index (2 bytes x D per vector on disk, read only for shortlists).
+
+Every build measures recall@10 against exact search on stored vectors and tunes the
+search knob (``efSearch``, or ``nprobe`` and the re-rank factor) to the smallest value
+reaching :data:`TARGET_RECALL`; the measurement is kept with the index. ``auto``
+(:func:`choose_index_type`) picks the kind from the vector count and memory; the
+thresholds come from ``docs/bench_search.md``.
+
+Files are written to a temporary name and moved into place with ``os.replace``, the
+small JSON sidecar last: it records the DuckDB generation, the count and the index
+file's size, so a stale or half-written index is detected on open.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, UnknownNameError
+
+IndexType = Literal["flat", "hnsw", "ivfpq"]
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+#: What ``--index-type`` accepts: a kind, or ``auto`` (chosen by :func:`choose_index_type`).
+REQUESTED_TYPES: tuple[str, ...] = ("auto", *INDEX_TYPES)
+
+#: ``auto`` stays exact below this many vectors: a single flat query over 100k x 512
+#: float32 scans 200 MB (tens of ms on 2 cores; docs/bench_search.md), below it flat
+#: is fast enough and needs no build time.
+AUTO_FLAT_MAX = 100_000
+#: ``auto`` uses HNSW below this many vectors; from here on, IVF-PQ with re-ranking. On
+#: 2 cores an HNSW build took 41 s per 100k 512-d vectors and 12 min for 1M (every
+#: changing ingest rebuilds), and at 1M IVF-PQ + re-ranking built 13x faster and gave
+#: more recall per query second (docs/bench_search.md).
+AUTO_HNSW_MAX = 500_000
+#: ``auto`` also leaves HNSW for IVF-PQ when HNSW would need more than this share of RAM.
+AUTO_MEMORY_SHARE = 0.5
+
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+EF_SEARCH_STEPS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
+#: Code bytes per vector for IVF-PQ (see :func:`pq_subquantizers`).
+PQ_BYTES = 64
+#: IVF-PQ shortlists ``k x factor`` codes before exact re-ranking; tuning tries these.
+RERANK_FACTORS: tuple[int, ...] = (10, 20, 40)
+#: PQ codebooks train on at most 256 x this many residuals, for this many k-means rounds
+#: (FAISS's 256 x 256 and 25 rounds take minutes at 512-d on 2 cores; re-ranking makes
+#: up for the coarser codebooks, and recall is measured after every build anyway).
+PQ_TRAIN_PER_CENTROID = 64
+PQ_TRAIN_ITERATIONS = 15
+#: 8-bit PQ needs 256 centroids x 39 points per sub-quantiser to train without FAISS
+#: warnings; a smaller IVF-PQ request is built flat (exact) and says so.
+IVFPQ_MIN_VECTORS = 39 * 256
+
+#: Tuning stops at the cheapest setting whose measured recall@10 reaches this.
+TARGET_RECALL = 0.95
+RECALL_K = 10
+#: Stored vectors sampled as queries when recall is measured after a build.
+RECALL_QUERIES = 200
+#: An exact score within this of the true k-th best counts as a hit (ties at the cut).
+RECALL_TIE = 1e-4
+
+#: A filtered search over at most this many allowed ids (or under this share of the
+#: index) is answered exactly over the allowed subset instead of by the ANN.
+EXACT_SUBSET_MAX = 10_000
+EXACT_SUBSET_SHARE = 0.02
+#: Rows an exact scan scores at once: ``(chunk, D)`` float32.
+EXACT_CHUNK = 65_536
+
+
+def check_index_type(name: str) -> str:
+    """``name`` if it is a valid ``--index-type``; else :class:`UnknownNameError` listing them."""
+    if name not in REQUESTED_TYPES:
+        raise UnknownNameError(f"unknown index type {name!r}; choose one of: {', '.join(REQUESTED_TYPES)}")
+    return name
+
+
+def hnsw_bytes_per_vector(dim: int, m: int = HNSW_M) -> int:
+    """RAM of one HNSW vector: float32 storage, ~2M level-0 links + upper levels, id maps."""
+    return 4 * dim + int(4 * 2 * m * 1.05) + 48
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 when unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def choose_index_type(requested: str, n: int, dim: int, memory_bytes: int | None = None) -> tuple[IndexType, str]:
+    """The kind to build for ``n`` vectors of ``dim`` floats, and why.
+
+    ``auto``: flat below :data:`AUTO_FLAT_MAX`, HNSW below :data:`AUTO_HNSW_MAX` while
+    it fits in :data:`AUTO_MEMORY_SHARE` of RAM, IVF-PQ (re-ranked) otherwise. An explicit ``ivfpq``
+    below :data:`IVFPQ_MIN_VECTORS` is built flat, since there is too little to train on.
+    """
+    check_index_type(requested)
+    if requested == "ivfpq" and n < IVFPQ_MIN_VECTORS:
+        return "flat", (f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train 8-bit PQ; "
+                        f"{n} vectors are searched exactly (flat)")
+    if requested != "auto":
+        return requested, f"requested {requested}"  # type: ignore[return-value]
+    if n < AUTO_FLAT_MAX:
+        return "flat", f"auto: {n} vectors < {AUTO_FLAT_MAX}, exact search is fast enough"
+    memory = physical_memory() if memory_bytes is None else memory_bytes
+    need = n * hnsw_bytes_per_vector(dim)
+    if memory and need > AUTO_MEMORY_SHARE * memory:
+        return "ivfpq", (f"auto: HNSW would need {need / 2**30:.1f} GiB, over {AUTO_MEMORY_SHARE:.0%} of "
+                         f"{memory / 2**30:.1f} GiB RAM")
+    if n >= AUTO_HNSW_MAX:
+        return "ivfpq", f"auto: {n} vectors >= {AUTO_HNSW_MAX}"
+    return "hnsw", f"auto: {AUTO_FLAT_MAX} <= {n} vectors < {AUTO_HNSW_MAX}"
+
+
+def ivf_lists(n: int) -> int:
+    """IVF list count: the power of two nearest sqrt(n), with at least 39 vectors per list."""
+    nlist = 2 ** max(0, round(math.log2(max(1.0, math.sqrt(n)))))
+    while nlist > 1 and nlist * 39 > n:
+        nlist //= 2
+    return nlist
+
+
+def pq_subquantizers(dim: int, max_bytes: int = PQ_BYTES) -> int:
+    """One-byte sub-quantisers per vector: the largest divisor of ``dim`` up to ``max_bytes``
+    that leaves each at least 4 dimensions (512 -> 64, 160 -> 40, 32 -> 8)."""
+    return max(m for m in range(1, max(1, min(dim // 4, max_bytes)) + 1) if dim % m == 0)
 
 
 class VectorIndex:
-    """A FAISS ``IndexIDMap2(IndexFlatIP)`` with atomic save and a generation stamp.
+    """One FAISS index of unit vectors under int64 ids, with its kind, knobs and measured recall.
 
     Attributes:
         dim: vector size.
+        kind: ``flat``, ``hnsw`` or ``ivfpq``.
+        index: the FAISS index.
         generation: the DuckDB generation these vectors were built from.
+        params: build and search settings (``M``, ``efSearch``, ``nlist``, ``nprobe``,
+            ``pq_bytes``, ``rerank``), JSON-able.
+        stats: ``recall_at_10`` (measured after the build, as searches see it),
+            ``recall_queries``, ``build_s``, ``reason`` and, once saved, ``faiss_bytes``.
     """
 
-    def __init__(self, dim: int, index: faiss.Index | None = None, generation: str = "0") -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None, generation: str = "0",
+                 kind: IndexType = "flat", params: dict[str, Any] | None = None) -> None:
         self.dim = dim
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.kind: IndexType = kind
+        self.index = index if index is not None else _new_index(kind, dim, params or {})
         self.generation = generation
+        self.params: dict[str, Any] = dict(params or {})
+        self.stats: dict[str, Any] = {}
+        self._ids = np.zeros(0, np.int64)  # live ids, sorted
+        self._dead = np.zeros(0, np.int64)  # HNSW ids removed but still in the graph, sorted
+        self._exact_ids = np.zeros(0, np.int64)  # ivfpq: ids of the float16 rows, sorted
+        self._exact = np.zeros((0, dim), np.float16)  # ivfpq: (n, D) float16, maybe memory-mapped
+        self._exact_file: str | None = None
+
+    # -- size ------------------------------------------------------------------------------
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        """Vectors a search can return (HNSW's masked ids excluded)."""
+        return int(self._ids.size)
+
+    def ids(self) -> np.ndarray:
+        """``(ntotal,)`` int64 live ids, sorted."""
+        return self._ids.copy()
+
+    @property
+    def recall_at_10(self) -> float | None:
+        return self.stats.get("recall_at_10")
+
+    # -- build -----------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, generation: str) -> VectorIndex:
-        """Index ``(n, D)`` unit vectors under ``(n,)`` int64 ids."""
-        vi = cls(vectors.shape[1], generation=generation)
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, generation: str, kind: IndexType = "flat", *,
+              tune: bool = True, target_recall: float = TARGET_RECALL, seed: int = 0) -> VectorIndex:
+        """Index ``(n, D)`` float32 unit vectors under ``(n,)`` int64 ids, then measure recall.
+
+        For ``hnsw`` and ``ivfpq`` the search knob is tuned to the cheapest setting whose
+        recall@10 on :data:`RECALL_QUERIES` stored vectors reaches ``target_recall``
+        (``tune=False`` keeps the defaults and only measures). ``flat`` is exact: its
+        recall is 1.0 by construction and is not re-measured.
+        """
+        t0 = time.perf_counter()
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        ids = np.ascontiguousarray(ids, np.int64)
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise InputError(f"build needs (n, D) vectors and (n,) ids; got {vectors.shape} and {ids.shape}")
+        if kind not in INDEX_TYPES:
+            raise UnknownNameError(f"unknown index type {kind!r}; choose one of: {', '.join(INDEX_TYPES)}")
+        n, dim = vectors.shape
+        if kind == "ivfpq" and n < IVFPQ_MIN_VECTORS:
+            raise InputError(f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train; got {n} "
+                             "(use flat, or choose_index_type, which falls back to flat)")
+        params = _default_params(kind, n, dim)
+        vi = cls(dim, generation=generation, kind=kind, params=params)
+        if kind == "ivfpq":
+            rng = np.random.default_rng(seed)
+            n_train = min(n, max(64 * params["nlist"], IVFPQ_MIN_VECTORS))
+            train = vectors if n_train == n else vectors[np.sort(rng.choice(n, n_train, replace=False))]
+            vi.index.train(train)
         vi.add(ids, vectors)
+        vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
+        if kind == "flat":
+            vi.stats.update(recall_at_10=1.0, recall_queries=0, recall_note="exact search")
+        else:
+            vi._measure(ids, vectors, tune, target_recall, seed)
+        vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         return vi
 
+    def _measure(self, ids: np.ndarray, vectors: np.ndarray, tune: bool, target: float, seed: int) -> None:
+        """Recall@10 on stored vectors as queries (each one's own id left out), tuning the knob first."""
+        bench = RecallBench(ids, vectors, seed=seed)
+        if self.kind == "hnsw":
+            grid = [{"efSearch": ef} for ef in EF_SEARCH_STEPS] if tune else [{}]
+        else:
+            steps = [2 ** i for i in range(int(math.log2(self.params["nlist"])) + 1)]
+            grid = [{"rerank": r, "nprobe": p} for r in RERANK_FACTORS for p in steps] if tune else [{}]
+        recall, best = -1.0, dict(self.params)
+        for setting in grid:
+            self.params.update(setting)
+            r = bench.recall(self)
+            if r > recall:
+                recall, best = r, dict(self.params)
+            if r >= target:
+                recall, best = r, dict(self.params)
+                break
+        self.params = best
+        self.stats.update(recall_at_10=round(recall, 4), recall_queries=bench.n_queries,
+                          recall_note=f"{bench.n_queries} stored vectors as queries, own id left out")
+
+    # -- add / remove ----------------------------------------------------------------------
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``(n, D)`` float32 unit vectors under new ``(n,)`` int64 ids."""
         if len(ids) == 0:
             return
-        if vectors.shape[1] != self.dim:
-            raise InputError(f"vectors have dim {vectors.shape[1]}; this index holds dim {self.dim}")
-        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        ids = np.ascontiguousarray(ids, np.int64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputError(f"vectors have dim {vectors.shape[-1]}; this index holds dim {self.dim}")
+        if len(ids) != len(vectors):
+            raise InputError(f"{len(ids)} ids for {len(vectors)} vectors")
+        clash = np.intersect1d(ids, np.concatenate([self._ids, self._dead]))
+        if clash.size or np.unique(ids).size != ids.size:
+            raise InputError(f"ids already in the index or repeated (e.g. {clash[:3].tolist() or 'repeats'}); "
+                             "ids are never reused: rebuild the index from DuckDB")
+        self.index.add_with_ids(vectors, ids)
+        if self.kind == "ivfpq":
+            exact_ids = np.concatenate([self._exact_ids, ids])
+            order = np.argsort(exact_ids, kind="stable")
+            self._exact = np.concatenate([np.asarray(self._exact), vectors.astype(np.float16)])[order]
+            self._exact_ids = exact_ids[order]
+            self._exact_file = None
+        self._ids = np.union1d(self._ids, ids)
 
     def remove(self, ids: np.ndarray) -> int:
-        if len(ids) == 0:
+        """Remove ``ids`` (unknown ones are ignored); returns how many were removed.
+
+        HNSW cannot delete from its graph: the ids are masked out of every search
+        instead, until the index is rebuilt.
+        """
+        ids = np.intersect1d(np.asarray(ids, np.int64), self._ids)
+        if ids.size == 0:
             return 0
-        return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))))
+        if self.kind == "hnsw":
+            self._dead = np.union1d(self._dead, ids)
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))  # ivfpq's float16 rows stay until saved
+        self._ids = np.setdiff1d(self._ids, ids, assume_unique=True)
+        return int(ids.size)
+
+    # -- search ----------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` by inner product: ``(scores (q, k) float32, ids (q, k) int64)``, -1 ids past the end.
+        """Top-``k`` by inner product: ``(scores (q, k') float32, ids (q, k') int64)``, best first.
+
+        ``k' = min(k, candidates)``; an ANN that finds fewer pads with id -1.
 
         Args:
             queries: ``(q, D)`` unit vectors.
-            k: neighbours per query; clipped to the index size.
-            allowed: optional ids to restrict the search to (a metadata filter).
+            k: neighbours per query.
+            allowed: optional ids to restrict the search to (a metadata filter). Small
+                subsets are searched exactly; larger ones through the index's selector.
         """
         q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         if q.shape[1] != self.dim:
             raise InputError(f"query has dim {q.shape[1]}; this index holds dim {self.dim}")
-        k = max(1, min(k, self.ntotal))
-        if self.ntotal == 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        params = None
+        if k < 1:
+            raise InputError(f"k must be at least 1; got {k}")
+        cand = self._ids
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64)))
+            allowed = np.unique(np.asarray(allowed, np.int64))
+            cand = allowed[_member(allowed, self._ids)]
+        k = min(k, int(cand.size))
+        if k == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.kind == "flat":
+            return self._faiss_search(q, k, None if allowed is None else cand, {})
+        small = cand.size <= EXACT_SUBSET_MAX or cand.size < EXACT_SUBSET_SHARE * self.ntotal
+        if (allowed is not None and small) or 4 * k >= cand.size:
+            return self.exact_search(q, k, cand)
+        share = cand.size / max(1, self.ntotal)
+        if self.kind == "hnsw":
+            ef = max(int(self.params["efSearch"]), k)
+            if allowed is not None:
+                ef = min(int(math.ceil(ef / share)), 8 * ef)
+            sel_ids = cand if allowed is not None else None
+            scores, got = self._faiss_search(q, k, sel_ids, {"efSearch": ef})
+        else:
+            nprobe = int(self.params["nprobe"])
+            if allowed is not None:
+                nprobe = int(math.ceil(nprobe / share))
+            nprobe = min(nprobe, int(self.params["nlist"]))
+            shortlist = min(int(cand.size), k * int(self.params["rerank"]))
+            _, short = self._faiss_search(q, shortlist, None if allowed is None else cand, {"nprobe": nprobe})
+            scores, got = self._rerank(q, short, k)
+        short_rows = np.flatnonzero((got[:, :k] < 0).any(axis=1))
+        if short_rows.size:  # the ANN found fewer than k: answer those queries exactly
+            scores[short_rows], got[short_rows] = self.exact_search(q[short_rows], k, cand)
+        return scores, got
+
+    def _faiss_search(self, q: np.ndarray, k: int, sel_ids: np.ndarray | None,
+                      knobs: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """One FAISS call with the selector (allowed ids, minus HNSW's masked ids) and knobs."""
+        keep: list[Any] = []  # FAISS holds raw pointers: keep the selectors alive until the call returns
+        sel = None
+        if sel_ids is not None:
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(sel_ids, np.int64))
+        elif self._dead.size:
+            inner = faiss.IDSelectorBatch(self._dead)
+            keep.append(inner)
+            sel = faiss.IDSelectorNot(inner)
+        keep.append(sel)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=knobs["efSearch"])
+        elif self.kind == "ivfpq":
+            params = faiss.SearchParametersIVF(nprobe=knobs["nprobe"])
+        else:
+            params = faiss.SearchParameters()
+        if sel is not None:
+            params.sel = sel
         scores, ids = self.index.search(q, k, params=params)
+        del keep
         return scores, ids
 
+    def _rerank(self, q: np.ndarray, short: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-score ``(q, S)`` shortlisted ids with the float16 copy; ``(q, k)`` best first."""
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        out = np.full((len(q), k), -1, np.int64)
+        step = max(1, 2**22 // max(1, short.shape[1] * self.dim))  # ~16 MB of float32 per block
+        for a in range(0, len(q), step):
+            s_ids = short[a:a + step]
+            valid = s_ids >= 0
+            rows = np.searchsorted(self._exact_ids, np.where(valid, s_ids, 0))
+            vecs = np.asarray(self._exact[rows.ravel()], np.float32).reshape(*rows.shape, self.dim)
+            sims = np.einsum("qsd,qd->qs", vecs, q[a:a + step])
+            sims[~valid] = -np.inf
+            top = _topk_rows(sims, k)
+            scores[a:a + step] = np.take_along_axis(sims, top, 1)
+            picked = np.take_along_axis(s_ids, top, 1)
+            out[a:a + step] = np.where(np.isfinite(scores[a:a + step]), picked, -1)
+        return scores, out
+
+    def exact_search(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-``k`` over ``ids`` (default: every live id), from the stored vectors.
+
+        Returns ``(scores (q, k) float32, ids (q, k) int64)`` best first; ivfpq scores come
+        from its float16 copy.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        ids = self._ids if ids is None else np.asarray(ids, np.int64)
+        k = min(k, int(ids.size))
+        best_s = np.full((len(q), 0), -np.inf, np.float32)
+        best_i = np.zeros((len(q), 0), np.int64)
+        for a in range(0, ids.size, EXACT_CHUNK):
+            chunk = ids[a:a + EXACT_CHUNK]
+            sims = q @ self.vectors_of(chunk).T
+            s = np.concatenate([best_s, sims], axis=1)
+            i = np.concatenate([best_i, np.broadcast_to(chunk, sims.shape)], axis=1)
+            top = _topk_rows(s, k)
+            best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+        return best_s.astype(np.float32), best_i
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """``(m, D)`` float32 stored vectors of live ``ids`` (ivfpq: its float16 copy)."""
+        ids = np.ascontiguousarray(ids, np.int64)
+        if not _member(ids, self._ids).all():
+            raise InputError(f"ids not in this index: {ids[~_member(ids, self._ids)][:5].tolist()}")
+        if self.kind == "ivfpq":
+            return np.asarray(self._exact[np.searchsorted(self._exact_ids, ids)], np.float32)
+        return self.index.reconstruct_batch(ids)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, knobs and measurements, JSON-able (what ``retrieve info`` shows)."""
+        out: dict[str, Any] = {"index_type": self.kind, "ntotal": self.ntotal, "params": dict(self.params)}
+        out.update(self.stats)
+        if self.stats.get("faiss_bytes") is not None and self.index.ntotal:
+            out["bytes_per_vector"] = round(self.stats["faiss_bytes"] / self.index.ntotal, 1)
+        if self.kind == "ivfpq":
+            out["rerank_bytes_per_vector"] = 2 * self.dim
+        if self._dead.size:
+            out["masked_ids"] = int(self._dead.size)
+        return out
+
     def save(self, path: Path) -> None:
-        """Write atomically: temp file in the same folder, then ``os.replace`` (index, then sidecar)."""
+        """Write atomically: temp files in the same folder, each moved into place with ``os.replace``.
+
+        Order: the FAISS file, then (ivfpq) the float16 copy under a fresh name, then the
+        sidecar, which names that copy and is the commit point; older copies are removed.
+        """
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _write_json_atomic(sidecar(path), {"generation": self.generation, "ntotal": self.ntotal, "dim": self.dim})
+        _write_atomic(path, lambda tmp: faiss.write_index(self.index, tmp))
+        self.stats["faiss_bytes"] = path.stat().st_size
+        exact_name = ids_name = None
+        if self.kind == "ivfpq":
+            live = _member(self._exact_ids, self._ids)
+            stem = f"{path.name}.{uuid.uuid4().hex[:8]}"
+            exact_name, ids_name = f"{stem}.exact.npy", f"{stem}.ids.npy"
+            _write_atomic(path.parent / ids_name, lambda tmp: _save_npy(tmp, self._exact_ids[live]))
+            _write_atomic(path.parent / exact_name, lambda tmp: _save_npy(tmp, np.asarray(self._exact)[live]))
+        meta = {"generation": self.generation, "ntotal": self.ntotal, "dim": self.dim, "kind": self.kind,
+                "params": self.params, "stats": self.stats, "exact": exact_name,
+                "masked": self._dead.tolist()}
+        _write_atomic(sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+        for old in path.parent.glob(f"{path.name}.*.npy"):
+            if old.name not in (exact_name, ids_name):
+                old.unlink(missing_ok=True)
+        if exact_name is not None and ids_name is not None:  # serve re-ranking from the file from now on, not from RAM
+            self._exact_ids = np.load(path.parent / ids_name)
+            self._exact = np.load(path.parent / exact_name, mmap_mode="r")
+            self._exact_file = exact_name
 
     @classmethod
     def load(cls, path: Path) -> VectorIndex | None:
-        """Read an index and its sidecar; None when either is missing or unreadable."""
+        """Read an index and its sidecar; None when anything is missing, unreadable or disagrees."""
         path = Path(path)
         try:
             meta = json.loads(sidecar(path).read_text())
+            expected_bytes = (meta.get("stats") or {}).get("faiss_bytes")
+            if expected_bytes is not None and int(expected_bytes) != path.stat().st_size:
+                return None
             index = faiss.read_index(str(path))
-        except (OSError, ValueError, RuntimeError):
+            kind = meta.get("kind", "flat")
+            if kind not in INDEX_TYPES or _kind_of(index) != kind:
+                return None
+            vi = cls(index.d, index, str(meta.get("generation")), kind, meta.get("params") or {})
+            vi.stats = dict(meta.get("stats") or {})
+            vi._dead = np.asarray(meta.get("masked") or [], np.int64)
+            if kind == "ivfpq":
+                stem = path.parent / str(meta["exact"]).rsplit(".exact.npy", 1)[0]
+                vi._exact_ids = np.load(f"{stem}.ids.npy")
+                vi._exact = np.load(f"{stem}.exact.npy", mmap_mode="r")
+                vi._exact_file = str(meta["exact"])
+                vi._ids = vi._exact_ids
+                if vi._exact.shape != (vi._exact_ids.size, vi.dim):
+                    return None
+            else:
+                vi._ids = np.setdiff1d(np.sort(faiss.vector_to_array(index.id_map).astype(np.int64)), vi._dead)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
             return None
-        if int(meta.get("ntotal", -1)) != index.ntotal:
+        if int(meta.get("ntotal", -1)) != vi.ntotal or index.ntotal != vi.ntotal + vi._dead.size:
             return None
-        return cls(index.d, index, str(meta.get("generation")))
+        return vi
+
+
+class RecallBench:
+    """Recall@k of an index against exact search, with stored vectors as queries.
+
+    Ground truth is computed once: for each sampled vector, the exact k-th best score
+    over all the others (its own row left out). A returned id is a hit when its exact
+    score reaches that value (less :data:`RECALL_TIE`), so ties at the cut are not misses.
+    """
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, *, k: int = RECALL_K,
+                 n_queries: int = RECALL_QUERIES, seed: int = 0) -> None:
+        n = len(ids)
+        self.k = min(k, n - 1)
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, min(n_queries, n), replace=False)) if n > 1 else np.zeros(0, np.int64)
+        self.rows, self.ids, self.vectors = rows, np.asarray(ids, np.int64), vectors
+        self.queries = np.ascontiguousarray(vectors[rows])
+        self.order = np.argsort(self.ids, kind="stable")
+        self.kth = np.full(len(rows), np.inf, np.float32)
+        if self.k >= 1 and len(rows):
+            top = np.full((len(rows), 0), -np.inf, np.float32)
+            for a in range(0, n, EXACT_CHUNK):
+                sims = self.queries @ vectors[a:a + EXACT_CHUNK].T
+                own = (rows >= a) & (rows < a + EXACT_CHUNK)
+                sims[np.flatnonzero(own), rows[own] - a] = -np.inf
+                both = np.concatenate([top, sims], axis=1)
+                top = np.take_along_axis(both, _topk_rows(both, self.k), 1)
+            self.kth = top[:, self.k - 1]
+
+    @property
+    def n_queries(self) -> int:
+        return int(len(self.rows)) if self.k >= 1 else 0
+
+    def recall(self, vi: VectorIndex) -> float:
+        """Mean share of each query's returned k (own id dropped) that are true top-k; 1.0 when n <= 1."""
+        if self.n_queries == 0:
+            return 1.0
+        _, got = vi.search(self.queries, self.k + 1)
+        own = self.ids[self.rows]
+        hits = 0
+        for i in range(len(self.rows)):
+            found = got[i][(got[i] >= 0) & (got[i] != own[i])][: self.k]
+            pos = self.order[np.searchsorted(self.ids, found, sorter=self.order)]
+            exact = self.vectors[pos] @ self.queries[i]
+            hits += int((exact >= self.kth[i] - RECALL_TIE).sum())
+        return hits / (self.k * len(self.rows))
 
 
 def sidecar(path: Path) -> Path:
     return Path(path).with_suffix(Path(path).suffix + ".json")
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def _default_params(kind: IndexType, n: int, dim: int) -> dict[str, Any]:
+    if kind == "hnsw":
+        return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": 64}
+    if kind == "ivfpq":
+        nlist = ivf_lists(n)
+        return {"nlist": nlist, "pq_bytes": pq_subquantizers(dim), "nprobe": min(16, nlist),
+                "rerank": RERANK_FACTORS[0]}
+    return {}
+
+
+def _new_index(kind: IndexType, dim: int, params: dict[str, Any]) -> faiss.Index:
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, int(params.get("M", HNSW_M)), faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = int(params.get("efConstruction", HNSW_EF_CONSTRUCTION))
+        return faiss.IndexIDMap2(hnsw)  # the wrapper keeps a reference to hnsw
+    if kind == "ivfpq":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_bytes"]), 8,
+                                 faiss.METRIC_INNER_PRODUCT)  # keeps a reference to the quantizer
+        index.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CENTROID
+        index.pq.cp.niter = PQ_TRAIN_ITERATIONS
+        return index
+    raise UnknownNameError(f"unknown index type {kind!r}; choose one of: {', '.join(INDEX_TYPES)}")
+
+
+def _kind_of(index: faiss.Index) -> str | None:
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            return "hnsw"
+        if isinstance(inner, faiss.IndexFlat):
+            return "flat"
+    return None
+
+
+def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """``(m,)`` bool: which ``ids`` occur in the sorted ``sorted_ids``."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape, bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return sorted_ids[pos] == ids
+
+
+def _topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` largest scores, best first: ``(q, k)`` int64."""
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp_path)`` into a temp file beside ``path``, then ``os.replace`` it into place."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
