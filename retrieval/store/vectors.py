@@ -44,14 +44,14 @@ INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 #: What ``--index-type`` accepts: a kind, or ``auto`` (chosen by :func:`choose_index_type`).
 REQUESTED_TYPES: tuple[str, ...] = ("auto", *INDEX_TYPES)
 
-#: ``auto`` stays exact below this many vectors: a single flat query over 100k x 512
-#: float32 scans 200 MB (tens of ms on 2 cores; docs/bench_search.md), below it flat
-#: is fast enough and needs no build time.
+#: ``auto`` stays exact below this many vectors: one flat query over 100k x 512 float32
+#: (200 MB) took 31 ms on 2 cores, over 100k x 160 16 ms, about what the API spends on
+#: DuckDB per query anyway; and flat costs no build time (docs/bench_search.md).
 AUTO_FLAT_MAX = 100_000
 #: ``auto`` uses HNSW below this many vectors; from here on, IVF-PQ with re-ranking. On
-#: 2 cores an HNSW build took 41 s per 100k 512-d vectors and 12 min for 1M (every
-#: changing ingest rebuilds), and at 1M IVF-PQ + re-ranking built 13x faster and gave
-#: more recall per query second (docs/bench_search.md).
+#: 2 cores an HNSW build took 0.4-0.7 ms per 512-d vector (7-12 min for 1M, and every
+#: changing ingest rebuilds); at 1M IVF-PQ + re-ranking built 8-13x faster and gave more
+#: recall per query-second from recall 0.65 up (docs/bench_search.md).
 AUTO_HNSW_MAX = 500_000
 #: ``auto`` also leaves HNSW for IVF-PQ when HNSW would need more than this share of RAM.
 AUTO_MEMORY_SHARE = 0.5
