@@ -34,7 +34,7 @@ from retrieval import pipeline
 from retrieval.audio.decode import AudioInfo, DecodeReport, probe
 from retrieval.audio.discover import FoundFile, discover
 from retrieval.configure import Choices, resolve
-from retrieval.embed import Batching, embed_each
+from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
 from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
@@ -150,18 +150,23 @@ class _Plan:
     errors: list[ErrorRow] = field(default_factory=list)
 
 
+_NOT_POOLED = object()
+
+
 class _FileJob:
     """A file being embedded: its windows' bounds, levels and (once embedded) vectors."""
 
     def __init__(self, found: FoundFile, digest: str, old_id: int | None, info: AudioInfo) -> None:
         self.found, self.digest, self.old_id, self.info = found, digest, old_id, info
         self.report = DecodeReport()
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.levels: list[float] = []
-        self.silent: list[bool] = []
+        # lists while this process streams the file; a worker's arrays when it decoded it
+        self.starts: list[int] | np.ndarray = []
+        self.ends: list[int] | np.ndarray = []
+        self.levels: list[float] | np.ndarray = []
+        self.silent: list[bool] | np.ndarray = []
         self.vectors: dict[int, np.ndarray] = {}
         self.counts: dict[int, int] = {}
+        self.file_vector: np.ndarray | None | object = _NOT_POOLED  # pooled by a worker, when it embedded
         self.pending = 0  # windows queued for the encoder
         self.decoded = False
         self.error: str | None = None
@@ -202,11 +207,14 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
         _attach_labels(store, warn)
         if store.db.get("generation") != store.db.get("fitted_generation"):
-            store.db.begin()
-            store.refit_postprocess()
-            store.db.set("fitted_generation", store.db.get("generation") or "0")
-            store.db.commit()
-            store.rebuild_all()
+            # One BLAS thread: the whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
+            # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
+            with single_threaded_blas():
+                store.db.begin()
+                store.refit_postprocess()
+                store.db.set("fitted_generation", store.db.get("generation") or "0")
+                store.db.commit()
+                store.rebuild_all()
         else:
             for level in LEVELS:
                 store.vectors(level)  # repairs a stale FAISS file left by a killed run
@@ -330,7 +338,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
             bar.update(len(open_jobs))
             open_jobs.clear()
 
-    with _torch_threads(options.workers, embed_in_workers):
+    with _torch_threads(0 if pool is None else pool.workers):
         for (f, digest, old_id), pre in _decoded(todo, spec, pool):
             job = _FileJob(f, digest, old_id, pre.info if pre is not None and pre.info else _NO_INFO)
             if pre is None or pre.long:
@@ -395,8 +403,7 @@ def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.
     if pre.error is not None:
         job.error = pre.error
         return
-    job.starts, job.ends = pre.starts.tolist(), pre.ends.tolist()
-    job.levels, job.silent = pre.levels.tolist(), pre.silent.tolist()
+    job.starts, job.ends, job.levels, job.silent = pre.starts, pre.ends, pre.levels, pre.silent
     loud = np.flatnonzero(~pre.silent)
     if pre.vectors is not None:
         for k, idx in enumerate(loud.tolist()):
@@ -406,39 +413,40 @@ def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.
             else:
                 job.vectors[idx] = pre.vectors[k]
                 job.counts[idx] = int(pre.counts[k])
+        job.file_vector = pre.file_vector
         return
     for idx, audio in zip(loud.tolist(), pre.windows()):
         enqueue(job, idx, audio)
 
 
 @contextmanager
-def _torch_threads(workers: int, embed_in_workers: bool) -> Iterator[None]:
-    """Hold torch's intra-op threads at a deliberate count while embedding; restore them after.
+def _torch_threads(workers: int) -> Iterator[None]:
+    """Hold torch's intra-op threads at :func:`torch_threads_for` while embedding; restore them after.
 
-    See :func:`torch_threads_for`. Does nothing when torch is not loaded (the log-mel baseline).
+    Does nothing when torch is not loaded (the log-mel baseline never loads it).
     """
     torch = sys.modules.get("torch")
     if torch is None:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(torch_threads_for(workers, embed_in_workers))
+    torch.set_num_threads(torch_threads_for(workers))
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
-def torch_threads_for(workers: int, embed_in_workers: bool = False, cores: int | None = None) -> int:
-    """torch threads for the main process during ingest: every core this process may use.
+def torch_threads_for(workers: int, cores: int | None = None) -> int:
+    """torch intra-op threads for the main process during ingest: one per core not taken by a worker.
 
-    Decode workers of a model encoder are idle most of the time (decoding a second of audio
-    costs about 1/1000 of embedding it with wav2vec2-base on a CPU), so taking a core away
-    from torch for each of them loses far more than it saves; ``docs/bench_ingest.md``
-    measures both. When the workers embed too (the log-mel baseline) torch does not run.
+    An OpenMP parallel region runs at the pace of its slowest thread, so a torch thread that
+    shares a core with a decode worker stalls the whole forward pass whenever the worker
+    runs. Measured on 2 cores with one decode worker (``docs/bench_ingest.md``): 1 torch
+    thread embeds 2-5x faster than 2. With no workers torch gets every core.
     """
     cores = cores or _usable_cores()
-    return max(1, cores)
+    return max(1, cores - max(workers, 0))
 
 
 def _usable_cores() -> int:
@@ -515,7 +523,10 @@ def _file_row(job: _FileJob, recipe: Recipe) -> FileRow:
     for i, v in job.vectors.items():
         vectors[i] = v
         counts[i] = job.counts[i]
-    file_vector = pool_file(vectors[~silent], counts[~silent], recipe.pooling) if (~silent).any() else None
+    if job.file_vector is not _NOT_POOLED:
+        file_vector = job.file_vector
+    else:
+        file_vector = pool_file(vectors[~silent], counts[~silent], recipe.pooling) if (~silent).any() else None
     f = job.found
     return FileRow(
         path=f.rel_path, size=f.size, mtime=f.mtime, content_hash=job.digest,

@@ -124,6 +124,8 @@ class DecodedFile:
         audio: ``(sum of non-silent window lengths,)`` float32, the non-silent windows end to end.
         vectors, counts: ``(k, P)`` float32 and ``(k,)`` int64 for the ``k`` non-silent windows
             when the worker embedded them, else None.
+        file_vector: ``(P,)`` float32 file vector pooled from them (None for a silent file or a
+            pooling without file vectors).
         window_errors: per non-silent window, the encoder's error or None (worker-embedded only).
         error: why the file could not be decoded, or None.
         long: the file is too long to send whole; the main process streams it.
@@ -139,6 +141,7 @@ class DecodedFile:
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     vectors: np.ndarray | None = None
     counts: np.ndarray | None = None
+    file_vector: np.ndarray | None = None
     window_errors: list[str | None] | None = None
     error: str | None = None
     long: bool = False
@@ -227,20 +230,19 @@ def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
     return results
 
 
-_ENCODERS: dict[str, Any] = {}
+_ENCODER: list[Any] = []  # [(recipe, encoder)]: the last encoder this worker built
 
 
 def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
     """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
     from retrieval.configure import encoder_for
     from retrieval.embed import Batching, embed_each
+    from retrieval.pooling import pool_file
 
     recipe = spec.embed_recipe
-    key = recipe.hash()
-    if key not in _ENCODERS:
-        _ENCODERS.clear()
-        _ENCODERS[key] = encoder_for(recipe, "cpu")
-    encoder = _ENCODERS[key]
+    if not _ENCODER or _ENCODER[0][0] != recipe:
+        _ENCODER[:] = [(recipe, encoder_for(recipe, "cpu"))]
+    encoder = _ENCODER[0][1]
     live = [d for d in results if d.error is None and not d.long and not d.deferred]
     windows = [w for d in live for w in d.windows()]
     embedded = embed_each(encoder, windows, recipe.pooling, Batching(spec.batch_size))
@@ -256,6 +258,8 @@ def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
             if vec is not None:
                 d.vectors[i] = vec
                 d.counts[i] = count
+        if k and not any(d.window_errors):  # as ingest pools a file it embedded itself
+            d.file_vector = pool_file(d.vectors, d.counts, recipe.pooling)
         d.audio = np.zeros(0, np.float32)
 
 
