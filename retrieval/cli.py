@@ -107,15 +107,16 @@ def _is_number(text: str) -> bool:
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Decoding processes running beside the encoder (0: decode in the main process).")
-@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default="auto", show_default=True,
-              help="FAISS index for search; auto picks by corpus size (see `retrieve info`).")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
+              help="FAISS index for search [auto: picks by corpus size; see `retrieve info`]. "
+                   "Omitted on an existing index: keep its kind.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @json_option
 def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str | None, layer: str | None,
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              workers: int, index_type: str, progress: bool | None, as_json: bool) -> None:
+              workers: int, index_type: str | None, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS (re-runs embed only new or changed files)."""
     from retrieval.configure import Choices
     from retrieval.index import index_path_for
@@ -422,6 +423,8 @@ def info_cmd(index: str | None, as_json: bool) -> None:
             ("dim", f"{info['dim']} stored, {info['search_dim']} searched"),
             ("recipe hash", info["recipe_hash"]),
             ("faiss ntotal", f"{info['faiss_ntotal_segment']} windows, {info['faiss_ntotal_file']} files"),
+            ("faiss index", f"{info.get('index_type')} (requested {info.get('index_type_requested')}; "
+                            f"{info.get('index_type_reason')}), recall@10 {info.get('recall_at_10')}"),
             ("consistent", str(info["consistent"]).lower()
              + (f" (rebuilt on open: {', '.join(info['repaired_on_open'])})" if info["repaired_on_open"] else "")),
         ]

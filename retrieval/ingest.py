@@ -89,7 +89,8 @@ class IngestOptions:
         progress: show a progress bar on stderr.
         workers: decoding processes beside the encoder (0 decodes in the main process);
             see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
-        index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``).
+        index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``);
+            None keeps the index's recorded kind (``auto`` for a new index).
         on_warning: called with each warning line (the CLI prints them).
     """
 
@@ -98,7 +99,7 @@ class IngestOptions:
     batch_size: int = 16
     progress: bool = False
     workers: int = 0
-    index_type: str = "auto"
+    index_type: str | None = None
     on_warning: Callable[[str], None] | None = None
 
 
@@ -193,7 +194,8 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         encoder, recipe = resolve(choices, stored)
         store.db.begin()
         store.set_recipe(recipe)
-        store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
+        if options.index_type is not None:
+            store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
         old_root = store.db.get("corpus_root")
         store.db.set("corpus_root", str(corpus.resolve()))
         if options.labels_csv is not None:

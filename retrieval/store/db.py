@@ -246,6 +246,7 @@ class MetadataDB:
         self.con.execute("DELETE FROM files WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
 
     def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None) -> None:
+        self.set("metadata_version", str(int(self.get("metadata_version") or 0) + 1))
         self.con.execute("UPDATE files SET path = ?, size = ?, mtime = ?, label = ? WHERE file_id = ?",
                          [path, size, mtime, label, file_id])
 
@@ -301,6 +302,7 @@ class MetadataDB:
                 self.con.execute(f"ALTER TABLE files ADD COLUMN IF NOT EXISTS {quote_ident(c)} {sql_type}").fetchall()
             if not cols:
                 return 0
+            self.set("metadata_version", str(int(self.get("metadata_version") or 0) + 1))
             sets = ", ".join(f"{quote_ident(c)} = _meta.{quote_ident(c)}" for c in cols)
             self.con.execute(f"UPDATE files SET {sets} FROM _meta WHERE files.path = _meta.{quote_ident(key)}").fetchall()
             return int(self.con.execute(

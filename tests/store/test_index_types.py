@@ -278,3 +278,14 @@ def test_ingest_index_type_then_change_then_info(corpus, tmp_path):
         info = store.info()
     assert (info["index_type_requested"], info["index_type"], info["recall_at_10"]) == ("ivfpq", "flat", 1.0)
     assert "at least" in info["index_type_reason"]
+
+
+def test_a_rerun_without_index_type_keeps_the_recorded_kind(corpus, tmp_path):
+    from retrieval.configure import Choices
+    from retrieval.ingest import IngestOptions, ingest
+    from retrieval.store import Store
+
+    ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(index_type="hnsw"))
+    ingest(corpus, tmp_path / "ix")
+    with Store.open(tmp_path / "ix") as store:
+        assert store.index_type_requested == "hnsw"
