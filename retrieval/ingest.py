@@ -340,7 +340,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
             bar.update(len(open_jobs))
             open_jobs.clear()
 
-    with _torch_threads(0 if pool is None else pool.workers):
+    with _torch_threads():
         for (f, digest, old_id), pre in _decoded(todo, spec, pool):
             job = _FileJob(f, digest, old_id, pre.info if pre is not None and pre.info else _NO_INFO)
             if pre is None or pre.long:
@@ -422,7 +422,7 @@ def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.
 
 
 @contextmanager
-def _torch_threads(workers: int) -> Iterator[None]:
+def _torch_threads() -> Iterator[None]:
     """Hold torch's intra-op threads at :func:`torch_threads_for` while embedding; restore them after.
 
     Does nothing when torch is not loaded (the log-mel baseline never loads it).
@@ -432,23 +432,28 @@ def _torch_threads(workers: int) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(torch_threads_for(workers))
+    torch.set_num_threads(torch_threads_for(before))
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
-def torch_threads_for(workers: int, cores: int | None = None) -> int:
-    """torch intra-op threads for the main process during ingest: one per core not taken by a worker.
+def torch_threads_for(current: int, cores: int | None = None) -> int:
+    """torch intra-op threads during ingest: the current setting, capped at the cores this process may use.
 
-    An OpenMP parallel region runs at the pace of its slowest thread, so a torch thread that
-    shares a core with a decode worker stalls the whole forward pass whenever the worker
-    runs. Measured on 2 cores with one decode worker (``docs/bench_ingest.md``): 1 torch
-    thread embeds 2-5x faster than 2. With no workers torch gets every core.
+    torch's default counts the host's cores, which in a container or under ``taskset`` can
+    exceed the cores the process may run on; oversubscribed OpenMP threads stall each other.
+    The count does not depend on ``--workers``, for two reasons measured on 2 cores
+    (``docs/bench_ingest.md``): the decode workers of a model encoder are idle over 99 % of
+    the time, so giving up a torch thread for one costs far more than it saves (wav2vec2-base:
+    6.5x realtime with one worker and 2 threads, 4.4x with 1 thread); and the thread count
+    changes float rounding (BEATs: up to 5e-6), so tying it to ``--workers`` would make the
+    vectors depend on it. On a machine crowded by other jobs fewer threads are faster (there,
+    1 thread ran 2-6x faster than 2): set ``OMP_NUM_THREADS`` or ``torch.set_num_threads``.
     """
     cores = cores or _usable_cores()
-    return max(1, cores - max(workers, 0))
+    return max(1, min(current, cores))
 
 
 def _usable_cores() -> int:

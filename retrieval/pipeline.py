@@ -17,7 +17,8 @@ Design choices:
 
 * **forkserver, not fork.** Forking a process that has started torch's thread pools can
   deadlock the child; the fork server is a fresh interpreter that imports only this
-  module (numpy, soundfile, soxr), and workers fork from it in milliseconds. Where the
+  module and the log-mel encoder (numpy, scipy, soundfile, soxr; never torch), and
+  workers fork from it in milliseconds. Where the
   platform has no fork server, ``spawn`` is used. As with any ``multiprocessing`` code, a
   script that calls ``ingest(..., workers=N)`` needs the ``if __name__ == "__main__":`` guard.
 * **Long files stream in the main process.** A worker returns whole files, so a file whose

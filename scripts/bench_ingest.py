@@ -12,8 +12,8 @@ other jobs on a shared machine falls on all of them alike):
                    FAISS), decoding in the main process (log-mel and wav2vec2 only)
     (d) ingest wN  the same with ``workers=N`` decoding processes
 
-Model encoders run (a), (b) and (d) with the torch thread count ingest uses beside N
-workers (``cores - N``); the all-core rows for wav2vec2 show why.
+Model encoders run at 1 torch thread and at every core (the faster ceiling counts): on a
+2-core machine shared with other jobs the answer changes with their load.
 
 ``ingest`` is timed with the encoder already loaded (``resolve`` is cached: loading a
 checkpoint is a one-off cost, reported separately) and with the worker fork server already
@@ -140,18 +140,12 @@ class Result:
         return self.audio_s / self.wall_s
 
 
-def run_interleaved(encoder: str, methods: dict[str, Callable[[], float]], repeats: int,
-                    once: frozenset[str] = frozenset()) -> list[Result]:
-    """Run each method ``repeats`` times (those in ``once``: once), rotating the order every round.
-
-    Each method returns the audio seconds it processed.
-    """
+def run_interleaved(encoder: str, methods: dict[str, Callable[[], float]], repeats: int) -> list[Result]:
+    """Run each method ``repeats`` times, rotating the order every round. Each returns audio seconds."""
     results = {name: Result(encoder, name) for name in methods}
     names = list(methods)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            if r and name in once:
-                continue
             with CpuMeter() as cpu:
                 start = time.perf_counter()
                 audio_s = methods[name]()
@@ -371,17 +365,15 @@ def write_clap(folder: Path) -> Path:
 
 def bench_model(name: str, checkpoint: Path, work: Path, files: list[Path], workers: int,
                 repeats: int, cached: CachedResolve) -> list[Result]:
-    """(a), (b), (d) for one model encoder; for wav2vec2 also (b) and (c) with every core, once.
+    """(a)-(d) for one model encoder, at 1 torch thread and at every core.
 
-    (a) and (b) run with ``cores - workers`` torch threads, the count ingest uses beside
-    ``workers`` decode processes; the ingest rows use the library's own rule
-    (``torch_threads_for``: every core for ``workers=0``). The all-core rows are the evidence
-    for that rule and are slow on this machine, so they run once and for one encoder only.
+    The faster (b) is the ceiling. Ingest keeps torch's thread setting (capped at the usable
+    cores) whatever ``workers`` is; (d) at 1 thread is what a user on a crowded machine would
+    set. Rows run in rotating order, best of ``repeats``.
     """
     import torch
 
     from retrieval.configure import Choices
-    from retrieval.ingest import torch_threads_for
 
     choices = Choices(encoder=name, model=str(checkpoint))
     encoder, recipe = cached(choices, None)
@@ -389,9 +381,9 @@ def bench_model(name: str, checkpoint: Path, work: Path, files: list[Path], work
     audio_s = duration_s(files)
     windows = decoded_windows(files, recipe)
     naive, ceiling = MODEL_PATHS[name](encoder, checkpoint, files, windows, recipe)
-    cores, few = len(os.sched_getaffinity(0)), torch_threads_for(workers)
+    cores = len(os.sched_getaffinity(0))
 
-    def threads(n: int, fn: Callable[[], None]) -> Callable[[], float]:
+    def threads(n: int, fn: Callable[[], Any]) -> Callable[[], float]:
         def run() -> float:
             before = torch.get_num_threads()
             torch.set_num_threads(n)
@@ -402,19 +394,14 @@ def bench_model(name: str, checkpoint: Path, work: Path, files: list[Path], work
             return audio_s
         return run
 
-    methods = {
-        f"(a) naive per-file loop, {few} thr": threads(few, naive),
-        f"(b) ceiling: forward only, {few} thr": threads(few, ceiling),
-    }
-    once: set[str] = set()
-    if name == "wav2vec2":
-        if cores != few:
-            once.add(f"(b) ceiling: forward only, {cores} thr")
-            methods[f"(b) ceiling: forward only, {cores} thr"] = threads(cores, ceiling)
-        once.add(f"(c) ingest, workers=0, {torch_threads_for(0)} thr")
-        methods[f"(c) ingest, workers=0, {torch_threads_for(0)} thr"] = ingest_method(corpus, work, choices, 0)
-    methods[f"(d) ingest, workers={workers}, {few} thr"] = ingest_method(corpus, work, choices, workers)
-    return run_interleaved(name, methods, repeats, frozenset(once))
+    counts = sorted({1, cores})
+    methods = {f"(a) naive per-file loop, {cores} thr": threads(cores, naive)}
+    for n in counts:
+        methods[f"(b) ceiling: forward only, {n} thr"] = threads(n, ceiling)
+    methods[f"(c) ingest, workers=0, {cores} thr"] = threads(cores, ingest_method(corpus, work, choices, 0))
+    for n in counts[::-1]:
+        methods[f"(d) ingest, workers={workers}, {n} thr"] = threads(n, ingest_method(corpus, work, choices, workers))
+    return run_interleaved(name, methods, repeats)
 
 
 def wav2vec2_paths(encoder: Any, folder: Path, files: list[Path], windows: list[np.ndarray], recipe: Any):
@@ -674,11 +661,11 @@ def cpu_view(results: list[Result]) -> list[str]:
         workers = int(r.method.split("workers=")[1].split(",")[0]) if "workers=" in r.method else 0
         if workers:
             critical = max(r.main_cpu_s, (r.cpu_s - r.main_cpu_s) / workers, r.cpu_s / cores)
-            how = f"max(main {r.main_cpu_s:.2f}, workers {(r.cpu_s - r.main_cpu_s) / workers:.2f} each, " \
-                  f"all {r.cpu_s:.2f} / {cores} cores)"
+            how = (f"the longest of: main process {r.main_cpu_s:.2f} CPU s, each worker "
+                   f"{(r.cpu_s - r.main_cpu_s) / workers:.2f}, all {r.cpu_s:.2f} over {cores} cores")
         else:
             critical, how = r.cpu_s, f"{r.cpu_s:.2f} CPU s in one process"
-        lines.append(f"- {r.method}: {r.audio_s / critical:.0f}x realtime if nothing else ran ({how} s)")
+        lines.append(f"- {r.method}: {r.audio_s / critical:.0f}x realtime ({how})")
     if lines:
         lines = ["CPU-time view of the log-mel rows (what the same work would take on 2 idle cores):", ""] \
             + lines + [""]
@@ -763,10 +750,8 @@ def main() -> None:
             memory = bench_memory(work, args.workers)
         if "precision" in sections:
             print("precision:", flush=True)
-            from retrieval.ingest import torch_threads_for
-
             precision = bench_precision(work, fsdd_files(args.precision_files), checkpoints,
-                                        torch_threads_for(args.model_workers))
+                                        len(os.sched_getaffinity(0)))
     elapsed, load_after = time.perf_counter() - began, os.getloadavg()[0]
     print(f"done in {elapsed:.0f} s; 1-minute load average {load_before:.1f} before, {load_after:.1f} after")
     if not args.no_doc:

@@ -284,6 +284,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(corpus, tmp_path):
     assert not (tmp_path / "ix").exists()
 
 
+def test_torch_threads_are_capped_at_usable_cores_whatever_the_workers():
+    assert ing.torch_threads_for(8, cores=2) == 2 and ing.torch_threads_for(1, cores=2) == 1
+    assert ing.torch_threads_for(0, cores=4) == 1
+
+
 def test_torch_threads_are_restored(corpus, tmp_path):
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
