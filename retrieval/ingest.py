@@ -190,7 +190,7 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
     with Store.create(Path(index_dir)) as store, ExitStack() as stack:
         stored = store.recipe
         plan = _plan(store, list(discover(corpus)))  # reads only: nothing is written before the recipe check
-        pool = _start_pool(stack, options.workers) if plan.to_embed else None
+        pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
         encoder, recipe = resolve(choices, stored)
         store.db.begin()
         store.set_recipe(recipe)
@@ -225,11 +225,11 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
     return summary
 
 
-def _start_pool(stack: ExitStack, workers: int) -> DecodePool | None:
+def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
     """Start the decoding workers now, so they boot while the encoder loads."""
     if workers <= 0:
         return None
-    pool = stack.enter_context(DecodePool(workers))
+    pool = stack.enter_context(DecodePool(workers, on_warning=warn))
     pool.warm()
     return pool
 

@@ -50,7 +50,7 @@ import multiprocessing as mp
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -78,6 +78,8 @@ TASK_SAMPLES = 4_000_000
 TASK_BYTES = 8 << 20
 #: Tasks submitted and not yet consumed, per worker.
 IN_FLIGHT_PER_WORKER = 2
+#: Seconds a fresh pool may take to run a trivial task before it is declared unusable.
+HEALTH_TIMEOUT_S = 120.0
 
 T = TypeVar("T")
 
@@ -324,15 +326,19 @@ class DecodePool:
 
     Args:
         workers: processes (>= 1).
+        on_warning: called with a line when the workers cannot run at all and the main
+            process takes over the decoding.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, on_warning: Callable[[str], None] | None = None) -> None:
         if workers < 1:
             raise InputError(f"a decode pool needs at least 1 worker; got {workers}")
         self.workers = workers
         self.max_in_flight = IN_FLIGHT_PER_WORKER * workers
         self.restarts = 0
+        self.on_warning = on_warning or (lambda line: log.warning(line))
         self._executor: ProcessPoolExecutor | None = None
+        self._broken = False
 
     def __enter__(self) -> DecodePool:
         self._executor = self._start()
@@ -356,20 +362,41 @@ class DecodePool:
         assert self._executor is not None
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._executor = self._start()
+        self._broken = False
         self.restarts += 1
 
-    def _submit(self, group: list[tuple[str, T]], spec: WindowSpec) -> Future:
-        """Submit a task; on a pool that broke meanwhile, a future holding that failure."""
+    def _usable(self) -> str | None:
+        """None if a fresh pool runs a trivial task; else why not."""
+        if self._broken:
+            self._restart()
+        try:
+            self._submit_fn(_warm).result(timeout=HEALTH_TIMEOUT_S)
+            return None
+        except Exception as exc:  # whatever stops a worker from starting
+            self._broken = True
+            return f"{type(exc).__name__}: {exc}"
+
+    def _submit_fn(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Submit; on a pool that cannot take work, a future holding that failure."""
         assert self._executor is not None, "use DecodePool as a context manager"
         try:
-            return self._executor.submit(_task_function(), [p for p, _ in group], spec)
-        except BrokenProcessPool as exc:  # a worker died after the last result was read
+            return self._executor.submit(fn, *args)
+        except Exception as exc:  # BrokenProcessPool after a worker died, or the fork server failing
             failed: Future = Future()
             failed.set_exception(exc)
             return failed
 
-    def results(self, groups: Iterable[list[tuple[str, T]]], spec: WindowSpec) -> Iterator[tuple[T, DecodedFile]]:
-        """Decode each group's ``(path, item)`` pairs; yield ``(item, DecodedFile)`` in input order."""
+    def _submit(self, group: list[tuple[str, T]], spec: WindowSpec) -> Future:
+        return self._submit_fn(_task_function(), [p for p, _ in group], spec)
+
+    def results(self, groups: Iterable[list[tuple[str, T]]],
+                spec: WindowSpec) -> Iterator[tuple[T, DecodedFile | None]]:
+        """Decode each group's ``(path, item)`` pairs; yield ``(item, DecodedFile)`` in input order.
+
+        ``None`` instead of a :class:`DecodedFile` means the workers cannot run at all (a worker
+        that dies before doing anything, a fork server that fails): the caller decodes that
+        file itself, and every later one.
+        """
         source = iter(groups)
         pending: deque[tuple[list[tuple[str, T]], Future]] = deque()
 
@@ -380,28 +407,38 @@ class DecodePool:
                     return
                 pending.append((group, self._submit(group, spec)))
 
+        def hand_back(pairs: list[tuple[str, T]], why: str) -> Iterator[tuple[T, None]]:
+            self.on_warning(f"decoding workers cannot run ({why}); decoding in the main process instead")
+            for _, item in pairs:
+                yield item, None
+            for group in source:
+                for _, item in group:
+                    yield item, None
+
         fill()
         while pending:
             group, future = pending[0]
             try:
                 decoded = future.result()
-            except BrokenProcessPool:
-                # Every future of the dead pool fails: find the culprit one file at a time.
-                suspects = [pair for g, _ in pending for pair in g]
-                pending.clear()
-                log.warning("a decoding worker died; re-running %d files one at a time", len(suspects))
-                self._restart()
-                for path, item in suspects:
-                    yield item, self._alone(path, spec)
+            except Exception as exc:
+                # A dead worker fails every future of its pool (BrokenProcessPool); any other
+                # failure of a task is not about one file either. Re-run the files in flight
+                # one at a time to find the culprit, if there is one.
+                suspects = [pair for g, _ in pending for pair in g] if isinstance(exc, BrokenProcessPool) else group
+                self._broken = isinstance(exc, BrokenProcessPool)
+                if self._broken:
+                    pending.clear()
+                else:
+                    pending.popleft()
+                log.warning("a decoding task failed (%s: %s); re-running %d files one at a time",
+                            type(exc).__name__, exc, len(suspects))
+                for k, (path, item) in enumerate(suspects):
+                    d = self._alone(path, spec)
+                    if isinstance(d, str):
+                        yield from hand_back([*suspects[k:], *(p for g, _ in pending for p in g)], d)
+                        return
+                    yield item, d
                 fill()
-                continue
-            except Exception as exc:  # the task itself failed (e.g. a result that would not pickle)
-                pending.popleft()
-                fill()
-                log.warning("a decoding task failed (%s: %s); re-running its files one at a time",
-                            type(exc).__name__, exc)
-                for path, item in group:
-                    yield item, self._alone(path, spec)
                 continue
             pending.popleft()
             rest = [pair for pair, d in zip(group, decoded) if d.deferred]
@@ -412,12 +449,19 @@ class DecodePool:
                 if not d.deferred:  # deferred files are a suffix of the group
                     yield item, d
 
-    def _alone(self, path: str, spec: WindowSpec) -> DecodedFile:
-        """Decode one file in its own task; a worker that dies on it becomes its error."""
+    def _alone(self, path: str, spec: WindowSpec) -> DecodedFile | str:
+        """Decode one file in its own task on a pool known to work.
+
+        Returns its result, an error row if its task fails (a worker that dies on it), or
+        the reason the pool cannot run at all (a ``str``).
+        """
+        why = self._usable()
+        if why is not None:
+            return why
         try:
             return self._submit([(path, None)], spec).result()[0]
         except BrokenProcessPool:
-            self._restart()
+            self._broken = True
             return DecodedFile(error="the decoding process died while reading this file (crashed or was killed)")
         except Exception as exc:
             return DecodedFile(error=decode_failure(exc))

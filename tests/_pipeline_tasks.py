@@ -22,3 +22,8 @@ def crashing_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
 def deferring_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
     """Decodes only the first file of each task and defers the rest."""
     return decode_task(paths[:1], spec) + [DecodedFile(deferred=True) for _ in paths[1:]]
+
+
+def failing_init() -> None:
+    """A worker initializer that fails, as when workers cannot start at all."""
+    raise RuntimeError("this worker cannot start")

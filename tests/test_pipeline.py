@@ -23,7 +23,7 @@ from retrieval.index import Index
 from retrieval.ingest import IngestOptions, ingest
 from retrieval.pipeline import DecodePool, WindowSpec, decode_task, group_files
 from retrieval.store import Store
-from tests._pipeline_tasks import crashing_task, deferring_task
+from tests._pipeline_tasks import crashing_task, deferring_task, failing_init
 from tests.conftest import write
 
 
@@ -112,6 +112,14 @@ def test_a_worker_that_dies_costs_one_file(corpus, tmp_path, monkeypatch):
     monkeypatch.undo()  # the next run decodes it normally
     again = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2))
     assert again.files_indexed == 1 and again.files_failed == 0 and crash.exists()
+
+
+def test_workers_that_cannot_start_hand_the_work_back(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "_worker_init", failing_init)
+    warnings: list[str] = []
+    s = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2, on_warning=warnings.append))
+    assert s.files_indexed == 20 and s.files_failed == 0
+    assert any("decoding workers cannot run" in w and "main process" in w for w in warnings)
 
 
 def test_worker_side_decode_failures_are_recorded(tmp_path):
