@@ -38,7 +38,8 @@ Design choices:
   stays in the main process (one copy of the weights, all torch threads).
 * **A worker dies.** Every future of a broken pool fails together, so the files in flight
   are re-run one at a time in a fresh pool; the file whose task kills a worker again is
-  recorded as an error, the others are indexed.
+  recorded as an error, the others are indexed. A fresh pool that cannot run even a
+  trivial task is unusable: the main process decodes everything from there on.
 * **Orphans.** Each worker watches its parent and exits when it dies, so ``kill -9`` of
   ``retrieve index`` leaves no decoding processes behind.
 """
