@@ -1,6 +1,8 @@
 """Write notebooks/knn_label_transfer.ipynb from the cells below (kept as code so diffs stay readable).
 
-Run: python scripts/make_notebook.py   (the test suite executes the notebook with nbclient)
+Run: python scripts/make_notebook.py [--execute]
+(--execute stores the outputs, so the plots show without running it; the test suite runs it
+again from scratch with nbclient either way.)
 """
 
 from pathlib import Path
@@ -105,9 +107,16 @@ neither kNN nor a probe on any frozen encoder closes the gap to what the task ne
 
 
 def main() -> None:
+    import sys
+
     nb = new_notebook(cells=CELLS, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                             "language": "python"}})
     out = Path(__file__).resolve().parents[1] / "notebooks" / "knn_label_transfer.ipynb"
+    if "--execute" in sys.argv[1:]:
+        from nbclient import NotebookClient
+
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(out.parent)}}).execute()
     nbformat.write(nb, out)
     print(f"wrote {out}")
 
