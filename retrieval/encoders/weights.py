@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,16 +45,29 @@ def looks_like_path(model: str) -> bool:
 
 
 def hub_reachable(timeout_s: float = HUB_CONNECT_TIMEOUT_S) -> bool:
-    """Whether the Hugging Face hub accepts a TCP connection (honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``)."""
+    """Whether the Hugging Face hub accepts a TCP connection (honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``).
+
+    The name lookup and the connect run in a daemon thread that is given ``timeout_s`` in
+    all: ``socket``'s own timeout does not cover DNS, which can stall for much longer on a
+    network that drops packets.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return bool(result and result[0])
 
 
 def resolve_checkpoint(encoder: str, model: str, *, file_hint: str = "config.json") -> str:
