@@ -173,7 +173,7 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 @json_option
 def text_cmd(description: str, k: int, index: str | None, segments: bool, where: tuple[str, ...],
              as_json: bool) -> None:
-    """Search by text, e.g. "glass breaking" (needs an index built with a text-audio encoder: clap)."""
+    """Search by a text description such as "glass breaking" (indexes built with a text-audio encoder: clap)."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
