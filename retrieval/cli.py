@@ -284,13 +284,7 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
 
     with Index.open(index) as idx:
         result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
-                              where=list(where))
-        if report_dir:
-            from retrieval.report import write_report
-
-            meta, vecs = idx._gallery(label_column, list(where), level=level)  # type: ignore[arg-type]
-            write_report(result, vecs, meta[label_column].tolist(), report_dir,
-                         title=f"{idx.recipe.encoder} / {idx.recipe.pooling} / {idx.recipe.postprocess} on {label_column}")
+                              where=list(where), report_dir=report_dir)
     if as_json:
         click.echo(json.dumps(_clean(result.metrics)))
         return

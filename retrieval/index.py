@@ -122,7 +122,7 @@ class Index:
     def embed(self, clip: str | Path | np.ndarray, *, sample_rate: int | None = None,
               start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
         """The ``(D,)`` search vector of a clip (path or mono array), as the index would store it."""
-        audio = self._audio(clip, sample_rate, start_s, end_s)
+        audio = clip_audio(clip, self.recipe.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
         r = self.recipe
         raw, _, _ = embed_clip(self.encoder, audio, r.window_samples, r.hop_samples, r.pooling)
         return self.store.postprocess.apply(raw[None])[0]
@@ -259,12 +259,14 @@ class Index:
 
     def evaluate(self, label_column: str = "label", group_column: str | None = None, ks: Sequence[int] = (1, 5, 10),
                  *, level: Level = "file", probe: bool = False, where: str | Sequence[str] | None = None,
-                 weighting: str = "similarity") -> Any:
+                 weighting: str = "similarity", report_dir: str | Path | None = None) -> Any:
         """Leave-one-out nearest-neighbour quality on the stored labels (``retrieval.evaluate``).
 
         Neighbours from the same file never count, nor, with ``group_column``, neighbours
         from the same group (speaker, recording, site). ``probe=True`` adds a linear probe
         with group-aware cross-validation to ``result.metrics`` (``probe_accuracy``, ...).
+        ``report_dir`` also writes ``report.md`` with its plots there (``retrieval.report``),
+        from the vectors just evaluated.
 
         Returns:
             :class:`retrieval.evaluate.EvalResult`, with item ids = ``path`` (file level) or
@@ -285,6 +287,12 @@ class Index:
             from retrieval.probe import linear_probe
 
             result.metrics.update(linear_probe(vecs, meta[label_column].tolist(), groups).metrics())
+        if report_dir is not None:
+            from retrieval.report import write_report
+
+            r = self.recipe
+            write_report(result, vecs, meta[label_column].tolist(), Path(report_dir),
+                         title=f"{r.encoder} / {r.pooling} / {r.postprocess} on {label_column}")
         return result
 
     def _gallery(self, label_column: str, where: str | Sequence[str] | None, *, level: Level = "file",
@@ -324,10 +332,6 @@ class Index:
         flt = compile_where(where, self.store.db.column_types())
         fn = search_segments if segments else search_files
         return fn(self.store, np.asarray(vector, np.float32), k, flt)
-
-    def _audio(self, clip: str | Path | np.ndarray, sample_rate: int | None,
-               start_s: float | None, end_s: float | None) -> np.ndarray:
-        return clip_audio(clip, self.recipe.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
 
     # -- data access -----------------------------------------------------------------------
 

@@ -280,9 +280,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
     db.begin()
     db.delete_files(fid for fid, _ in plan.removed)
     db.clear_errors([p for _, p in plan.removed] + [e.path for e in plan.errors])
-    for fid, f in plan.touched:
-        db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))
-    for fid, f in plan.moved:
+    for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
         db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))
     for src, f in plan.copies:
         summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))

@@ -50,11 +50,8 @@ def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None =
     while True:
         scores, ids = vi.search(query[None], fetch, allowed)
         keep = ids[0] >= 0
-        hits = _hits(store, ids[0][keep], scores[0][keep])
-        best = hits.drop_duplicates("path", keep="first")
-        if len(best) >= k or fetch >= limit:
-            out = best.head(k).reset_index(drop=True)
-            out["rank"] = np.arange(1, len(out) + 1)
+        out = _top_files(_hits(store, ids[0][keep], scores[0][keep]), k)
+        if len(out) >= k or fetch >= limit:
             return out
         fetch = min(limit, fetch * 4)
 
@@ -76,11 +73,16 @@ def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.n
     if not by_file:
         order = order[:k]
         return _hits(store, ids[order], scores[order])
-    hits = _hits(store, ids[order[: max(4 * k, k + 32)]], scores[order[: max(4 * k, k + 32)]])
-    best = hits.drop_duplicates("path", keep="first")
-    if len(best) < k and len(order) > len(hits):
-        best = _hits(store, ids[order], scores[order]).drop_duplicates("path", keep="first")
-    out = best.head(k).reset_index(drop=True)
+    head = order[: max(4 * k, k + 32)]
+    out = _top_files(_hits(store, ids[head], scores[head]), k)
+    if len(out) < k and len(order) > len(head):
+        out = _top_files(_hits(store, ids[order], scores[order]), k)
+    return out
+
+
+def _top_files(hits: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The first ``k`` files of best-first window ``hits``, each with its best window, ranked 1..n."""
+    out = hits.drop_duplicates("path", keep="first").head(k).reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out
 

@@ -19,7 +19,6 @@ bulk inserts and deletes fast.
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -370,8 +369,3 @@ class MetadataDB:
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
-
-
-def manifest_json(db: MetadataDB, key: str) -> Any:
-    value = db.get(key)
-    return None if value is None else json.loads(value)
