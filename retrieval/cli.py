@@ -110,13 +110,16 @@ def _is_number(text: str) -> bool:
 @click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
               help="FAISS index for search [auto: picks by corpus size; see `retrieve info`]. "
                    "Omitted on an existing index: keep its kind.")
+@click.option("--refit", is_flag=True,
+              help="Refit the post-processing and rebuild FAISS now, even after a change small enough "
+                   "to apply in place (see 'postprocess fit' in `retrieve info`).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @json_option
 def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str | None, layer: str | None,
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              workers: int, index_type: str | None, progress: bool | None, as_json: bool) -> None:
+              workers: int, index_type: str | None, refit: bool, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS (re-runs embed only new or changed files)."""
     from retrieval.configure import Choices
     from retrieval.index import index_path_for
@@ -126,7 +129,7 @@ def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str |
                       hop_s=hop_s, pooling=pooling, postprocess=postprocess, precision=precision,
                       silence_db=float("-inf") if keep_silent else silence_db, device=device)
     options = IngestOptions(labels_csv=labels_csv, commit_every=commit_every, batch_size=batch_size,
-                            workers=workers, index_type=index_type,
+                            workers=workers, index_type=index_type, refit=refit,
                             progress=sys.stderr.isatty() if progress is None else progress,
                             on_warning=lambda line: click.echo(f"warning: {line}", err=True))
     summary = ingest(corpus, index_path_for(corpus, index), choices, options)
@@ -138,6 +141,7 @@ def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str |
                f"{s.files_removed} removed, {s.files_failed} failed, {s.files_silent} silent; "
                f"{s.segments} window vectors in {s.seconds:.1f} s"
                + (f" ({s.realtime_factor:.0f}x realtime)" if s.audio_seconds else ""))
+    click.echo(f"faiss: {s.vectors_update}")
 
 
 # -- query ---------------------------------------------------------------------------------
@@ -388,6 +392,13 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 # -- info / export / models ----------------------------------------------------------------
 
 
+def _fit_line(mode: str, fit: dict | None) -> str:
+    if fit is None:
+        return f"{mode}, fit size not recorded (the next changing `retrieve index` refits)"
+    return (f"{mode}, fitted on {fit['fitted_on']} windows; {fit['added_since']} added, {fit['removed_since']} "
+            f"removed since ({fit['change_share']:.1%}; refit above {fit['refit_above']:.0%})")
+
+
 @cli.command("info")
 @index_option
 @json_option
@@ -418,7 +429,9 @@ def info_cmd(index: str | None, as_json: bool) -> None:
             ("recipe hash", info["recipe_hash"]),
             ("faiss ntotal", f"{info['faiss_ntotal_segment']} windows, {info['faiss_ntotal_file']} files"),
             ("faiss index", f"{info.get('index_type')} (requested {info.get('index_type_requested')}; "
-                            f"{info.get('index_type_reason')}), recall@10 {info.get('recall_at_10')}"),
+                            f"{info.get('index_type_reason')}), recall@10 {info.get('recall_at_10')}"
+                            + (f" ({info['recall_note']})" if info.get("recall_note") else "")),
+            ("postprocess fit", _fit_line(recipe["postprocess"], info.get("postprocess_fit"))),
             ("consistent", str(info["consistent"]).lower()
              + (f" (rebuilt on open: {', '.join(info['repaired_on_open'])})" if info["repaired_on_open"] else "")),
         ]

@@ -8,8 +8,18 @@ Ingest is incremental and crash-safe:
 * files gone from disk lose their rows and vectors;
 * new and changed files are embedded and committed every ``commit_every`` files, each
   file in one transaction with all its vectors, so ``kill -9`` loses at most one batch
-  and a re-run resumes with no duplicates. FAISS is rebuilt from DuckDB at the end (or
-  on the next open, if the run died first).
+  and a re-run resumes with no duplicates;
+* at the end the FAISS indexes follow DuckDB (:meth:`Store.sync_vectors`): updated in
+  place while the window vectors added plus removed since the post-processing was fitted
+  stay within :data:`~retrieval.store.store.REFIT_CHANGE_SHARE` of those it was fitted on,
+  otherwise (or with ``refit``) the post-processing is refitted and both indexes rebuilt.
+  A run that dies first leaves them to the next open or run, which repairs them.
+
+Determinism: an in-place update keeps the fitted transform, so the search vectors of rows
+already indexed do not change and new rows go through the same transform; a refit (past
+the threshold, or asked for) changes every search vector, old rows' included. Results for
+a given DuckDB state therefore depend on when the post-processing was last fitted, which
+``retrieve info`` shows ("postprocess fit").
 
 Bad input never stops the run: each failure becomes a row in ``errors`` and a
 warning line, and the summary counts it.
@@ -42,7 +52,7 @@ from retrieval.pipeline import (WORKER_EMBEDDED, DecodedFile, DecodePool, Window
                                 group_files, iter_windows)
 from retrieval.pooling import pool_file
 from retrieval.recipe import Recipe
-from retrieval.store import LEVELS, ErrorRow, FileRow, Store
+from retrieval.store import ErrorRow, FileRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ class IngestSummary:
     audio_seconds: float = 0.0
     seconds: float = 0.0
     index: str = ""
+    vectors_update: str = ""  # what Store.sync_vectors did to FAISS, in words
 
     @property
     def realtime_factor(self) -> float:
@@ -91,6 +102,8 @@ class IngestOptions:
             see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
         index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``);
             None keeps the index's recorded kind (``auto`` for a new index).
+        refit: refit the post-processing and rebuild FAISS even when the change since the
+            last fit is small enough to update the indexes in place.
         on_warning: called with each warning line (the CLI prints them).
     """
 
@@ -100,6 +113,7 @@ class IngestOptions:
     progress: bool = False
     workers: int = 0
     index_type: str | None = None
+    refit: bool = False
     on_warning: Callable[[str], None] | None = None
 
 
@@ -175,7 +189,12 @@ class _FileJob:
 
 def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
            options: IngestOptions | None = None) -> IngestSummary:
-    """Index (or update the index of) every audio file under ``corpus`` into ``index_dir``."""
+    """Index (or update the index of) every audio file under ``corpus`` into ``index_dir``.
+
+    FAISS then follows DuckDB in place, or by a refit and rebuild (see the module docstring
+    for when, and for what each does to the search vectors of rows already indexed);
+    :attr:`IngestSummary.vectors_update` says which happened.
+    """
     t0 = time.perf_counter()
     corpus = Path(corpus)
     if not corpus.exists():
@@ -208,18 +227,10 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         _apply_plan(store, plan, summary, warn)
         _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
         _attach_labels(store, warn)
-        if store.db.get("generation") != store.db.get("fitted_generation"):
-            # One BLAS thread: the whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
-            # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
-            with single_threaded_blas():
-                store.db.begin()
-                store.refit_postprocess()
-                store.db.set("fitted_generation", store.db.get("generation") or "0")
-                store.db.commit()
-                store.rebuild_all()
-        else:
-            for level in LEVELS:
-                store.vectors(level)  # repairs a stale FAISS file left by a killed run
+        # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
+        # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
+        with single_threaded_blas():
+            summary.vectors_update = store.sync_vectors(refit=options.refit)
         store.db.checkpoint()
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -335,6 +335,31 @@ class MetadataDB:
         ids = tbl.column("segment_id").to_numpy().astype(np.int64)
         return ids, vectors_of(tbl, "vector", dim)
 
+    def vector_ids(self, level: str) -> np.ndarray:
+        """``(n,)`` int64 sorted ids of the rows :meth:`vectors` returns for ``level`` (no vectors read)."""
+        if not self.has_segments():
+            return np.zeros(0, np.int64)
+        tbl = arrow_of(self.con.sql(
+            "SELECT s.segment_id FROM segments s JOIN files f USING (file_id) "
+            "WHERE s.level = ? AND s.vector IS NOT NULL ORDER BY s.segment_id", params=[level]))
+        return tbl.column("segment_id").to_numpy().astype(np.int64)
+
+    def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`vectors`, for the given ``(m,)`` ids only: ``(ids (m',) int64, raw (m', dim) float32)``.
+
+        Ids without a vector at ``level`` are left out; the result is in id order.
+        """
+        want = pa.table({"segment_id": np.unique(np.asarray(ids, np.int64))})
+        self.con.register("_wanted_ids", want)
+        try:
+            tbl = arrow_of(self.con.sql(
+                "SELECT s.segment_id, s.vector FROM segments s JOIN files f USING (file_id) "
+                "JOIN _wanted_ids w USING (segment_id) WHERE s.level = ? AND s.vector IS NOT NULL "
+                "ORDER BY s.segment_id", params=[level]))
+        finally:
+            self.con.unregister("_wanted_ids")
+        return tbl.column("segment_id").to_numpy().astype(np.int64), vectors_of(tbl, "vector", dim)
+
     def count_vectors(self, level: str) -> int:
         if not self.has_segments():
             return 0
