@@ -1,25 +1,34 @@
-"""Benchmark the CLAP encoder against plain transformers, in one run on one machine.
+"""Benchmark CLAP indexing against plain transformers, in one run on one machine.
 
 The full-size ``laion/clap-htsat-unfused`` architecture (``ClapConfig()``: HTSAT-tiny audio
 tower, RoBERTa-base text tower, 512-d projections) with random weights (speed does not
 depend on the weights; no model hub is needed), a seeded synthetic corpus of clips of
-1-10 s at 48 kHz (one window each, as ingest makes them with ``--window-s 10``), and
-``torch.set_num_threads(--threads)``. Every path turns each clip into one unit vector:
+1-10 s at 48 kHz written as float WAV files (one 10 s window each, as ``retrieve index``
+cuts them by default), and ``torch.set_num_threads(--threads)``. Every path turns each
+clip into one unit vector:
 
     (a) naive     per clip: ``ClapProcessor`` (numpy front end) + ``get_audio_features``
+                  on audio already in memory
     (b) ceiling   the model's own batched forward on features the reference pre-computed
-                  (front end not timed): the upper bound for any wrapper
-    (c) encoder   ``ClapEncoder.frame_embeddings`` end to end (torch front end + forward),
-                  in batches of ``--batch`` windows
-    (d) bf16 / int8   (c) with ``EncoderOptions(precision=...)``, with the cosine of their
-                  vectors to the fp32 encoder's
+                  (front end and I/O not timed): the upper bound for any wrapper
+    (c) index     ``retrieval.ingest.ingest`` end to end, what ``retrieve index --encoder clap``
+                  runs: discover and hash the files, decode, window, torch front end, forward,
+                  pool, write DuckDB, fit the whitening, build and save FAISS. The model is
+                  loaded once beforehand (its load time is reported separately).
+    (d) bf16 / int8   (c) with ``--precision bf16`` / ``int8``, with the cosine of their
+                  vectors to fp32's and how often each clip's nearest neighbour stays the same
 
 plus the front ends alone (transformers' extractor per clip vs ``ClapFeatures`` batched)
-and the cosine of (c) to (a), which checks parity on the full-size model too.
+and the cosine of (c)'s stored vectors to (a)'s, which checks parity through the whole pipeline.
+
+The corpus is cut into parts of ``--part`` clips; on each part the paths take turns in a
+rotating order (each ingest path indexes the part into a fresh index), and their times are
+summed, so load from other processes on a shared machine falls on all paths alike. A first
+small part is a warm-up and is not counted.
 
 Throughput is audio seconds per wall second. Results go to stdout and ``docs/bench_clap.md``.
 
-Usage: ``python scripts/bench_clap.py [--minutes 10 --batch 8 --threads 2]``
+Usage: ``python scripts/bench_clap.py [--minutes 10 --batch 8 --threads 2 --part 24]``
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 
-from retrieval.encoders.base import EncoderOptions
-from retrieval.encoders.clap import ClapEncoder, ClapFeatures
+from retrieval.encoders.clap import ClapFeatures
 from retrieval.encoders.precision import cpu_has_native_bf16
 
 SR = 48000
@@ -107,34 +117,81 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+def same_neighbour(v: np.ndarray, ref: np.ndarray) -> float:
+    """Share of rows whose nearest other row (cosine) is the same under ``v`` as under ``ref``."""
+    def nearest(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+
+    return float((nearest(v) == nearest(ref)).mean())
+
+
+class CachedResolve:
+    """Stands in for ``retrieval.ingest.resolve``: loads each encoder once, then reuses it."""
+
+    def __init__(self) -> None:
+        from retrieval.configure import resolve
+
+        self.resolve = resolve
+        self.cache: dict[str, tuple[Any, Any]] = {}
+        self.load_s: dict[str, float] = {}
+
+    def __call__(self, choices: Any, stored: Any) -> tuple[Any, Any]:
+        key = repr(choices)
+        if key not in self.cache:
+            self.cache[key], self.load_s[choices.precision] = timed(lambda: self.resolve(choices, stored))
+        return self.cache[key]
+
+
+def write_part(clips: list[np.ndarray], first: int, folder: Path) -> Path:
+    """Write clips as 32-bit float WAV files (lossless, so every path sees the same samples)."""
+    folder.mkdir(parents=True)
+    for i, clip in enumerate(clips):
+        sf.write(folder / f"clip_{first + i:05d}.wav", clip, SR, subtype="FLOAT")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="corpus length in minutes")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--part", type=int, default=24, help="clips per turn of the rotating paths")
+    parser.add_argument("--workers", type=int, default=0, help="decoding workers for the ingest paths")
     parser.add_argument("--out", default=str(DOC), help="markdown report path (empty string: none)")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. why the corpus is smaller)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    import retrieval.ingest as ingest_module
+    from retrieval.configure import Choices
+    from retrieval.index import Index
     from transformers import ClapModel, ClapProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     clips = make_corpus(args.minutes * 60)
     audio_s = sum(len(c) for c in clips) / SR
+    load_start = [round(x, 2) for x in os.getloadavg()]
     print(f"corpus: {len(clips)} clips, {audio_s:.1f} s of audio; threads {args.threads}, batch {args.batch}")
     wall_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder, t_save = timed(lambda: write_checkpoint(Path(tmp) / "clap"))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        folder, t_save = timed(lambda: write_checkpoint(tmp / "clap"))
         print(f"random full-size checkpoint written in {t_save:.1f} s")
         processor = ClapProcessor.from_pretrained(folder)
         model = ClapModel.from_pretrained(folder).eval()
         fe = processor.feature_extractor
-
         ours_fe = ClapFeatures.from_extractor(fe)
-        encoders = {p: ClapEncoder(EncoderOptions(model=str(folder), precision=p, extra={"batch_size": args.batch}))
-                    for p in PRECISIONS}
+        cached = CachedResolve()
+        ingest_module.resolve = cached  # the model loads once per precision, not once per part
+
+        def choices(precision: str) -> Any:
+            return Choices(encoder="clap", model=str(folder), precision=precision, extra={"batch_size": args.batch})
+
+        options = ingest_module.IngestOptions(batch_size=args.batch, workers=args.workers)
 
         def naive_one(clip: np.ndarray) -> np.ndarray:
             """(a): one file at a time, as the transformers docs show."""
@@ -143,84 +200,105 @@ def main(argv: list[str] | None = None) -> None:
                 out = model.get_audio_features(**inputs)
             return getattr(out, "pooler_output", out)[0].numpy()
 
-        # The paths take turns on each chunk of `batch` clips (in rotating order), so load from
-        # other processes on a shared machine falls on all of them alike.
-        paths = ["naive", "front_ref", "front_ours", "ceiling"] + [f"enc_{p}" for p in PRECISIONS]
+        def index_part(part_dir: Path, precision: str) -> dict[str, np.ndarray]:
+            """(c)/(d): index one part into a fresh index; its raw file vectors by file name."""
+            ix = Path(tempfile.mkdtemp(dir=tmp, prefix="ix-"))
+            summary = ingest_module.ingest(part_dir, ix, choices(precision), options)
+            if summary.files_failed:
+                raise RuntimeError(f"{summary.files_failed} benchmark files failed to index")
+            with Index.open(ix) as index:
+                meta, raw = index.embeddings("file", processed=False)
+            shutil.rmtree(ix)
+            return {Path(p).name: v for p, v in zip(meta["path"], raw)}
+
+        for p in PRECISIONS:  # load each precision's model before anything is timed
+            cached(choices(p), None)
+        paths = ["naive", "front_ref", "front_ours", "ceiling"] + [f"index_{p}" for p in PRECISIONS]
         seconds = dict.fromkeys(paths, 0.0)
-        naive_vecs: list[np.ndarray] = []
-        enc_vecs: dict[str, list[np.ndarray]] = {p: [] for p in PRECISIONS}
-        chunks = [clips[s : s + args.batch] for s in range(0, len(clips), args.batch)]
-        warm = [chunks[0][:2]]
-        for k, chunk in enumerate(warm + chunks):
-            audio, lengths = padded(chunk)
+        naive_vecs: dict[str, np.ndarray] = {}
+        index_vecs: dict[str, dict[str, np.ndarray]] = {p: {} for p in PRECISIONS}
+        bounds = [0, min(2, len(clips))] + list(range(min(2, len(clips)) + args.part, len(clips), args.part)) + [len(clips)]
+        bounds = sorted(set(bounds))
+        for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            part = clips[lo:hi]
+            names = [f"clip_{lo + i:05d}.wav" for i in range(len(part))]
+            part_dir = write_part(part, lo, tmp / f"part{k:03d}")
+            audio, lengths = padded(part)
             ref_feats: list[torch.Tensor] = []
 
             def run(path: str) -> None:
                 if path == "naive":
-                    naive_vecs.extend(naive_one(c) for c in chunk)
+                    naive_vecs.update((n, naive_one(c)) for n, c in zip(names, part))
                 elif path == "front_ref":
-                    ref_feats.extend(fe(c, sampling_rate=SR, return_tensors="pt")["input_features"] for c in chunk)
+                    ref_feats.extend(fe(c, sampling_rate=SR, return_tensors="pt")["input_features"] for c in part)
                 elif path == "front_ours":
-                    ours_fe(torch.from_numpy(audio), torch.from_numpy(lengths))
+                    for s in range(0, len(part), args.batch):
+                        ours_fe(torch.from_numpy(audio[s:s + args.batch]), torch.from_numpy(lengths[s:s + args.batch]))
                 elif path == "ceiling":
                     with torch.inference_mode():
-                        model.get_audio_features(input_features=torch.cat(ref_feats))
+                        for s in range(0, len(ref_feats), args.batch):
+                            model.get_audio_features(input_features=torch.cat(ref_feats[s:s + args.batch]))
                 else:
-                    p = path[len("enc_"):]
-                    enc_vecs[p].append(encoders[p].frame_embeddings(audio, lengths).embeddings[:, 0])
+                    p = path[len("index_"):]
+                    index_vecs[p].update(index_part(part_dir, p))
 
             order = paths[k % len(paths):] + paths[: k % len(paths)]
             order.remove("ceiling")
             order.insert(order.index("front_ref") + 1, "ceiling")  # needs the reference features
             for path in order:
                 _, t = timed(lambda: run(path))
-                if k >= len(warm):
+                if k > 0:
                     seconds[path] += t
-            if k == 0:  # warm-up chunk: drop its outputs
-                naive_vecs.clear()
-                for v in enc_vecs.values():
-                    v.clear()
+            if k == 0:  # warm-up part: not counted
+                print("warm-up done", flush=True)
             else:
-                print(f"chunk {k}/{len(chunks)}: " + ", ".join(f"{p} {t:.1f}s" for p, t in seconds.items()), flush=True)
-        naive = np.stack(naive_vecs)
-        vectors = {p: np.concatenate(v) for p, v in enc_vecs.items()}
+                print(f"part {k}/{len(bounds) - 2}: " + ", ".join(f"{p} {t:.1f}s" for p, t in seconds.items()), flush=True)
+        counted = [f"clip_{i:05d}.wav" for i in range(bounds[1], len(clips))]
+        audio_s = sum(len(clips[i]) for i in range(bounds[1], len(clips))) / SR
+        naive = np.stack([naive_vecs[n] for n in counted])
+        vectors = {p: np.stack([index_vecs[p][n] for n in counted]) for p in PRECISIONS}
         parity = cosines(vectors["fp32"], naive)
 
     t_naive, t_ceiling = seconds["naive"], seconds["ceiling"]
-    t_fe_ref, t_fe_ours = seconds["front_ref"], seconds["front_ours"]
     rows: list[tuple[str, float, str]] = [
         ("(a) naive: ClapProcessor + get_audio_features per file", t_naive, ""),
         (f"(b) ceiling: model forward on pre-computed features, batch {args.batch}", t_ceiling, ""),
-        ("(c) ClapEncoder end to end, fp32", seconds["enc_fp32"], ""),
+        (f"(c) `retrieve index` end to end (ingest), fp32, workers {args.workers}", seconds["index_fp32"],
+         f"cosine to (a): min {parity.min():.6f}"),
     ]
     for p in PRECISIONS[1:]:
         cos = cosines(vectors[p], vectors["fp32"])
-        rows.append((f"(d) ClapEncoder, {p}", seconds[f"enc_{p}"],
-                     f"cosine to fp32: min {cos.min():.5f}, mean {cos.mean():.5f}"))
+        rows.append((f"(d) `retrieve index --precision {p}`", seconds[f"index_{p}"],
+                     f"cosine to fp32: min {cos.min():.5f}, mean {cos.mean():.5f}; "
+                     f"nearest neighbour as fp32's: {same_neighbour(vectors[p], vectors['fp32']):.0%}"))
     wall = time.perf_counter() - wall_start
     table = ["| path | wall s | audio s / wall s | vs naive | vs ceiling | note |", "|---|---:|---:|---:|---:|---|"]
     for label, t, note in rows:
-        table.append(f"| {label} | {t:.1f} | {audio_s / t:.1f} | {t_naive / t:.2f}x | {t_ceiling / t:.2f}x | {note} |")
+        table.append(f"| {label} | {t:.1f} | {audio_s / t:.2f} | {t_naive / t:.2f}x | {t_ceiling / t:.2f}x | {note} |")
     front = "\n".join(
-        f"| front end alone: {label} | {t:.1f} | {audio_s / t:.0f} |"
-        for label, t in [("transformers ClapFeatureExtractor per file", t_fe_ref),
-                         (f"ClapFeatures (torch, float64 STFT), batch {args.batch}", t_fe_ours)]
+        f"| front end alone: {label} | {t:.1f} | {audio_s / t:.0f} | {t / t_ceiling:.1%} |"
+        for label, t in [("transformers ClapFeatureExtractor per file", seconds["front_ref"]),
+                         (f"ClapFeatures (torch, float64 STFT), batch {args.batch}", seconds["front_ours"])]
     )
     machine = {
         "cpu": cpu_name(), "threads": args.threads,
         "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__,
+        "load_average_at_start": load_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "model_load_s": {p: round(t, 1) for p, t in cached.load_s.items()},
     }
-    summary = (f"Encoder (c) vs naive (a) on the full-size model: min cosine {parity.min():.6f} "
-               f"over {len(clips)} clips. Whole run: {wall:.0f} s.")
+    summary = (f"{len(counted)} clips counted ({audio_s:.0f} s of audio; the {bounds[1]} warm-up clips are not). "
+               f"Model load, once per run and not in the rows: "
+               + ", ".join(f"{p} {t:.1f} s" for p, t in machine["model_load_s"].items())
+               + f". Whole run: {wall:.0f} s.")
     print("\n".join(table))
-    print("\n| front end | wall s | audio s / wall s |\n|---|---:|---:|\n" + front)
+    print("\n| front end | wall s | audio s / wall s | share of (b) |\n|---|---:|---:|---:|\n" + front)
     print(summary)
     print(json.dumps(machine))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report(len(clips), audio_s, args, table, front, summary, machine), encoding="utf-8")
+        out.write_text(report(len(counted), audio_s, args, table, front, summary, machine), encoding="utf-8")
         print(f"wrote {out}")
 
 
@@ -228,39 +306,44 @@ def report(n_clips: int, audio_s: float, args: argparse.Namespace, table: list[s
            machine: dict[str, Any]) -> str:
     return f"""# CLAP encoder benchmark
 
-Produced by `python scripts/bench_clap.py --minutes {args.minutes:g} --batch {args.batch} --threads {args.threads}`
+Produced by `python scripts/bench_clap.py --minutes {args.minutes:g} --batch {args.batch} --threads {args.threads} --part {args.part} --workers {args.workers}`
 (one run; the numbers below are its real output).
 
 * Model: full-size `ClapConfig()` (the `laion/clap-htsat-unfused` architecture: HTSAT-tiny
   audio tower, 512-d projection) with random weights, saved and loaded like a real checkpoint.
 * Corpus: {n_clips} seeded synthetic clips (noise, tones, chirps), 1-10 s each at 48 kHz,
-  {audio_s:.0f} s ({audio_s / 60:.1f} min) of audio; every clip is one window, as ingest makes
-  them with `--window-s 10`. Every window costs one full 10 s forward pass (shorter clips are
-  repeat-padded to 10 s), so throughput in audio-s per wall-s grows with clip length.
+  {audio_s:.0f} s ({audio_s / 60:.1f} min) of audio, written as float WAV files; every clip is
+  one window, as `retrieve index` cuts them by default (10 s windows). Every window costs one
+  full 10 s forward pass (shorter clips are repeat-padded to 10 s), so throughput in audio-s
+  per wall-s grows with clip length.
 * Machine: {machine['cpu']}, `torch.set_num_threads({args.threads})`, torch {machine['torch']},
   native bf16: {machine['native_bf16']}. The 2 cores are shared with other work, so
-  single-run timings carry noise (load average at the end: {machine['load_average_at_end']}).
-  To keep that load from favouring one path, the paths take turns on each chunk of
-  {args.batch} clips (rotating order) and their times are summed; the first chunk is a warm-up.
+  single-run timings carry noise (load average at the start: {machine['load_average_at_start']},
+  at the end: {machine['load_average_at_end']}). To keep that load from favouring one path, the
+  paths take turns on each part of {args.part} clips (rotating order) and their times are
+  summed; each ingest path indexes the part into a fresh index, so its fixed costs (DuckDB
+  schema, whitening fit, FAISS build and save) are paid once per part, more often than one
+  `retrieve index` run would pay them.
 {('* Note: ' + args.note) if args.note else ''}
 
 {chr(10).join(table)}
 
-| front end | wall s | audio s / wall s |
-|---|---:|---:|
+| front end | wall s | audio s / wall s | share of (b) |
+|---|---:|---:|---:|
 {front}
 
 {summary}
 
 Reading the table: batching the forward pass is where the time goes (one window alone pays
-for HTSAT's fixed 1001-frame input without sharing the weight reads). (c) is (b) plus the
-front end, so at fp32 it can only approach the ceiling, never pass it; the gap between them is
-the front end plus noise. The torch front end computes its STFT in float64 to stay within
-1e-4 dB of the reference; on a loaded machine its two threads can run slower than the
-reference's single-threaded numpy loop, but either way it is a small share of the forward
-pass. bf16 uses the CPU's native bf16 units when present; int8 is dynamic quantisation of
-every Linear layer. Both are opt-in (`EncoderOptions(precision=...)`, recorded in the
-index recipe).
+for HTSAT's fixed 1001-frame input without sharing the weight reads). (c) is (b) plus
+everything else ingest does (file I/O, the front end, DuckDB, FAISS), so at fp32 it can only
+approach the ceiling; the gap is those costs plus noise. The torch front end computes its
+STFT in float64 to stay within 1e-4 dB of the reference, one clip at a time so that a clip's
+frames stay in cache (3-4x faster than one `torch.stft` over the batch, same values). bf16 uses
+the CPU's native bf16 units when present; int8 is dynamic quantisation of every Linear layer.
+Both are opt-in (`--precision`, recorded in the index recipe). With random weights the
+nearest-neighbour agreement measures how far a precision moves the ranking, not what it does
+to retrieval quality on real data, which needs a real checkpoint.
 """
 
 
