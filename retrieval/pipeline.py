@@ -40,6 +40,10 @@ Design choices:
   are re-run one at a time in a fresh pool; the file whose task kills a worker again is
   recorded as an error, the others are indexed. A fresh pool that cannot run even a
   trivial task is unusable: the main process decodes everything from there on.
+* **A worker hangs.** A task that has not finished :data:`TASK_TIMEOUT_S` seconds after it
+  reached the head of the line (a decoder stuck in a loop on a malformed file) has its
+  workers killed; the pool is then broken and handled as above, each file in flight re-run
+  alone under the same limit, and the one that hangs again is recorded as an error.
 * **Orphans.** Each worker watches its parent and exits when it dies, so ``kill -9`` of
   ``retrieve index`` leaves no decoding processes behind.
 """
@@ -53,6 +57,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as TaskTimeout  # the builtin from 3.11, its own class on 3.10
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +86,11 @@ TASK_BYTES = 8 << 20
 IN_FLIGHT_PER_WORKER = 2
 #: Seconds a fresh pool may take to run a trivial task before it is declared unusable.
 HEALTH_TIMEOUT_S = 120.0
+#: Seconds a task may run, from the moment the pool waits on it, before its worker is taken for
+#: hung and killed. A task holds at most 16 files and 8 MB of input: decoding FSDD tasks takes
+#: about 10 ms, a full task of compressed audio a few seconds; 300 s leaves room for a machine
+#: a hundred times slower than that and still ends a hang.
+TASK_TIMEOUT_S = 300.0
 
 T = TypeVar("T")
 
@@ -420,7 +430,7 @@ class DecodePool:
         while pending:
             group, future = pending[0]
             try:
-                decoded = future.result()
+                decoded = self._wait(future)
             except Exception as exc:
                 # A dead worker fails every future of its pool (BrokenProcessPool); any other
                 # failure of a task is not about one file either. Re-run the files in flight
@@ -460,12 +470,42 @@ class DecodePool:
         if why is not None:
             return why
         try:
-            return self._submit([(path, None)], spec).result()[0]
+            return self._wait(self._submit([(path, None)], spec))[0]
+        except _Hung as exc:
+            return DecodedFile(error=str(exc))
         except BrokenProcessPool:
             self._broken = True
             return DecodedFile(error="the decoding process died while reading this file (crashed or was killed)")
         except Exception as exc:
             return DecodedFile(error=decode_failure(exc))
+
+
+    def _wait(self, future: Future) -> Any:
+        """``future``'s result, waiting at most :data:`TASK_TIMEOUT_S`.
+
+        Raises:
+            _Hung: the task did not finish in time; the pool's workers were killed, so every
+                other future of the pool fails with ``BrokenProcessPool``.
+        """
+        limit = TASK_TIMEOUT_S
+        try:
+            return future.result(timeout=limit)
+        except TaskTimeout:
+            self._kill_workers()
+            self._broken = True
+            raise _Hung(f"decoding did not finish within {limit:g} s (the decoder hung on this file); "
+                        "its worker was stopped and the file skipped") from None
+
+    def _kill_workers(self) -> None:
+        """Kill every worker process of the pool (concurrent.futures has no public way to)."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        for proc in list(processes.values()):
+            proc.kill()
+        log.warning("a decoding task hung for over %g s; its workers were stopped", TASK_TIMEOUT_S)
+
+
+class _Hung(BrokenProcessPool):
+    """A task outlived :data:`TASK_TIMEOUT_S` and its pool's workers were killed."""
 
 
 def _task_function() -> Any:

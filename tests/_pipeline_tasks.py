@@ -7,6 +7,7 @@ what a worker has already loaded.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from retrieval.pipeline import DecodedFile, WindowSpec, decode_task
@@ -27,3 +28,11 @@ def deferring_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
 def failing_init() -> None:
     """A worker initializer that fails, as when workers cannot start at all."""
     raise RuntimeError("this worker cannot start")
+
+
+def hanging_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
+    """A decode task that never returns on any file named *hang* (as a decoder stuck in a loop)."""
+    if any("hang" in Path(p).name for p in paths):
+        while True:
+            time.sleep(1)
+    return decode_task(paths, spec)

@@ -23,7 +23,7 @@ from retrieval.index import Index
 from retrieval.ingest import IngestOptions, ingest
 from retrieval.pipeline import DecodePool, WindowSpec, decode_task, group_files
 from retrieval.store import Store
-from tests._pipeline_tasks import crashing_task, deferring_task, failing_init
+from tests._pipeline_tasks import crashing_task, deferring_task, failing_init, hanging_task
 from tests.conftest import write
 
 
@@ -112,6 +112,20 @@ def test_a_worker_that_dies_costs_one_file(corpus, tmp_path, monkeypatch):
     monkeypatch.undo()  # the next run decodes it normally
     again = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2))
     assert again.files_indexed == 1 and again.files_failed == 0 and crash.exists()
+
+
+def test_a_worker_that_hangs_costs_one_file(corpus, tmp_path, monkeypatch):
+    write(corpus / "tone" / "hang.wav", synth.sine(440, 0.8, 16000), 16000)
+    monkeypatch.setattr(pipeline, "decode_task", hanging_task)
+    monkeypatch.setattr(pipeline, "TASK_TIMEOUT_S", 2.0)
+    start = time.perf_counter()
+    s = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2))
+    assert s.files_failed == 1 and s.files_indexed == 20
+    assert time.perf_counter() - start < 60  # two timeouts (in its task, then alone), not a hang
+    with Index.open(tmp_path / "ix") as idx:
+        errors = idx.errors()
+        assert list(errors.path) == ["tone/hang.wav"] and "did not finish within 2 s" in errors.reason[0]
+        assert idx.info()["consistent"]
 
 
 def test_workers_that_cannot_start_hand_the_work_back(corpus, tmp_path, monkeypatch):
