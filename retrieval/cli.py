@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from retrieval.encoders.precision import PRECISIONS
 from retrieval.errors import RetrievalError
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
@@ -97,7 +98,8 @@ def _is_number(text: str) -> bool:
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
               help="Label-free post-processing fitted on the corpus.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), help="Inference precision (default fp32).")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)),
+              help="Inference precision (default fp32): fp16 on CUDA only, int8 on CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")

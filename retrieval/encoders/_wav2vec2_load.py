@@ -4,8 +4,8 @@ Split from ``wav2vec2.py``: this module turns :class:`EncoderOptions` into a loa
 validated model (checkpoint resolution, feature-extractor settings, device, precision,
 layer); ``wav2vec2.py`` runs it.
 
-Precision modes (fp32, bf16 autocast, int8 dynamic quantisation of Linear layers) are the
-ones CLAP uses, from ``retrieval.encoders.precision``.
+Precision modes (fp32, fp16 / bf16 autocast, int8 dynamic quantisation of Linear layers)
+are the ones every model encoder uses, from ``retrieval.encoders.precision``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Checkpoint:
         path: local folder it was loaded from (a cache snapshot for hub ids).
         model: the transformers base model, in eval mode on ``device`` (Linear layers
             quantised for ``int8``).
-        precision: ``fp32``, ``bf16`` (run under :func:`autocast`) or ``int8``.
+        precision: ``fp32``, ``fp16`` or ``bf16`` (both run under :func:`autocast`) or ``int8``.
         sample_rate: Hz the model expects (``feature_extractor.sampling_rate``).
         do_normalize: zero-mean unit-variance per clip before the model.
         return_attention_mask: whether the checkpoint was trained with attention masks.
@@ -59,7 +59,7 @@ def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) 
         WeightsNotFoundError: the checkpoint is neither local nor downloadable.
         EncoderError: the folder is not a wav2vec2-family transformers checkpoint.
         UnknownNameError: unknown precision.
-        InputError: unknown device or layer; int8 off the CPU.
+        InputError: unknown device or layer; int8 off the CPU; fp16 on it.
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 

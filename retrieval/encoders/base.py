@@ -29,7 +29,8 @@ class EncoderOptions:
         layer: which hidden layer to read (``"last"``, an integer as text, or ``"mean"``);
             only encoders with layers use it.
         device: torch device string (``"cpu"``, ``"cuda"``).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"int8"``
+            (``retrieval.encoders.precision.PRECISIONS``); each encoder refuses those it lacks.
         extra: encoder-specific settings, recorded in the recipe.
     """
 

@@ -111,6 +111,9 @@ class LogMelEncoder:
         unknown = set(options.extra) - known
         if unknown:
             raise InputError(f"unknown logmel settings {sorted(unknown)}; valid: {sorted(known)}")
+        if options.precision != "fp32":
+            raise InputError(f"logmel computes in numpy float64 and stores float32; precision {options.precision!r} "
+                             "does not apply to it: choose one of: fp32 (drop --precision)")
         self.config = LogMelConfig(**options.extra)
         self._window = scipy.signal.get_window("hann", self.win_samples, fftbins=True).astype(np.float64)
         self._mel = mel_filterbank(self.sample_rate, self.n_fft, self.config.n_mels,

@@ -17,7 +17,8 @@ from retrieval.encoders import build
 from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.encoders.beats import BeatsEncoder
 from retrieval.encoders.beats.checkpoint import file_sha256
-from retrieval.errors import EncoderError, InputError
+from retrieval.encoders.precision import autocast
+from retrieval.errors import EncoderError, InputError, UnknownNameError
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -166,11 +167,53 @@ def test_recipe(tiny_path: Path, tiny: BeatsEncoder) -> None:
     assert (arch["encoder_layers"], arch["encoder_embed_dim"], arch["max_distance"], arch["deep_norm"]) == (2, 32, 800, True)
     mean = BeatsEncoder(EncoderOptions(model=str(tiny_path), layer="mean")).recipe()
     assert mean["layer"] == "mean" and mean != recipe
+    assert recipe["precision"] == "fp32"
+    for precision in ("bf16", "int8"):
+        fast = BeatsEncoder(EncoderOptions(model=str(tiny_path), precision=precision)).recipe()
+        assert fast["precision"] == precision and {k: v for k, v in fast.items() if k != "precision"} == {
+            k: v for k, v in recipe.items() if k != "precision"}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_precisions(tiny_path: Path, tiny: BeatsEncoder, precision: str) -> None:
+    """The front end stays float32 at parity; frames are float32 and close to fp32 (cosine >= 0.999)."""
+    fast = BeatsEncoder(EncoderOptions(model=str(tiny_path), precision=precision))
+    audio, lengths = pad(clips(6, [48000, 17120, 5000]))
+    wave = torch.from_numpy(audio[:1])
+    traces: list[dict] = [{}, {}]
+    with torch.inference_mode():
+        tiny.model.extract_features(wave, trace=traces[0])
+        with autocast(precision, "cpu"):
+            fast.model.extract_features(wave, trace=traces[1])
+    assert traces[1]["fbank"].dtype == torch.float32
+    torch.testing.assert_close(traces[1]["fbank"], traces[0]["fbank"], rtol=0, atol=0)
+    ours, ref = fast.frame_embeddings(audio, lengths), tiny.frame_embeddings(audio, lengths)
+    assert ours.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(ours.mask, ref.mask)
+    a, b = ours.embeddings[ours.mask].astype(np.float64), ref.embeddings[ref.mask].astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.999, f"{precision}: frame cosine to fp32 {cos.min():.6f}"
+    official, _ = fast.official_features(audio[:1, : lengths[0]])
+    assert official.dtype == np.float32
+
+
+def test_int8_runs_each_clip_alone(tiny_path: Path) -> None:
+    """int8's activation scale spans a forward pass: a loud clip must not move a quiet one's frames."""
+    int8 = BeatsEncoder(EncoderOptions(model=str(tiny_path), precision="int8"))
+    loud, quiet = clips(7, [32000, 32000])
+    quiet = (0.01 * quiet).astype(np.float32)
+    alone = int8.frame_embeddings(*pad([quiet]))
+    together = int8.frame_embeddings(*pad([loud, quiet]))
+    np.testing.assert_array_equal(together.embeddings[1], alone.embeddings[0])
 
 
 def test_options_are_checked(tiny_path: Path) -> None:
-    with pytest.raises(InputError, match="fp32"):
-        BeatsEncoder(EncoderOptions(model=str(tiny_path), precision="bf16"))
+    with pytest.raises(UnknownNameError, match="fp32, fp16, bf16, int8"):
+        BeatsEncoder(EncoderOptions(model=str(tiny_path), precision="fp8"))
+    with pytest.raises(InputError, match="--precision bf16"):
+        BeatsEncoder(EncoderOptions(model=str(tiny_path), precision="fp16"))  # CUDA only
+    with pytest.raises(InputError, match="CPU only"):
+        BeatsEncoder(EncoderOptions(model=str(tiny_path), precision="int8", device="cuda"))
     with pytest.raises(InputError, match="no extra settings"):
         BeatsEncoder(EncoderOptions(model=str(tiny_path), extra={"foo": 1}))
 

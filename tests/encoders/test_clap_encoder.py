@@ -160,8 +160,10 @@ def test_recipe_and_options(encoder: ClapEncoder, unfused: Path) -> None:
     assert recipe["front_end"]["max_samples"] == 480000
     with pytest.raises(InputError, match="unknown clap settings"):
         ClapEncoder(EncoderOptions(model=str(unfused), extra={"windows": 3}))
-    with pytest.raises(UnknownNameError, match="fp32, bf16, int8"):
-        ClapEncoder(EncoderOptions(model=str(unfused), precision="fp16"))
+    with pytest.raises(UnknownNameError, match="fp32, fp16, bf16, int8"):
+        ClapEncoder(EncoderOptions(model=str(unfused), precision="fp8"))
+    with pytest.raises(InputError, match="--precision bf16"):
+        ClapEncoder(EncoderOptions(model=str(unfused), precision="fp16"))  # CUDA only
     with pytest.raises(InputError, match="CPU only"):
         ClapEncoder(EncoderOptions(model=str(unfused), precision="int8", device="cuda"))
     with pytest.raises(InputError, match="drop --layer"):

@@ -15,6 +15,14 @@ through :meth:`BeatsEncoder.official_features`.
 
 Short clips. A clip shorter than 2800 samples (175 ms; one 16-frame patch) is
 zero-padded to 2800 samples and gives one frame, which is marked valid.
+
+Precision (``EncoderOptions.precision``, recorded in the recipe). ``fp32`` is the official
+numerics. ``bf16`` and ``fp16`` (fp16: CUDA only) run the patch embedding and the
+transformer under ``torch.autocast``; the fbank front end stays float32 and the returned
+frames are float32. ``int8`` quantises every ``nn.Linear`` dynamically (CPU only); its
+activation scale is computed over the whole input of a forward pass, so under int8 every
+clip runs as its own forward pass to stay batch-invariant. Cosine to fp32 and the effect
+on nearest neighbours are measured in ``docs/bench_ingest.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from retrieval.encoders.beats.checkpoint import BeatsCheckpoint, build_model, re
 from retrieval.encoders.beats.fbank import FRAME_SHIFT_SAMPLES, SAMPLE_RATE
 from retrieval.encoders.beats.layout import freq_patches, min_samples, patch_centres_s, time_patches
 from retrieval.encoders.beats.model import BeatsModel
+from retrieval.encoders.precision import Precision, autocast, check_precision, prepare
 from retrieval.errors import EncoderError, InputError
 
 #: Rows per forward pass inside one equal-length group (bounds memory; does not change numbers
-#: beyond float32 rounding).
+#: beyond float32 rounding). int8 runs one row per forward pass (see the module docstring).
 MAX_ROWS_PER_FORWARD = 16
 
 LayerChoice = int | Literal["mean"]
@@ -72,7 +81,9 @@ class BeatsEncoder:
 
     Attributes:
         checkpoint: the file read, with its config and sha256.
-        model: the :class:`BeatsModel`, in eval mode on ``options.device``.
+        model: the :class:`BeatsModel`, in eval mode on ``options.device`` (Linear layers
+            quantised for ``int8``).
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``.
         dim: ``encoder_embed_dim`` (768 for the released models).
         labels: class labels of a fine-tuned checkpoint (AudioSet ids from ``label_dict``), else None.
     """
@@ -90,17 +101,18 @@ class BeatsEncoder:
         options = options or EncoderOptions()
         if options.extra:
             raise InputError(f"BEATs takes no extra settings; got {sorted(options.extra)}")
-        if options.precision != "fp32":
-            raise InputError(f"BEATs runs in fp32 only; got precision {options.precision!r}: pass --precision fp32")
         try:
             self.device = torch.device(options.device)
         except RuntimeError as exc:
             raise InputError(f"unknown torch device {options.device!r}: {exc}") from exc
+        self.precision: Precision = check_precision(options.precision, str(self.device))
         self.checkpoint: BeatsCheckpoint = read_checkpoint(resolve_path(options.model, str(self.default_model)))
         try:
             self.model: BeatsModel = build_model(self.checkpoint, self.device)
         except (RuntimeError, AssertionError) as exc:  # e.g. CUDA requested but unavailable
             raise EncoderError(f"cannot place BEATs on device {options.device!r}: {exc}") from exc
+        self.model = prepare(self.model, self.precision)
+        self._rows_per_forward = 1 if self.precision == "int8" else MAX_ROWS_PER_FORWARD
         config = self.checkpoint.config
         self.config = config
         self.layer: LayerChoice = parse_layer(options.layer, config.encoder_layers)
@@ -115,7 +127,7 @@ class BeatsEncoder:
     # -- contract ----------------------------------------------------------------------------
 
     def recipe(self) -> dict[str, Any]:
-        """What changes the vectors: checkpoint (path, name, sha256), layer, architecture, framing."""
+        """What changes the vectors: checkpoint (path, name, sha256), layer, architecture, framing, precision."""
         return {
             "checkpoint": str(self.checkpoint.path),
             "checkpoint_name": self.checkpoint.path.name,
@@ -127,7 +139,7 @@ class BeatsEncoder:
             "frame_hop_samples": self._patch * FRAME_SHIFT_SAMPLES,
             "min_samples": self._min_samples,
             "batching": "unpadded per-length sub-batches",
-            "precision": "fp32",
+            "precision": self.precision,
             "torch": torch.__version__,
         }
 
@@ -183,9 +195,9 @@ class BeatsEncoder:
         """
         wave = torch.as_tensor(np.asarray(waveform, np.float32), device=self.device)
         mask = None if padding_mask is None else torch.as_tensor(np.asarray(padding_mask, bool), device=self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, str(self.device)):
             out = self.model.extract_features(wave, mask, num_layers=self._layers_needed())
-            tokens = self._select(out.hidden_states)
+            tokens = self._select(out.hidden_states).float()
         token_mask = None if out.padding_mask is None else out.padding_mask.cpu().numpy()
         return tokens.cpu().numpy(), token_mask
 
@@ -253,23 +265,24 @@ class BeatsEncoder:
         """Yield ``(rows, tokens)`` per equal-length sub-batch.
 
         ``rows`` is an int64 index array; ``tokens`` is ``(len(rows), N, D)`` float32 (the
-        configured layer, or the final output with ``last_layer``), computed without padding.
+        configured layer, or the final output with ``last_layer``), computed without padding,
+        at the encoder's precision.
         """
         run = self._run_lengths(lengths)
         for length in np.unique(run):
             group = np.flatnonzero(run == length)
-            for start in range(0, len(group), MAX_ROWS_PER_FORWARD):
-                rows = group[start : start + MAX_ROWS_PER_FORWARD]
+            for start in range(0, len(group), self._rows_per_forward):
+                rows = group[start : start + self._rows_per_forward]
                 wave = np.zeros((len(rows), int(length)), np.float32)
                 for j, i in enumerate(rows):
                     wave[j, : lengths[i]] = audio[i, : lengths[i]]
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(self.precision, str(self.device)):
                     out = self.model.extract_features(
                         torch.from_numpy(wave).to(self.device),
                         num_layers=None if last_layer else self._layers_needed(),
                     )
                     tokens = out.output if last_layer else self._select(out.hidden_states)
-                yield rows, tokens
+                yield rows, tokens.float()
 
     def _layers_needed(self) -> int | None:
         """Layers to run: up to the chosen one, or all for ``"mean"``."""
@@ -278,5 +291,5 @@ class BeatsEncoder:
     def _select(self, hidden_states: list[torch.Tensor]) -> torch.Tensor:
         """The configured hidden state ``(B, N, D)`` from ``[encoder_in, layer_1, ...]``."""
         if self.layer == "mean":
-            return torch.stack(hidden_states).mean(dim=0)
+            return torch.stack([h.float() for h in hidden_states]).mean(dim=0)
         return hidden_states[int(self.layer)]

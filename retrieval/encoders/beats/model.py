@@ -27,6 +27,7 @@ from retrieval.encoders.beats.attention import GatedSelfAttention, RelativePosit
 from retrieval.encoders.beats.config import BeatsConfig
 from retrieval.encoders.beats.fbank import beats_fbank, num_frames
 from retrieval.encoders.beats.layout import min_samples, shrink_padding_mask
+from retrieval.encoders.precision import full_precision
 from retrieval.errors import InputError
 
 #: LayerNorm epsilon used throughout BEATs.
@@ -209,7 +210,8 @@ class BeatsModel(nn.Module):
             raise InputError(
                 f"padding_mask must match the waveform shape {tuple(waveform.shape)}; got {tuple(padding_mask.shape)}"
             )
-        fbank = beats_fbank(waveform)
+        with full_precision(waveform.device.type):  # under fp16/bf16 autocast the front end stays float32
+            fbank = beats_fbank(waveform.float())
         frame_mask = token_mask = None
         if padding_mask is not None:
             frame_mask = shrink_padding_mask(padding_mask.to(torch.bool), num_frames(waveform.shape[1]))
