@@ -27,10 +27,12 @@ RoBERTa-base), on a small FSDD subset. The log-mel baseline runs on all of FSDD.
 
 ``--memory`` measures peak RSS (each case in a fresh process) of indexing FSDD and a
 synthetic 1-hour file; ``--precision`` measures each ``--precision``'s cosine to fp32 and
-its effect on nearest neighbours.
+its effect on nearest neighbours (wav2vec2, BEATs, CLAP), plus what fp16 would do on the CPU
+(refused there by the encoders; forced through ``torch.autocast`` for one BEATs row).
 
 Usage: ``python scripts/bench_ingest.py [--sections throughput,memory,precision] [--workers 2]``
-Writes ``docs/bench_ingest.md`` (``--no-doc`` to skip).
+Writes ``docs/bench_ingest.md`` (``--no-doc`` to skip): each section it ran replaces that
+section of the generated block, with its own command line and machine; the others are kept.
 """
 
 from __future__ import annotations
@@ -563,8 +565,20 @@ def bench_memory(work: Path, workers: int) -> list[dict[str, Any]]:
 # -- precision ----------------------------------------------------------------------------
 
 
+#: Precisions measured per encoder; ``fp16*`` is fp16 forced on the CPU (see :func:`bench_precision`).
+PRECISION_ROWS = (("wav2vec2", ("fp32", "bf16", "int8")), ("beats", ("fp32", "bf16", "int8", "fp16*")),
+                  ("clap", ("fp32", "bf16", "int8")))
+
+
 def bench_precision(work: Path, files: list[Path], checkpoints: dict[str, Path], threads: int) -> list[dict[str, Any]]:
-    """Window vectors at each precision vs fp32: cosine, nearest-neighbour agreement, digit kNN@1."""
+    """Window vectors at each precision vs fp32: cosine, nearest-neighbour agreement, digit kNN@1.
+
+    The encoders refuse fp16 on the CPU (``retrieval.encoders.precision``); the ``fp16*`` row
+    measures what it would do: the fp32 encoder run inside ``torch.autocast(cpu, float16)``,
+    which reaches the same layers the encoder's own fp16 autocast would (the fbank stays float32).
+    """
+    import contextlib
+
     import torch
 
     from retrieval.configure import Choices, resolve
@@ -574,21 +588,27 @@ def bench_precision(work: Path, files: list[Path], checkpoints: dict[str, Path],
 
     labels = np.array([f.name.split("_")[0] for f in files])
     rows = []
-    for name, precisions in (("wav2vec2", ("fp32", "bf16")), ("clap", ("fp32", "bf16", "int8"))):
+    for name, precisions in PRECISION_ROWS:
         if name not in checkpoints:
             continue
         vecs = {}
         for p in precisions:
-            encoder, recipe = resolve(Choices(encoder=name, model=str(checkpoints[name]), precision=p), None)
+            forced = p.endswith("*")
+            encoder, recipe = resolve(Choices(encoder=name, model=str(checkpoints[name]),
+                                              precision="fp32" if forced else p), None)
             windows = decoded_windows(files, recipe)
             assert len(windows) == len(files), "one window per FSDD file"
+            outer = torch.autocast("cpu", dtype=torch.float16) if forced else contextlib.nullcontext()
             start = time.perf_counter()
-            vecs[p] = embed_windows(encoder, windows, recipe.pooling, 16)[0]
+            with outer:
+                vecs[p] = embed_windows(encoder, windows, recipe.pooling, 16)[0]
             wall = time.perf_counter() - start
             cos = _cosine(vecs[p], vecs["fp32"])
             row = {"encoder": name, "precision": p, "files": len(files), "wall_s": wall,
                    "cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
                    "nn_agree": _nn_agreement(vecs[p], vecs["fp32"]), "knn1": _knn1(vecs[p], labels)}
+            if forced:
+                row["precision"] = f"{p[:-1]} (refused on CPU; forced for this row)"
             print(f"  precision {name:8s} {p:5s} cos min {row['cos_min']:.5f} mean {row['cos_mean']:.5f}, "
                   f"top-1 neighbour same as fp32 {row['nn_agree']:.3f}, digit kNN@1 {row['knn1']:.3f}, "
                   f"{wall:.1f} s", flush=True)
@@ -730,7 +750,7 @@ def main() -> None:
             writers = {"wav2vec2": lambda: write_wav2vec2(work / "w2v"),
                        "beats": lambda: write_beats(work / "beats.pt"), "clap": lambda: write_clap(work / "clap")}
             wanted = {e for e in encoders if e in writers if "throughput" in sections}
-            wanted |= {"wav2vec2", "clap"} if "precision" in sections else set()
+            wanted |= {name for name, _ in PRECISION_ROWS} if "precision" in sections else set()
             for name in sorted(wanted):
                 checkpoints[name] = writers[name]()
         if "throughput" in sections:
@@ -762,29 +782,65 @@ def main() -> None:
 def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict[str, Any]],
               precision: list[dict[str, Any]], load_s: dict[str, float], elapsed: float,
               load_before: float, load_after: float) -> None:
-    """Replace the measured sections of docs/bench_ingest.md, keeping the prose around them."""
+    """Replace the sections of docs/bench_ingest.md's generated block that this run measured.
+
+    Each section carries the command line, date, machine and load of the run that made it;
+    sections this run skipped keep their text (and their run's line) from the file.
+    """
     command = "python scripts/bench_ingest.py " + " ".join(a for a in sys.argv[1:])
-    generated = [f"<!-- generated by scripts/bench_ingest.py; do not edit between these markers -->",
-                 f"`{command.strip()}`, {time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. Machine: {machine()}. "
-                 f"1-minute load average {load_before:.1f} before, {load_after:.1f} after (a shared machine: "
-                 "other jobs were running).", ""]
+    run_line = (f"`{command.strip()}`, {time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. Machine: {machine()}. "
+                f"1-minute load average {load_before:.1f} before, {load_after:.1f} after (a shared machine: "
+                "other jobs were running).")
+    fresh: dict[str, list[str]] = {}
     if results:
-        generated += ["### Throughput", "", throughput_table(results), ""]
-        generated += cpu_view(results)
+        fresh["Throughput"] = [throughput_table(results), "", *cpu_view(results)]
         if load_s:
-            generated += ["Encoder load (once per run, not in the rows above): "
-                          + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items()), ""]
+            fresh["Throughput"] += ["Encoder load (once per run, not in the rows above): "
+                                    + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items()), ""]
     if memory:
-        generated += ["### Peak memory (logmel)", "", memory_table(memory), ""]
+        fresh["Peak memory (logmel)"] = [memory_table(memory), ""]
     if precision:
-        generated += ["### Precision", "", precision_table(precision), ""]
-    generated.append("<!-- end generated -->")
+        fresh["Precision"] = [precision_table(precision), ""]
     begin, end = "<!-- generated by scripts/bench_ingest.py", "<!-- end generated -->"
     text = DOC.read_text() if DOC.exists() else "# Ingest pipeline benchmark\n\n" + begin + " -->\n" + end + "\n"
     head, _, rest = text.partition(begin)
-    _, _, tail = rest.partition(end)
+    block, _, tail = rest.partition(end)
+    kept = _generated_sections(block)
+    generated = [f"{begin}; do not edit between these markers -->", ""]
+    for name in ("Throughput", "Peak memory (logmel)", "Precision"):
+        if name in fresh:
+            generated += [f"### {name}", "", run_line, "", *fresh[name]]
+        elif name in kept:
+            generated += [f"### {name}", "", *kept[name], ""]
+    generated.append(end)
     DOC.write_text(head + "\n".join(generated) + tail)
-    print(f"wrote {DOC.relative_to(ROOT)}")
+    print(f"wrote {DOC.relative_to(ROOT)} ({', '.join(fresh) or 'nothing'} re-measured)")
+
+
+def _generated_sections(block: str) -> dict[str, list[str]]:
+    """``### name`` -> its lines, each starting with the line of the run that measured it.
+
+    A block written before sections had their own run line has one at its top; that line
+    is given to each of its sections.
+    """
+    lines = block.splitlines()[1:]  # the rest of the begin marker's line
+    preamble: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current: list[str] = preamble
+    for line in lines:
+        if line.startswith("### "):
+            current = sections.setdefault(line[4:].strip(), [])
+        else:
+            current.append(line)
+    shared = [line for line in preamble if line.strip()]
+    out = {}
+    for name, body in sections.items():
+        while body and not body[0].strip():
+            body = body[1:]
+        while body and not body[-1].strip():
+            body = body[:-1]
+        out[name] = body if body[:1] and body[0].startswith("`python") else [*shared, "", *body]
+    return out
 
 
 if __name__ == "__main__":
