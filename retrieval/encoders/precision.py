@@ -12,7 +12,8 @@
   AMX and on recent GPUs; elsewhere it is emulated and slower than fp32.
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (weights
   int8, activations quantised per forward pass at run time, with one scale for the whole
-  input tensor: rows sharing a forward pass influence each other). CPU only.
+  input tensor: rows sharing a forward pass would influence each other, so every
+  encoder runs one window per forward pass under int8). CPU only.
 
 The chosen mode is part of the encoder's recipe, so an index never mixes modes. The
 cosine to fp32 vectors and the effect on nearest neighbours are measured by

@@ -146,7 +146,11 @@ class ClapEncoder:
             rows = slice(start, start + self.batch_size)
             width = int(lengths[rows].max())
             feats, is_longer = self.features(torch.from_numpy(audio[rows, :width]), torch.from_numpy(lengths[rows]))
-            vectors[rows] = self._audio_vectors(feats, is_longer)
+            # int8 quantises activations with one scale per forward pass, so windows sharing a
+            # pass would move each other's vectors (cosine 0.9998): each window runs alone.
+            step = 1 if self.precision == "int8" else len(feats)
+            for k in range(0, len(feats), step):
+                vectors[start + k : start + k + step] = self._audio_vectors(feats[k : k + step], is_longer[k : k + step])
         times = (lengths.astype(np.float64) / (2.0 * self.sample_rate))[:, None]
         return FrameEmbeddings(vectors[:, None, :], times, np.ones((n, 1), bool))
 
