@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
+from _bench import CachedResolve
 
 from retrieval.encoders.clap import ClapFeatures
 from retrieval.encoders.precision import cpu_has_native_bf16
@@ -128,23 +129,6 @@ def same_neighbour(v: np.ndarray, ref: np.ndarray) -> float:
     return float((nearest(v) == nearest(ref)).mean())
 
 
-class CachedResolve:
-    """Stands in for ``retrieval.ingest.resolve``: loads each encoder once, then reuses it."""
-
-    def __init__(self) -> None:
-        from retrieval.configure import resolve
-
-        self.resolve = resolve
-        self.cache: dict[str, tuple[Any, Any]] = {}
-        self.load_s: dict[str, float] = {}
-
-    def __call__(self, choices: Any, stored: Any) -> tuple[Any, Any]:
-        key = repr(choices)
-        if key not in self.cache:
-            self.cache[key], self.load_s[choices.precision] = timed(lambda: self.resolve(choices, stored))
-        return self.cache[key]
-
-
 def write_part(clips: list[np.ndarray], first: int, folder: Path) -> Path:
     """Write clips as 32-bit float WAV files (lossless, so every path sees the same samples)."""
     folder.mkdir(parents=True)
@@ -185,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         model = ClapModel.from_pretrained(folder).eval()
         fe = processor.feature_extractor
         ours_fe = ClapFeatures.from_extractor(fe)
-        cached = CachedResolve()
+        cached = CachedResolve(label=lambda choices: choices.precision)
         ingest_module.resolve = cached  # the model loads once per precision, not once per part
 
         def choices(precision: str) -> Any:

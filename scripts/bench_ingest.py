@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _bench import CachedResolve
 
 # Heavy imports (torch, transformers, the encoders) stay inside functions: decoding workers
 # re-import this script as their __main__, and should not load torch for nothing.
@@ -219,25 +220,6 @@ def embed_order(windows: list[np.ndarray], batch_size: int = 16, longest_first: 
 
 
 # -- ingest -------------------------------------------------------------------------------
-
-
-class CachedResolve:
-    """Stands in for ``retrieval.ingest.resolve``: loads each encoder once, then reuses it."""
-
-    def __init__(self) -> None:
-        from retrieval.configure import resolve
-
-        self.resolve = resolve
-        self.cache: dict[str, tuple[Any, Any]] = {}
-        self.load_s: dict[str, float] = {}
-
-    def __call__(self, choices: Any, stored: Any) -> tuple[Any, Any]:
-        key = repr(choices)
-        if key not in self.cache:
-            start = time.perf_counter()
-            self.cache[key] = self.resolve(choices, stored)
-            self.load_s[choices.encoder or "logmel"] = time.perf_counter() - start
-        return self.cache[key]
 
 
 def ingest_method(corpus: Path, work: Path, choices: Any, workers: int, batch_size: int = 16) -> Callable[[], float]:
