@@ -4,12 +4,12 @@
     clusters, each with its own random rank-24 basis, decaying per-direction spreads, a
     random overall scale and a little isotropic noise; cluster sizes log-normal), plus
     ``--queries`` held-out queries from the same mixture. For flat, HNSW (several
-    efSearch), IVF-Flat, IVF-SQ8 and IVF-PQ (with and without exact re-ranking): build
+    efSearch), IVF-PQ (with and without exact re-ranking) and IVF-Flat: build
     time, bytes per vector, QPS for one batch of all queries and for one query at a
     time, recall@10 against exact search (a returned id counts when its exact score
     reaches the true 10th best, less 1e-4). Flat, HNSW and IVF-PQ are the engine's own
-    :class:`~retrieval.store.vectors.VectorIndex` code paths; IVF-Flat and IVF-SQ8 are
-    plain FAISS for reference (same coarse quantizer as IVF-PQ).
+    :class:`~retrieval.store.vectors.VectorIndex` code paths; IVF-Flat is plain FAISS for
+    reference (the IVF-PQ lists and quantizer, full vectors: the ceiling of re-ranking).
     Plus single-query flat latency against index size (what ``auto`` is based on).
 
 (c) A ``--api-segments`` (100k) window index built directly in a store (synthetic
@@ -201,88 +201,76 @@ def part_b(args: argparse.Namespace) -> None:
         row(f"HNSW32 efSearch={ef}", hnsw_build, hnsw_bpv, b, o, truth.recall(got))
     del hnsw, inner
 
-    log("IVF-PQ (engine: IndexIVFPQ + exact re-rank from a memory-mapped float16 copy)")
+    log("IVF-PQ (engine: IVF lists via an HNSW quantizer, 4-bit fast-scan PQ, exact re-rank from float16)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
     try:
         t = time.perf_counter()
         pq = VectorIndex.build(ids, x, "0", "ivfpq")
         pq_build = time.perf_counter() - t
         pq.save(tmp / "s.faiss")
-        nlist, m = pq.params["nlist"], pq.params["pq_bytes"]
-        pq_bpv = (nlist * d * 4 + args.n * (m + 8)) / args.n
-        print(f"\nengine IVF-PQ build: {pq_build:.0f} s incl. recall check and tuning; nlist {nlist}, {m} bytes/code; "
-              f"tuned nprobe {pq.params['nprobe']}, rerank x{pq.params['rerank']}, self-measured recall@10 "
+        nlist, m = pq.params["nlist"], pq.params["pq_m"]
+        pq_bpv = pq.stats["faiss_bytes"] / args.n
+        name = f"IVF{nlist}_HNSW32,PQ{m}x4fs"
+        print(f"\nengine IVF-PQ build: {pq_build:.0f} s incl. recall check and tuning; {name}, "
+              f"{pq.params['pq_bytes']} bytes/code; tuned nprobe {pq.params['nprobe']}, quantizer efSearch "
+              f"{pq.params['quantizer_ef']}, rerank x{pq.params['rerank']}, self-measured recall@10 "
               f"{pq.recall_at_10}; file {pq.stats['faiss_bytes'] / 2**20:.0f} MiB + float16 copy "
               f"{2 * d * args.n / 2**20:.0f} MiB (memory-mapped)")
         tuned = dict(pq.params)
-        for nprobe in (8, 16, 32, 64, 128, 256):
-            params = faiss.SearchParametersIVF(nprobe=nprobe)
-            b, o, got = qps(lambda qq: pq.index.search(qq, K, params=params)[1], q, args.single)
-            row(f"IVF{nlist},PQ{m} nprobe={nprobe}, no re-rank", pq_build, pq_bpv, b, o, truth.recall(got))
-            for rerank in (10, 20) if nprobe >= 64 else (10,):
-                pq.params.update(nprobe=nprobe, rerank=rerank)
+        for nprobe, qef in ((16, 32), (16, 64), (32, 64), (64, 64), (64, 128), (128, 128), (256, 256)):
+            knobs = {"nprobe": nprobe, "quantizer_ef": qef}
+            b, o, got = qps(lambda qq: pq._faiss_search(qq, K, None, knobs)[1], q, args.single)
+            row(f"{name} nprobe={nprobe} qef={qef}, no re-rank", pq_build, pq_bpv, b, o, truth.recall(got))
+            for rerank in (5, 10):
+                pq.params.update(nprobe=nprobe, quantizer_ef=qef, rerank=rerank)
                 b, o, got = qps(lambda qq: pq.search(qq, K)[1], q, args.single)
-                row(f"IVF{nlist},PQ{m} nprobe={nprobe}, re-rank {rerank * K}", pq_build, pq_bpv, b, o,
+                row(f"{name} nprobe={nprobe} qef={qef}, re-rank {rerank * K}", pq_build, pq_bpv, b, o,
                     truth.recall(got), f"+{2 * d} B/vector float16 on disk")
         pq.params.update(tuned)
         rerank_latency(pq, q)
-        centroids = faiss.downcast_index(pq.index.quantizer).reconstruct_n(0, nlist)
+        ivf_flat_reference(pq, x, ids, q, truth, args)
         del pq
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    log("IVF-Flat and IVF-SQ8 (plain FAISS, the IVF-PQ coarse quantizer, one shared assignment)")
-    from faiss.contrib.ivf_tools import add_preassigned
-
-    quantizer = faiss.IndexFlatIP(d)
-    quantizer.add(centroids)
-    t = time.perf_counter()
-    _, assign = quantizer.search(x, 1)
-    assign_s = time.perf_counter() - t
-    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    t = time.perf_counter()
-    add_preassigned(ivf, x, assign.ravel(), ids)
-    ivf_build = time.perf_counter() - t + assign_s
-    for nprobe in (8, 16, 32, 64, 128, 256):
-        params = faiss.SearchParametersIVF(nprobe=nprobe)
-        b, o, got = qps(lambda qq: ivf.search(qq, K, params=params)[1], q, args.single)
-        row(f"IVF{nlist},Flat nprobe={nprobe}", f"{ivf_build:.1f} + train",
-            (nlist * d * 4 + args.n * (4 * d + 8)) / args.n, b, o, truth.recall(got))
-    del ivf
-    sq = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-    t = time.perf_counter()
-    sq.train(x[np.random.default_rng(1).choice(args.n, min(args.n, 65_536), replace=False)])
-    add_preassigned(sq, x, assign.ravel(), ids)
-    sq_build = time.perf_counter() - t + assign_s
-    sq_bpv = (nlist * d * 4 + args.n * (d + 8)) / args.n
-    for nprobe in (32, 128):
-        params = faiss.SearchParametersIVF(nprobe=nprobe)
-        b, o, got = qps(lambda qq: sq.search(qq, K, params=params)[1], q, args.single)
-        row(f"IVF{nlist},SQ8 nprobe={nprobe}, no re-rank", f"{sq_build:.1f} + train", sq_bpv, b, o, truth.recall(got))
-
-        def reranked(qq: np.ndarray) -> np.ndarray:
-            _, short = sq.search(qq, 10 * K, params=params)
-            sims = np.einsum("qsd,qd->qs", x[np.maximum(short, 0)], qq)
-            sims[short < 0] = -np.inf
-            return np.take_along_axis(short, np.argsort(-sims, axis=1)[:, :K], 1)
-
-        b, o, got = qps(reranked, q, args.single)
-        row(f"IVF{nlist},SQ8 nprobe={nprobe}, re-rank {10 * K}", f"{sq_build:.1f} + train", sq_bpv, b, o,
-            truth.recall(got), "re-rank from float32 in RAM")
-    del sq, quantizer
     print_table(flat_batch, flat_one)
 
 
 def rerank_latency(pq: VectorIndex, q: np.ndarray) -> None:
     """Per-query cost of the re-rank step alone (float16 memory-mapped rows), warm."""
     short_n = K * int(pq.params["rerank"])
-    params = faiss.SearchParametersIVF(nprobe=int(pq.params["nprobe"]))
-    _, short = pq.index.search(q[:200], short_n, params=params)
+    knobs = {"nprobe": int(pq.params["nprobe"]), "quantizer_ef": int(pq.params["quantizer_ef"])}
+    _, short = pq._faiss_search(q[:200], short_n, None, knobs)
     t = time.perf_counter()
     for i in range(200):
         pq._rerank(q[i:i + 1], short[i:i + 1], K)
     ms = (time.perf_counter() - t) / 200 * 1e3
     print(f"\nre-rank of a {short_n}-id shortlist from the memory-mapped float16 copy: {ms:.3f} ms per query (warm)")
+
+
+def ivf_flat_reference(pq: VectorIndex, x: np.ndarray, ids: np.ndarray, q: np.ndarray, truth: Truth,
+                       args: argparse.Namespace) -> None:
+    """IVF-Flat (plain FAISS) over the engine's lists and quantizer: the recall ceiling of those lists."""
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    log("IVF-Flat reference (plain FAISS, the engine's lists and HNSW quantizer)")
+    invlists = pq.index.invlists
+    nlist = pq.index.nlist
+    t = time.perf_counter()
+    list_of = np.empty(args.n, np.int64)
+    for lst in range(nlist):
+        size = invlists.list_size(lst)
+        if size:
+            list_of[faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()] = lst
+    ivf = faiss.IndexIVFFlat(pq.index.quantizer, x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    add_preassigned(ivf, x, list_of, ids)
+    build = time.perf_counter() - t
+    for nprobe, qef in ((16, 64), (32, 64), (64, 128), (256, 256)):
+        params = faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=faiss.SearchParametersHNSW(efSearch=qef))
+        b, o, got = qps(lambda qq: ivf.search(qq, K, params=params)[1], q, args.single)
+        row(f"IVF{nlist}_HNSW32,Flat nprobe={nprobe} qef={qef}", f"{build:.1f} + lists",
+            (pq.stats["faiss_bytes"] + args.n * (4 * x.shape[1] - pq.params["pq_bytes"])) / args.n, b, o,
+            truth.recall(got))
+    del ivf
 
 
 # -- part (c) ---------------------------------------------------------------------------------

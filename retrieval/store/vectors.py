@@ -6,14 +6,18 @@ Inner product on L2-normalised vectors (cosine), FAISS ids equal to DuckDB
     flat    ``IndexIDMap2(IndexFlatIP)``: exact; 4 bytes x D per vector.
     hnsw    ``IndexIDMap2(IndexHNSWFlat)``, M=32: a graph over the float32 vectors.
             FAISS cannot remove ids from it, so :meth:`VectorIndex.remove` masks them
-            (every search excludes them) until the next rebuild.
-    ivfpq   ``IndexIVFPQ`` (about sqrt(n) lists, 64 one-byte codes per vector at
-            D >= 128), re-ranked exactly: the ``k x rerank`` best codes are re-scored
-            against a float16 copy of the vectors kept in a memory-mapped ``.npy``
-            beside the index (2 bytes x D per vector on disk, read only for shortlists).
+            (every search excludes them) until the next rebuild; ivfpq does the same.
+    ivfpq   ``IndexIVFPQFastScan``: about n / 64 inverted lists (16384 at 1M) found
+            through an HNSW graph over their centroids, which come from a two-level
+            spherical k-means; 4-bit PQ codes scanned with SIMD (64 sub-quantisers,
+            32 bytes per vector at D >= 128). Re-ranked exactly: the ``k x rerank``
+            best codes are re-scored against a float16 copy of the vectors kept in a
+            memory-mapped ``.npy`` beside the index (2 bytes x D per vector on disk,
+            read only for shortlists).
 
 Every build measures recall@10 against exact search on stored vectors and tunes the
-search knob (``efSearch``, or ``nprobe`` and the re-rank factor) to the smallest value
+search knob (``efSearch``, or ``nprobe``, the quantizer's ``efSearch`` and the re-rank
+factor) to the smallest value
 reaching :data:`TARGET_RECALL`; the measurement is kept with the index. ``auto``
 (:func:`choose_index_type`) picks the kind from the vector count and memory; the
 thresholds come from ``docs/bench_search.md``.
@@ -59,18 +63,30 @@ AUTO_MEMORY_SHARE = 0.5
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 EF_SEARCH_STEPS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
-#: Code bytes per vector for IVF-PQ (see :func:`pq_subquantizers`).
-PQ_BYTES = 64
+#: 4-bit sub-quantisers per IVF-PQ code (see :func:`pq_subquantizers`): 32 bytes per vector.
+PQ_SUBQUANTIZERS = 64
 #: IVF-PQ shortlists ``k x factor`` codes before exact re-ranking; tuning tries these.
-RERANK_FACTORS: tuple[int, ...] = (10, 20, 40)
-#: PQ codebooks train on at most 256 x this many residuals, for this many k-means rounds
-#: (FAISS's 256 x 256 and 25 rounds take minutes at 512-d on 2 cores; re-ranking makes
-#: up for the coarser codebooks, and recall is measured after every build anyway).
-PQ_TRAIN_PER_CENTROID = 64
-PQ_TRAIN_ITERATIONS = 15
-#: 8-bit PQ needs 256 centroids x 39 points per sub-quantiser to train without FAISS
+RERANK_FACTORS: tuple[int, ...] = (5, 10, 20)
+#: IVF lists hold about this many vectors (:func:`ivf_lists`). At 1M x 512-d clustered
+#: vectors, 16384 lists of ~61 reached recall@10 0.95 at nprobe 16 (~1,000 codes scanned a
+#: query); 1024 lists of ~1000 needed nprobe 64 to 128 (docs/bench_search.md).
+IVF_LIST_SIZE = 64
+#: The list centroids train on at most this many vectors per list, 10 k-means rounds a level.
+IVF_TRAIN_PER_LIST = 32
+IVF_KMEANS_ITERATIONS = 10
+#: PQ codebooks train on at most this many vectors (16 centroids per sub-quantiser).
+PQ_TRAIN_MAX = 65_536
+#: The HNSW graph over the list centroids: links per node, build effort, and the
+#: ``efSearch`` used to assign added vectors to lists (0.96 agree with exact at 16384
+#: lists; a query's lists are found with the tuned ``quantizer_ef`` instead).
+QUANTIZER_M = 32
+QUANTIZER_EF_CONSTRUCTION = 80
+ASSIGN_EF = 16
+#: Tuning tries the quantizer's ``efSearch`` at ``max(this, nprobe)`` and twice that.
+QUANTIZER_EF_MIN = 32
+#: 4-bit PQ needs 16 centroids x 39 points per sub-quantiser to train without FAISS
 #: warnings; a smaller IVF-PQ request is built flat (exact) and says so.
-IVFPQ_MIN_VECTORS = 39 * 256
+IVFPQ_MIN_VECTORS = 39 * 16
 
 #: Tuning stops at the cheapest setting whose measured recall@10 reaches this.
 TARGET_RECALL = 0.95
@@ -117,7 +133,7 @@ def choose_index_type(requested: str, n: int, dim: int, memory_bytes: int | None
     """
     check_index_type(requested)
     if requested == "ivfpq" and n < IVFPQ_MIN_VECTORS:
-        return "flat", (f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train 8-bit PQ; "
+        return "flat", (f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train 4-bit PQ; "
                         f"{n} vectors are searched exactly (flat)")
     if requested != "auto":
         return requested, f"requested {requested}"  # type: ignore[return-value]
@@ -134,17 +150,17 @@ def choose_index_type(requested: str, n: int, dim: int, memory_bytes: int | None
 
 
 def ivf_lists(n: int) -> int:
-    """IVF list count: the power of two nearest sqrt(n), with at least 39 vectors per list."""
-    nlist = 2 ** max(0, round(math.log2(max(1.0, math.sqrt(n)))))
+    """IVF list count: the power of two nearest ``n / IVF_LIST_SIZE``, with at least 39 vectors per list."""
+    nlist = 2 ** max(0, round(math.log2(max(1.0, n / IVF_LIST_SIZE))))
     while nlist > 1 and nlist * 39 > n:
         nlist //= 2
     return nlist
 
 
-def pq_subquantizers(dim: int, max_bytes: int = PQ_BYTES) -> int:
-    """One-byte sub-quantisers per vector: the largest divisor of ``dim`` up to ``max_bytes``
-    that leaves each at least 4 dimensions (512 -> 64, 160 -> 40, 32 -> 8)."""
-    return max(m for m in range(1, max(1, min(dim // 4, max_bytes)) + 1) if dim % m == 0)
+def pq_subquantizers(dim: int, max_m: int = PQ_SUBQUANTIZERS) -> int:
+    """4-bit sub-quantisers per vector: the largest divisor of ``dim`` up to ``max_m`` that
+    leaves each at least 2 dimensions (512 -> 64, 160 -> 40, 32 -> 16); code bytes are half that."""
+    return max(m for m in range(1, max(1, min(dim // 2, max_m)) + 1) if dim % m == 0)
 
 
 class VectorIndex:
@@ -156,7 +172,7 @@ class VectorIndex:
         index: the FAISS index.
         generation: the DuckDB generation these vectors were built from.
         params: build and search settings (``M``, ``efSearch``, ``nlist``, ``nprobe``,
-            ``pq_bytes``, ``rerank``), JSON-able.
+            ``quantizer_ef``, ``pq_m``, ``pq_bits``, ``pq_bytes``, ``rerank``), JSON-able.
         stats: ``recall_at_10`` (measured after the build, as searches see it),
             ``recall_queries``, ``build_s``, ``reason`` and, once saved, ``faiss_bytes``.
     """
@@ -170,7 +186,7 @@ class VectorIndex:
         self.params: dict[str, Any] = dict(params or {})
         self.stats: dict[str, Any] = {}
         self._ids = np.zeros(0, np.int64)  # live ids, sorted
-        self._dead = np.zeros(0, np.int64)  # HNSW ids removed but still in the graph, sorted
+        self._dead = np.zeros(0, np.int64)  # ids removed but still in the FAISS index (masked), sorted
         self._exact_ids = np.zeros(0, np.int64)  # ivfpq: ids of the float16 rows, sorted
         self._exact = np.zeros((0, dim), np.float16)  # ivfpq: (n, D) float16, maybe memory-mapped
         self._exact_file: str | None = None
@@ -216,10 +232,7 @@ class VectorIndex:
         params = _default_params(kind, n, dim)
         vi = cls(dim, generation=generation, kind=kind, params=params)
         if kind == "ivfpq":
-            rng = np.random.default_rng(seed)
-            n_train = min(n, max(64 * params["nlist"], IVFPQ_MIN_VECTORS))
-            train = vectors if n_train == n else vectors[np.sort(rng.choice(n, n_train, replace=False))]
-            vi.index.train(train)
+            vi._train_ivf(vectors, seed)
         vi.add(ids, vectors)
         vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         if kind == "flat":
@@ -229,6 +242,15 @@ class VectorIndex:
         vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         return vi
 
+    def _train_ivf(self, vectors: np.ndarray, seed: int) -> None:
+        """Train ivfpq on ``(n, D)`` unit vectors: list centroids (two-level k-means) into the
+        HNSW quantizer, then the PQ codebooks on a sample."""
+        rng = np.random.default_rng(seed)
+        nlist = int(self.params["nlist"])
+        centroids = two_level_kmeans(_sample_rows(vectors, IVF_TRAIN_PER_LIST * nlist, rng), nlist, seed)
+        self.index.quantizer.add(centroids)  # trained and full: FAISS's train() leaves it alone
+        self.index.train(_sample_rows(vectors, PQ_TRAIN_MAX, rng))
+
     def _measure(self, ids: np.ndarray, vectors: np.ndarray, tune: bool, target: float, seed: int) -> None:
         """Recall@10 on stored vectors as queries (each one's own id left out), tuning the knob first."""
         bench = RecallBench(ids, vectors, seed=seed)
@@ -236,7 +258,8 @@ class VectorIndex:
             grid = [{"efSearch": ef} for ef in EF_SEARCH_STEPS] if tune else [{}]
         else:
             steps = [2 ** i for i in range(int(math.log2(self.params["nlist"])) + 1)]
-            grid = [{"rerank": r, "nprobe": p} for r in RERANK_FACTORS for p in steps] if tune else [{}]
+            grid = [{"rerank": r, "nprobe": p, "quantizer_ef": ef} for r in RERANK_FACTORS for p in steps
+                    for ef in (max(QUANTIZER_EF_MIN, p), 2 * max(QUANTIZER_EF_MIN, p))] if tune else [{}]
         recall, best = -1.0, dict(self.params)
         for setting in grid:
             self.params.update(setting)
@@ -266,6 +289,9 @@ class VectorIndex:
         if clash.size or np.unique(ids).size != ids.size:
             raise InputError(f"ids already in the index or repeated (e.g. {clash[:3].tolist() or 'repeats'}); "
                              "ids are never reused: rebuild the index from DuckDB")
+        quantizer = _hnsw_quantizer(self.index)
+        if quantizer is not None:
+            quantizer.hnsw.efSearch = ASSIGN_EF  # the list of each added vector
         self.index.add_with_ids(vectors, ids)
         if self.kind == "ivfpq":
             exact_ids = np.concatenate([self._exact_ids, ids])
@@ -278,18 +304,23 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (unknown ones are ignored); returns how many were removed.
 
-        HNSW cannot delete from its graph: the ids are masked out of every search
-        instead, until the index is rebuilt.
+        HNSW cannot delete from its graph, and deleting from FAISS 1.15's fast-scan
+        lists (ivfpq) leaves the other codes under the wrong ids: the ids are masked out
+        of every search instead, until the index is rebuilt.
         """
         ids = np.intersect1d(np.asarray(ids, np.int64), self._ids)
         if ids.size == 0:
             return 0
-        if self.kind == "hnsw":
+        if self._masks_removals():
             self._dead = np.union1d(self._dead, ids)
-        else:
+        else:  # a flat index, or an 8-bit ivfpq saved by an older version
             self.index.remove_ids(faiss.IDSelectorBatch(ids))  # ivfpq's float16 rows stay until saved
         self._ids = np.setdiff1d(self._ids, ids, assume_unique=True)
         return int(ids.size)
+
+    def _masks_removals(self) -> bool:
+        """Whether removed ids stay in the FAISS index, masked out of searches (HNSW, fast-scan IVF)."""
+        return self.kind == "hnsw" or isinstance(self.index, faiss.IndexIVFFastScan)
 
     # -- search ----------------------------------------------------------------------------
 
@@ -333,8 +364,10 @@ class VectorIndex:
             if allowed is not None:
                 nprobe = int(math.ceil(nprobe / share))
             nprobe = min(nprobe, int(self.params["nlist"]))
-            shortlist = min(int(cand.size), k * int(self.params["rerank"]))
-            _, short = self._faiss_search(q, shortlist, None if allowed is None else cand, {"nprobe": nprobe})
+            knobs = {"nprobe": nprobe, "quantizer_ef": max(nprobe, int(self.params.get("quantizer_ef", 0)))}
+            # 4-bit codes are coarse: a small k still re-ranks the shortlist of k=10
+            shortlist = min(int(cand.size), max(k, RECALL_K) * int(self.params["rerank"]))
+            _, short = self._faiss_search(q, shortlist, None if allowed is None else cand, knobs)
             scores, got = self._rerank(q, short, k)
         short_rows = np.flatnonzero((got[:, :k] < 0).any(axis=1))
         if short_rows.size:  # the ANN found fewer than k: answer those queries exactly
@@ -357,6 +390,10 @@ class VectorIndex:
             params = faiss.SearchParametersHNSW(efSearch=knobs["efSearch"])
         elif self.kind == "ivfpq":
             params = faiss.SearchParametersIVF(nprobe=knobs["nprobe"])
+            if _hnsw_quantizer(self.index) is not None:  # older 8-bit IndexIVFPQ files have a flat quantizer
+                quantizer_params = faiss.SearchParametersHNSW(efSearch=knobs["quantizer_ef"])
+                keep.append(quantizer_params)
+                params.quantizer_params = quantizer_params
         else:
             params = faiss.SearchParameters()
         if sel is not None:
@@ -375,7 +412,7 @@ class VectorIndex:
             valid = s_ids >= 0
             rows = np.searchsorted(self._exact_ids, np.where(valid, s_ids, 0))
             vecs = np.asarray(self._exact[rows.ravel()], np.float32).reshape(*rows.shape, self.dim)
-            sims = np.einsum("qsd,qd->qs", vecs, q[a:a + step])
+            sims = np.matmul(vecs, q[a:a + step, :, None])[:, :, 0]
             sims[~valid] = -np.inf
             top = _topk_rows(sims, k)
             scores[a:a + step] = np.take_along_axis(sims, top, 1)
@@ -542,9 +579,9 @@ def _default_params(kind: IndexType, n: int, dim: int) -> dict[str, Any]:
     if kind == "hnsw":
         return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": 64}
     if kind == "ivfpq":
-        nlist = ivf_lists(n)
-        return {"nlist": nlist, "pq_bytes": pq_subquantizers(dim), "nprobe": min(16, nlist),
-                "rerank": RERANK_FACTORS[0]}
+        nlist, m = ivf_lists(n), pq_subquantizers(dim)
+        return {"nlist": nlist, "pq_m": m, "pq_bits": 4, "pq_bytes": (4 * m + 7) // 8, "nprobe": min(32, nlist),
+                "quantizer_ef": 2 * QUANTIZER_EF_MIN, "rerank": RERANK_FACTORS[1]}
     return {}
 
 
@@ -556,17 +593,71 @@ def _new_index(kind: IndexType, dim: int, params: dict[str, Any]) -> faiss.Index
         hnsw.hnsw.efConstruction = int(params.get("efConstruction", HNSW_EF_CONSTRUCTION))
         return faiss.IndexIDMap2(hnsw)  # the wrapper keeps a reference to hnsw
     if kind == "ivfpq":
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_bytes"]), 8,
-                                 faiss.METRIC_INNER_PRODUCT)  # keeps a reference to the quantizer
-        index.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CENTROID
-        index.pq.cp.niter = PQ_TRAIN_ITERATIONS
+        quantizer = faiss.IndexHNSWFlat(dim, QUANTIZER_M, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efConstruction = QUANTIZER_EF_CONSTRUCTION
+        index = faiss.IndexIVFPQFastScan(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), 4,
+                                         faiss.METRIC_INNER_PRODUCT)  # keeps a reference to the quantizer
+        index.by_residual = False  # codes of the unit vectors themselves: one look-up table per query
         return index
     raise UnknownNameError(f"unknown index type {kind!r}; choose one of: {', '.join(INDEX_TYPES)}")
 
 
+def two_level_kmeans(x: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """``(nlist, D)`` float32 unit centroids of ``(n, D)`` float32 unit vectors, ``n >= nlist``.
+
+    Spherical k-means into about sqrt(nlist) groups, then each group into a share of the
+    ``nlist`` centroids proportional to its size: about ``2 x n x sqrt(nlist) x D`` multiply-adds
+    a round instead of ``n x nlist x D`` (16384 lists from 512k x 512-d: ~40 s on 2 cores).
+    """
+    n, dim = x.shape
+    if not 1 <= nlist <= n:
+        raise InputError(f"two_level_kmeans needs 1 <= nlist <= n; got nlist {nlist}, n {n}")
+    n_groups = max(1, round(math.sqrt(nlist)))
+    top = _spherical_kmeans(x, n_groups, seed, max_points_per_centroid=1000)
+    group = top.index.search(x, 1)[1][:, 0]
+    shares = _proportional_shares(np.bincount(group, minlength=n_groups), nlist)
+    parts = []
+    for g in np.flatnonzero(shares):
+        members = x[group == g]
+        if shares[g] == len(members):
+            parts.append(members)
+        else:
+            parts.append(_spherical_kmeans(members, int(shares[g]), seed + 1 + int(g)).centroids)
+    return np.ascontiguousarray(np.concatenate(parts), np.float32)
+
+
+def _spherical_kmeans(x: np.ndarray, k: int, seed: int, max_points_per_centroid: int = 256) -> faiss.Kmeans:
+    """A trained FAISS spherical k-means of ``(n, D)`` float32 rows into ``k`` unit centroids."""
+    km = faiss.Kmeans(x.shape[1], k, niter=IVF_KMEANS_ITERATIONS, spherical=True, seed=seed,
+                      min_points_per_centroid=1, max_points_per_centroid=max_points_per_centroid)
+    km.train(np.ascontiguousarray(x, np.float32))
+    return km
+
+
+def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
+    """``(g,)`` int64 shares of ``total`` proportional to ``sizes`` (largest remainders round up);
+    no share exceeds its size when ``total <= sizes.sum()``."""
+    exact = sizes * (total / sizes.sum())
+    shares = np.floor(exact).astype(np.int64)
+    shares[np.argsort(shares - exact, kind="stable")[: total - int(shares.sum())]] += 1
+    return shares
+
+
+def _sample_rows(x: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """``x`` itself, or ``n_max`` of its rows picked at random (kept in order)."""
+    return x if len(x) <= n_max else x[np.sort(rng.choice(len(x), n_max, replace=False))]
+
+
+def _hnsw_quantizer(index: faiss.Index) -> faiss.IndexHNSW | None:
+    """The HNSW graph an IVF index finds its lists with; None for any other index or quantizer."""
+    if not isinstance(index, faiss.IndexIVF):
+        return None
+    quantizer = faiss.downcast_index(index.quantizer)
+    return quantizer if isinstance(quantizer, faiss.IndexHNSW) else None
+
+
 def _kind_of(index: faiss.Index) -> str | None:
-    if isinstance(index, faiss.IndexIVFPQ):
+    if isinstance(index, (faiss.IndexIVFPQFastScan, faiss.IndexIVFPQ)):
         return "ivfpq"
     if isinstance(index, faiss.IndexIDMap2):
         inner = faiss.downcast_index(index.index)

@@ -131,6 +131,28 @@ def test_kinds_differ_in_size_and_say_how_they_were_built(built, tmp_path):
         sizes[kind] = d["bytes_per_vector"]
     assert sizes["ivfpq"] < 0.5 * sizes["flat"] < sizes["hnsw"]  # codes 8 B + ids 8 B vs 4 x 32 B floats
     assert built["ivfpq"].params["pq_bytes"] == 8 and built["hnsw"].params["M"] == vmod.HNSW_M
+    ivf = built["ivfpq"].index  # 16 sub-quantisers of 4 bits at D=32, lists found through an HNSW graph
+    assert isinstance(ivf, faiss.IndexIVFPQFastScan) and ivf.pq.M == 16 and ivf.pq.nbits == 4
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
+    assert ivf.nlist == vmod.ivf_lists(N) == 256 and built["ivfpq"].params["quantizer_ef"] >= 1
+
+
+def test_two_level_kmeans_gives_nlist_unit_centroids(data):
+    x = data[0][:3000]
+    centroids = vmod.two_level_kmeans(x, 50, seed=0)
+    assert centroids.shape == (50, D) and centroids.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4)
+    nearest = (centroids @ x[:100].T).max(axis=0).mean()  # 0.78 here
+    assert nearest > (x[1000:1050] @ x[:100].T).max(axis=0).mean() + 0.1  # 50 stored vectors as centroids: 0.61
+    assert vmod.two_level_kmeans(x[:7], 7).shape == (7, D)  # as many lists as vectors: the vectors themselves
+    with pytest.raises(InputError, match="nlist 8, n 7"):
+        vmod.two_level_kmeans(x[:7], 8)
+
+
+@pytest.mark.parametrize(("sizes", "total"), [([5, 0, 3, 100], 20), ([1, 1, 1], 3), ([7, 2], 1), ([3, 3, 3], 4)])
+def test_proportional_shares_sum_to_the_total_and_fit_their_groups(sizes, total):
+    shares = vmod._proportional_shares(np.array(sizes), total)
+    assert shares.sum() == total and (shares <= np.array(sizes)).all() and (shares >= 0).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -149,9 +171,10 @@ def test_remove_add_and_reload_for_every_kind(kind, data, tmp_path, monkeypatch)
     assert (own[:, 0] == ids[-500:-450]).all()
     with pytest.raises(InputError, match="already in the index"):
         vi.add(after[:1, 0], x[:1])  # a live id
-    if kind == "hnsw":
+    if kind != "flat":
         with pytest.raises(InputError, match="already in the index"):
-            vi.add(gone[:1], x[:1])  # HNSW still holds masked ids: they cannot come back until a rebuild
+            vi.add(gone[:1], x[:1])  # HNSW and IVF-PQ still hold masked ids: they cannot come back until a rebuild
+        assert vi.describe()["masked_ids"] == len(gone)
     vi.save(tmp_path / "s.faiss")
     back = VectorIndex.load(tmp_path / "s.faiss")
     assert back is not None and back.kind == kind and back.ntotal == vi.ntotal and back.params == vi.params
