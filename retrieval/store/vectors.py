@@ -53,20 +53,24 @@ REQUESTED_TYPES: tuple[str, ...] = ("auto", *INDEX_TYPES)
 #: DuckDB per query anyway; and flat costs no build time (docs/bench_search.md).
 AUTO_FLAT_MAX = 100_000
 #: ``auto`` uses HNSW below this many vectors; from here on, IVF-PQ with re-ranking. On
-#: 2 cores an HNSW build took 0.4-0.7 ms per 512-d vector (7-12 min for 1M, and every
-#: changing ingest rebuilds); at 1M IVF-PQ + re-ranking built 8-13x faster and gave more
-#: recall per query-second from recall 0.65 up (docs/bench_search.md).
+#: 2 cores an HNSW build took 0.2-0.7 ms per 512-d vector (3.5-12 min for 1M, and every
+#: changing ingest rebuilds) and never reached recall@10 0.95 on the 1M benchmark; IVF-PQ
+#: built 2.4x faster there and reached 0.953 at 23x flat's batch QPS. At 100k-200k IVF-PQ
+#: was no better than HNSW (docs/bench_search.md).
 AUTO_HNSW_MAX = 500_000
 #: ``auto`` also leaves HNSW for IVF-PQ when HNSW would need more than this share of RAM.
 AUTO_MEMORY_SHARE = 0.5
 
 HNSW_M = 32
+#: 160 made the 200k benchmark graph far better (recall 0.999 against 0.896 at efSearch 64)
+#: but took ~9x longer to build on 2 shared cores: too slow for a rebuild at 1M.
 HNSW_EF_CONSTRUCTION = 40
 EF_SEARCH_STEPS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
 #: 4-bit sub-quantisers per IVF-PQ code (see :func:`pq_subquantizers`): 32 bytes per vector.
 PQ_SUBQUANTIZERS = 64
-#: IVF-PQ shortlists ``k x factor`` codes before exact re-ranking; tuning tries these.
-RERANK_FACTORS: tuple[int, ...] = (5, 10, 20)
+#: IVF-PQ shortlists ``k x factor`` codes before exact re-ranking; tuning tries these. 4-bit
+#: codes ranked well enough at 1M for x5; dense log-mel clusters at 100k needed x50.
+RERANK_FACTORS: tuple[int, ...] = (5, 10, 20, 50)
 #: IVF lists hold about this many vectors (:func:`ivf_lists`). At 1M x 512-d clustered
 #: vectors, 16384 lists of ~61 reached recall@10 0.95 at nprobe 16 (~1,000 codes scanned a
 #: query); 1024 lists of ~1000 needed nprobe 64 to 128 (docs/bench_search.md).
