@@ -21,14 +21,16 @@ clip into one unit vector:
 plus the front ends alone (transformers' extractor per clip vs ``ClapFeatures`` batched)
 and the cosine of (c)'s stored vectors to (a)'s, which checks parity through the whole pipeline.
 
-The corpus is cut into parts of ``--part`` clips; on each part the paths take turns in a
-rotating order (each ingest path indexes the part into a fresh index), and their times are
-summed, so load from other processes on a shared machine falls on all paths alike. A first
-small part is a warm-up and is not counted.
+Each path processes the whole corpus ``--repeats`` times, taking turns with the others in a
+rotating order, and its times are summed, so load from other processes on a shared machine
+falls on all paths alike. Each ingest turn indexes the whole corpus into a fresh index, as
+one ``retrieve index`` run does (``--part N`` cuts the corpus into turns of N clips instead,
+which pays ingest's fixed costs once per part). A first turn on two clips is a warm-up and
+is not counted.
 
 Throughput is audio seconds per wall second. Results go to stdout and ``docs/bench_clap.md``.
 
-Usage: ``python scripts/bench_clap.py [--minutes 10 --batch 8 --threads 2 --part 24]``
+Usage: ``python scripts/bench_clap.py [--minutes 10 --batch 8 --threads 2 --repeats 3]``
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="corpus length in minutes")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--part", type=int, default=24, help="clips per turn of the rotating paths")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of each path over the corpus")
+    parser.add_argument("--part", type=int, default=0, help="clips per turn (0: the whole corpus)")
     parser.add_argument("--workers", type=int, default=0, help="decoding workers for the ingest paths")
     parser.add_argument("--out", default=str(DOC), help="markdown report path (empty string: none)")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. why the corpus is smaller)")
@@ -201,12 +204,17 @@ def main(argv: list[str] | None = None) -> None:
         seconds = dict.fromkeys(paths, 0.0)
         naive_vecs: dict[str, np.ndarray] = {}
         index_vecs: dict[str, dict[str, np.ndarray]] = {p: {} for p in PRECISIONS}
-        bounds = [0, min(2, len(clips))] + list(range(min(2, len(clips)) + args.part, len(clips), args.part)) + [len(clips)]
-        bounds = sorted(set(bounds))
-        for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        first = min(2, len(clips) - 1)  # clips [0, first) are the warm-up turn
+        step = args.part or len(clips)
+        parts = [(lo, min(lo + step, len(clips))) for lo in range(first, len(clips), step)]
+        turns = [(0, first)] + parts * args.repeats
+        folders: dict[tuple[int, int], Path] = {}
+        for k, (lo, hi) in enumerate(turns):
             part = clips[lo:hi]
             names = [f"clip_{lo + i:05d}.wav" for i in range(len(part))]
-            part_dir = write_part(part, lo, tmp / f"part{k:03d}")
+            if (lo, hi) not in folders:
+                folders[(lo, hi)] = write_part(part, lo, tmp / f"part{len(folders):03d}")
+            part_dir = folders[(lo, hi)]
             audio, lengths = padded(part)
             ref_feats: list[torch.Tensor] = []
 
@@ -236,9 +244,10 @@ def main(argv: list[str] | None = None) -> None:
             if k == 0:  # warm-up part: not counted
                 print("warm-up done", flush=True)
             else:
-                print(f"part {k}/{len(bounds) - 2}: " + ", ".join(f"{p} {t:.1f}s" for p, t in seconds.items()), flush=True)
-        counted = [f"clip_{i:05d}.wav" for i in range(bounds[1], len(clips))]
-        audio_s = sum(len(clips[i]) for i in range(bounds[1], len(clips))) / SR
+                print(f"turn {k}/{len(turns) - 1}: " + ", ".join(f"{p} {t:.1f}s" for p, t in seconds.items()), flush=True)
+        counted = [f"clip_{i:05d}.wav" for i in range(first, len(clips))]
+        corpus_s = sum(len(clips[i]) for i in range(first, len(clips))) / SR
+        audio_s = corpus_s * args.repeats  # audio processed by each path over all its turns
         naive = np.stack([naive_vecs[n] for n in counted])
         vectors = {p: np.stack([index_vecs[p][n] for n in counted]) for p in PRECISIONS}
         parity = cosines(vectors["fp32"], naive)
@@ -271,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "model_load_s": {p: round(t, 1) for p, t in cached.load_s.items()},
     }
-    summary = (f"{len(counted)} clips counted ({audio_s:.0f} s of audio; the {bounds[1]} warm-up clips are not). "
+    summary = (f"{len(counted)} clips counted ({corpus_s:.0f} s of audio, {args.repeats} times per path; "
+               f"the {first} warm-up clips are not). "
                f"Model load, once per run and not in the rows: "
                + ", ".join(f"{p} {t:.1f} s" for p, t in machine["model_load_s"].items())
                + f". Whole run: {wall:.0f} s.")
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report(len(counted), audio_s, args, table, front, summary, machine), encoding="utf-8")
+        out.write_text(report(len(counted), corpus_s, args, table, front, summary, machine), encoding="utf-8")
         print(f"wrote {out}")
 
 
@@ -290,7 +300,7 @@ def report(n_clips: int, audio_s: float, args: argparse.Namespace, table: list[s
            machine: dict[str, Any]) -> str:
     return f"""# CLAP encoder benchmark
 
-Produced by `python scripts/bench_clap.py --minutes {args.minutes:g} --batch {args.batch} --threads {args.threads} --part {args.part} --workers {args.workers}`
+Produced by `python scripts/bench_clap.py --minutes {args.minutes:g} --batch {args.batch} --threads {args.threads} --repeats {args.repeats} --part {args.part} --workers {args.workers}`
 (one run; the numbers below are its real output).
 
 * Model: full-size `ClapConfig()` (the `laion/clap-htsat-unfused` architecture: HTSAT-tiny
@@ -304,10 +314,10 @@ Produced by `python scripts/bench_clap.py --minutes {args.minutes:g} --batch {ar
   native bf16: {machine['native_bf16']}. The 2 cores are shared with other work, so
   single-run timings carry noise (load average at the start: {machine['load_average_at_start']},
   at the end: {machine['load_average_at_end']}). To keep that load from favouring one path, the
-  paths take turns on each part of {args.part} clips (rotating order) and their times are
-  summed; each ingest path indexes the part into a fresh index, so its fixed costs (DuckDB
-  schema, whitening fit, FAISS build and save) are paid once per part, more often than one
-  `retrieve index` run would pay them.
+  paths take turns (rotating order), each over {'the whole corpus' if not args.part else f'parts of {args.part} clips'},
+  {args.repeats} times, and their times are summed. Each ingest turn indexes
+  {'the corpus' if not args.part else 'its part'} into a fresh index, paying ingest's fixed costs (DuckDB schema,
+  whitening fit, FAISS build and save) {'once, as one `retrieve index` run does' if not args.part else 'once per part'}.
 {('* Note: ' + args.note) if args.note else ''}
 
 {chr(10).join(table)}
@@ -324,8 +334,9 @@ everything else ingest does (file I/O, the front end, DuckDB, FAISS), so at fp32
 approach the ceiling; the gap is those costs plus noise. The torch front end computes its
 STFT in float64 to stay within 1e-4 dB of the reference, one clip at a time so that a clip's
 frames stay in cache (3-4x faster than one `torch.stft` over the batch, same values). bf16 uses
-the CPU's native bf16 units when present; int8 is dynamic quantisation of every Linear layer.
-Both are opt-in (`--precision`, recorded in the index recipe). With random weights the
+the CPU's native bf16 units when present; int8 is dynamic quantisation of every Linear layer,
+run one window per forward pass (its activation scale is per pass, so a shared pass would let
+windows move each other's vectors). Both are opt-in (`--precision`, recorded in the index recipe). With random weights the
 nearest-neighbour agreement measures how far a precision moves the ranking, not what it does
 to retrieval quality on real data, which needs a real checkpoint.
 """
