@@ -54,9 +54,9 @@ REQUESTED_TYPES: tuple[str, ...] = ("auto", *INDEX_TYPES)
 AUTO_FLAT_MAX = 100_000
 #: ``auto`` uses HNSW below this many vectors; from here on, IVF-PQ with re-ranking. On
 #: 2 cores an HNSW build took 0.2-0.7 ms per 512-d vector (3.5-12 min for 1M, paid again at
-#: every refit: past a 10% change or on --refit) and never reached recall@10 0.95 on the 1M benchmark; IVF-PQ
-#: built 2.4x faster there and reached 0.953 at 23x flat's batch QPS. At 100k-200k IVF-PQ
-#: was no better than HNSW (docs/bench_search.md).
+#: every refit: past a 10% change or on --refit) and never reached recall@10 0.95 on the 1M
+#: benchmark; IVF-PQ built 2.4x faster there and reached 0.953 at 23x flat's batch QPS. At
+#: 100k-200k IVF-PQ was no better than HNSW (docs/bench_search.md).
 AUTO_HNSW_MAX = 500_000
 #: ``auto`` also leaves HNSW for IVF-PQ when HNSW would need more than this share of RAM.
 AUTO_MEMORY_SHARE = 0.5
