@@ -298,7 +298,9 @@ class Store:
         window_ids = self.db.vector_ids("segment")
         drift = self.fit_drift(window_ids)
         if drift is None:
-            return self._refit_and_rebuild("no record of what the post-processing was fitted on")
+            first = self.db.get("fitted_generation") is None
+            return self._refit_and_rebuild("a new index" if first else
+                                           "no record of what the post-processing was fitted on")
         change = (f"{drift.added} added, {drift.removed} removed since the fit on {drift.fitted_on} windows "
                   f"({drift.share:.1%})")
         if drift.share > REFIT_CHANGE_SHARE:

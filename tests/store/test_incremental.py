@@ -281,7 +281,7 @@ def test_ingest_and_cli_take_the_incremental_path(corpus, tmp_path, monkeypatch)
     run = CliRunner().invoke
     out = run(cli, ["index", str(corpus), "--index", str(ix), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["vectors_update"].startswith("refitted post-processing and rebuilt")
+    assert json.loads(out.stdout)["vectors_update"] == "refitted post-processing and rebuilt: a new index"
     write(corpus / "new" / "n.wav", synth.chirp(300, 3000, 1.3, 16000), 16000)
     (corpus / "clicks" / "clicks_03.wav").unlink()
     summary = ingest(corpus, ix)
