@@ -72,6 +72,15 @@ def prepare(model: Any, precision: Precision) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def rows_per_pass(precision: Precision, rows: int) -> int:
+    """The most rows one forward pass may hold at ``precision``, given an encoder's own limit ``rows``.
+
+    1 under ``int8``: dynamic quantisation computes one activation scale over a pass's whole
+    input, so rows sharing a pass would move each other's vectors (CLAP: cosine 0.9998).
+    """
+    return 1 if precision == "int8" else rows
+
+
 def autocast(precision: Precision, device: str) -> ContextManager[Any]:
     """The context the forward pass runs in: bf16 or fp16 autocast, or nothing."""
     if precision not in AUTOCAST_DTYPES:

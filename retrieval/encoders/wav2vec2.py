@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from retrieval.encoders._wav2vec2_load import conv_geometry, load_checkpoint, snapshot_revision
-from retrieval.encoders.precision import autocast
+from retrieval.encoders.precision import autocast, rows_per_pass
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
 from retrieval.errors import EncoderError
 
@@ -159,8 +159,8 @@ class Wav2Vec2Encoder:
         emb = np.zeros((n_out, n, t_max, self.dim), np.float32)
         usable = np.flatnonzero(n_frames > 0)
         groups = plan_groups(lengths[usable], self.pad_within_groups)
-        if self.precision == "int8":  # one activation scale per pass: rows must not share a pass
-            groups = [g[j : j + 1] for g in groups for j in range(len(g))]
+        step = rows_per_pass(self.precision, max(len(usable), 1))  # int8: one row per pass
+        groups = [g[j : j + step] for g in groups for j in range(0, len(g), step)]
         for group in groups:
             rows = usable[group]
             hidden = self._forward(audio, lengths, rows, all_layers)  # (n_out, k, T', D)

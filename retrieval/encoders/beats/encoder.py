@@ -38,7 +38,7 @@ from retrieval.encoders.beats.checkpoint import BeatsCheckpoint, build_model, re
 from retrieval.encoders.beats.fbank import FRAME_SHIFT_SAMPLES, SAMPLE_RATE
 from retrieval.encoders.beats.layout import freq_patches, min_samples, patch_centres_s, time_patches
 from retrieval.encoders.beats.model import BeatsModel
-from retrieval.encoders.precision import Precision, autocast, check_precision, prepare
+from retrieval.encoders.precision import Precision, autocast, check_precision, prepare, rows_per_pass
 from retrieval.errors import EncoderError, InputError
 
 #: Rows per forward pass inside one equal-length group (bounds memory; does not change numbers
@@ -112,7 +112,7 @@ class BeatsEncoder:
         except (RuntimeError, AssertionError) as exc:  # e.g. CUDA requested but unavailable
             raise EncoderError(f"cannot place BEATs on device {options.device!r}: {exc}") from exc
         self.model = prepare(self.model, self.precision)
-        self._rows_per_forward = 1 if self.precision == "int8" else MAX_ROWS_PER_FORWARD
+        self._rows_per_forward = rows_per_pass(self.precision, MAX_ROWS_PER_FORWARD)
         config = self.checkpoint.config
         self.config = config
         self.layer: LayerChoice = parse_layer(options.layer, config.encoder_layers)

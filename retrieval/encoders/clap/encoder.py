@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch
 from retrieval.encoders.clap.loading import load_clap
-from retrieval.encoders.precision import autocast, check_precision, prepare
+from retrieval.encoders.precision import autocast, check_precision, prepare, rows_per_pass
 from retrieval.encoders.weights import choose_model
 from retrieval.errors import InputError
 
@@ -146,9 +146,7 @@ class ClapEncoder:
             rows = slice(start, start + self.batch_size)
             width = int(lengths[rows].max())
             feats, is_longer = self.features(torch.from_numpy(audio[rows, :width]), torch.from_numpy(lengths[rows]))
-            # int8 quantises activations with one scale per forward pass, so windows sharing a
-            # pass would move each other's vectors (cosine 0.9998): each window runs alone.
-            step = 1 if self.precision == "int8" else len(feats)
+            step = rows_per_pass(self.precision, len(feats))
             for k in range(0, len(feats), step):
                 vectors[start + k : start + k + step] = self._audio_vectors(feats[k : k + step], is_longer[k : k + step])
         times = (lengths.astype(np.float64) / (2.0 * self.sample_rate))[:, None]
