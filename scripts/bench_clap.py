@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from _bench import CachedResolve
+from _bench import CachedResolve, pad, write_full_clap
 
 from retrieval.encoders.clap import ClapFeatures
 from retrieval.encoders.precision import cpu_has_native_bf16
@@ -75,29 +75,6 @@ def make_corpus(total_s: float, seed: int = 0) -> list[np.ndarray]:
         out.append(x.astype(np.float32))
         seconds += n / SR
     return out
-
-
-def write_checkpoint(folder: Path) -> Path:
-    """Save a random full-size ClapModel with a processor (byte-level tokenizer, real front end)."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
-
-    torch.manual_seed(0)
-    model = ClapModel(ClapConfig()).eval()
-    model.save_pretrained(folder)
-    byte_chars = [chr(c) for c in range(ord("!"), ord("~") + 1)] + [chr(c) for c in range(256, 256 + 68)]
-    vocab = {tok: i for i, tok in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ"] + byte_chars)}
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=512)
-    extractor = ClapFeatureExtractor(truncation="rand_trunc", frequency_min=50, frequency_max=14000)
-    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
-
-
-def padded(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(c) for c in clips], np.int64)
-    out = np.zeros((len(clips), int(lengths.max())), np.float32)
-    for i, c in enumerate(clips):
-        out[i, : len(c)] = c
-    return out, lengths
 
 
 def cpu_name() -> str:
@@ -166,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     wall_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        folder, t_save = timed(lambda: write_checkpoint(tmp / "clap"))
+        folder, t_save = timed(lambda: write_full_clap(tmp / "clap"))
         print(f"random full-size checkpoint written in {t_save:.1f} s")
         processor = ClapProcessor.from_pretrained(folder)
         model = ClapModel.from_pretrained(folder).eval()
@@ -215,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             if (lo, hi) not in folders:
                 folders[(lo, hi)] = write_part(part, lo, tmp / f"part{len(folders):03d}")
             part_dir = folders[(lo, hi)]
-            audio, lengths = padded(part)
+            audio, lengths = pad(part)
             ref_feats: list[torch.Tensor] = []
 
             def run(path: str) -> None:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _bench import CachedResolve
+from _bench import CachedResolve, write_full_clap
 
 # Heavy imports (torch, transformers, the encoders) stay inside functions: decoding workers
 # re-import this script as their __main__, and should not load torch for nothing.
@@ -330,21 +330,6 @@ def write_beats(path: Path) -> Path:
         state[key] = torch.from_numpy((entry["mean"] + entry["std"] * z).astype(np.float32))
     torch.save({"cfg": manifest["cfg"], "model": state}, path)
     return path
-
-
-def write_clap(folder: Path) -> Path:
-    """A random full-size ClapModel with a processor (byte-level tokenizer, the real front end)."""
-    import torch
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
-
-    torch.manual_seed(0)
-    ClapModel(ClapConfig()).eval().save_pretrained(folder)
-    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)] + [chr(c) for c in range(256, 256 + 68)]
-    vocab = {tok: i for i, tok in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ"] + chars)}
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=512)
-    extractor = ClapFeatureExtractor(truncation="rand_trunc", frequency_min=50, frequency_max=14000)
-    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
 
 
 def bench_model(name: str, checkpoint: Path, work: Path, files: list[Path], workers: int,
@@ -730,7 +715,7 @@ def main() -> None:
         work = Path(tmp)
         if "throughput" in sections or "precision" in sections:
             writers = {"wav2vec2": lambda: write_wav2vec2(work / "w2v"),
-                       "beats": lambda: write_beats(work / "beats.pt"), "clap": lambda: write_clap(work / "clap")}
+                       "beats": lambda: write_beats(work / "beats.pt"), "clap": lambda: write_full_clap(work / "clap")}
             wanted = {e for e in encoders if e in writers if "throughput" in sections}
             wanted |= {name for name, _ in PRECISION_ROWS} if "precision" in sections else set()
             for name in sorted(wanted):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _bench import pad
 
 from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.wav2vec2 import Wav2Vec2Encoder
@@ -70,15 +71,6 @@ def save_checkpoint(folder: Path, masked: bool, seed: int = 0) -> Path:
     Wav2Vec2Model(Wav2Vec2Config(**norm)).eval().save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=masked).save_pretrained(folder)
     return folder
-
-
-def pad(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, S)`` float32 right-padded audio and ``(n,)`` int64 lengths."""
-    lengths = np.array([len(c) for c in clips], np.int64)
-    audio = np.zeros((len(clips), int(lengths.max())), np.float32)
-    for i, c in enumerate(clips):
-        audio[i, : len(c)] = c
-    return audio, lengths
 
 
 def timed(fn: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
