@@ -5,7 +5,8 @@ CSV-injection rule: a text cell (or header) that starts with ``=``, ``+``, ``-``
 a tab or a carriage return is prefixed with a single quote, so a spreadsheet shows it
 as text instead of running it as a formula (``=cmd|' /C calc'!A0``). Numbers are left
 as numbers, so a negative score stays ``-0.25``; only text that would be read as a
-formula changes. Reading the file back, a leading ``'`` before one of those characters
+formula changes. Text cells are written in double quotes (so a tab, CR or newline
+inside one stays inside it), numbers bare. Reading the file back, a leading ``'`` before one of those characters
 marks a neutralised cell (:func:`restore` undoes it).
 
 See https://owasp.org/www-community/attacks/CSV_Injection.
@@ -13,6 +14,7 @@ See https://owasp.org/www-community/attacks/CSV_Injection.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ def write_csv(df: pd.DataFrame, path: str | Path, *, index: bool = False) -> Pat
         raise InputError(f"folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
     frame = df.reset_index() if index else df
     try:
-        neutralised(frame).to_csv(path, index=False)
+        neutralised(frame).to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
