@@ -461,13 +461,27 @@ def info_cmd(index: str | None, as_json: bool) -> None:
 @cli.command("export")
 @index_option
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def export_cmd(index: str | None, out: Path) -> None:
-    """Write every vector to OUT (Parquet): path, level, start_s, end_s, labels, embedding."""
+@click.option("--vectors", type=click.Choice(["searched", "raw"]), default="searched", show_default=True,
+              help="searched: what the index searches, post-processed as its recipe says (center/whiten, "
+                   "fitted on this corpus) and L2-normalised, so a dot product is the query score. raw: the "
+                   "pooled encoder output as stored, before post-processing and normalisation.")
+@click.option("--level", type=click.Choice(["file", "window", "both"]), default="both", show_default=True,
+              help="file: one vector per file; window: one per analysis window (start_s/end_s); both: both, "
+                   "told apart by the 'level' column.")
+@json_option
+def export_cmd(index: str | None, out: Path, vectors: str, level: str, as_json: bool) -> None:
+    """Write vectors to OUT (Parquet): path, level, start_s, end_s, labels, embedding. OUT's folder must
+    exist (it is not created); the file's schema metadata says which vectors it holds."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
-        n = idx.export(out)
-    click.echo(f"wrote {n} rows to {out}")
+        summary = idx.export(out, vectors=vectors, level=level)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    click.echo(summary.describe())
+    if summary.note:
+        click.echo(f"note: {summary.note}")
 
 
 @cli.command("models")

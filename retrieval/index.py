@@ -396,22 +396,16 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.store.info()
 
-    def export(self, out: str | Path) -> int:
-        """Write one Parquet row per vector (file and window levels); returns rows written."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> Any:
+        """Write one Parquet row per vector to ``out``: ``vectors`` ``searched`` (post-processed,
+        unit length) or ``raw`` (pooled, as stored), ``level`` ``file``, ``window`` or ``both``.
 
-        frames = []
-        for level in ("file", "segment"):
-            meta, vecs = self.embeddings(level)  # type: ignore[arg-type]
-            keep = ["path", "start_s", "end_s"] + [c for c in self.store.db.metadata_columns() if c in meta]
-            df = meta[keep].copy()
-            df.insert(1, "level", level)
-            df["embedding"] = list(vecs.astype(np.float32))
-            frames.append(df)
-        table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-        pq.write_table(table, str(out))
-        return table.num_rows
+        Returns:
+            :class:`retrieval.export.ExportSummary` (``.rows`` = rows written).
+        """
+        from retrieval.export import export_vectors
+
+        return export_vectors(self, out, vectors=vectors, level=level)
 
     # -- localisation ----------------------------------------------------------------------
 
