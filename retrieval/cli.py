@@ -306,10 +306,23 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
     with Index.open(index) as idx:
         result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
                               where=list(where), report_dir=report_dir)
+    cov = result.coverage
     if as_json:
-        click.echo(json.dumps(_clean(result.metrics)))
+        coverage = {m: _clean(r) for m, r in cov.to_dict(orient="index").items()}
+        click.echo(json.dumps({**_clean(result.metrics), "coverage": coverage}))
         return
-    _table(["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in result.metrics.items()])
+    notes = list(dict.fromkeys(w for w in cov["why"] if w))
+
+    def _covered(metric: str) -> list[str]:
+        if metric not in cov.index:
+            return ["", ""]
+        r = cov.loc[metric]
+        return [f"{r.averaged_over} {r.unit}", f"{r.excluded}" + (f" [{notes.index(r.why) + 1}]" if r.why else "")]
+
+    _table(["metric", "value", "over", "left out"],
+           [[k, f"{v:.4f}" if isinstance(v, float) else str(v), *_covered(k)] for k, v in result.metrics.items()])
+    for i, note in enumerate(notes, 1):
+        click.echo(f"[{i}] {note}")
     if len(result.confusions):
         click.echo("most confused (true -> predicted):")
         top = result.confusions.head(5)

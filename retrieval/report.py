@@ -99,11 +99,18 @@ def write_report(
 def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> str:
     m = result.metrics
     ks = result.ks
+    cov = result.coverage
     rows = []
     for k in ks:
         rows.append({"k": k, "knn_accuracy": m.get(f"knn_accuracy@{k}"), "precision": m.get(f"precision@{k}"),
-                     "recall": m.get(f"recall@{k}"), "map": m.get(f"map@{k}")})
+                     "recall": m.get(f"recall@{k}"), "map": m.get(f"map@{k}"),
+                     "queries (accuracy, precision)": _over(cov, f"precision@{k}"),
+                     "queries (recall, map)": _over(cov, f"map@{k}")})
     by_k = pd.DataFrame(rows)
+    summary = pd.DataFrame([{"metric": key, "value": float(val), "over": _over(cov, key),
+                             "left out": str(cov.loc[key, "excluded"]) if key in cov.index else "",
+                             "why": cov.loc[key, "why"] if key in cov.index else ""}
+                            for key, val in m.items() if not key.startswith("n_")])
     settings = result.settings
     lines = [
         f"# {title}", "",
@@ -113,8 +120,7 @@ def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> 
         f"{settings.get('weighting', 'similarity')}-weighted votes.", "",
         "## Metrics by k", "", markdown_table(by_k), "",
         "## Summary", "",
-        markdown_table(pd.DataFrame([{"metric": key, "value": float(val)} for key, val in m.items()
-                                     if not key.startswith("n_")]), digits=4), "",
+        markdown_table(summary, digits=4), "",
         f"Chance: majority-label accuracy {m['chance_accuracy']:.4f}, random-ranking precision "
         f"{m['chance_precision']:.4f}. Queries without any neighbour: {m['n_no_neighbours']}; "
         f"without a relevant neighbour: {m['n_no_relevant']}.", "",
@@ -128,6 +134,15 @@ def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> 
         if caption is not None:
             lines += [f"![{caption}]({name})", ""]
     return "\n".join(lines)
+
+
+def _over(cov: pd.DataFrame, metric: str) -> str:
+    """``"27 of 30"``-style count of what ``metric`` averages, from ``EvalResult.coverage``."""
+    if metric not in cov.index:
+        return ""
+    r = cov.loc[metric]
+    total = int(r["averaged_over"]) + int(r["excluded"])
+    return f"{int(r['averaged_over'])} of {total} {r['unit']}" if r["excluded"] else f"{int(r['averaged_over'])} {r['unit']}"
 
 
 def _top_labels(result: EvalResult) -> list[str]:
