@@ -8,6 +8,9 @@
     embedding_map.png  2-D map of the vectors coloured by label (UMAP when umap-learn is
                        importable, else PCA)
     pr_curve.png       interpolated precision-recall curve of the ranking (with chance)
+    per_class.csv      the per-class table; confusions.csv the off-diagonal pairs;
+    predictions.csv    one row per query (written by :func:`retrieval.safecsv.write_csv`,
+                       so label or path cells that look like formulas are neutralised)
 
 Plots use matplotlib's Agg backend, so no display is needed. The per-class bars show
 every label, split into pages; the figures grow with the number of labels. The
@@ -28,6 +31,7 @@ import pandas as pd
 from retrieval.errors import InputError
 from retrieval.evaluate import EvalResult
 from retrieval.knn import check_vectors, split_label
+from retrieval.safecsv import write_csv
 
 #: Labels per page of the per-class plot (every label is shown, over several pages).
 LABELS_PER_PAGE = 60
@@ -99,6 +103,9 @@ def write_report(
         "embedding_map.png": _plot_map(x, labels, out / "embedding_map.png", seed),
         "pr_curve.png": _plot_pr(result, out / "pr_curve.png"),
     }
+    write_csv(result.per_class, out / "per_class.csv")
+    write_csv(result.confusions, out / "confusions.csv")
+    write_csv(result.predictions, out / "predictions.csv", index=True)
     path = out / "report.md"
     path.write_text(_markdown(result, title, images, left_out), encoding="utf-8")
     return path
@@ -133,6 +140,7 @@ def _markdown(result: EvalResult, title: str, images: dict[str, str | None], lef
         f"{m['chance_precision']:.4f}. Queries without any neighbour: {m['n_no_neighbours']}; "
         f"without a relevant neighbour: {m['n_no_relevant']}.", "",
         f"## Per class (vote at k = {result.per_class_k})", "",
+        "Also in per_class.csv; confusions.csv and predictions.csv (one row per query) are beside it.", "",
         markdown_table(result.per_class), "",
         f"## Most confused pairs (k = {result.per_class_k})", "",
         markdown_table(result.confusions.head(TOP_CONFUSIONS)) if len(result.confusions) else "No confusions.", "",

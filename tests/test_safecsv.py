@@ -74,3 +74,24 @@ def test_zeroshot_out_neutralises(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["zeroshot", "--index", str(tmp_path / "ix"), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert rows(out)[1] == ["'@a.wav", "'=1+1", "0.9", "'-x"]
+
+
+def test_eval_report_csvs_neutralise_labels_and_ids(tmp_path):
+    import numpy as np
+
+    from retrieval.evaluate import evaluate
+    from retrieval.report import write_report
+
+    v = np.random.default_rng(0).normal(size=(6, 3))
+    labels = ["=cmd|' /C calc'!A0", "+x"] * 3
+    ids = [f"@file{i}.wav" for i in range(6)]
+    result = evaluate(v, labels, np.arange(6), ks=(1,), item_ids=ids)
+    write_report(result, v, labels, tmp_path / "rep")
+    per_class = rows(tmp_path / "rep" / "per_class.csv")
+    assert sorted(r[0] for r in per_class[1:]) == ["'+x", "'=cmd|' /C calc'!A0"]
+    preds = rows(tmp_path / "rep" / "predictions.csv")
+    assert preds[0][0] == "item" and [r[0] for r in preds[1:]] == ["'" + i for i in ids]
+    assert rows(tmp_path / "rep" / "confusions.csv")[0] == ["true", "predicted", "count", "rate"]
+    for name in ("per_class.csv", "confusions.csv", "predictions.csv"):
+        for row in rows(tmp_path / "rep" / name):
+            assert not any(c.startswith(("=", "+", "@", "\t", "\r")) for c in row)
