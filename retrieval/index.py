@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from retrieval.postprocess import l2_normalize
 from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
 from retrieval.store.db import arrow_of, vectors_of
+
+if TYPE_CHECKING:
+    from retrieval.export import ExportSummary
 
 #: Folder of indexes when ``--index`` names no path (override with ``RETRIEVE_INDEXES``).
 DEFAULT_INDEXES = "indexes"
@@ -396,7 +399,7 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.store.info()
 
-    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> Any:
+    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
         """Write one Parquet row per vector to ``out``: ``vectors`` ``searched`` (post-processed,
         unit length) or ``raw`` (pooled, as stored), ``level`` ``file``, ``window`` or ``both``.
 
