@@ -300,7 +300,8 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @json_option
 def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks: str, level: str, probe: bool,
              report_dir: Path | None, where: tuple[str, ...], as_json: bool) -> None:
-    """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level."""
+    """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level.
+    Beside each metric: how many queries it averages, and how many were left out and why."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
