@@ -207,7 +207,9 @@ def zeroshot_cmd(index: str | None, labels: str | None, label_column: str, templ
         preds, metrics = idx.zero_shot(names, label_column=label_column, templates=list(templates) or None,
                                        evaluate=evaluate)
     if out:
-        preds.to_csv(out, index=False)
+        from retrieval.safecsv import write_csv
+
+        write_csv(preds, out)
     if as_json:
         click.echo(json.dumps({"metrics": metrics, "predictions": None if out else [
             _clean(r) for r in preds[["path", "predicted", "probability", label_column]].to_dict(orient="records")]}))
@@ -240,20 +242,29 @@ def _parse_ks(text: str) -> list[int]:
 @click.option("--label-column", default="label", show_default=True, help="Metadata column whose labels transfer.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of predictions (default for a folder: predictions.csv).")
+@click.option("--include-self", is_flag=True,
+              help="Let a clip that is in the index vote for itself. Default: every indexed file with the "
+                   "clip's content (same bytes, any path) is left out of its vote, as in `retrieve eval`.")
 @where_option
 @json_option
-def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out: Path | None,
+def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out: Path | None, include_self: bool,
                  where: tuple[str, ...], as_json: bool) -> None:
     """kNN label transfer: label CLIPS (a file or a folder) by a similarity-weighted vote of neighbours."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
-        preds = idx.classify(clips, k, label_column=label_column, where=list(where))
+        preds = idx.classify(clips, k, label_column=label_column, where=list(where), include_self=include_self)
+    in_index = int((preds.excluded_self.fillna(0) > 0).sum())
+    self_note = (f"{in_index} of {len(preds)} clip(s) are in the index: each one's own file (same content) was "
+                 "left out of its vote; --include-self counts it" if in_index else
+                 "--include-self: clips in the index voted for themselves" if include_self else None)
     if clips.is_dir() or out:
         out = out or Path("predictions.csv")
         flat = preds.assign(votes=preds.votes.map(json.dumps), scores=preds.scores.map(json.dumps),
                             neighbours=preds.neighbours.map(lambda n: json.dumps(n, default=str)))
-        flat.to_csv(out, index=False)
+        from retrieval.safecsv import write_csv
+
+        write_csv(flat, out)
     if as_json:
         click.echo(json.dumps([_clean(r) for r in preds.to_dict(orient="records")], default=str))
         return
@@ -261,6 +272,8 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
         ok = preds.error.isna()
         click.echo(f"wrote {len(preds)} predictions to {out} ({(~ok).sum()} clips unreadable)")
         click.echo(preds[ok].predicted.value_counts().to_string())
+        if self_note:
+            click.echo(self_note)
         return
     row = preds.iloc[0].to_dict()
     if row["error"]:
@@ -270,6 +283,8 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
            [[lab, f"{v:.3f}", f"{row['scores'][lab]:.3f}"] for lab, v in row["votes"].items()])
     click.echo("neighbours:")
     _table(["path", "similarity", label_column], [[p, f"{sim:.4f}", str(lab)] for p, sim, lab in row["neighbours"]])
+    if self_note:
+        click.echo(self_note)
 
 
 @cli.command("eval")
@@ -285,16 +300,30 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @json_option
 def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks: str, level: str, probe: bool,
              report_dir: Path | None, where: tuple[str, ...], as_json: bool) -> None:
-    """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level."""
+    """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level.
+    Beside each metric: how many queries it averages, and how many were left out and why."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
         result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
                               where=list(where), report_dir=report_dir)
+    cov = result.coverage
     if as_json:
-        click.echo(json.dumps(_clean(result.metrics)))
+        coverage = {m: _clean(r) for m, r in cov.to_dict(orient="index").items()}
+        click.echo(json.dumps({**_clean(result.metrics), "coverage": coverage}))
         return
-    _table(["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in result.metrics.items()])
+    notes = list(dict.fromkeys(w for w in cov["why"] if w))
+
+    def _covered(metric: str) -> list[str]:
+        if metric not in cov.index:
+            return ["", ""]
+        r = cov.loc[metric]
+        return [f"{r.averaged_over} {r.unit}", f"{r.excluded}" + (f" [{notes.index(r.why) + 1}]" if r.why else "")]
+
+    _table(["metric", "value", "over", "left out"],
+           [[k, f"{v:.4f}" if isinstance(v, float) else str(v), *_covered(k)] for k, v in result.metrics.items()])
+    for i, note in enumerate(notes, 1):
+        click.echo(f"[{i}] {note}")
     if len(result.confusions):
         click.echo("most confused (true -> predicted):")
         top = result.confusions.head(5)
@@ -446,13 +475,27 @@ def info_cmd(index: str | None, as_json: bool) -> None:
 @cli.command("export")
 @index_option
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def export_cmd(index: str | None, out: Path) -> None:
-    """Write every vector to OUT (Parquet): path, level, start_s, end_s, labels, embedding."""
+@click.option("--vectors", type=click.Choice(["searched", "raw"]), default="searched", show_default=True,
+              help="searched: what the index searches, post-processed as its recipe says (center/whiten, "
+                   "fitted on this corpus) and L2-normalised, so a dot product is the query score. raw: the "
+                   "pooled encoder output as stored, before post-processing and normalisation.")
+@click.option("--level", type=click.Choice(["file", "window", "both"]), default="both", show_default=True,
+              help="file: one vector per file; window: one per analysis window (start_s/end_s); both: both, "
+                   "told apart by the 'level' column.")
+@json_option
+def export_cmd(index: str | None, out: Path, vectors: str, level: str, as_json: bool) -> None:
+    """Write vectors to OUT (Parquet): path, level, start_s, end_s, labels, embedding. OUT's folder must
+    exist (it is not created); the file's schema metadata says which vectors it holds."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
-        n = idx.export(out)
-    click.echo(f"wrote {n} rows to {out}")
+        summary = idx.export(out, vectors=vectors, level=level)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    click.echo(summary.describe())
+    if summary.note:
+        click.echo(f"note: {summary.note}")
 
 
 @cli.command("models")

@@ -22,7 +22,11 @@ Metrics (``EvalResult.metrics``; ``@k`` for each requested ``k``):
     chance_precision expected precision of a random ranking: mean of R / eligible items
     n_items, n_labelled, n_queries, n_classes, n_no_neighbours, n_no_relevant
 Recall and AP are undefined for a query with no relevant eligible item; such queries
-are left out of those means and counted in ``n_no_relevant``.
+are left out of those means and counted in ``n_no_relevant``. Because precision@k and
+accuracy keep them (as misses), ``map@k`` can read higher than ``precision@1`` when
+group exclusion leaves many queries without a relevant item. ``EvalResult.coverage``
+says, for every metric, how many queries (or labels) it averages, how many were left
+out, and why.
 
 The per-class table and the confusions use the vote at ``per_class_k``, by default the
 largest ``k``: the label transfer ``retrieve classify`` would make with that ``k``. For
@@ -85,6 +89,10 @@ class EvalResult:
         ks: the ``k`` values measured.
         per_class_k: the ``k`` behind ``per_class``, ``confusions`` and ``predicted``.
         settings: how the evaluation was run (weighting, grouped, ...).
+        coverage: one row per metric in ``metrics`` (index ``metric``): ``averaged_over``
+            (how many values its mean takes), ``unit`` (``queries`` or ``labels``),
+            ``excluded`` (queries left out of the mean) and ``why`` (the reason, "" when
+            none was left out; queries kept as misses are said there too).
     """
 
     metrics: dict[str, float | int]
@@ -98,6 +106,7 @@ class EvalResult:
     ks: tuple[int, ...]
     per_class_k: int
     settings: dict[str, Any] = field(default_factory=dict)
+    coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -288,7 +297,38 @@ def evaluate(
     }, index=pd.Index(ids[labelled], name="item"))
     pr_curve = pd.DataFrame({"recall": PR_LEVELS, "precision": pr_sum / pr_n if pr_n else np.full(PR_LEVELS.size, np.nan)})
     settings = {"weighting": weighting, "grouped": groups is not None, "full_map": full_map, "sep": sep}
-    return EvalResult(metrics, per_class, confusions, cm, predictions, pr_curve, classes, multi, ks, k_table, settings)
+    coverage = _coverage(metrics, qcols, n_elig, n_rel, len(classes), groups is not None)
+    return EvalResult(metrics, per_class, confusions, cm, predictions, pr_curve, classes, multi, ks, k_table, settings,
+                      coverage)
+
+
+def _coverage(metrics: dict[str, float | int], qcols: dict[str, np.ndarray], n_elig: np.ndarray, n_rel: np.ndarray,
+              n_classes: int, grouped: bool) -> pd.DataFrame:
+    """How many queries each metric averages, how many it leaves out, and why (see ``EvalResult.coverage``)."""
+    m = int(n_elig.size)
+    own = "their own file and group" if grouped else "their own file"
+    no_rel = int((n_rel == 0).sum())
+    no_nb = int((n_elig == 0).sum())
+    no_rel_why = (f"{no_rel} queries have no relevant item left after excluding {own}; recall and AP are undefined "
+                  "for them") if no_rel else ""
+    misses = (f"none left out: the {no_rel} queries with no relevant item left count as misses here, but are "
+              "left out of recall and map" if no_rel else "")
+    rows = []
+    for name in metrics:
+        if name.startswith("n_"):
+            continue
+        base = name.split("@")[0]
+        if name in qcols and base in ("recall", "map"):
+            n = int(np.isfinite(qcols[name]).sum())
+            rows.append((name, n, "queries", m - n, no_rel_why if m - n else ""))
+        elif name in qcols or name == "chance_accuracy":
+            rows.append((name, m, "queries", 0, misses if base in ("knn_accuracy", "precision") else ""))
+        elif name == "chance_precision":
+            rows.append((name, m - no_nb, "queries", no_nb,
+                         f"{no_nb} queries have no eligible neighbour after excluding {own}" if no_nb else ""))
+        else:  # label_map@K, macro_f1@K: means over labels
+            rows.append((name, n_classes, "labels", 0, ""))
+    return pd.DataFrame(rows, columns=["metric", "averaged_over", "unit", "excluded", "why"]).set_index("metric")
 
 
 def _mean(values: np.ndarray) -> float:

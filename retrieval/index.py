@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +23,15 @@ from retrieval.encoders.base import Encoder, text_unsupported
 from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import IndexNotFoundError, InputError
 from retrieval.filters import compile_where
+from retrieval.knn import split_label
 from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
 from retrieval.store.db import arrow_of, vectors_of
+
+if TYPE_CHECKING:
+    from retrieval.export import ExportSummary
 
 #: Folder of indexes when ``--index`` names no path (override with ``RETRIEVE_INDEXES``).
 DEFAULT_INDEXES = "indexes"
@@ -60,6 +64,15 @@ def find_index(index: str | None) -> Path:
         raise IndexNotFoundError(f"no index under {root}/; build one with `retrieve index CORPUS`")
     raise IndexNotFoundError(
         f"{len(found)} indexes under {root}/ ({', '.join(p.name for p in found)}); choose one with --index NAME")
+
+
+def _clip_hash(clip: str | Path | np.ndarray) -> str | None:
+    """Content hash of a query file, as ingest stores it; None for arrays and non-regular files."""
+    if isinstance(clip, np.ndarray) or not Path(clip).is_file():
+        return None
+    from retrieval.ingest import content_hash
+
+    return content_hash(Path(clip))
 
 
 def _as_path(index: str) -> Path:
@@ -213,7 +226,7 @@ class Index:
 
     def classify(self, clips: str | Path | np.ndarray | Sequence[str | Path], k: int = 10, *,
                  label_column: str = "label", weighting: str = "similarity", sample_rate: int | None = None,
-                 where: str | Sequence[str] | None = None) -> pd.DataFrame:
+                 where: str | Sequence[str] | None = None, include_self: bool = False) -> pd.DataFrame:
         """kNN label transfer: label clips by a similarity-weighted vote of their ``k`` nearest files.
 
         Args:
@@ -221,11 +234,17 @@ class Index:
                 array (with ``sample_rate``).
             label_column: metadata column whose values are transferred (``a;b`` = multi-label).
             where: restrict the voters to files passing a metadata filter.
+            include_self: let a clip that is itself in the index vote for itself. By
+                default every indexed file with the same content (blake2b of the bytes, so
+                a copy at another path too) is left out of that clip's vote, as in
+                ``evaluate``'s leave-one-out; otherwise its own vector (similarity 1.0)
+                would decide the label.
 
         Returns:
             One row per clip: ``clip, predicted, confidence, votes`` (label -> weight) ``,
             scores`` (label -> weighted share), ``neighbours`` (list of ``(path, similarity,
-            label)``), and ``error`` for clips that could not be read.
+            label)``), ``excluded_self`` (indexed files with the clip's content left out of
+            its vote; 0 with ``include_self``), and ``error`` for clips that could not be read.
         """
         from retrieval.audio.discover import discover
         from retrieval.errors import AudioError
@@ -240,22 +259,35 @@ class Index:
         else:
             items = [clips] if isinstance(clips, (str, Path)) else list(clips)
         meta, gallery = self._gallery(label_column, where)
-        rows, queries = [], []
+        labels = meta[label_column].tolist()
+        gallery_keys = None if include_self else self._content_hashes(meta["file_id"])
+        rows, queries, query_keys = [], [], []
         for item in items:
             name = "<array>" if isinstance(item, np.ndarray) else str(item)
             try:
                 queries.append(self.embed(item, sample_rate=sample_rate))
                 rows.append({"clip": name, "error": None})
+                query_keys.append(None if include_self else _clip_hash(item))
             except (AudioError, InputError) as exc:
                 rows.append({"clip": name, "error": str(exc)})
         good = [r for r in rows if r["error"] is None]
-        preds = knn_classify(np.stack(queries), gallery, meta[label_column].tolist(), k,
-                             weighting=weighting) if queries else []
-        paths, labels = meta["path"].tolist(), meta[label_column].tolist()
-        for r, p in zip(good, preds):
+        preds = knn_classify(np.stack(queries), gallery, labels, k, weighting=weighting,
+                             query_ids=None if include_self else query_keys,
+                             gallery_ids=gallery_keys) if queries else []
+        labelled_keys = pd.Series([h for h, lab in zip(gallery_keys or [], labels) if split_label(lab)],
+                                  dtype=object).value_counts()
+        paths = meta["path"].tolist()
+        for r, p, key in zip(good, preds, query_keys):
             r.update(predicted=p.label, confidence=p.confidence, votes=p.votes, scores=p.scores,
-                     neighbours=[(paths[i], sim, labels[i]) for i, sim in p.neighbours])
-        return pd.DataFrame(rows, columns=["clip", "predicted", "confidence", "votes", "scores", "neighbours", "error"])
+                     neighbours=[(paths[i], sim, labels[i]) for i, sim in p.neighbours],
+                     excluded_self=int(labelled_keys.get(key, 0)) if key is not None else 0)
+        return pd.DataFrame(rows, columns=["clip", "predicted", "confidence", "votes", "scores", "neighbours",
+                                           "excluded_self", "error"])
+
+    def _content_hashes(self, file_ids: pd.Series) -> list[str | None]:
+        """The stored content hash of each file id (None for an id not in ``files``)."""
+        by_id = {fid: digest for fid, _, _, digest in self.store.db.known_files().values()}
+        return [by_id.get(fid) for fid in file_ids]
 
     def evaluate(self, label_column: str = "label", group_column: str | None = None, ks: Sequence[int] = (1, 5, 10),
                  *, level: Level = "file", probe: bool = False, where: str | Sequence[str] | None = None,
@@ -367,22 +399,16 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.store.info()
 
-    def export(self, out: str | Path) -> int:
-        """Write one Parquet row per vector (file and window levels); returns rows written."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+        """Write one Parquet row per vector to ``out``: ``vectors`` ``searched`` (post-processed,
+        unit length) or ``raw`` (pooled, as stored), ``level`` ``file``, ``window`` or ``both``.
 
-        frames = []
-        for level in ("file", "segment"):
-            meta, vecs = self.embeddings(level)  # type: ignore[arg-type]
-            keep = ["path", "start_s", "end_s"] + [c for c in self.store.db.metadata_columns() if c in meta]
-            df = meta[keep].copy()
-            df.insert(1, "level", level)
-            df["embedding"] = list(vecs.astype(np.float32))
-            frames.append(df)
-        table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-        pq.write_table(table, str(out))
-        return table.num_rows
+        Returns:
+            :class:`retrieval.export.ExportSummary` (``.rows`` = rows written).
+        """
+        from retrieval.export import export_vectors
+
+        return export_vectors(self, out, vectors=vectors, level=level)
 
     # -- localisation ----------------------------------------------------------------------
 

@@ -2,15 +2,21 @@
 
 ``write_report`` writes into ``out_dir``:
     report.md          metrics, chance levels, per-class table, most-confused pairs
-    per_class.png      precision / recall / F1 per label
+    per_class.png      precision / recall / F1 of every label, sorted by F1 (more than
+                       :data:`LABELS_PER_PAGE` labels continue in per_class_2.png, ...)
     confusion.png      row-normalised confusion matrix
     embedding_map.png  2-D map of the vectors coloured by label (UMAP when umap-learn is
                        importable, else PCA)
     pr_curve.png       interpolated precision-recall curve of the ranking (with chance)
+    per_class.csv      the per-class table; confusions.csv the off-diagonal pairs;
+    predictions.csv    one row per query (written by :func:`retrieval.safecsv.write_csv`,
+                       so label or path cells that look like formulas are neutralised)
 
-Plots use matplotlib's Agg backend, so no display is needed. Large label sets are cut
-to the most frequent labels (:data:`MAX_PLOT_LABELS`), large sets of points to a
-seeded sample (:data:`MAX_MAP_POINTS`).
+Plots use matplotlib's Agg backend, so no display is needed. The per-class bars show
+every label, split into pages; the figures grow with the number of labels. The
+confusion matrix shows every label up to :data:`MAX_CONFUSION_LABELS`; beyond that it
+keeps the labels with the most confusions, and both the plot and ``report.md`` name
+what was left out. The embedding map draws a seeded sample of :data:`MAX_MAP_POINTS`.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ import pandas as pd
 from retrieval.errors import InputError
 from retrieval.evaluate import EvalResult
 from retrieval.knn import check_vectors, split_label
+from retrieval.safecsv import write_csv
 
-#: Labels shown in the per-class and confusion plots (most frequent first).
-MAX_PLOT_LABELS = 30
+#: Labels per page of the per-class plot (every label is shown, over several pages).
+LABELS_PER_PAGE = 60
+#: Labels in the confusion plot; past this the labels with the fewest confusions are left out (and named).
+MAX_CONFUSION_LABELS = 80
 #: Points drawn in the embedding map.
 MAX_MAP_POINTS = 5000
 #: Rows of the most-confused table in report.md.
@@ -85,25 +94,38 @@ def write_report(
         raise InputError(f"report folder {out} is a file; pass a folder path")
     out.mkdir(parents=True, exist_ok=True)
 
+    for stale in out.glob("per_class_*.png"):  # pages of an earlier, larger report
+        stale.unlink()
+    shown, left_out = confusion_labels(result)
     images = {
-        "per_class.png": _plot_per_class(result, out / "per_class.png"),
-        "confusion.png": _plot_confusion(result, out / "confusion.png"),
+        **_plot_per_class(result, out),
+        "confusion.png": _plot_confusion(result, shown, left_out, out / "confusion.png"),
         "embedding_map.png": _plot_map(x, labels, out / "embedding_map.png", seed),
         "pr_curve.png": _plot_pr(result, out / "pr_curve.png"),
     }
+    write_csv(result.per_class, out / "per_class.csv")
+    write_csv(result.confusions, out / "confusions.csv")
+    write_csv(result.predictions, out / "predictions.csv", index=True)
     path = out / "report.md"
-    path.write_text(_markdown(result, title, images), encoding="utf-8")
+    path.write_text(_markdown(result, title, images, left_out), encoding="utf-8")
     return path
 
 
-def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> str:
+def _markdown(result: EvalResult, title: str, images: dict[str, str | None], left_out: Sequence[str] = ()) -> str:
     m = result.metrics
     ks = result.ks
+    cov = result.coverage
     rows = []
     for k in ks:
         rows.append({"k": k, "knn_accuracy": m.get(f"knn_accuracy@{k}"), "precision": m.get(f"precision@{k}"),
-                     "recall": m.get(f"recall@{k}"), "map": m.get(f"map@{k}")})
+                     "recall": m.get(f"recall@{k}"), "map": m.get(f"map@{k}"),
+                     "queries (accuracy, precision)": _over(cov, f"precision@{k}"),
+                     "queries (recall, map)": _over(cov, f"map@{k}")})
     by_k = pd.DataFrame(rows)
+    summary = pd.DataFrame([{"metric": key, "value": float(val), "over": _over(cov, key),
+                             "left out": str(cov.loc[key, "excluded"]) if key in cov.index else "",
+                             "why": cov.loc[key, "why"] if key in cov.index else ""}
+                            for key, val in m.items() if not key.startswith("n_")])
     settings = result.settings
     lines = [
         f"# {title}", "",
@@ -113,62 +135,109 @@ def _markdown(result: EvalResult, title: str, images: dict[str, str | None]) -> 
         f"{settings.get('weighting', 'similarity')}-weighted votes.", "",
         "## Metrics by k", "", markdown_table(by_k), "",
         "## Summary", "",
-        markdown_table(pd.DataFrame([{"metric": key, "value": float(val)} for key, val in m.items()
-                                     if not key.startswith("n_")]), digits=4), "",
+        markdown_table(summary, digits=4), "",
         f"Chance: majority-label accuracy {m['chance_accuracy']:.4f}, random-ranking precision "
         f"{m['chance_precision']:.4f}. Queries without any neighbour: {m['n_no_neighbours']}; "
         f"without a relevant neighbour: {m['n_no_relevant']}.", "",
         f"## Per class (vote at k = {result.per_class_k})", "",
+        "Also in per_class.csv; confusions.csv and predictions.csv (one row per query) are beside it.", "",
         markdown_table(result.per_class), "",
         f"## Most confused pairs (k = {result.per_class_k})", "",
         markdown_table(result.confusions.head(TOP_CONFUSIONS)) if len(result.confusions) else "No confusions.", "",
         "## Plots", "",
     ]
+    if left_out:
+        lines += [f"The confusion plot shows {len(result.classes) - len(left_out)} of {len(result.classes)} labels "
+                  f"(those with the most confusions); left out ({len(left_out)}, the table above has them all): "
+                  + ", ".join(str(c).replace("|", "\\|") for c in left_out) + ".", ""]
     for name, caption in images.items():
         if caption is not None:
             lines += [f"![{caption}]({name})", ""]
     return "\n".join(lines)
 
 
-def _top_labels(result: EvalResult) -> list[str]:
-    pc = result.per_class.sort_values(["support", "label"], ascending=[False, True])
-    return list(pc["label"].head(MAX_PLOT_LABELS))
+def _over(cov: pd.DataFrame, metric: str) -> str:
+    """``"27 of 30"``-style count of what ``metric`` averages, from ``EvalResult.coverage``."""
+    if metric not in cov.index:
+        return ""
+    r = cov.loc[metric]
+    total = int(r["averaged_over"]) + int(r["excluded"])
+    return f"{int(r['averaged_over'])} of {total} {r['unit']}" if r["excluded"] else f"{int(r['averaged_over'])} {r['unit']}"
 
 
-def _plot_per_class(result: EvalResult, path: Path) -> str:
+def per_class_order(result: EvalResult) -> pd.DataFrame:
+    """The per-class table sorted for the bars: F1, then recall, then precision, highest first; ties by label."""
+    return result.per_class.sort_values(["f1", "recall", "precision", "label"],
+                                        ascending=[False, False, False, True], ignore_index=True)
+
+
+def confusion_labels(result: EvalResult) -> tuple[list[str], list[str]]:
+    """``(shown, left_out)`` labels of the confusion plot, each in the matrix's (sorted) order.
+
+    Every label when there are at most :data:`MAX_CONFUSION_LABELS`; otherwise the labels
+    most involved in confusions (off-diagonal counts as true plus as predicted), ties by
+    support then label.
+    """
+    cm = result.confusion_matrix
+    names = list(cm.index)
+    if len(names) <= MAX_CONFUSION_LABELS:
+        return names, []
+    c = cm.to_numpy()
+    off = c.sum(axis=0) + c.sum(axis=1) - 2 * np.diag(c)
+    support = result.per_class.set_index("label").loc[names, "support"].to_numpy()
+    rank = sorted(range(len(names)), key=lambda i: (-off[i], -support[i], str(names[i])))
+    keep = set(rank[:MAX_CONFUSION_LABELS])
+    return [n for i, n in enumerate(names) if i in keep], [n for i, n in enumerate(names) if i not in keep]
+
+
+def _plot_per_class(result: EvalResult, out: Path) -> dict[str, str]:
+    """Horizontal precision/recall/F1 bars of every label, best F1 on top, :data:`LABELS_PER_PAGE` a page.
+
+    Returns:
+        file name -> caption, one entry per page (``per_class.png``, ``per_class_2.png``, ...).
+    """
     import matplotlib.pyplot as plt
 
-    keep = set(_top_labels(result))
-    pc = result.per_class[result.per_class["label"].isin(keep)]
-    n = len(pc)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n + 2), 4.0))
-    pos = np.arange(n)
-    for i, col in enumerate(("precision", "recall", "f1")):
-        ax.bar(pos + (i - 1) * 0.27, pc[col].fillna(0.0), width=0.27, label=col)
-    ax.set_xticks(pos, [str(v) for v in pc["label"]], rotation=60 if n > 12 else 0, ha="right" if n > 12 else "center")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("score")
-    ax.set_title(f"Per-class kNN label transfer (k = {result.per_class_k})")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return "per-class precision, recall and F1"
+    pc = per_class_order(result)
+    total = len(pc)
+    pages = max(1, -(-total // LABELS_PER_PAGE))
+    images = {}
+    for page in range(pages):
+        part = pc.iloc[page * LABELS_PER_PAGE:(page + 1) * LABELS_PER_PAGE]
+        n = len(part)
+        fig, ax = plt.subplots(figsize=(8.0, 1.6 + 0.3 * max(n, 4)))
+        pos = np.arange(n)
+        for i, col in enumerate(("f1", "recall", "precision")):
+            ax.barh(pos + (i - 1) * 0.27, part[col].fillna(0.0), height=0.27, label=col)
+        ax.set_yticks(pos, [str(v) for v in part["label"]], fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)  # best F1 at the top
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("score")
+        span = f"labels {page * LABELS_PER_PAGE + 1}-{page * LABELS_PER_PAGE + n} of {total}"
+        ax.set_title(f"Per-class kNN label transfer (k = {result.per_class_k}), by F1; {span}", fontsize=10)
+        ax.legend(loc="lower right", fontsize=8)  # same top-to-bottom order as each label's bars
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        name = "per_class.png" if page == 0 else f"per_class_{page + 1}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        images[name] = f"per-class F1, recall and precision, sorted by F1 ({span})"
+    return images
 
 
-def _plot_confusion(result: EvalResult, path: Path) -> str:
+def _plot_confusion(result: EvalResult, keep: list[str], left_out: list[str], path: Path) -> str:
     import matplotlib.pyplot as plt
 
-    keep = [c for c in result.confusion_matrix.index if c in set(_top_labels(result))]
     cm = result.confusion_matrix.loc[keep, keep].to_numpy(float)
     support = result.per_class.set_index("label").loc[keep, "support"].to_numpy(float)
     norm = cm / np.maximum(support, 1)[:, None]
     n = len(keep)
-    size = max(4.0, 0.35 * n + 2)
+    size = max(4.0, 0.3 * n + 2.5)
+    fontsize = 8 if n <= 40 else 7
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), keep, rotation=90)
-    ax.set_yticks(range(n), keep)
+    ax.set_xticks(range(n), [str(c) for c in keep], rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), [str(c) for c in keep], fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if n <= 15:
@@ -178,11 +247,16 @@ def _plot_confusion(result: EvalResult, path: Path) -> str:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true label")
-    ax.set_title(f"Confusions (k = {result.per_class_k})")
+    title = f"Confusions (k = {result.per_class_k}), all {n} labels"
+    if left_out:
+        title = (f"Confusions (k = {result.per_class_k}): {n} of {n + len(left_out)} labels, those most confused;\n"
+                 f"{len(left_out)} left out (named in report.md)")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return "confusion matrix, rows normalised by support"
+    caption = "confusion matrix, rows normalised by support"
+    return caption + (f" ({n} of {n + len(left_out)} labels)" if left_out else "")
 
 
 def project_2d(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:

@@ -102,7 +102,7 @@ def test_export_parquet(indexed, tmp_path):
     import pyarrow.parquet as pq
 
     with Index.open(indexed[1]) as idx:
-        n = idx.export(tmp_path / "out.parquet")
+        n = idx.export(tmp_path / "out.parquet").rows
         dim = idx.store.search_dim
     table = pq.read_table(tmp_path / "out.parquet")
     assert n == table.num_rows == 40
