@@ -8,6 +8,7 @@ for reading; JSON, newline-delimited JSON and CSV carry the exact values.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -79,12 +80,12 @@ def emit(output: Output, rows: Sequence[Mapping[str, Any]], columns: Sequence[st
             click.echo(json.dumps(r, ensure_ascii=False, default=str))
     elif output == "csv":
         keys = _keys(records)
-        stream = click.get_text_stream("stdout")
-        writer = csv.DictWriter(stream, fieldnames=keys, lineterminator="\n", extrasaction="ignore")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
         for r in records:
             writer.writerow({k: _csv_cell(r.get(k)) for k in keys})
-        stream.flush()
+        click.echo(buffer.getvalue(), nl=False)
     elif not records:
         click.echo(empty)
     else:
