@@ -354,9 +354,9 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Bootstrap resamples behind the confidence interval and p-value of the winner's margin.")
-@json_option
+@output_options
 def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str | None, ks: str, metric: str,
-                level: str, resamples: int, as_json: bool) -> None:
+                level: str, resamples: int, output: Output) -> None:
     """Side by side: which encoder, pooling or post-processing gives the best neighbours on this data?"""
     from retrieval.compare import compare
     from retrieval.index import Index
@@ -370,13 +370,15 @@ def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str |
     first = next(iter(results.values()))
     groups = first.predictions["group"].tolist() if group_column else None
     cmp = compare(results, metric, groups=groups, n_resamples=resamples)
-    if as_json:
-        click.echo(json.dumps({"table": json.loads(cmp.table.to_json(orient="index")), "winner": cmp.winner,
-                               "runner_up": cmp.runner_up, "metric": cmp.metric, "margin": cmp.margin,
-                               "ci": [cmp.ci_low, cmp.ci_high], "p_value": cmp.p_value}))
+    by_index = cmp.table.to_dict(orient="index")
+    rows = [{"index": name, **row} for name, row in by_index.items()]
+    if output != "table":
+        emit(output, rows, document={
+            "table": by_index, "winner": cmp.winner, "runner_up": cmp.runner_up,
+            "metric": cmp.metric, "margin": cmp.margin, "ci": [cmp.ci_low, cmp.ci_high], "p_value": cmp.p_value})
         return
     shown = [c for c in cmp.table.columns if "@" in c or c in ("map", "chance_accuracy")]
-    _table(["index"] + shown, [[name] + [f"{row[c]:.4f}" for c in shown] for name, row in cmp.table.iterrows()])
+    emit(output, rows, ["index"] + shown, formats=dict.fromkeys(shown, rounded(4)))
     click.echo(cmp.summary())
 
 

@@ -61,7 +61,7 @@ def test_errors_lists_failed_and_warned_files_with_reasons(indexed):
 # -- 22: one set of output options on every row command ----------------------------------------
 
 
-ROW_COMMANDS = ["query", "text", "classify", "eval", "errors", "zeroshot", "locate"]
+ROW_COMMANDS = ["query", "text", "classify", "eval", "errors", "zeroshot", "locate", "compare"]
 
 
 @pytest.mark.parametrize("name", ROW_COMMANDS)
@@ -155,3 +155,18 @@ def test_long_commands_show_progress_on_request_and_not_otherwise(indexed):
         quiet = _run(*args)  # not a terminal: no bar
         assert quiet.exit_code == 0 and bar not in quiet.stderr
         assert bar not in _run(*args, "--no-progress").stderr
+
+
+def test_compare_prints_rows_per_index_and_keeps_its_json(indexed):
+    root, ix = indexed
+    other = root.parent / "ix_center"
+    assert _run("index", root, "--index", other, "--postprocess", "center").exit_code == 0
+    base = ["compare", "--index", ix, "--index", other, "--label-column", "label", "--resamples", "100"]
+    doc = json.loads(_run(*base, "--json").stdout)
+    assert {"table", "winner", "margin", "ci", "p_value"} <= set(doc)
+    rows = list(csv.DictReader(io.StringIO(_run(*base, "--csv").stdout)))
+    assert len(rows) == 2 and {r["index"] for r in rows} == set(doc["table"])
+    for r in rows:
+        assert float(r["knn_accuracy@1"]) == doc["table"][r["index"]]["knn_accuracy@1"]
+    table = _run(*base)
+    assert table.exit_code == 0 and table.output.splitlines()[0].split()[:2] == ["index", "knn_accuracy@1"]
