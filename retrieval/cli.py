@@ -18,10 +18,11 @@ from typing import Any
 import click
 
 from retrieval import progress as progress_bars
+from retrieval.configure import DEFAULT_POSTPROCESS
 from retrieval.encoders.precision import PRECISIONS
 from retrieval.errors import RetrievalError
-from retrieval.store.db import SEVERITIES
 from retrieval.render import Output, emit, output_options, rounded, table as _table
+from retrieval.store.db import SEVERITIES
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
 _TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
@@ -62,6 +63,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def json_option(f: Callable) -> Callable:
+    """Add ``--json`` (passed as ``as_json``) to a command that prints one document rather than rows."""
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
 
 
@@ -134,7 +136,7 @@ def _is_number(text: str) -> bool:
               help="How frames become window and file vectors (default: the encoder's). "
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
-              help="Label-free post-processing fitted on the corpus [default: whiten, or the index's].")
+              help=f"Label-free post-processing fitted on the corpus [default: {DEFAULT_POSTPROCESS}, or the index's].")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)),
               help="Inference precision (default fp32): fp16 on CUDA only, int8 on CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
@@ -450,7 +452,8 @@ def info_cmd(index: str | None, as_json: bool) -> None:
         ("index", info["path"]), ("corpus", info["corpus_root"]),
         ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
         ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
-        ("errors", f"{info['errors']} errors, {info['warnings']} warnings"),
+        ("errors", f"{info['errors']} errors, {info['warnings']} warnings"
+                   + (" (list them: retrieve errors)" if info["errors"] or info["warnings"] else "")),
     ]
     if recipe:
         lines += [

@@ -54,6 +54,7 @@ def test_errors_lists_failed_and_warned_files_with_reasons(indexed):
     table = _run("errors", "--index", ix)
     assert table.exit_code == 0 and table.output.split()[:5] == ["path", "severity", "stage", "reason", "when"]
     assert "broken.wav" in table.output and "quiet/hush.wav" in table.output
+    assert "1 errors, 1 warnings (list them: retrieve errors)" in _run("info", "--index", ix).output
     bad = _run("errors", "--index", ix, "--severity", "fatal")
     assert bad.exit_code == 2 and "'error', 'warning'" in bad.output
 
