@@ -1,14 +1,15 @@
 """The ``retrieve`` command: argument parsing and rendering only.
 
-Each command makes one library call. Library errors (:class:`RetrievalError`) become
-one-line messages with exit code 1 in one place (:class:`_Group`), and the shared
-``--json`` option lives in one decorator.
+Each command makes one library call. Every exception becomes a one-line message with exit
+code 1 in one place (:class:`_Group`); row output goes through one decorator and one
+printer (:mod:`retrieval.render`), and progress bars through one switch (:func:`progress_option`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,28 +17,66 @@ from typing import Any
 
 import click
 
+from retrieval import progress as progress_bars
+from retrieval.configure import DEFAULT_POSTPROCESS
 from retrieval.encoders.precision import PRECISIONS
 from retrieval.errors import RetrievalError
+from retrieval.render import Output, emit, output_options, rounded, table as _table
+from retrieval.store.db import SEVERITIES
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
 _TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
+#: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
+TRACEBACK_ENV = "RETRIEVE_TRACEBACK"
 
 
 class _Group(click.Group):
-    """Turns library errors into ``Error: <message>`` and exit code 1, with no traceback."""
+    """Turns every exception into ``Error: <message>`` and exit code 1, with no traceback.
+
+    Library errors (:class:`RetrievalError`) carry their own message and fix. File-system
+    and database errors, and anything unexpected, are summarised in one line too; set
+    ``RETRIEVE_TRACEBACK=1`` to see where an unexpected one came from.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except RetrievalError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
             sys.exit(130)
+        except OSError as exc:
+            raise click.ClickException(_first_line(exc)) from None
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            raise click.ClickException(f"unexpected {type(exc).__name__}: {_first_line(exc)} "
+                                       f"(set {TRACEBACK_ENV}=1 to see where, and please report it)") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or repr(exc)
+    return text.splitlines()[0]
 
 
 def json_option(f: Callable) -> Callable:
+    """Add ``--json`` (passed as ``as_json``) to a command that prints one document rather than rows."""
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
+
+
+def progress_option(f: Callable) -> Callable:
+    """Add ``--progress/--no-progress`` and show :mod:`retrieval.progress` bars while the command runs."""
+
+    @functools.wraps(f)
+    def run(*args: Any, progress: bool | None, **kwargs: Any) -> Any:
+        with progress_bars.shown(progress):
+            return f(*args, **kwargs)
+
+    return click.option("--progress/--no-progress", default=None,
+                        help="Progress bar on stderr (default: when stderr is a terminal).")(run)
 
 
 def index_option(f: Callable) -> Callable:
@@ -97,7 +136,7 @@ def _is_number(text: str) -> bool:
               help="How frames become window and file vectors (default: the encoder's). "
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
-              help="Label-free post-processing fitted on the corpus.")
+              help=f"Label-free post-processing fitted on the corpus [default: {DEFAULT_POSTPROCESS}, or the index's].")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)),
               help="Inference precision (default fp32): fp16 on CUDA only, int8 on CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
@@ -157,9 +196,9 @@ def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str |
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
 @where_option
-@json_option
+@output_options
 def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
-              where: tuple[str, ...], as_json: bool) -> None:
+              where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
     from retrieval.index import Index
 
@@ -167,7 +206,7 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
         raise click.ClickException(f"query clip {clip} does not exist or is not a file")
     with Index.open(index) as idx:
         hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s)
-    _render_hits(hits, as_json)
+    _render_hits(hits, output)
 
 
 @cli.command("text")
@@ -176,15 +215,15 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 @index_option
 @click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
 @where_option
-@json_option
+@output_options
 def text_cmd(description: str, k: int, index: str | None, segments: bool, where: tuple[str, ...],
-             as_json: bool) -> None:
+             output: Output) -> None:
     """Search by a text description such as "glass breaking" (indexes built with a text-audio encoder: clap)."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
         hits = idx.search_text(description, k, segments=segments, where=list(where))
-    _render_hits(hits, as_json)
+    _render_hits(hits, output)
 
 
 @cli.command("zeroshot")
@@ -196,9 +235,10 @@ def text_cmd(description: str, k: int, index: str | None, segments: bool, where:
               help="Prompt template with {label}; repeat to ensemble. Default: four CLAP-style prompts.")
 @click.option("--eval", "evaluate", is_flag=True, help="Report zero-shot accuracy and mAP against --label-column.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write every file's prediction to a CSV.")
-@json_option
+@output_options
+@progress_option
 def zeroshot_cmd(index: str | None, labels: str | None, label_column: str, templates: tuple[str, ...],
-                 evaluate: bool, out: Path | None, as_json: bool) -> None:
+                 evaluate: bool, out: Path | None, output: Output) -> None:
     """Zero-shot classification of every indexed file from class names alone (text-audio encoders)."""
     from retrieval.index import Index
 
@@ -210,14 +250,12 @@ def zeroshot_cmd(index: str | None, labels: str | None, label_column: str, templ
         from retrieval.safecsv import write_csv
 
         write_csv(preds, out)
-    if as_json:
-        click.echo(json.dumps({"metrics": metrics, "predictions": None if out else [
-            _clean(r) for r in preds[["path", "predicted", "probability", label_column]].to_dict(orient="records")]}))
+    records = preds[["path", "predicted", "probability", label_column]].to_dict(orient="records")
+    if output != "table":
+        emit(output, records, document={"metrics": metrics, "predictions": None if out else records})
         return
     shown = preds.head(20)
-    _table(["path", "predicted", "probability", label_column],
-           [[r.path, r.predicted, f"{r.probability:.3f}", "" if r[label_column] is None else str(r[label_column])]
-            for _, r in shown.iterrows()])
+    emit(output, records[:len(shown)], formats={"probability": rounded(3)})
     if len(preds) > len(shown):
         click.echo(f"... {len(preds) - len(shown)} more" + (f" in {out}" if out else " (use --out FILE.csv)"))
     if metrics:
@@ -246,9 +284,10 @@ def _parse_ks(text: str) -> list[int]:
               help="Let a clip that is in the index vote for itself. Default: every indexed file with the "
                    "clip's content (same bytes, any path) is left out of its vote, as in `retrieve eval`.")
 @where_option
-@json_option
+@output_options
+@progress_option
 def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out: Path | None, include_self: bool,
-                 where: tuple[str, ...], as_json: bool) -> None:
+                 where: tuple[str, ...], output: Output) -> None:
     """kNN label transfer: label CLIPS (a file or a folder) by a similarity-weighted vote of neighbours."""
     from retrieval.index import Index
 
@@ -265,8 +304,8 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
         from retrieval.safecsv import write_csv
 
         write_csv(flat, out)
-    if as_json:
-        click.echo(json.dumps([_clean(r) for r in preds.to_dict(orient="records")], default=str))
+    if output != "table":
+        emit(output, preds.to_dict(orient="records"))
         return
     if clips.is_dir():
         ok = preds.error.isna()
@@ -292,14 +331,16 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @click.option("--label-column", required=True, help="Metadata column with the labels (a;b = multi-label).")
 @click.option("--group-column", help="Neighbours from the same group (speaker, recording, site) never count.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
-@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True)
+@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True,
+              help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write report.md with plots (per-class bars, confusion matrix, 2-D map, PR curve) here.")
 @where_option
-@json_option
+@output_options
+@progress_option
 def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks: str, level: str, probe: bool,
-             report_dir: Path | None, where: tuple[str, ...], as_json: bool) -> None:
+             report_dir: Path | None, where: tuple[str, ...], output: Output) -> None:
     """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level.
     Beside each metric: how many queries it averages, and how many were left out and why."""
     from retrieval.index import Index
@@ -308,20 +349,23 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
         result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
                               where=list(where), report_dir=report_dir)
     cov = result.coverage
-    if as_json:
-        coverage = {m: _clean(r) for m, r in cov.to_dict(orient="index").items()}
-        click.echo(json.dumps({**_clean(result.metrics), "coverage": coverage}))
-        return
     notes = list(dict.fromkeys(w for w in cov["why"] if w))
 
-    def _covered(metric: str) -> list[str]:
+    def _covered(metric: str) -> dict[str, Any]:
         if metric not in cov.index:
-            return ["", ""]
+            return {"over": None, "left_out": None, "why": None}
         r = cov.loc[metric]
-        return [f"{r.averaged_over} {r.unit}", f"{r.excluded}" + (f" [{notes.index(r.why) + 1}]" if r.why else "")]
+        return {"over": f"{r.averaged_over} {r.unit}", "left_out": int(r.excluded), "why": r.why or None}
 
-    _table(["metric", "value", "over", "left out"],
-           [[k, f"{v:.4f}" if isinstance(v, float) else str(v), *_covered(k)] for k, v in result.metrics.items()])
+    rows = [{"metric": k, "value": v, **_covered(k)} for k, v in result.metrics.items()]
+    if output != "table":
+        coverage = {m: r for m, r in cov.to_dict(orient="index").items()}
+        emit(output, rows, document={**result.metrics, "coverage": coverage})
+        return
+    shown = [{**r, "left out": "" if r["left_out"] is None else
+              f"{r['left_out']}" + (f" [{notes.index(r['why']) + 1}]" if r["why"] else "")} for r in rows]
+    emit(output, shown, columns=["metric", "value", "over", "left out"],
+         formats={"value": lambda v: f"{v:.4f}" if isinstance(v, float) else str(v), "over": lambda o: o or ""})
     for i, note in enumerate(notes, 1):
         click.echo(f"[{i}] {note}")
     if len(result.confusions):
@@ -340,11 +384,13 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
 @click.option("--group-column", help="Exclude same-group neighbours, and resample whole groups in the bootstrap.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
 @click.option("--metric", default="knn_accuracy@1", show_default=True, help="Metric that names the winner.")
-@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True)
-@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
-@json_option
+@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True,
+              help="Score whole files (each by its file vector) or every window as its own item.")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Bootstrap resamples behind the confidence interval and p-value of the winner's margin.")
+@output_options
 def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str | None, ks: str, metric: str,
-                level: str, resamples: int, as_json: bool) -> None:
+                level: str, resamples: int, output: Output) -> None:
     """Side by side: which encoder, pooling or post-processing gives the best neighbours on this data?"""
     from retrieval.compare import compare
     from retrieval.index import Index
@@ -358,13 +404,15 @@ def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str |
     first = next(iter(results.values()))
     groups = first.predictions["group"].tolist() if group_column else None
     cmp = compare(results, metric, groups=groups, n_resamples=resamples)
-    if as_json:
-        click.echo(json.dumps({"table": json.loads(cmp.table.to_json(orient="index")), "winner": cmp.winner,
-                               "runner_up": cmp.runner_up, "metric": cmp.metric, "margin": cmp.margin,
-                               "ci": [cmp.ci_low, cmp.ci_high], "p_value": cmp.p_value}))
+    by_index = cmp.table.to_dict(orient="index")
+    rows = [{"index": name, **row} for name, row in by_index.items()]
+    if output != "table":
+        emit(output, rows, document={
+            "table": by_index, "winner": cmp.winner, "runner_up": cmp.runner_up,
+            "metric": cmp.metric, "margin": cmp.margin, "ci": [cmp.ci_low, cmp.ci_high], "p_value": cmp.p_value})
         return
     shown = [c for c in cmp.table.columns if "@" in c or c in ("map", "chance_accuracy")]
-    _table(["index"] + shown, [[name] + [f"{row[c]:.4f}" for c in shown] for name, row in cmp.table.iterrows()])
+    emit(output, rows, ["index"] + shown, formats=dict.fromkeys(shown, rounded(4)))
     click.echo(cmp.summary())
 
 
@@ -375,8 +423,11 @@ def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str |
 @click.option("--column", default="audioset_tags", show_default=True, help="Metadata column for the tags.")
 @click.option("--ontology", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="AudioSet class_labels_indices.csv, to store class names instead of AudioSet ids.")
-@click.option("--device", default="cpu", show_default=True)
-def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path | None, device: str) -> None:
+@click.option("--device", default="cpu", show_default=True, help="torch device for the tagging model.")
+@json_option
+@progress_option
+def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path | None, device: str,
+            as_json: bool) -> None:
     """Store each file's top AudioSet tags (fine-tuned BEATs) as metadata, for --where and eval."""
     from retrieval.index import find_index
     from retrieval.store import Store
@@ -385,39 +436,24 @@ def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path
     with Store.open(find_index(index), writable=True) as store:
         n = tag_files(store, model, top=top, column=column, ontology=ontology, device=device,
                       on_warning=lambda line: click.echo(f"warning: {line}", err=True))
+    if as_json:
+        click.echo(json.dumps({"tagged": n, "column": column, "score_column": f"{column}_score"}))
+        return
     click.echo(f"tagged {n} files (column {column!r}; filter with --where \"{column} LIKE '%...%'\")")
 
 
-def _render_hits(hits: Any, as_json: bool) -> None:
-    records = [_clean(r) for r in hits.to_dict(orient="records")]
-    if as_json:
-        click.echo(json.dumps(records, ensure_ascii=False))
-        return
-    if not records:
-        click.echo("no results")
-        return
-    extra = [c for c in hits.columns if c not in _TABLE_SKIP and hits[c].notna().any()]
-    rows = [[str(r["rank"]), f"{r['score']:.4f}", r["path"], f"{r['start_s']:.2f}-{r['end_s']:.2f}s"]
-            + ["" if r.get(c) is None else str(r[c]) for c in extra] for r in records]
-    _table(["rank", "score", "path", "time"] + extra, rows)
-
-
-def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in record.items():
-        if hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        out[key] = value
-    return out
-
-
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+def _render_hits(hits: Any, output: Output) -> None:
+    """Hits as rows; a query warning (a silent clip) goes to stderr and into every machine-readable row."""
+    warnings = hits.attrs.get("warnings") or []
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+    records = hits.to_dict(orient="records")
+    if output == "table":
+        extra = [c for c in hits.columns if c not in _TABLE_SKIP and hits[c].notna().any()]
+        rows = [{**r, "time": f"{r['start_s']:.2f}-{r['end_s']:.2f}s"} for r in records]
+        emit(output, rows, ["rank", "score", "path", "time"] + extra, formats={"score": rounded(4)})
+    else:
+        emit(output, [{**r, "query_warning": "; ".join(warnings)} for r in records] if warnings else records)
 
 
 # -- info / export / models ----------------------------------------------------------------
@@ -448,7 +484,8 @@ def info_cmd(index: str | None, as_json: bool) -> None:
         ("index", info["path"]), ("corpus", info["corpus_root"]),
         ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
         ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
-        ("errors", f"{info['errors']} errors, {info['warnings']} warnings"),
+        ("errors", f"{info['errors']} errors, {info['warnings']} warnings"
+                   + (" (list them: retrieve errors)" if info["errors"] or info["warnings"] else "")),
     ]
     if recipe:
         lines += [
@@ -470,6 +507,24 @@ def info_cmd(index: str | None, as_json: bool) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+@cli.command("errors")
+@index_option
+@click.option("--severity", type=click.Choice(list(SEVERITIES)),
+              help="Only files that failed (error: not in the index) or went in with a caveat (warning). "
+                   "Default: both.")
+@output_options
+def errors_cmd(index: str | None, severity: str | None, output: Output) -> None:
+    """Files that failed or were warned about while indexing: path, severity, stage, reason and when."""
+    from retrieval.index import Index
+
+    with Index.open(index) as idx:
+        found = idx.errors(severity)  # type: ignore[arg-type]
+    rows = [{"path": r["path"], "severity": r["severity"], "stage": r["stage"], "reason": r["reason"],
+             "when": None if r["recorded_at"] is None else str(r["recorded_at"])[:19]}
+            for r in found.to_dict(orient="records")]
+    emit(output, rows, empty=f"no {severity or 'error or warning'}s recorded")
 
 
 @cli.command("export")
@@ -551,12 +606,13 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of the similarity over time with the events shaded and the threshold line.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
-@json_option
+@output_options
+@progress_option
 def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
                opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
                threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, near_peak: float,
                no_standardize: bool,
-               start_s: float | None, end_s: float | None, plot: Path | None, device: str, as_json: bool) -> None:
+               start_s: float | None, end_s: float | None, plot: Path | None, device: str, output: Output) -> None:
     """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
     of every window of LONG_FILE (streamed) to the query."""
     if len(paths) != (1 if text is not None else 2):
@@ -578,19 +634,24 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
         events = locate(clip, long_file, encoder or "logmel", model=model, options=_parse_opts(opts), device=device,
                         pooling=pooling, **shared)
     a = events.attrs
-    if as_json:
-        click.echo(json.dumps({"query": text if text is not None else str(clip), "long_file": str(long_file),
-                               **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s",
-                                                    "duration_s", "encoder", "pooling")},
-                               "plot": None if plot is None else str(plot),
-                               "events": [_clean(r) for r in events.to_dict(orient="records")]}))
+    for line in a.get("warnings", []):
+        click.echo(f"warning: {line}", err=True)
+    records = events.to_dict(orient="records")
+    if output != "table":
+        emit(output, records, document={
+            "query": text if text is not None else str(clip), "long_file": str(long_file),
+            **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s", "duration_s",
+                                 "encoder", "pooling")},
+            "plot": None if plot is None else str(plot), "warnings": a.get("warnings", []), "events": records})
         return
     click.echo(f"{len(events)} event(s) in {long_file} ({a['duration_s']:.1f} s); threshold {a['threshold']:.4f}, "
                f"background {a['background']:.4f}; window {a['window_s']:.3f} s, hop {a['hop_s']:.3f} s")
     if len(events):
-        _table(["#", "start_s", "end_s", "peak_s", "peak_score", "mean_score"],
-               [[str(i + 1), f"{r.start_s:.3f}", f"{r.end_s:.3f}", f"{r.peak_s:.3f}", f"{r.peak_score:.4f}",
-                 f"{r.mean_score:.4f}"] for i, r in enumerate(events.itertuples())])
+        seconds, score = rounded(3), rounded(4)
+        emit(output, [{"#": i + 1, **r} for i, r in enumerate(records)],
+             ["#", "start_s", "end_s", "peak_s", "peak_score", "mean_score"],
+             formats={"start_s": seconds, "end_s": seconds, "peak_s": seconds, "peak_score": score,
+                      "mean_score": score})
     if plot is not None:
         click.echo(f"wrote {plot}")
 

@@ -13,6 +13,7 @@ passed as a query parameter. No user text is ever pasted into SQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE"}
+#: Deepest nesting of brackets and NOTs a filter may use (Python's stack is the real limit).
+MAX_DEPTH = 100
+_TEXT_TYPES = ("VARCHAR", "TEXT", "STRING")
+_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC", "INT")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,9 @@ def compile_where(expr: str | Sequence[str] | None, columns: Mapping[str, str], 
             text column are passed as text, so ``digit = 3`` works whatever the type.
 
     Raises:
-        InputError: a syntax error, or a column that the index does not have (with the list).
+        InputError: a syntax error, a column that the index does not have (with the list), a
+            value that cannot be compared with its column's type (``take = 'abc'``), or
+            brackets nested deeper than :data:`MAX_DEPTH`.
     """
     if expr is None:
         return None
@@ -65,7 +73,8 @@ def compile_where(expr: str | Sequence[str] | None, columns: Mapping[str, str], 
 class _Parser:
     def __init__(self, text: str, columns: Mapping[str, str], alias: str) -> None:
         self.text, self.columns, self.alias = text, dict(columns), alias
-        self._text_column = False
+        self._column_name, self._column_type = "", "VARCHAR"
+        self._depth = 0
         self.tokens = self._tokenize(text)
         self.pos = 0
         self.params: list[Any] = []
@@ -102,13 +111,20 @@ class _Parser:
         return " AND ".join(parts)
 
     def _unary(self) -> str:
-        if self._kw("NOT"):
-            return f"NOT ({self._unary()})"
-        if self._punct("("):
-            inner = self._or()
-            self._expect_punct(")")
-            return f"({inner})"
-        return self._clause()
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise InputError(f"filter nests brackets or NOTs deeper than {MAX_DEPTH} levels; "
+                             "write it flatter (AND/OR need no brackets of their own)")
+        try:
+            if self._kw("NOT"):
+                return f"NOT ({self._unary()})"
+            if self._punct("("):
+                inner = self._or()
+                self._expect_punct(")")
+                return f"({inner})"
+            return self._clause()
+        finally:
+            self._depth -= 1
 
     def _clause(self) -> str:
         col = self._column()
@@ -128,8 +144,9 @@ class _Parser:
             return f"{col} {'NOT ' if negate else ''}IN ({', '.join('?' * len(values))})"
         for kw in ("LIKE", "ILIKE"):
             if self._kw(kw):
+                self._column_type = "VARCHAR"  # the pattern is text, whatever the column holds
                 self.params.append(str(self._value()))
-                return f"{col} {'NOT ' if negate else ''}{kw} ?"
+                return f"CAST({col} AS VARCHAR) {'NOT ' if negate else ''}{kw} ?"
         if negate:
             raise InputError(f"expected IN or LIKE after NOT in filter {self.text!r}")
         kind, op = self._next("operator")
@@ -147,23 +164,52 @@ class _Parser:
             raise InputError(f"expected a column name in filter {self.text!r}, got {name!r}")
         if name not in self.columns:
             raise InputError(f"unknown column {name!r} in filter; columns: {', '.join(self.columns)}")
-        self._text_column = self.columns[name].upper() in ("VARCHAR", "TEXT", "STRING")
+        self._column_name, self._column_type = name, self.columns[name].upper()
         return f'{self.alias}."{name}"'
 
     def _value(self) -> Any:
         kind, tok = self._next("value")
         if kind == "str":
-            return tok[1:-1].replace(tok[0] * 2, tok[0])
+            return self._typed(tok[1:-1].replace(tok[0] * 2, tok[0]))
         if kind != "word":
             raise InputError(f"expected a value in filter {self.text!r}, got {tok!r}")
-        if self._text_column:
+        if self._column_type.startswith(_TEXT_TYPES):
             return tok
         for cast in (int, float):
             try:
-                return cast(tok)
+                return self._typed(cast(tok))
             except ValueError:
                 pass
-        return {"true": True, "false": False}.get(tok.lower(), tok)
+        return self._typed({"true": True, "false": False}.get(tok.lower(), tok))
+
+    def _typed(self, value: Any) -> Any:
+        """``value`` as the current column's type, or an InputError naming both."""
+        kind = self._column_type
+        if kind.startswith(_TEXT_TYPES):
+            return str(value)
+        if kind.startswith(_NUMBER_TYPES):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+            for cast in (int, float):
+                try:
+                    return cast(str(value))
+                except ValueError:
+                    pass
+            return self._mismatch(value, "a number, e.g. 10 or 2.5")
+        if kind == "BOOLEAN":
+            found = {"true": True, "false": False, "1": True, "0": False}.get(str(value).lower())
+            return found if found is not None else self._mismatch(value, "true or false")
+        if kind == "DATE" or kind.startswith("TIMESTAMP"):
+            try:
+                stamp = dt.datetime.fromisoformat(str(value))
+            except ValueError:
+                return self._mismatch(value, "an ISO date or time, e.g. '2024-05-01' or '2024-05-01 13:00'")
+            return stamp.date() if kind == "DATE" else stamp
+        return value
+
+    def _mismatch(self, value: Any, expected: str) -> Any:
+        raise InputError(f"column {self._column_name!r} holds {self._column_type} values; {value!r} is not "
+                         f"{expected} (filter {self.text!r})")
 
     def _next(self, what: str) -> tuple[str, str]:
         if self.pos >= len(self.tokens):

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from retrieval.audio.clip import clip_audio
+from retrieval import progress
+from retrieval.audio.clip import clip_audio, silence_warning
 from retrieval.configure import encoder_for
 from retrieval.embed import embed_clip
 from retrieval.encoders.base import Encoder, text_unsupported
@@ -28,7 +29,7 @@ from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
-from retrieval.store.db import arrow_of, vectors_of
+from retrieval.store.db import SEVERITIES, Severity, arrow_of, vectors_of
 
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
@@ -143,9 +144,16 @@ class Index:
     def search(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
                where: str | Sequence[str] | None = None, sample_rate: int | None = None,
                start_s: float | None = None, end_s: float | None = None) -> pd.DataFrame:
-        """Search by example. Files are ranked by their best window; ``segments=True`` returns windows."""
-        return self.search_vector(self.embed(clip, sample_rate=sample_rate, start_s=start_s, end_s=end_s),
-                                  k, segments=segments, where=where)
+        """Search by example. Files are ranked by their best window; ``segments=True`` returns windows.
+
+        A silent clip still returns hits, with a warning in ``hits.attrs["warnings"]``.
+        """
+        r = self.recipe
+        audio = clip_audio(clip, r.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
+        hits = self.search_vector(self.embed(audio, sample_rate=r.sample_rate), k, segments=segments, where=where)
+        warning = silence_warning(audio, r.window_samples, r.hop_samples, r.silence_db)
+        hits.attrs["warnings"] = [warning] if warning else []
+        return hits
 
     def search_text(self, text: str, k: int = 10, *, segments: bool = False,
                     where: str | Sequence[str] | None = None) -> pd.DataFrame:
@@ -262,7 +270,7 @@ class Index:
         labels = meta[label_column].tolist()
         gallery_keys = None if include_self else self._content_hashes(meta["file_id"])
         rows, queries, query_keys = [], [], []
-        for item in items:
+        for item in progress.bar(items, desc="classifying", unit="clip"):
             name = "<array>" if isinstance(item, np.ndarray) else str(item)
             try:
                 queries.append(self.embed(item, sample_rate=sample_rate))
@@ -393,8 +401,19 @@ class Index:
     def files(self) -> pd.DataFrame:
         return arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")).to_pandas()
 
-    def errors(self) -> pd.DataFrame:
-        return arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path")).to_pandas()
+    def errors(self, severity: Severity | None = None) -> pd.DataFrame:
+        """Files that failed (``error``) or went in with a caveat (``warning``), by path.
+
+        Columns: ``path, severity, stage, reason, size, mtime, recorded_at``; ``severity``
+        keeps one kind only.
+
+        Raises:
+            InputError: a severity other than those in :data:`SEVERITIES`.
+        """
+        if severity is not None and severity not in SEVERITIES:
+            raise InputError(f"unknown severity {severity!r}; choose one of: {', '.join(SEVERITIES)}")
+        table = arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path, recorded_at")).to_pandas()
+        return table if severity is None else table[table.severity == severity].reset_index(drop=True)
 
     def info(self) -> dict[str, Any]:
         return self.store.info()

@@ -571,7 +571,6 @@ def _attach_labels(store: Store, warn: Callable[[str], None]) -> None:
 
 
 def _progress(total: int, enabled: bool):  # -> tqdm-like
-    from tqdm import tqdm
+    from retrieval import progress
 
-    return tqdm(total=total, unit="file", disable=not enabled or total == 0, dynamic_ncols=True,
-                desc="embedding", smoothing=0.1)
+    return progress.bar(total=total, desc="embedding", unit="file", enabled=enabled)

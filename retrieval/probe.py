@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval import progress
 from retrieval.errors import InputError
 from retrieval.knn import check_vectors, label_sets
 
@@ -133,7 +134,7 @@ def _fit_folds(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.n
     from sklearn.preprocessing import StandardScaler
 
     accs, f1s = [], []
-    for train, test in splits:
+    for train, test in progress.bar(splits, desc="linear probe", unit="fold"):
         scaler = StandardScaler().fit(x[train])
         clf = LogisticRegression(C=c, max_iter=max_iter)
         with warnings.catch_warnings():

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from retrieval.errors import InputError
 
@@ -44,6 +45,8 @@ def restore(value: Any) -> Any:
 
 def neutralised(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``df`` whose text cells and column names are neutralised; numeric columns untouched."""
+    import pandas as pd
+
     out = df.copy()
     for col in out.columns:
         if not (pd.api.types.is_numeric_dtype(out[col]) or pd.api.types.is_bool_dtype(out[col])):

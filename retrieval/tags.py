@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from retrieval import progress
 from retrieval.audio.decode import stream
 from retrieval.audio.windows import cut_stream, to_samples
 from retrieval.encoders.base import EncoderOptions
@@ -60,7 +61,8 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
     root = Path(store.db.get("corpus_root") or ".")
     window = to_samples(TAG_WINDOW_S, encoder.sample_rate)
     paths, tags, scores = [], [], []
-    for (rel,) in store.db.con.execute("SELECT path FROM files WHERE status = 'ok' ORDER BY path").fetchall():
+    rels = store.db.con.execute("SELECT path FROM files WHERE status = 'ok' ORDER BY path").fetchall()
+    for (rel,) in progress.bar(rels, desc="tagging", unit="file"):
         try:
             probs = _file_probabilities(encoder, root / rel, window)
         except AudioError as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrieval import progress
 from retrieval.errors import InputError
 
 #: The default prompt ensemble. ``{label}`` is replaced by the class name.
@@ -37,6 +38,8 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 #: Separator of several true labels of one file (``"dog;rain"``).
 LABEL_SEPARATOR = ";"
+#: Prompts embedded per text-tower call (rounded down to whole labels), so a progress bar can move.
+PROMPTS_PER_CALL = 256
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,11 @@ def class_vectors(embed_text: Callable[[list[str]], np.ndarray], labels: Sequenc
         embed_text: e.g. ``encoder.text_embeddings``; maps ``m`` strings to ``(m, D)`` vectors.
     """
     templates = list(templates)
-    return ensemble(embed_text(prompts(labels, templates)), len(templates))
+    texts = prompts(labels, templates)
+    step = max(PROMPTS_PER_CALL // len(templates), 1) * len(templates)  # whole labels per call
+    chunks = [texts[i:i + step] for i in range(0, len(texts), step)]
+    vectors = [np.asarray(embed_text(c)) for c in progress.bar(chunks, desc="class prompts", unit="batch")]
+    return ensemble(np.concatenate(vectors), len(templates))
 
 
 def zero_shot_scores(audio_vectors: np.ndarray, class_vecs: np.ndarray, *, logit_scale: float | None = None,

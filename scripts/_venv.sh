@@ -11,8 +11,11 @@ fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# shellcheck source=scripts/_steps.sh
+. scripts/_steps.sh
 if ! python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_SPEC#torch==}' else 1)" 2>/dev/null; then
-  echo "installing ${TORCH_SPEC} first (CPU wheel where one is available)" >&2
-  python -m pip install -q "${TORCH_SPEC}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  step "installing ${TORCH_SPEC} first (CPU wheel where one is available; the largest download)"
+  pip_install "${TORCH_SPEC}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} || true
   python -c "import torch" 2>/dev/null || { echo "torch did not install" >&2; exit 1; }
+  done_step
 fi

@@ -2,7 +2,9 @@
 # One command from a fresh clone: install, index a real corpus, and query it.
 # Uses ../shared/data/fsdd (spoken digits, CC BY-SA 4.0) when present, else a generated corpus.
 source "$(dirname "$0")/_venv.sh"
-python -m pip install -q -e . 2>&1 | grep -v '^WARNING: Location' >&2 || true
+step "installing retrieve and its dependencies"
+pip_install -e . || true
+done_step
 
 FSDD=../shared/data/fsdd
 if [ -d "$FSDD/recordings" ]; then

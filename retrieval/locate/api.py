@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from retrieval.audio.decode import probe
 from retrieval.audio.windows import check_window, to_samples
 from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.errors import InputError
@@ -124,7 +125,8 @@ def locate_curve(query: Clip | None, long_file: str | Path, encoder: str | Encod
         batch_size: windows per encoder call.
 
     Returns:
-        :class:`Located`; ``events`` has columns :data:`COLUMNS` in seconds and scores.
+        :class:`Located`; ``events`` has columns :data:`COLUMNS` in seconds and scores, and
+        ``events.attrs["warnings"]`` (e.g. a query clip longer than ``long_file``).
 
     Raises:
         InputError: neither or both of ``query`` and ``text``, bad window, hop or durations.
@@ -198,6 +200,7 @@ def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path
     sr = scan.sample_rate
     max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else _seconds(max_gap_s, "max_gap_s", sr)
     min_dur = 0 if min_dur_s is None else _seconds(min_dur_s, "min_dur_s", sr)
+    warnings = [] if audio is None else _swap_warnings(len(audio) / sr, long_file)
     qvec = text_vector(scan, text) if text is not None else clip_vector(scan, audio)  # type: ignore[arg-type]
     curve = similarity_curve(scan, qvec, long_file)
     if threshold is None:
@@ -215,6 +218,7 @@ def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path
         "threshold": thr.value, "background": thr.background, "threshold_rule": thr.rule,
         "window_s": scan.window_samples / sr, "hop_s": scan.hop_samples / sr, "duration_s": curve.duration_s,
         "encoder": scan.encoder.name, "pooling": scan.pooling, "standardize": scan.standardize,
+        "warnings": warnings,
     })
     written = None
     if plot is not None:
@@ -223,6 +227,19 @@ def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path
         what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
         written = plot_curve(curve, ev, thr, plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
     return Located(frame, curve, thr, written)
+
+
+#: A query clip may exceed the long file by this much (resampling rounds lengths) before it is flagged.
+SWAP_SLACK_S = 0.01
+
+
+def _swap_warnings(clip_s: float, long_file: Path) -> list[str]:
+    """A warning when the query clip is longer than the file it is looked for in (arguments swapped?)."""
+    long_s = probe(long_file).duration_s
+    if clip_s <= long_s + SWAP_SLACK_S:
+        return []
+    return [f"the query clip ({clip_s:.2f} s) is longer than {long_file.name} ({long_s:.2f} s), so it cannot "
+            "occur in it whole; were the arguments swapped? give CLIP first, then LONG_FILE"]
 
 
 def _one_query(query: Clip | None, text: str | None) -> None:

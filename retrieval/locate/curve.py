@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retrieval.audio.decode import stream
-from retrieval.audio.windows import cut_stream
+from retrieval import progress
+from retrieval.audio.decode import probe, stream
+from retrieval.audio.windows import cut_stream, plan_windows
 from retrieval.embed import embed_windows
 from retrieval.encoders.base import Encoder
 from retrieval.errors import AudioError, InputError
@@ -110,7 +111,10 @@ def window_vectors(scan: Scan, path: Path) -> tuple[np.ndarray, np.ndarray, int]
         vectors.append(np.asarray(scan.transform(raw), np.float32))
         batch.clear()
 
-    for w in cut_stream(stream(Path(path), scan.sample_rate), scan.window_samples, scan.hop_samples):
+    info = probe(Path(path))
+    total = plan_windows(round(info.duration_s * scan.sample_rate), scan.window_samples, scan.hop_samples).shape[0]
+    cut = cut_stream(stream(Path(path), scan.sample_rate, info=info), scan.window_samples, scan.hop_samples)
+    for w in progress.bar(cut, total=total, desc=f"scanning {Path(path).name}", unit="window"):
         windows.append((w.start, w.end))
         batch.append(w.audio)
         if len(batch) >= 4 * scan.batch_size:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import duckdb
 import numpy as np
@@ -99,6 +99,11 @@ class FileRow:
     n_frames: np.ndarray
     window_vectors: np.ndarray
     file_vector: np.ndarray | None
+
+
+#: How bad a row of ``errors`` is: the file is out of the index, or in it with a caveat.
+Severity = Literal["error", "warning"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 
 @dataclass(frozen=True)
