@@ -31,6 +31,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except RetrievalError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # a store failure (damaged DuckDB block, full disk) met outside the store
+            from retrieval.store.db import describe_failure
+
+            message = describe_failure(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
             sys.exit(130)

@@ -429,10 +429,5 @@ class Store:
 
 
 def _connect(path: Path, read_only: bool) -> MetadataDB:
-    try:
-        return MetadataDB(path, read_only=read_only)
-    except duckdb.IOException as exc:
-        raise RetrievalError(
-            f"cannot open {path}: {str(exc).splitlines()[0]} (another `retrieve index` may be writing it; "
-            "wait for it to finish)"
-        ) from exc
+    """The DuckDB file; a lock held elsewhere, a damaged file or log raise :class:`StoreError` naming the fix."""
+    return MetadataDB(path, read_only=read_only)
