@@ -27,6 +27,7 @@ become :class:`~retrieval.errors.StoreError` with what happened and how to recov
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -189,6 +190,16 @@ class MetadataDB:
         first = int(self.get("next_id") or 0)
         self.set("next_id", str(first + n))
         return first
+
+    def state_key(self) -> str:
+        """A digest of the committed state readers see: every manifest entry (generation,
+        metadata version, recipe, fit, FAISS builds) and the row counts of ``files`` and
+        ``errors``. Snapshots record it, so a writer knows whether the last one is current."""
+        row = self.con.execute(
+            "SELECT (SELECT string_agg(key || '=' || value, chr(10) ORDER BY key) FROM manifest), "
+            "(SELECT count(*) FROM files), (SELECT count(*) FROM errors), "
+            "(SELECT max(recorded_at)::VARCHAR FROM errors)").fetchall()[0]
+        return hashlib.blake2b(repr(row).encode(), digest_size=12).hexdigest()
 
     def bump_generation(self) -> str:
         """Mark the vectors as changed; FAISS files carry the generation they were built from."""
@@ -480,8 +491,10 @@ def store_error(exc: BaseException, path: Path | None = None, *, writing: bool =
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     wal = wal_of(path)
     holder = lock_holder(first)
-    if holder is not None or "Could not set lock" in first:
-        who = f"process {holder[0]} (`{holder[1]}`)" if holder else "another process"
+    same_process = "different configuration than existing connections" in first
+    if holder is not None or "Could not set lock" in first or same_process:
+        who = (f"process {holder[0]} (`{holder[1]}`)" if holder else
+               f"this process (pid {os.getpid()}, another connection)" if same_process else "another process")
         what = "write" if writing else "read"
         return IndexLockedError(f"cannot {what} {path}: {who} holds it open; wait for it to finish or stop it, then re-run"
                                 + ("" if writing else " (readers use the last published snapshot when one exists)"))
@@ -493,9 +506,13 @@ def store_error(exc: BaseException, path: Path | None = None, *, writing: bool =
                           f"(`mv {wal} {wal}.damaged`) and re-run: what was checkpointed into {path.name} stays, "
                           "and `retrieve index` re-embeds the files the log held")
     if "Corrupt database file" in first or "not a valid DuckDB database" in first:
-        return StoreError(f"{path} is damaged ({first}); restore the last published snapshot "
-                          f"(`cp {path.parent}/snapshots/CURRENT_ID/meta.duckdb {path}`, see README 'Reading while "
-                          "indexing') and re-run `retrieve index`, or move the index folder aside and index again")
+        from retrieval.store.snapshot import read_pointer
+
+        pointer = read_pointer(path.parent)
+        fix = ("move the index folder aside and run `retrieve index CORPUS` again" if pointer is None else
+               f"restore the last published snapshot (`cp {pointer.folder(path.parent) / path.name} {path}` and "
+               f"remove {wal.name} if present), then re-run `retrieve index` to redo what came after it")
+        return StoreError(f"{path} is damaged ({first}); {fix}")
     return StoreError(f"cannot use {path}: {first}")
 
 
