@@ -61,3 +61,18 @@ def test_a_malformed_sidecar_counts_as_stale(indexed, text):
     with Store.open(ix) as store:
         info = store.info()
     assert info["consistent"] and "segment" in info["repaired_on_open"]
+
+
+def test_faiss_temp_files_left_by_a_kill_are_removed_by_the_next_writer(indexed):
+    _, ix = indexed
+    left = [ix / "segments.faiss.k3j2l1.tmp", ix / "segments.faiss.json.a8b7c6.tmp", ix / "files.faiss.zz9.tmp",
+            ix / "segments.faiss.0badf00d.exact.npy.q1w2e3.tmp", ix / "segments.faiss.0badf00d.exact.npy",
+            ix / "segments.faiss.0badf00d.ids.npy"]
+    for path in left:
+        path.write_bytes(b"partial write")
+    with Store.open(ix) as reader:  # readers never delete: a writer may be mid-write
+        reader.info()
+    assert all(p.exists() for p in left)
+    with Store.open(ix, writable=True) as store:
+        assert not [p for p in left if p.exists()]
+        assert store.vectors("segment").ntotal > 0 and store.repaired == []
