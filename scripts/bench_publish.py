@@ -27,6 +27,9 @@ def republish(ix: Path) -> None:
     from retrieval.store.vectors import file_checksum
 
     with Store.open(ix, writable=True) as store:
+        t = time.perf_counter()
+        store.sync_vectors()  # what the end of an ingest does; the publish after it links these files
+        print(f"  FAISS sync {time.perf_counter() - t:.1f} s")
         times = []
         for _ in range(3):
             t = time.perf_counter()
