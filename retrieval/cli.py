@@ -445,6 +445,8 @@ def info_cmd(index: str | None, as_json: bool) -> None:
              + (f" (rebuilt on open: {', '.join(info['repaired_on_open'])})" if info["repaired_on_open"] else "")),
         ]
     lines.append(("metadata", ", ".join(info["metadata_columns"])))
+    if info.get("reading", "live") != "live":  # a writer holds the index: this is its last published state
+        lines.append(("reading", f"{info['reading']} {info['snapshot']['id']} of {info['snapshot']['published_at']}"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")

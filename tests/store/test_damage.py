@@ -1,10 +1,12 @@
 """Store damage: changed FAISS bytes, malformed sidecars, temp files left by a kill (issue 11, items 7 and 18)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from retrieval import synth
 from retrieval.index import Index
 from retrieval.ingest import ingest
 from retrieval.postprocess import l2_normalize
@@ -12,11 +14,20 @@ from retrieval.store import Store
 from retrieval.store.vectors import VectorIndex, sidecar
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One index of the demo corpus per module; each test damages its own copy."""
+    root = tmp_path_factory.mktemp("built")
+    synth.write_demo_corpus(root / "corpus", per_class=4)
+    ingest(root / "corpus", root / "ix")
+    return root / "corpus", root / "ix"
+
+
 @pytest.fixture
-def indexed(corpus, tmp_path):
-    ix = tmp_path / "ix"
-    ingest(corpus, ix)
-    return corpus, ix
+def indexed(built, tmp_path):
+    corpus, ix = built
+    shutil.copytree(ix, tmp_path / "ix")
+    return corpus, tmp_path / "ix"
 
 
 def _flip_bytes(path, at, n=64):
