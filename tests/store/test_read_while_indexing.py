@@ -20,17 +20,20 @@ from retrieval.ingest import ingest
 from retrieval.store import Store
 from retrieval.store.snapshot import SNAPSHOTS, read_pointer
 
-#: An ingest that commits two files at a time and pauses after each commit, so the parent
-#: can read while it holds the write lock; it prints each commit and waits for "go".
+#: An ingest that commits two files at a time; after its first commit it prints COMMITTED and
+#: waits, holding the write lock, until the file named by its third argument exists.
 SLOW_INGEST = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import retrieval.ingest as ing
     original = ing._commit
+    go = Path(sys.argv[3])
     def commit(store, recipe, jobs, summary, warn):
         original(store, recipe, jobs, summary, warn)
         print("COMMITTED", len(jobs), flush=True)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     ing._commit = commit
     ing.ingest(Path(sys.argv[1]), Path(sys.argv[2]), options=ing.IngestOptions(commit_every=2))
     print("FINISHED", flush=True)
@@ -78,7 +81,8 @@ def test_reads_during_an_ingest_see_the_last_published_state(grown, tmp_path):
     server = Index.open(ix, snapshot_only=True)  # a long-running reader, opened before the ingest
     first = server.generation()
     assert first.startswith("snapshot") and len(server.files()) == 20
-    child = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(corpus), str(ix)],
+    go = tmp_path / "go"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(corpus), str(ix), str(go)],
                              stdout=subprocess.PIPE, text=True)
     during = []
     try:
@@ -88,6 +92,7 @@ def test_reads_during_an_ingest_see_the_last_published_state(grown, tmp_path):
             assert child.poll() is None, "the ingest finished before the reads: the test proves nothing"
             during.append(seen)
             assert not server.refresh() and server.generation() == first
+        go.touch()
         for line in child.stdout:
             if line.startswith("FINISHED"):
                 break
@@ -123,7 +128,7 @@ def test_a_leased_snapshot_outlives_newer_ones_until_released(corpus, tmp_path):
 def test_a_first_ingest_has_nothing_to_read_yet_and_says_who_writes(corpus, tmp_path):
     ix = tmp_path / "ix"
     ix.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(corpus), str(ix)],
+    child = subprocess.Popen([sys.executable, "-c", SLOW_INGEST, str(corpus), str(ix), str(tmp_path / "never")],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().startswith("COMMITTED")
