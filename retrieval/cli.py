@@ -446,7 +446,8 @@ def info_cmd(index: str | None, as_json: bool) -> None:
         ]
     lines.append(("metadata", ", ".join(info["metadata_columns"])))
     if info.get("reading", "live") != "live":  # a writer holds the index: this is its last published state
-        lines.append(("reading", f"{info['reading']} {info['snapshot']['id']} of {info['snapshot']['published_at']}"))
+        lines.append(("reading", f"snapshot {info['snapshot']['id']} published {info['snapshot']['published_at']}, "
+                                 f"{info['reading'].removeprefix('snapshot: ')}"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")

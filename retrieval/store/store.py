@@ -162,7 +162,7 @@ class Store:
             if lease is None:
                 raise IndexLockedError(f"{exc}; no snapshot of this index is published yet (a writer publishes "
                                        "one when it finishes)") from exc
-            return cls._on_lease(root, lease, "snapshot: the live database is held by a writer")
+            return cls._on_lease(root, lease, "snapshot: another connection holds the live database")
 
     @classmethod
     def _snapshot_reader(cls, root: Path) -> Store:
@@ -174,7 +174,7 @@ class Store:
         lease = snapshot.lease_current(root)
         if lease is None:
             return cls._reader(root)
-        return cls._on_lease(root, lease, "snapshot")
+        return cls._on_lease(root, lease, "snapshot: opened snapshot-only")
 
     @classmethod
     def _on_lease(cls, root: Path, lease: snapshot.Lease, reading: str) -> Store:
