@@ -22,7 +22,7 @@ exclusively, so :meth:`Store.open` for reading falls back to the newest publishe
 snapshot when the live file is locked, and reads the live file otherwise. A writer
 publishes a snapshot when it closes cleanly after a change, and when it opens an index
 whose snapshot is behind the database. Long-running readers (a server) open with
-``snapshot=True``: they always read a snapshot, so they never hold the live file and
+``snapshot_only=True``: they always read a snapshot, so they never hold the live file and
 never block an ingest, and :meth:`Store.newer_snapshot` says when to reopen.
 Writers also remove FAISS temp files left by a killed run when they open.
 """
@@ -99,7 +99,6 @@ class Store:
         self.files_dir = lease.folder if lease is not None else self.root
         self.reading = reading  # why this store reads what it reads, in words
         self.published: snapshot.Pointer | None = None  # the snapshot this writer last published
-        self.publish_s: float | None = None  # seconds that publish took
         self._vectors: dict[str, VectorIndex] = {}
         self._postprocess: Postprocess | None = None
         self._digest: tuple[Postprocess, str] | None = None
@@ -232,7 +231,6 @@ class Store:
         """
         if not self.writable:
             raise RetrievalError(f"index at {self.root} is open read-only; only a writer publishes snapshots")
-        t0 = time.perf_counter()
         if sync:
             self.sync_vectors()
         self.db.checkpoint()
@@ -242,7 +240,6 @@ class Store:
                 path = self.faiss_path(level)
                 files += [path, sidecar(path)] + sorted(self.root.glob(f"{path.name}.*.npy"))
         self.published = snapshot.publish(self.root, self.db.path, files, self.db.state_key())
-        self.publish_s = time.perf_counter() - t0
         return self.published
 
     def _faiss_current(self, level: Level) -> bool:

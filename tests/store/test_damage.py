@@ -81,6 +81,10 @@ def test_faiss_temp_files_left_by_a_kill_are_removed_by_the_next_writer(indexed)
             ix / "segments.faiss.0badf00d.ids.npy"]
     for path in left:
         path.write_bytes(b"partial write")
+    half_published = ix / "snapshots" / ".tmp-0123456789ab"
+    half_published.mkdir()
+    (half_published / "meta.duckdb").write_bytes(b"partial copy")
+    left.append(half_published)
     with Store.open(ix) as reader:  # readers never delete: a writer may be mid-write
         reader.info()
     assert all(p.exists() for p in left)
