@@ -45,6 +45,13 @@ class _Group(click.Group):
             raise
         except RetrievalError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # a store failure (damaged DuckDB block, full disk) met outside the store
+            from retrieval.store.db import describe_failure
+
+            message = describe_failure(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
             sys.exit(130)
@@ -504,6 +511,9 @@ def info_cmd(index: str | None, as_json: bool) -> None:
              + (f" (rebuilt on open: {', '.join(info['repaired_on_open'])})" if info["repaired_on_open"] else "")),
         ]
     lines.append(("metadata", ", ".join(info["metadata_columns"])))
+    if info.get("reading", "live") != "live":  # a writer holds the index: this is its last published state
+        lines.append(("reading", f"snapshot {info['snapshot']['id']} published {info['snapshot']['published_at']}, "
+                                 f"{info['reading'].removeprefix('snapshot: ')}"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")

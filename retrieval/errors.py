@@ -39,3 +39,11 @@ class IndexNotFoundError(RetrievalError):
 
 class InputError(RetrievalError):
     """A user-supplied value (shape, sample rate, option) is out of range."""
+
+
+class StoreError(RetrievalError):
+    """An index's files could not be opened or written: damaged, locked by another process, or a full disk."""
+
+
+class IndexLockedError(StoreError):
+    """Another process holds the index's DuckDB file (DuckDB allows one writer, and no readers beside it)."""

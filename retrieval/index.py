@@ -4,6 +4,11 @@
     >>> idx = Index.open("indexes/recordings")
     >>> idx.search("clip.wav", k=5)          # pandas DataFrame, best first
     >>> idx.embeddings(level="file")          # (DataFrame of metadata, (n, D) array)
+
+Reading while an ingest runs: ``Index.open`` reads the last published snapshot when a
+writer holds the index (see :mod:`retrieval.store.snapshot`). A long-running reader opens
+with ``snapshot_only=True``, so it never blocks an ingest, and calls :meth:`Index.refresh`
+between requests to move to a newer snapshot.
 """
 
 from __future__ import annotations
@@ -112,9 +117,37 @@ class Index:
         return idx
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, device: str = "cpu", writable: bool = False) -> Index:
-        """Open an index folder (or a name under ``indexes/``; None = the only one there)."""
-        return cls(Store.open(find_index(None if path is None else str(path)), writable=writable), device)
+    def open(cls, path: str | Path | None = None, *, device: str = "cpu", writable: bool = False,
+             snapshot_only: bool = False) -> Index:
+        """Open an index folder (or a name under ``indexes/``; None = the only one there).
+
+        Reads the live database when no other process writes it, else the last published
+        snapshot. ``snapshot_only=True`` (a server, a notebook left open) always reads a
+        snapshot, so it never holds the live file and never blocks an ingest.
+        """
+        store = Store.open(find_index(None if path is None else str(path)), writable=writable,
+                           snapshot_only=snapshot_only)
+        return cls(store, device)
+
+    def generation(self) -> str:
+        """What this Index reads: ``snapshot <id>`` or ``live``; cheap to compare between calls."""
+        return "live" if self.store.snapshot_id is None else f"snapshot {self.store.snapshot_id}"
+
+    def refresh(self) -> bool:
+        """Move to the newest published snapshot if there is a newer one; True when it reopened.
+
+        One small file read when nothing changed. A request in flight keeps the store it
+        started with only if it holds its own reference: call this between requests (or under
+        the server's lock), so no request mixes two snapshots. The encoder stays loaded.
+        """
+        if not self.store.newer_snapshot():
+            return False
+        fresh = Store.open(self.store.root, snapshot_only=True)
+        old, self.store = self.store, fresh
+        self.recipe = fresh.require_recipe()
+        self._raw.clear()
+        old.close()
+        return True
 
     def close(self) -> None:
         self.store.close()

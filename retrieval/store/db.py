@@ -14,11 +14,22 @@ Ids are allocated from the persisted ``next_id`` counter and never reused, so a 
 FAISS file can never map an id onto the wrong vector. The class has no constraints
 or indexes: ingest is the single writer and keeps rows unique itself, which keeps
 bulk inserts and deletes fast.
+
+Durability: every :meth:`MetadataDB.commit` lands in DuckDB's write-ahead log
+(``meta.duckdb.wal``); the writer checkpoints it into ``meta.duckdb`` every
+:data:`CHECKPOINT_EVERY_COMMITS` commits or once the log passes
+:data:`CHECKPOINT_WAL_BYTES`, so a log damaged after a kill costs at most that much:
+moved aside, what was checkpointed stays and the next ingest redoes the rest.
+DuckDB failures (a damaged file or log, a full disk, a lock held by another process)
+become :class:`~retrieval.errors.StoreError` with what happened and how to recover
+(:func:`store_error`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,9 +40,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from retrieval.errors import InputError
+from retrieval.errors import IndexLockedError, InputError, StoreError
 
 SCHEMA_VERSION = 1
+#: The writer checkpoints the WAL into the database file after this many commits...
+CHECKPOINT_EVERY_COMMITS = 8
+#: ... or as soon as the WAL holds more than this.
+CHECKPOINT_WAL_BYTES = 4 << 20
 
 #: Columns of ``files`` that ingest owns; metadata columns are added beside them.
 FILE_COLUMNS: dict[str, str] = {
@@ -121,12 +136,24 @@ class MetadataDB:
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            self._create()
+        self.read_only = read_only
+        self._commits = 0  # since the last checkpoint
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            if not read_only:
+                self._create()
+        except duckdb.Error as exc:
+            raise store_error(exc, self.path, writing=not read_only) from exc
+        _OPEN.append(self.path)
 
     def close(self) -> None:
         self.con.close()
+        if self.path in _OPEN:
+            _OPEN.remove(self.path)
+
+    @property
+    def wal_path(self) -> Path:
+        return wal_of(self.path)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -168,6 +195,16 @@ class MetadataDB:
         first = int(self.get("next_id") or 0)
         self.set("next_id", str(first + n))
         return first
+
+    def state_key(self) -> str:
+        """A digest of the committed state readers see: every manifest entry (generation,
+        metadata version, recipe, fit, FAISS builds) and the row counts of ``files`` and
+        ``errors``. Snapshots record it, so a writer knows whether the last one is current."""
+        row = self.con.execute(
+            "SELECT (SELECT string_agg(key || '=' || value, chr(10) ORDER BY key) FROM manifest), "
+            "(SELECT count(*) FROM files), (SELECT count(*) FROM errors), "
+            "(SELECT max(recorded_at)::VARCHAR FROM errors)").fetchall()[0]
+        return hashlib.blake2b(repr(row).encode(), digest_size=12).hexdigest()
 
     def bump_generation(self) -> str:
         """Mark the vectors as changed; FAISS files carry the generation they were built from."""
@@ -392,10 +429,102 @@ class MetadataDB:
         self.con.execute("BEGIN TRANSACTION")
 
     def commit(self) -> None:
-        self.con.execute("COMMIT")
+        """Commit, then checkpoint when :data:`CHECKPOINT_EVERY_COMMITS` or :data:`CHECKPOINT_WAL_BYTES` is reached."""
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            raise store_error(exc, self.path, writing=True) from exc
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY_COMMITS or _size(self.wal_path) > CHECKPOINT_WAL_BYTES:
+            self.checkpoint()
 
     def rollback(self) -> None:
         self.con.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
-        self.con.execute("CHECKPOINT")
+        """Move the WAL into the database file (DuckDB empties the WAL)."""
+        try:
+            self.con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise store_error(exc, self.path, writing=True) from exc
+        self._commits = 0
+
+
+#: Paths of the DuckDB files open in this process, newest last (names the file in errors
+#: raised outside this module, e.g. a damaged block met by a query).
+_OPEN: list[Path] = []
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def wal_of(path: Path) -> Path:
+    return Path(f"{path}.wal")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def lock_holder(message: str) -> tuple[int, str] | None:
+    """``(pid, command line)`` of the process DuckDB says holds the lock, or None.
+
+    The command line comes from ``/proc/<pid>/cmdline`` where readable (else the
+    executable DuckDB names), on one line; past 120 characters its middle is cut.
+    """
+    m = _LOCK_HOLDER.search(message)
+    if m is None:
+        return None
+    pid = int(m.group("pid"))
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmd = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a) or m.group("exe")
+    except OSError:
+        cmd = m.group("exe")
+    cmd = " ".join(cmd.split())
+    return pid, cmd if len(cmd) <= 120 else f"{cmd[:60]} ... {cmd[-55:]}"
+
+
+def store_error(exc: BaseException, path: Path | None = None, *, writing: bool = False) -> StoreError:
+    """A one-line :class:`StoreError` for a DuckDB or file-system failure on an index: what happened, and the fix.
+
+    ``path``: the DuckDB file (default: the one opened last in this process).
+    """
+    path = Path(path) if path is not None else (_OPEN[-1] if _OPEN else Path("meta.duckdb"))
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    wal = wal_of(path)
+    holder = lock_holder(first)
+    same_process = "different configuration than existing connections" in first
+    if holder is not None or "Could not set lock" in first or same_process:
+        who = (f"process {holder[0]} (`{holder[1]}`)" if holder else
+               f"this process (pid {os.getpid()}, another connection)" if same_process else "another process")
+        what = "write" if writing else "read"
+        return IndexLockedError(f"cannot {what} {path}: {who} holds it open; wait for it to finish or stop it, then re-run"
+                                + ("" if writing else " (readers use the last published snapshot when one exists)"))
+    if "No space left on device" in first:
+        return StoreError(f"disk full while writing {path.parent}: {first}; free space on that disk and re-run "
+                          "(what was committed before stays, and `retrieve index` resumes)")
+    if "WAL" in first or str(wal) in first:
+        return StoreError(f"the write-ahead log {wal} is damaged ({first}); move it aside "
+                          f"(`mv {wal} {wal}.damaged`) and re-run: what was checkpointed into {path.name} stays, "
+                          "and `retrieve index` re-embeds the files the log held")
+    if "Corrupt database file" in first or "not a valid DuckDB database" in first:
+        from retrieval.store.snapshot import read_pointer
+
+        pointer = read_pointer(path.parent)
+        fix = ("move the index folder aside and run `retrieve index CORPUS` again" if pointer is None else
+               f"restore the last published snapshot (`cp {pointer.folder(path.parent) / path.name} {path}` and "
+               f"remove {wal.name} if present), then re-run `retrieve index` to redo what came after it")
+        return StoreError(f"{path} is damaged ({first}); {fix}")
+    return StoreError(f"cannot use {path}: {first}")
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """The one-line message for a store failure that escaped the library (a DuckDB error, a full
+    disk), or None when ``exc`` is something else. The CLI renders it instead of a traceback."""
+    if isinstance(exc, duckdb.Error) or (isinstance(exc, OSError) and exc.errno == 28) or (
+            isinstance(exc, RuntimeError) and "No space left on device" in str(exc)):
+        return str(store_error(exc))
+    return None

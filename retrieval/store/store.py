@@ -16,22 +16,32 @@ changed by at most :data:`REFIT_CHANGE_SHARE` since the post-processing was fitt
 refit and a full rebuild otherwise. The manifest records what the fit saw (``fitted_on``
 windows, ``fitted_next_id``, ``fitted_generation``), and each FAISS sidecar records the fit
 it was built under (``postprocess_fit``, a digest of the transform).
+
+Reading while indexing (:mod:`retrieval.store.snapshot`): a writer holds ``meta.duckdb``
+exclusively, so :meth:`Store.open` for reading falls back to the newest published
+snapshot when the live file is locked, and reads the live file otherwise. A writer
+publishes a snapshot when it closes cleanly after a change, and when it opens an index
+whose snapshot is behind the database. Long-running readers (a server) open with
+``snapshot_only=True``: they always read a snapshot, so they never hold the live file and
+never block an ingest, and :meth:`Store.newer_snapshot` says when to reopen.
+Writers also remove FAISS temp files left by a killed run when they open.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 
-from retrieval.errors import IndexNotFoundError, RetrievalError
+from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalError, StoreError
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
+from retrieval.store import snapshot
 from retrieval.store.db import MetadataDB
 from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, choose_index_type, sidecar
 
@@ -53,6 +63,9 @@ INDEX_TYPE_KEY = "index_type"
 #: The same bound keeps the ANN structure close to what its build measured: HNSW keeps
 #: removed ids in its graph (masked), and IVF-PQ codes new vectors with old codebooks.
 REFIT_CHANGE_SHARE = 0.10
+#: A writer waits this long for a lock held by another process (a reader of the live
+#: file finishing a query) before it gives up with the holder's PID and command.
+LOCK_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,16 @@ class FitDrift:
 class Store:
     """An index folder. Use :meth:`open` for an existing index and :meth:`create` for a new one."""
 
-    def __init__(self, root: Path, db: MetadataDB, writable: bool) -> None:
+    def __init__(self, root: Path, db: MetadataDB, writable: bool, *, lease: snapshot.Lease | None = None,
+                 reading: str = "live") -> None:
         self.root = Path(root)
         self.db = db
         self.writable = writable
+        self.lease = lease  # held while this store reads a snapshot
+        #: Where ``meta.duckdb`` and the FAISS files are read: the index folder, or a snapshot in it.
+        self.files_dir = lease.folder if lease is not None else self.root
+        self.reading = reading  # why this store reads what it reads, in words
+        self.published: snapshot.Pointer | None = None  # the snapshot this writer last published
         self._vectors: dict[str, VectorIndex] = {}
         self._postprocess: Postprocess | None = None
         self._digest: tuple[Postprocess, str] | None = None
@@ -88,28 +107,166 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path) -> Store:
+    def create(cls, root: Path, *, lock_wait_s: float = LOCK_WAIT_S) -> Store:
         """Open for writing, creating the folder and schema when absent."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root, _connect(root / DB_NAME, read_only=False), writable=True)
+        return cls._writer(root, lock_wait_s)
 
     @classmethod
-    def open(cls, root: Path, *, writable: bool = False) -> Store:
-        """Open an existing index; FAISS files are checked and repaired lazily on first use."""
+    def open(cls, root: Path, *, writable: bool = False, snapshot_only: bool = False,
+             lock_wait_s: float = LOCK_WAIT_S) -> Store:
+        """Open an existing index; FAISS files are checked and repaired lazily on first use.
+
+        Readers read the live database when no other process holds it, else the newest
+        published snapshot. ``snapshot_only`` (long-running readers) always reads a snapshot,
+        publishing one first when none is current and no writer runs. Writers wait up to
+        ``lock_wait_s`` for another process's lock.
+        """
         root = Path(root)
         if not (root / DB_NAME).is_file():
             raise IndexNotFoundError(f"no index at {root} (missing {DB_NAME}); build one with `retrieve index CORPUS`")
-        return cls(root, _connect(root / DB_NAME, read_only=not writable), writable=writable)
+        if writable:
+            return cls._writer(root, lock_wait_s)
+        return cls._snapshot_reader(root) if snapshot_only else cls._reader(root)
+
+    @classmethod
+    def _writer(cls, root: Path, lock_wait_s: float) -> Store:
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                db = MetadataDB(root / DB_NAME)
+                break
+            except IndexLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+        store = cls(root, db, writable=True)
+        try:
+            store._remove_temp_files()
+            snapshot.collect(root)
+            if store.recipe is not None and not store.snapshot_current():
+                store.publish()  # readers during this write see everything committed before it
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _reader(cls, root: Path) -> Store:
+        try:
+            return cls(root, MetadataDB(root / DB_NAME, read_only=True), writable=False)
+        except IndexLockedError as exc:
+            lease = snapshot.lease_current(root)
+            if lease is None:
+                raise IndexLockedError(f"{exc}; no snapshot of this index is published yet (a writer publishes "
+                                       "one when it finishes)") from exc
+            return cls._on_lease(root, lease, "snapshot: another connection holds the live database")
+
+    @classmethod
+    def _snapshot_reader(cls, root: Path) -> Store:
+        try:
+            with cls._writer(root, lock_wait_s=0):  # publishes a snapshot if none is current
+                pass
+        except StoreError:
+            pass  # a writer runs (it published when it opened) or the folder is not writable
+        lease = snapshot.lease_current(root)
+        if lease is None:
+            return cls._reader(root)
+        return cls._on_lease(root, lease, "snapshot: opened snapshot-only")
+
+    @classmethod
+    def _on_lease(cls, root: Path, lease: snapshot.Lease, reading: str) -> Store:
+        try:
+            db = MetadataDB(lease.folder / DB_NAME, read_only=True)
+        except BaseException:
+            lease.release()
+            raise
+        return cls(root, db, writable=False, lease=lease, reading=reading)
 
     def close(self) -> None:
         self.db.close()
+        if self.lease is not None:
+            self.lease.release()
 
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if self.writable and exc_type is None and self.recipe is not None and not self.snapshot_current():
+                self.publish()  # FAISS files as they are: an ingest has synced them; others are rebuilt by readers
+        finally:
+            self.close()
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    @property
+    def snapshot_id(self) -> int | None:
+        """The snapshot this store reads; None when it reads the live database."""
+        return None if self.lease is None else self.lease.id
+
+    def newer_snapshot(self) -> bool:
+        """True when a snapshot newer than the one this store reads is published (one small file read).
+
+        A store on the live database holds it, so no writer can change it: always False.
+        """
+        if self.lease is None:
+            return False
+        pointer = snapshot.read_pointer(self.root)
+        return pointer is not None and pointer.id != self.lease.id
+
+    def snapshot_current(self) -> bool:
+        """True when the published snapshot holds exactly the committed state of the live database."""
+        pointer = snapshot.read_pointer(self.root)
+        return pointer is not None and pointer.state == self.db.state_key() and (pointer.folder(self.root)
+                                                                                 / snapshot.COMPLETE).is_file()
+
+    def publish(self, sync: bool = False) -> snapshot.Pointer:
+        """Publish the committed state as a new snapshot for readers (writers only).
+
+        ``sync``: bring FAISS up to date first (:meth:`sync_vectors`); without it, a FAISS
+        file that is not current is left out and the snapshot's readers rebuild it.
+        Costs a checkpoint and a copy of ``meta.duckdb``; FAISS files are hard-linked.
+        """
+        if not self.writable:
+            raise RetrievalError(f"index at {self.root} is open read-only; only a writer publishes snapshots")
+        if sync:
+            self.sync_vectors()
+        self.db.checkpoint()
+        files: list[Path] = []
+        for level in LEVELS:
+            if self._faiss_current(level):
+                path = self.faiss_path(level)
+                files += [path, sidecar(path)] + sorted(self.root.glob(f"{path.name}.*.npy"))
+        self.published = snapshot.publish(self.root, self.db.path, files, self.db.state_key())
+        return self.published
+
+    def _faiss_current(self, level: Level) -> bool:
+        """Whether the FAISS file of ``level`` on disk matches DuckDB, judged from its sidecar alone."""
+        try:
+            meta = json.loads(sidecar(self.faiss_path(level)).read_text())
+            n = self.db.count_vectors(level)
+            return (isinstance(meta, dict) and str(meta.get("generation")) == self._generation()
+                    and int(meta.get("ntotal", -1)) == n and meta.get("kind") == self.planned_index_type(n)[0]
+                    and (meta.get("stats") or {}).get("postprocess_fit") == self.fit_digest())
+        except (OSError, ValueError, TypeError, AttributeError):
+            return False
+
+    def _remove_temp_files(self) -> None:
+        """FAISS temp files and unreferenced float16 copies left by a killed write (writers only)."""
+        for level in LEVELS:
+            path = self.faiss_path(level)
+            for tmp in self.root.glob(f"{path.name}*.tmp"):
+                tmp.unlink(missing_ok=True)
+            try:
+                named = json.loads(sidecar(path).read_text()).get("exact")
+            except (OSError, ValueError, AttributeError):
+                named = None
+            keep = {named, named.replace(".exact.npy", ".ids.npy")} if isinstance(named, str) else set()
+            for npy in self.root.glob(f"{path.name}.*.npy"):
+                if npy.name not in keep:
+                    npy.unlink(missing_ok=True)
 
     # -- recipe ----------------------------------------------------------------------------
 
@@ -205,7 +362,7 @@ class Store:
         return choose_index_type(self.index_type_requested, n, self.search_dim)
 
     def faiss_path(self, level: Level) -> Path:
-        return self.root / f"{level}s.faiss"
+        return self.files_dir / f"{level}s.faiss"
 
     def vectors(self, level: Level) -> VectorIndex:
         """The FAISS index of ``level``, rebuilt from DuckDB first if it is missing or stale.
@@ -393,6 +550,8 @@ class Store:
             "segments": self.db.count_vectors("segment"), "file_vectors": self.db.count_vectors("file"),
             "metadata_columns": self.db.metadata_columns(),
             "index_type_requested": self.index_type_requested,
+            "reading": self.reading,
+            "snapshot": snapshot.describe(self.lease.pointer if self.lease else snapshot.read_pointer(self.root)),
         }
         if recipe is not None:
             seg_silent = con.execute("SELECT count(*) FROM segments WHERE silent").fetchall()[0][0]
@@ -426,13 +585,3 @@ class Store:
             out["consistent"] = bool(consistent)
             out["repaired_on_open"] = list(self.repaired)
         return out
-
-
-def _connect(path: Path, read_only: bool) -> MetadataDB:
-    try:
-        return MetadataDB(path, read_only=read_only)
-    except duckdb.IOException as exc:
-        raise RetrievalError(
-            f"cannot open {path}: {str(exc).splitlines()[0]} (another `retrieve index` may be writing it; "
-            "wait for it to finish)"
-        ) from exc
