@@ -45,19 +45,17 @@ class _Group(click.Group):
             raise
         except RetrievalError as exc:
             raise click.ClickException(str(exc)) from None
-        except Exception as exc:  # a store failure (damaged DuckDB block, full disk) met outside the store
-            from retrieval.store.db import describe_failure
-
-            message = describe_failure(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
             sys.exit(130)
-        except OSError as exc:
-            raise click.ClickException(_first_line(exc)) from None
         except Exception as exc:
+            from retrieval.store.db import describe_failure
+
+            message = describe_failure(exc)  # a store failure (damaged DuckDB block, full disk), with its fix
+            if message is not None:
+                raise click.ClickException(message) from None
+            if isinstance(exc, OSError):
+                raise click.ClickException(_first_line(exc)) from None
             if os.environ.get(TRACEBACK_ENV):
                 raise
             raise click.ClickException(f"unexpected {type(exc).__name__}: {_first_line(exc)} "
