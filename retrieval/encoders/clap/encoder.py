@@ -19,7 +19,7 @@ The front end is :mod:`retrieval.encoders.clap.features` (torch, batched, determ
 weights load through :mod:`retrieval.encoders.clap.loading` (transformers folders, hub ids
 and LAION ``.pt`` files); fast modes are in :mod:`retrieval.encoders.precision`.
 
-Encoder options (``EncoderOptions.extra``, recorded in the recipe when they change vectors):
+Encoder options (``EncoderOptions.extra``, ``--opt KEY=VALUE`` on the CLI; recorded in the recipe):
     processor: tokenizer and front-end source for a LAION ``.pt`` checkpoint (a
         transformers CLAP folder or hub id; default ``laion/clap-htsat-unfused``).
     batch_size: windows per forward pass (default 8; texts use 8x as many). Vectors do not
@@ -187,7 +187,7 @@ class ClapEncoder:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    """An integer >= 1 from an int or its text (``--encoder-option batch_size=4``)."""
+    """An integer >= 1 from an int or its text (``--opt batch_size=4``)."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,7 +14,7 @@ from the checkpoint's own ``preprocessor_config.json``.
   supplies what shapes cannot tell (text attention heads). The front end's truncation
   follows the weights: ``fusion`` when the checkpoint has fusion layers, else ``rand_trunc``.
   The file is read with ``torch.load(weights_only=True)``; a file that needs arbitrary
-  unpickling is refused unless ``trust_pickle=True``.
+  unpickling is refused unless ``trust_pickle=True`` (CLI: ``--opt trust_pickle=true``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def _load_laion(path: Path, *, device: str, processor: str, trust_pickle: bool) 
     except pickle.UnpicklingError as exc:
         raise EncoderError(
             f"{path} holds more than tensors and plain containers, so it was not unpickled ({exc}); "
-            "if you trust the file, pass extra={'trust_pickle': True} (CLI: --encoder-option trust_pickle=true)"
+            "if you trust the file, pass --opt trust_pickle=true to `retrieve index` "
+            "(Python: EncoderOptions(extra={'trust_pickle': True}))"
         ) from exc
     except (OSError, RuntimeError) as exc:
         raise EncoderError(f"could not read {path} as a torch checkpoint ({exc})") from exc
