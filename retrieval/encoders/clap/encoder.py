@@ -87,7 +87,8 @@ class ClapEncoder:
         #: ``exp(logit_scale_a)``: the model's audio-to-text softmax scale (zero-shot temperature).
         self.logit_scale: float = float(loaded.model.logit_scale_a.detach().exp())
         text_positions = int(loaded.model.config.text_config.max_position_embeddings) - 2  # RoBERTa offset
-        self.max_text_tokens: int = min(int(self.tokenizer.model_max_length), text_positions)
+        own_limit = loaded.text_max_tokens or int(self.tokenizer.model_max_length)  # 77 for LAION .pt files
+        self.max_text_tokens: int = min(own_limit, text_positions)
 
     @property
     def max_window_s(self) -> float:

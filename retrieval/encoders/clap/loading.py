@@ -13,6 +13,7 @@ from the checkpoint's own ``preprocessor_config.json``.
   CLAP folder or hub id, default ``laion/clap-htsat-unfused``); its ``config.json``
   supplies what shapes cannot tell (text attention heads). The front end's truncation
   follows the weights: ``fusion`` when the checkpoint has fusion layers, else ``rand_trunc``.
+  Text is cut at 77 tokens, as ``laion_clap`` does, whatever the processor's tokenizer allows.
   The file is read with ``torch.load(weights_only=True)``; a file that needs arbitrary
   unpickling is refused unless ``trust_pickle=True`` (CLI: ``--opt trust_pickle=true``).
 """
@@ -42,12 +43,15 @@ class LoadedClap:
         tokenizer: the text tokenizer (a RoBERTa BPE for every released CLAP).
         features: the torch front end.
         info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``).
+        text_max_tokens: the checkpoint's own text length limit in tokens (77 for LAION
+            ``.pt`` files), or None for the tokenizer's ``model_max_length``.
     """
 
     model: Any
     tokenizer: Any
     features: ClapFeatures
     info: dict[str, Any]
+    text_max_tokens: int | None = None
 
 
 def load_clap(model: str, *, device: str = "cpu", processor: str | None = None,
@@ -125,7 +129,8 @@ def _load_laion(path: Path, *, device: str, processor: str, trust_pickle: bool) 
     features = ClapFeatures.from_extractor(extractor, truncation=truncation, device=device)
     _check_front_end(features, config, path)
     info = {"format": "laion", "revision": f"{path.name}:{os.path.getsize(path)}", "processor": processor}
-    return LoadedClap(clap.eval().to(device), tokenizer, features, info)
+    return LoadedClap(clap.eval().to(device), tokenizer, features, info,
+                      text_max_tokens=laion_convert.LAION_TEXT_MAX_TOKENS)
 
 
 def _processor_parts(source: Path) -> tuple[Any, Any]:
