@@ -89,6 +89,7 @@ class Wav2Vec2Encoder:
         self.do_normalize = ckpt.do_normalize
         self.return_attention_mask = ckpt.return_attention_mask
         self.revision = snapshot_revision(ckpt.path)
+        self.checkpoint_sha256 = ckpt.sha256
         self.dim = int(self.config.hidden_size)
         self.n_layers = int(self.config.num_hidden_layers)
         self.layer = ckpt.layer
@@ -115,6 +116,8 @@ class Wav2Vec2Encoder:
             "feat_extract_norm": getattr(self.config, "feat_extract_norm", None),
             "frame_s": self.frame_samples / self.sample_rate,
             "frame_hop_s": self.hop_samples / self.sample_rate,
+            # local folders only: identifies the weights wherever they move (retrieval.recipe)
+            **({"checkpoint_sha256": self.checkpoint_sha256} if self.checkpoint_sha256 else {}),
         }
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:

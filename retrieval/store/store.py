@@ -125,10 +125,17 @@ class Store:
         return recipe
 
     def set_recipe(self, recipe: Recipe) -> None:
-        """Record the recipe of a new index; an existing one must match exactly."""
+        """Record the recipe of a new index; an existing one must match exactly.
+
+        The same checkpoint (by digest) at a new path re-points the stored recipe there; its
+        hash, and every vector, stay as they are (``Recipe.relocated``).
+        """
         current = self.recipe
         if current is not None:
             current.check_same(recipe)
+            moved = current.relocated(recipe)
+            if moved is not None:
+                self.db.set("recipe", moved.to_json())
             return
         self.db.set("recipe", recipe.to_json())
         self.db.set("recipe_hash", recipe.hash())

@@ -50,7 +50,7 @@ def test_the_refusal_names_an_option_that_exists_and_it_works(tmp_path_factory: 
 
     done = CliRunner().invoke(cli, [*args, "--opt", "trust_pickle=true", "--json"])
     assert done.exit_code == 0, done.output
-    summary = json.loads(done.output.strip().splitlines()[-1])
+    summary = json.loads(done.output[done.output.rindex('{"files_indexed"'):])  # after transformers' stderr bars
     assert summary["files_indexed"] == 2 and summary["files_failed"] == 0
     query = CliRunner().invoke(cli, ["query", str(corpus / "a.wav"), "--index", str(tmp_path / "ix"), "--json"])
     assert query.exit_code == 0, query.output

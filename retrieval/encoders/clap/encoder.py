@@ -117,6 +117,8 @@ class ClapEncoder:
             "projection_dim": self.dim,
             "precision": self.precision,
             "front_end": self.features.config.as_dict(),
+            # local files only: identifies the weights wherever they move (retrieval.recipe)
+            **({"checkpoint_sha256": self._info["sha256"]} if self._info.get("sha256") else {}),
         }
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:

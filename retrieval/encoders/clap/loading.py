@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.encoders.clap.features import ClapFeatures
-from retrieval.encoders.weights import resolve_checkpoint
+from retrieval.encoders.weights import is_local, resolve_checkpoint, weights_digest
 from retrieval.errors import EncoderError
 
 #: Where LAION checkpoints take their tokenizer and front end from unless told otherwise.
@@ -42,7 +42,9 @@ class LoadedClap:
         model: ``transformers.ClapModel`` in eval mode, on ``device``.
         tokenizer: the text tokenizer (a RoBERTa BPE for every released CLAP).
         features: the torch front end.
-        info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``).
+        info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``, and
+            ``sha256``: :func:`~retrieval.encoders.weights.weights_digest` of a checkpoint
+            given as a local file or folder, None for a hub id).
         text_max_tokens: the checkpoint's own text length limit in tokens (77 for LAION
             ``.pt`` files), or None for the tokenizer's ``model_max_length``.
     """
@@ -70,6 +72,13 @@ def load_clap(model: str, *, device: str = "cpu", processor: str | None = None,
         EncoderError: the file is not a CLAP checkpoint.
     """
     path = Path(resolve_checkpoint("clap", model))
+    loaded = _load(path, device=device, processor=processor, trust_pickle=trust_pickle)
+    loaded.info["sha256"] = weights_digest(path) if is_local(model) else None
+    return loaded
+
+
+def _load(path: Path, *, device: str, processor: str | None, trust_pickle: bool) -> LoadedClap:
+    """:func:`load_clap` once ``path`` is local: a LAION ``.pt`` or a transformers folder."""
     if path.is_file() and path.suffix in LAION_SUFFIXES:
         return _load_laion(path, device=device, processor=processor or DEFAULT_PROCESSOR, trust_pickle=trust_pickle)
     if path.is_file():
