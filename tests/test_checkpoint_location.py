@@ -91,6 +91,7 @@ def test_a_moved_checkpoint_is_named_and_re_pointed_without_re_embedding(built: 
                                    "--model", str(new), "--json"])
     assert out.exit_code == 0, out.output
     summary = json.loads(out.output[out.output.rindex('{"files_indexed"'):])  # after transformers' stderr bars
+    assert f"warning: re-pointed the wav2vec2 checkpoint from {old} to {new.resolve()} (same weights" in out.output
     assert summary["files_indexed"] == 0 and summary["files_unchanged"] == 3
     after, hash_after, vectors_after = stored(built["ix"])
     assert after.hash() == before.hash() and hash_after == hash_before

@@ -132,7 +132,8 @@ def resolve_checkpoint(encoder: str, model: str, *, file_hint: str = "config.jso
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
     if not hub_reachable():
-        why = ("HF_HUB_OFFLINE is set, so no download was tried" if hub_offline()
+        offline = hub_offline()
+        why = (f"{offline} is set, so no download was tried" if offline
                else "the hub cannot be reached from this machine")
         raise WeightsNotFoundError(
             f"{encoder} checkpoint {model!r} is not in the Hugging Face cache ({cache}) and {why}; "
@@ -146,10 +147,13 @@ def resolve_checkpoint(encoder: str, model: str, *, file_hint: str = "config.jso
         ) from exc
 
 
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids downloads, read now."""
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return flag.strip().lower() in {"1", "true", "yes", "on"}
+def hub_offline() -> str | None:
+    """The variable that forbids downloads (``HF_HUB_OFFLINE``, else ``TRANSFORMERS_OFFLINE``, as
+    huggingface_hub reads them), read now; None when downloads are allowed."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var):
+            return var if os.environ[var].strip().lower() in {"1", "true", "yes", "on"} else None
+    return None
 
 
 def hub_cache_dir() -> Path:
@@ -218,7 +222,7 @@ def local_status(entry) -> tuple[bool, str]:  # entry: registry.EncoderEntry (no
     cached = try_to_load_from_cache(model, "config.json", cache_dir=cache)
     if isinstance(cached, str):
         return True, f"HF cache ({Path(cached).parent})"
-    offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
+    offline = f" ({hub_offline()} is set)" if hub_offline() else ""
     return False, (f"not in the HF cache {cache}{offline}: `{download_command(model)}`, "
                    f"--model PATH or {env_var(entry.name)}")
 

@@ -90,3 +90,11 @@ def test_the_cli_models_table_names_the_cache(clean_env: pytest.MonkeyPatch, tmp
     out = CliRunner().invoke(cli, ["models"])
     assert out.exit_code == 0, out.output
     assert "`hf download laion/clap-htsat-unfused`" in out.output and str(tmp_path / "cache") in out.output
+
+
+def test_transformers_offline_is_named_when_it_is_the_one_set(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.delenv("HF_HUB_OFFLINE")
+    clean_env.setenv("TRANSFORMERS_OFFLINE", "1")  # huggingface_hub honours it too
+    clean_env.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="TRANSFORMERS_OFFLINE is set, so no download was tried"):
+        weights.resolve_checkpoint("wav2vec2", "org/missing")
