@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import threading
 from functools import lru_cache
@@ -181,17 +182,17 @@ def _console_scripts() -> set[str]:
 
 
 def download_command(model: str) -> str:
-    """A command that downloads hub id ``model`` with the installed huggingface_hub.
+    """A command that downloads hub id ``model`` with the installed huggingface_hub, runnable here.
 
     ``hf download ID`` where the package ships ``hf`` (0.34 and later; 1.0 dropped
-    ``huggingface-cli``), ``huggingface-cli download ID`` where it ships only that, else the
-    Python one-liner, which works with every version.
+    ``huggingface-cli``), ``huggingface-cli download ID`` where it ships only that; the
+    Python one-liner, which works with every version, when neither is declared or the one
+    declared is not on ``PATH`` (a package installed without its scripts).
     """
     scripts = _console_scripts()
-    if "hf" in scripts:
-        return f"hf download {model}"
-    if "huggingface-cli" in scripts:
-        return f"huggingface-cli download {model}"
+    for name in ("hf", "huggingface-cli"):
+        if name in scripts and shutil.which(name):
+            return f"{name} download {model}"
     return f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{model}')\""
 
 

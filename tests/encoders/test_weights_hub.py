@@ -34,6 +34,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "TRANSFORMERS_OFFLINE",
                 "RETRIEVE_WAV2VEC2_MODEL"):
         monkeypatch.delenv(var, raising=False)
+    # the package's scripts on PATH, as in an activated virtualenv
+    monkeypatch.setattr(weights.shutil, "which", lambda name: f"/venv/bin/{name}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return monkeypatch
 
@@ -73,6 +75,9 @@ def test_messages_name_the_installed_download_command(clean_env: pytest.MonkeyPa
     assert f"models--org--missing folder from that machine's hub cache into {tmp_path / 'cache'}" in message
     assert "HF_HUB_OFFLINE is set, so no download was tried" in message
 
+    clean_env.setattr(weights.shutil, "which", lambda name: None)  # installed without its scripts on PATH
+    assert weights.download_command("org/missing").startswith("python -c ")
+    clean_env.setattr(weights.shutil, "which", lambda name: f"/venv/bin/{name}")
     clean_env.setattr(weights, "_console_scripts", lambda: {"huggingface-cli"})  # an older huggingface_hub
     assert weights.download_command("org/missing") == "huggingface-cli download org/missing"
     clean_env.setattr(weights, "_console_scripts", lambda: set())  # no command installed at all
