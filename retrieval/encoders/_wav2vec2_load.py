@@ -19,7 +19,7 @@ import torch
 
 from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.precision import Precision, check_precision, prepare
-from retrieval.encoders.weights import choose_model, env_var, is_local, resolve_checkpoint, weights_digest
+from retrieval.encoders.weights import choose_model, env_var, is_local, resolve_checkpoint
 from retrieval.errors import EncoderError, InputError
 
 Layer = int | Literal["last", "mean"]
@@ -39,8 +39,9 @@ class Checkpoint:
         do_normalize: zero-mean unit-variance per clip before the model.
         return_attention_mask: whether the checkpoint was trained with attention masks.
         layer: ``--layer`` resolved by :func:`parse_layer`.
-        sha256: :func:`~retrieval.encoders.weights.weights_digest` of a checkpoint given as a
-            local folder (None for a hub id, which its revision identifies).
+        local: the checkpoint was given as a local folder (its recipe records a
+            :func:`~retrieval.encoders.weights.weights_digest`), not a hub id (which its revision
+            identifies).
     """
 
     model_id: str
@@ -52,7 +53,7 @@ class Checkpoint:
     do_normalize: bool
     return_attention_mask: bool
     layer: Layer
-    sha256: str | None = None
+    local: bool = False
 
 
 def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) -> Checkpoint:
@@ -127,7 +128,7 @@ def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) 
         do_normalize=bool(extractor.do_normalize),
         return_attention_mask=bool(extractor.return_attention_mask),
         layer=layer,
-        sha256=weights_digest(path) if is_local(model_id) else None,
+        local=is_local(model_id),
     )
 
 

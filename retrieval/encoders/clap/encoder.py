@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch
 from retrieval.encoders.clap.loading import load_clap
 from retrieval.encoders.precision import autocast, check_precision, prepare, rows_per_pass
-from retrieval.encoders.weights import choose_model
+from retrieval.encoders.weights import choose_model, weights_digest
 from retrieval.errors import InputError
 
 #: Settings ``EncoderOptions.extra`` may hold, with their defaults.
@@ -117,8 +117,9 @@ class ClapEncoder:
             "projection_dim": self.dim,
             "precision": self.precision,
             "front_end": self.features.config.as_dict(),
-            # local files only: identifies the weights wherever they move (retrieval.recipe)
-            **({"checkpoint_sha256": self._info["sha256"]} if self._info.get("sha256") else {}),
+            # local files only: identifies the weights wherever they move (retrieval.recipe); hashed
+            # here, when an index records the recipe, not on every load for a query
+            **({"checkpoint_sha256": weights_digest(self._info["weights_path"])} if self._info["weights_path"] else {}),
         }
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:

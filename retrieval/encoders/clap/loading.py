@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.encoders.clap.features import ClapFeatures
-from retrieval.encoders.weights import is_local, resolve_checkpoint, weights_digest
+from retrieval.encoders.weights import is_local, resolve_checkpoint
 from retrieval.errors import EncoderError
 
 #: Where LAION checkpoints take their tokenizer and front end from unless told otherwise.
@@ -43,8 +43,8 @@ class LoadedClap:
         tokenizer: the text tokenizer (a RoBERTa BPE for every released CLAP).
         features: the torch front end.
         info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``, and
-            ``sha256``: :func:`~retrieval.encoders.weights.weights_digest` of a checkpoint
-            given as a local file or folder, None for a hub id).
+            ``weights_path``: the file or folder of a checkpoint given as a local path, whose
+            :func:`~retrieval.encoders.weights.weights_digest` the recipe records; None for a hub id).
         text_max_tokens: the checkpoint's own text length limit in tokens (77 for LAION
             ``.pt`` files), or None for the tokenizer's ``model_max_length``.
     """
@@ -73,7 +73,7 @@ def load_clap(model: str, *, device: str = "cpu", processor: str | None = None,
     """
     path = Path(resolve_checkpoint("clap", model))
     loaded = _load(path, device=device, processor=processor, trust_pickle=trust_pickle)
-    loaded.info["sha256"] = weights_digest(path) if is_local(model) else None
+    loaded.info["weights_path"] = str(path) if is_local(model) else None
     return loaded
 
 
