@@ -62,8 +62,8 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     extra = choices.extra or (dict(opts.get("extra", {})) if inherit else {})
     precision = choices.precision or (inherit.precision if inherit else "fp32")
     load_from = model if choices.model is not None or inherit is None else recorded_model(inherit)
-    encoder = _build(name, EncoderOptions(model=load_from, layer=layer, device=choices.device,
-                                          precision=precision, extra=extra), inherit if choices.model is None else None)
+    options = EncoderOptions(model=load_from, layer=layer, device=choices.device, precision=precision, extra=extra)
+    encoder = _build(name, options, inherit if choices.model is None else None)
     sr = encoder.sample_rate
     window = to_samples(choices.window_s, sr) if choices.window_s else (
         inherit.window_samples if inherit else to_samples(encoder.default_window_s, sr))

@@ -95,7 +95,8 @@ def test_a_moved_checkpoint_is_named_and_re_pointed_without_re_embedding(built: 
     assert summary["files_indexed"] == 0 and summary["files_unchanged"] == 3
     after, hash_after, vectors_after = stored(built["ix"])
     assert after.hash() == before.hash() and hash_after == hash_before
-    assert after.encoder_options["model"] == str(new.resolve()) and after.encoder_params["checkpoint"] == str(new.resolve())
+    assert after.encoder_options["model"] == str(new.resolve())
+    assert after.encoder_params["checkpoint"] == str(new.resolve())
     np.testing.assert_array_equal(vectors_after, vectors_before)
     with Index.open(built["ix"]) as idx:
         assert idx.search(built["corpus"] / "c2.wav", k=1)["path"].iloc[0] == "c2.wav"

@@ -41,8 +41,9 @@ def test_env_var_checkpoint_opens_from_anywhere_and_follows_a_rename(
     renamed.parent.mkdir()
     shutil.copy(checkpoint, renamed)
     checkpoint.unlink()
-    with Index.open(tmp_path / "ix") as idx, pytest.raises(WeightsNotFoundError, match="no longer at .* --model NEW_PATH"):
-        idx.search(corpus / "b1.wav", k=1)
+    with Index.open(tmp_path / "ix") as idx:
+        with pytest.raises(WeightsNotFoundError, match="no longer at .* --model NEW_PATH"):
+            idx.search(corpus / "b1.wav", k=1)
     summary = ingest(corpus, tmp_path / "ix", Choices(model=str(renamed)))
     assert summary.files_indexed == 0 and summary.files_unchanged == 2
     with Store.open(tmp_path / "ix") as store:
