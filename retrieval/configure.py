@@ -8,11 +8,14 @@ stored recipe fills those in; a choice that contradicts it is refused by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from retrieval import encoders
 from retrieval.audio.windows import check_window, to_samples
 from retrieval.encoders.base import Encoder, EncoderOptions
+from retrieval.encoders.weights import absolute_model, is_local
+from retrieval.errors import WeightsNotFoundError
 from retrieval.pooling import check_mode as check_pooling
 from retrieval.pooling import pooled_dim
 from retrieval.postprocess import check_mode as check_postprocess
@@ -53,12 +56,14 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     same_encoder = stored is None or choices.encoder in (None, stored.encoder)
     name = choices.encoder or (stored.encoder if stored else "logmel")
     inherit = stored if same_encoder else None
-    model = choices.model if choices.model is not None else (opts.get("model") if inherit else None)
+    # a local --model is recorded absolute, so the index works from any directory
+    model = absolute_model(choices.model) if choices.model is not None else (opts.get("model") if inherit else None)
     layer = choices.layer if choices.layer is not None else (opts.get("layer") if inherit else None)
     extra = choices.extra or (dict(opts.get("extra", {})) if inherit else {})
     precision = choices.precision or (inherit.precision if inherit else "fp32")
-    encoder = encoders.build(name, EncoderOptions(model=model, layer=layer, device=choices.device,
-                                                  precision=precision, extra=extra))
+    load_from = model if choices.model is not None or inherit is None else recorded_model(inherit)
+    options = EncoderOptions(model=load_from, layer=layer, device=choices.device, precision=precision, extra=extra)
+    encoder = _build(name, options, inherit if choices.model is None else None)
     sr = encoder.sample_rate
     window = to_samples(choices.window_s, sr) if choices.window_s else (
         inherit.window_samples if inherit else to_samples(encoder.default_window_s, sr))
@@ -85,8 +90,51 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     return encoder, recipe
 
 
-def encoder_for(recipe: Recipe, device: str = "cpu") -> Encoder:
-    """Load the encoder an index was built with (for queries)."""
+def encoder_for(recipe: Recipe, device: str = "cpu", *, index: str | Path | None = None,
+                corpus: str | Path | None = None) -> Encoder:
+    """Load the encoder an index was built with (for queries).
+
+    ``index`` and ``corpus`` only complete the re-point command in the error raised when
+    the checkpoint has moved.
+    """
     o = recipe.encoder_options
-    return encoders.build(recipe.encoder, EncoderOptions(model=o.get("model"), layer=o.get("layer"), device=device,
-                                                         precision=recipe.precision, extra=o.get("extra", {})))
+    options = EncoderOptions(model=recorded_model(recipe), layer=o.get("layer"), device=device,
+                             precision=recipe.precision, extra=o.get("extra", {}))
+    return _build(recipe.encoder, options, recipe, index=index, corpus=corpus)
+
+
+def recorded_model(recipe: Recipe) -> str | None:
+    """The checkpoint to load for ``recipe``: its ``--model``, else the local checkpoint the encoder
+    recorded (a default or ``RETRIEVE_<ENCODER>_MODEL`` path, absolute), else None (the family default)."""
+    model = recipe.encoder_options.get("model")
+    recorded = recipe.encoder_params.get("checkpoint")
+    if model is None and isinstance(recorded, str) and Path(recorded).is_absolute():
+        return recorded
+    return model
+
+
+def _build(name: str, options: EncoderOptions, stored: Recipe | None, *, index: str | Path | None = None,
+           corpus: str | Path | None = None) -> Encoder:
+    """``encoders.build``; when ``stored``'s local checkpoint is gone, say it moved and how to re-point it.
+
+    Raises:
+        WeightsNotFoundError: the checkpoint an index was built from is no longer where it was
+            recorded (with the re-point command, or why there is none), or any other missing weights.
+    """
+    try:
+        return encoders.build(name, options)
+    except WeightsNotFoundError as exc:
+        where = options.model
+        if stored is None or not where or not is_local(where) or Path(where).expanduser().exists():
+            raise
+        if stored.digest:
+            command = (f"retrieve index {corpus or 'CORPUS'} --index {index or 'INDEX'} "
+                       f"--model NEW_PATH")
+            fix = (f"if it moved, re-point the index at its new place with `{command}`: the weights are "
+                   f"checked against the recorded digest (sha256 {stored.digest}) and nothing is re-embedded")
+        else:
+            fix = ("this index was made before checkpoint digests were recorded, so a new place cannot be "
+                   "checked: put the checkpoint back there, or build a new index")
+        raise WeightsNotFoundError(
+            f"the {name} checkpoint this index was built from is no longer at {where} (moved or deleted); {fix}"
+        ) from exc

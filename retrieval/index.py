@@ -161,7 +161,8 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = encoder_for(self.recipe, self.device)
+            self._encoder = encoder_for(self.recipe, self.device, index=self.store.root,
+                                        corpus=self.store.db.get("corpus_root"))
         return self._encoder
 
     # -- queries ---------------------------------------------------------------------------

@@ -212,7 +212,9 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
         encoder, recipe = resolve(choices, stored)
         store.db.begin()
-        store.set_recipe(recipe)
+        repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
+        if repointed:
+            warn(repointed)
         if options.index_type is not None:
             store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
         old_root = store.db.get("corpus_root")

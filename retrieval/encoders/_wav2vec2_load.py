@@ -19,7 +19,7 @@ import torch
 
 from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.precision import Precision, check_precision, prepare
-from retrieval.encoders.weights import choose_model, env_var, resolve_checkpoint
+from retrieval.encoders.weights import choose_model, env_var, is_local, resolve_checkpoint
 from retrieval.errors import EncoderError, InputError
 
 Layer = int | Literal["last", "mean"]
@@ -39,6 +39,9 @@ class Checkpoint:
         do_normalize: zero-mean unit-variance per clip before the model.
         return_attention_mask: whether the checkpoint was trained with attention masks.
         layer: ``--layer`` resolved by :func:`parse_layer`.
+        local: the checkpoint was given as a local folder (its recipe records a
+            :func:`~retrieval.encoders.weights.weights_digest`), not a hub id (which its revision
+            identifies).
     """
 
     model_id: str
@@ -50,6 +53,7 @@ class Checkpoint:
     do_normalize: bool
     return_attention_mask: bool
     layer: Layer
+    local: bool = False
 
 
 def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) -> Checkpoint:
@@ -124,6 +128,7 @@ def load_checkpoint(encoder: str, options: EncoderOptions, default: str | None) 
         do_normalize=bool(extractor.do_normalize),
         return_attention_mask=bool(extractor.return_attention_mask),
         layer=layer,
+        local=is_local(model_id),
     )
 
 

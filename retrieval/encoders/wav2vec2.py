@@ -39,6 +39,7 @@ import torch
 from retrieval.encoders._wav2vec2_load import conv_geometry, load_checkpoint, snapshot_revision
 from retrieval.encoders.precision import autocast, rows_per_pass
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
+from retrieval.encoders.weights import weights_digest
 from retrieval.errors import EncoderError
 
 #: ``model_type`` values whose transformer zeroes and masks padded frames, so a padded row's
@@ -89,6 +90,7 @@ class Wav2Vec2Encoder:
         self.do_normalize = ckpt.do_normalize
         self.return_attention_mask = ckpt.return_attention_mask
         self.revision = snapshot_revision(ckpt.path)
+        self._weights_path = ckpt.path if ckpt.local else None
         self.dim = int(self.config.hidden_size)
         self.n_layers = int(self.config.num_hidden_layers)
         self.layer = ckpt.layer
@@ -115,6 +117,9 @@ class Wav2Vec2Encoder:
             "feat_extract_norm": getattr(self.config, "feat_extract_norm", None),
             "frame_s": self.frame_samples / self.sample_rate,
             "frame_hop_s": self.hop_samples / self.sample_rate,
+            # local folders only: identifies the weights wherever they move (retrieval.recipe);
+            # hashed when an index records the recipe, not on every load for a query
+            **({"checkpoint_sha256": weights_digest(self._weights_path)} if self._weights_path else {}),
         }
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:

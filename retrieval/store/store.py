@@ -281,15 +281,28 @@ class Store:
             raise IndexNotFoundError(f"index at {self.root} is empty (no recipe yet); run `retrieve index` first")
         return recipe
 
-    def set_recipe(self, recipe: Recipe) -> None:
-        """Record the recipe of a new index; an existing one must match exactly."""
+    def set_recipe(self, recipe: Recipe) -> str | None:
+        """Record the recipe of a new index; an existing one must match exactly.
+
+        The same checkpoint (by digest) at a new path re-points the stored recipe there; its
+        hash, and every vector, stay as they are (``Recipe.relocated``).
+
+        Returns:
+            a line saying what was re-pointed, or None.
+        """
         current = self.recipe
         if current is not None:
             current.check_same(recipe)
-            return
+            moved = current.relocated(recipe)
+            if moved is None:
+                return None
+            self.db.set("recipe", moved.to_json())
+            return (f"re-pointed the {moved.encoder} checkpoint from {current.location} to {moved.location} "
+                    f"(same weights, sha256 {moved.digest}; recipe hash {moved.hash()} unchanged)")
         self.db.set("recipe", recipe.to_json())
         self.db.set("recipe_hash", recipe.hash())
         self.db.create_segments(recipe.dim)
+        return None
 
     # -- post-processing -------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ The front end is :mod:`retrieval.encoders.clap.features` (torch, batched, determ
 weights load through :mod:`retrieval.encoders.clap.loading` (transformers folders, hub ids
 and LAION ``.pt`` files); fast modes are in :mod:`retrieval.encoders.precision`.
 
-Encoder options (``EncoderOptions.extra``, recorded in the recipe when they change vectors):
+Encoder options (``EncoderOptions.extra``, ``--opt KEY=VALUE`` on the CLI; recorded in the recipe):
     processor: tokenizer and front-end source for a LAION ``.pt`` checkpoint (a
         transformers CLAP folder or hub id; default ``laion/clap-htsat-unfused``).
     batch_size: windows per forward pass (default 8; texts use 8x as many). Vectors do not
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch
 from retrieval.encoders.clap.loading import load_clap
 from retrieval.encoders.precision import autocast, check_precision, prepare, rows_per_pass
-from retrieval.encoders.weights import choose_model
+from retrieval.encoders.weights import choose_model, weights_digest
 from retrieval.errors import InputError
 
 #: Settings ``EncoderOptions.extra`` may hold, with their defaults.
@@ -87,7 +87,8 @@ class ClapEncoder:
         #: ``exp(logit_scale_a)``: the model's audio-to-text softmax scale (zero-shot temperature).
         self.logit_scale: float = float(loaded.model.logit_scale_a.detach().exp())
         text_positions = int(loaded.model.config.text_config.max_position_embeddings) - 2  # RoBERTa offset
-        self.max_text_tokens: int = min(int(self.tokenizer.model_max_length), text_positions)
+        own_limit = loaded.text_max_tokens or int(self.tokenizer.model_max_length)  # 77 for LAION .pt files
+        self.max_text_tokens: int = min(own_limit, text_positions)
 
     @property
     def max_window_s(self) -> float:
@@ -116,6 +117,9 @@ class ClapEncoder:
             "projection_dim": self.dim,
             "precision": self.precision,
             "front_end": self.features.config.as_dict(),
+            # local files only: identifies the weights wherever they move (retrieval.recipe); hashed
+            # here, when an index records the recipe, not on every load for a query
+            **({"checkpoint_sha256": weights_digest(self._info["weights_path"])} if self._info["weights_path"] else {}),
         }
 
     def frame_embeddings(self, audio: np.ndarray, lengths: np.ndarray) -> FrameEmbeddings:
@@ -187,7 +191,7 @@ class ClapEncoder:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    """An integer >= 1 from an int or its text (``--encoder-option batch_size=4``)."""
+    """An integer >= 1 from an int or its text (``--opt batch_size=4``)."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -29,6 +29,10 @@ Dropped on the way in (no counterpart; the first two are the in-model spectrogra
 
 The architecture is read from tensor shapes (:func:`config_from_laion`); what shapes do not
 tell (text attention heads, ``spec_size``, patch stride) comes from a base ``ClapConfig``.
+The text tower's settings that ``laion_clap`` fixes itself are taken from it, not from the
+base: its text branch is ``RobertaModel.from_pretrained('roberta-base')``, so a LayerNorm
+epsilon of 1e-5 (:data:`LAION_TEXT`; transformers' ``ClapTextConfig`` default is 1e-12),
+and its tokenizer cuts text at 77 tokens (``hook.py``, :data:`LAION_TEXT_MAX_TOKENS`).
 ``laion_clap`` itself is never imported.
 """
 
@@ -41,6 +45,12 @@ from typing import Any
 import torch
 
 from retrieval.errors import EncoderError
+
+#: Text-tower settings of every LAION-CLAP checkpoint with a RoBERTa text branch: those of
+#: ``roberta-base``'s config, which ``laion_clap.clap_module.model.CLAP`` loads.
+LAION_TEXT: dict[str, Any] = {"layer_norm_eps": 1e-5}
+#: ``laion_clap.hook.CLAP_Module.tokenizer``: ``max_length=77, truncation=True``.
+LAION_TEXT_MAX_TOKENS = 77
 
 _AUDIO, _HF_AUDIO = "audio_branch.", "audio_model.audio_encoder."
 _TEXT, _HF_TEXT = "text_branch.", "text_model."
@@ -159,9 +169,10 @@ def config_from_laion(sd: dict[str, torch.Tensor], base: Any | None = None) -> A
 
     Read from shapes: Swin width, depths, heads per stage, window size, MLP ratio, mel
     bins, fusion (and its AFF ratio), audio hidden size, projection size; RoBERTa
-    vocabulary, width, layers, intermediate size, positions and token types. Everything
-    else (text heads, ``spec_size``, patch stride, epsilons) comes from ``base`` (a
-    ``ClapConfig``; transformers' defaults, i.e. ``laion/clap-htsat-unfused``, when None).
+    vocabulary, width, layers, intermediate size, positions and token types. The text
+    LayerNorm epsilon is LAION's (:data:`LAION_TEXT`). Everything else (text heads,
+    ``spec_size``, patch stride, audio epsilons) comes from ``base`` (a ``ClapConfig``;
+    transformers' defaults, i.e. ``laion/clap-htsat-unfused``, when None).
 
     Raises:
         EncoderError: a tensor this needs is missing, so ``sd`` is not a LAION-CLAP state dict.
@@ -209,6 +220,7 @@ def config_from_laion(sd: dict[str, torch.Tensor], base: Any | None = None) -> A
         intermediate_size=shape("text_branch.encoder.layer.0.intermediate.dense.weight")[0],
         max_position_embeddings=shape("text_branch.embeddings.position_embeddings.weight")[0],
         type_vocab_size=shape("text_branch.embeddings.token_type_embeddings.weight")[0],
+        **LAION_TEXT,
     )
     for cfg in (audio, text):
         for k in ("model_type", "transformers_version", "architectures", "projection_dim"):

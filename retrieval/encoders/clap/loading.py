@@ -13,8 +13,9 @@ from the checkpoint's own ``preprocessor_config.json``.
   CLAP folder or hub id, default ``laion/clap-htsat-unfused``); its ``config.json``
   supplies what shapes cannot tell (text attention heads). The front end's truncation
   follows the weights: ``fusion`` when the checkpoint has fusion layers, else ``rand_trunc``.
+  Text is cut at 77 tokens, as ``laion_clap`` does, whatever the processor's tokenizer allows.
   The file is read with ``torch.load(weights_only=True)``; a file that needs arbitrary
-  unpickling is refused unless ``trust_pickle=True``.
+  unpickling is refused unless ``trust_pickle=True`` (CLI: ``--opt trust_pickle=true``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.encoders.clap.features import ClapFeatures
-from retrieval.encoders.weights import resolve_checkpoint
+from retrieval.encoders.weights import is_local, resolve_checkpoint
 from retrieval.errors import EncoderError
 
 #: Where LAION checkpoints take their tokenizer and front end from unless told otherwise.
@@ -41,13 +42,18 @@ class LoadedClap:
         model: ``transformers.ClapModel`` in eval mode, on ``device``.
         tokenizer: the text tokenizer (a RoBERTa BPE for every released CLAP).
         features: the torch front end.
-        info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``).
+        info: how it was loaded, JSON-serialisable (``format``, ``revision``, ``processor``, and
+            ``weights_path``: the file or folder of a checkpoint given as a local path, whose
+            :func:`~retrieval.encoders.weights.weights_digest` the recipe records; None for a hub id).
+        text_max_tokens: the checkpoint's own text length limit in tokens (77 for LAION
+            ``.pt`` files), or None for the tokenizer's ``model_max_length``.
     """
 
     model: Any
     tokenizer: Any
     features: ClapFeatures
     info: dict[str, Any]
+    text_max_tokens: int | None = None
 
 
 def load_clap(model: str, *, device: str = "cpu", processor: str | None = None,
@@ -66,6 +72,13 @@ def load_clap(model: str, *, device: str = "cpu", processor: str | None = None,
         EncoderError: the file is not a CLAP checkpoint.
     """
     path = Path(resolve_checkpoint("clap", model))
+    loaded = _load(path, device=device, processor=processor, trust_pickle=trust_pickle)
+    loaded.info["weights_path"] = str(path) if is_local(model) else None
+    return loaded
+
+
+def _load(path: Path, *, device: str, processor: str | None, trust_pickle: bool) -> LoadedClap:
+    """:func:`load_clap` once ``path`` is local: a LAION ``.pt`` or a transformers folder."""
     if path.is_file() and path.suffix in LAION_SUFFIXES:
         return _load_laion(path, device=device, processor=processor or DEFAULT_PROCESSOR, trust_pickle=trust_pickle)
     if path.is_file():
@@ -104,7 +117,8 @@ def _load_laion(path: Path, *, device: str, processor: str, trust_pickle: bool) 
     except pickle.UnpicklingError as exc:
         raise EncoderError(
             f"{path} holds more than tensors and plain containers, so it was not unpickled ({exc}); "
-            "if you trust the file, pass extra={'trust_pickle': True} (CLI: --encoder-option trust_pickle=true)"
+            "if you trust the file, pass --opt trust_pickle=true to `retrieve index` "
+            "(Python: EncoderOptions(extra={'trust_pickle': True}))"
         ) from exc
     except (OSError, RuntimeError) as exc:
         raise EncoderError(f"could not read {path} as a torch checkpoint ({exc})") from exc
@@ -124,7 +138,8 @@ def _load_laion(path: Path, *, device: str, processor: str, trust_pickle: bool) 
     features = ClapFeatures.from_extractor(extractor, truncation=truncation, device=device)
     _check_front_end(features, config, path)
     info = {"format": "laion", "revision": f"{path.name}:{os.path.getsize(path)}", "processor": processor}
-    return LoadedClap(clap.eval().to(device), tokenizer, features, info)
+    return LoadedClap(clap.eval().to(device), tokenizer, features, info,
+                      text_max_tokens=laion_convert.LAION_TEXT_MAX_TOKENS)
 
 
 def _processor_parts(source: Path) -> tuple[Any, Any]:
