@@ -27,7 +27,7 @@ from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
-from retrieval.store.db import arrow_of, vectors_of
+from retrieval.store.db import arrow_of, pandas_of, vectors_of
 
 #: Folder of indexes when ``--index`` names no path (override with ``RETRIEVE_INDEXES``).
 DEFAULT_INDEXES = "indexes"
@@ -79,10 +79,12 @@ class Index:
         self.last_ingest: Any = None
 
     @classmethod
-    def build(cls, corpus: str | Path, path: str | Path | None = None, *, labels_csv: str | Path | None = None,
-              device: str = "cpu", **choices: Any) -> Index:
+    def build(cls, corpus: str | Path | Sequence[str | Path], path: str | Path | None = None, *,
+              labels_csv: str | Path | None = None, labels_key: str | None = None, device: str = "cpu",
+              **choices: Any) -> Index:
         """Index (or update the index of) ``corpus`` and open it: what ``retrieve index`` runs.
 
+        ``corpus`` is one folder or several (each a root; paths are kept relative to it).
         ``choices`` are the fields of :class:`retrieval.configure.Choices` (``encoder``,
         ``model``, ``pooling``, ``postprocess``, ``window_s``, ...). The run's summary is
         kept as ``idx.last_ingest``.
@@ -90,9 +92,11 @@ class Index:
         from retrieval.configure import Choices
         from retrieval.ingest import IngestOptions, ingest
 
-        target = index_path_for(Path(corpus), None if path is None else str(path))
-        summary = ingest(Path(corpus), target, Choices(device=device, **choices),
-                         IngestOptions(labels_csv=None if labels_csv is None else Path(labels_csv)))
+        roots = [Path(corpus)] if isinstance(corpus, (str, os.PathLike)) else [Path(c) for c in corpus]
+        target = index_path_for(roots[0] if roots else Path("."), None if path is None else str(path))
+        summary = ingest(roots, target, Choices(device=device, **choices),
+                         IngestOptions(labels_csv=None if labels_csv is None else Path(labels_csv),
+                                       labels_key=labels_key))
         idx = cls.open(target, device=device)
         idx.last_ingest = summary
         return idx
@@ -352,14 +356,14 @@ class Index:
             + (f" AND ({flt.sql})" if flt else "") + " ORDER BY s.segment_id",
             params=[level, *(flt.params if flt else ())]))
         raw = vectors_of(tbl, "vector", r.dim)
-        meta = tbl.drop(["vector"]).to_pandas()
+        meta = pandas_of(tbl.drop(["vector"]))
         meta.insert(1, "start_s", meta.pop("start_sample") / r.sample_rate)
         meta.insert(2, "end_s", meta.pop("end_sample") / r.sample_rate)
         vecs = self.store.postprocess.apply(raw) if processed and len(raw) else raw
         return meta, vecs
 
     def files(self) -> pd.DataFrame:
-        return arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")).to_pandas()
+        return pandas_of(arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")))
 
     def errors(self) -> pd.DataFrame:
         return arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path")).to_pandas()
@@ -376,6 +380,8 @@ class Index:
         for level in ("file", "segment"):
             meta, vecs = self.embeddings(level)  # type: ignore[arg-type]
             keep = ["path", "start_s", "end_s"] + [c for c in self.store.db.metadata_columns() if c in meta]
+            if len(self.store.db.roots()) > 1:  # paths are relative to their root
+                keep.insert(1, "root")
             df = meta[keep].copy()
             df.insert(1, "level", level)
             df["embedding"] = list(vecs.astype(np.float32))
