@@ -167,10 +167,11 @@ def check_options(choices: Choices, options: IngestOptions) -> None:
     if choices.silence_db is not None and (math.isnan(choices.silence_db) or choices.silence_db == math.inf):
         raise InputError(f"--silence-db must be a level in dBFS such as -60 (or use --keep-silent); "
                          f"got {choices.silence_db:g}")
-    for name, value, least in (("--batch-size", options.batch_size, 1), ("--commit-every", options.commit_every, 1),
-                               ("--workers", options.workers, 0)):
-        if value < least:
-            raise InputError(f"{name} must be at least {least}; got {value}")
+    for name, value in (("--batch-size", options.batch_size), ("--commit-every", options.commit_every)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1; got {value}")
+    if options.workers < 0:
+        raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
 
 
 def check_device(device: str) -> None:
