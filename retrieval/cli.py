@@ -85,7 +85,7 @@ def _is_number(text: str) -> bool:
 
 
 @cli.command("index")
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("corpus", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--index", "index", metavar="PATH|NAME",
               help="Where to write. Default: indexes/<first corpus folder name>.")
 @click.option("--encoder", type=click.Choice(_encoder_names()), help="Encoder family. Default: logmel, or the index's.")
@@ -139,6 +139,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 
     Paths are kept relative to their folder. On an existing index the folders named are
     updated and its other folders are left as they are; a new folder is added beside them.
+    With no CORPUS, --index X updates every folder of index X.
     """
     from retrieval.configure import Choices
     from retrieval.index import index_path_for
@@ -152,7 +153,10 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
                             progress=sys.stderr.isatty() if progress is None else progress,
                             on_warning=lambda line: click.echo(f"warning: {line}", err=True),
                             labels_key=labels_key, replace=replace, allow_removals=allow_removals, dry_run=dry_run)
-    summary = ingest(list(corpus), index_path_for(corpus[0], index), choices, options)
+    if not corpus and not index:
+        raise click.UsageError("name a CORPUS folder, or --index X to update every folder of index X")
+    target = index_path_for(corpus[0], index) if corpus else index_path_for(Path("."), index)
+    summary = ingest(list(corpus), target, choices, options)
     if dry_run:
         from retrieval.ingest import IngestPlan
 

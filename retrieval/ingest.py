@@ -330,14 +330,14 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
             changed (and nothing created) when it is raised.
     """
     t0 = time.perf_counter()
-    roots = _as_roots(corpus)
+    index_dir = Path(index_dir)
+    roots = _as_roots(corpus if _named(corpus) else _roots_of(index_dir))
     choices = choices or Choices()
     options = options or IngestOptions()
     check_options(choices, options)
     check_device(choices.device)
     warn = options.on_warning or (lambda line: log.warning(line))
     labels = None if options.labels_csv is None else read_labels_csv(Path(options.labels_csv), options.labels_key)
-    index_dir = Path(index_dir)
     summary = IngestSummary(index=str(index_dir))
     first = not (index_dir / DB_NAME).is_file()
     resolved = None
@@ -383,7 +383,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         plan = _plan(known, found, scope, stale)  # reads only: nothing is written before the checks
         refused = _refusal(plan, roots, found, counts, store.root, options)
         if options.dry_run:
-            described = _describe(plan, all_roots, len(all_roots) > 1)
+            described = _describe(plan, all_roots, len(scope | set(all_roots)) > 1)
             described.refused = refused
             summary.plan = described.to_dict()
             summary.roots = all_roots
@@ -416,6 +416,19 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         with single_threaded_blas():
             summary.vectors_update = store.sync_vectors(refit=options.refit)
         store.db.checkpoint()
+
+
+def _named(corpus: Path | Sequence[Path]) -> bool:
+    return isinstance(corpus, (str, os.PathLike)) or len(corpus) > 0
+
+
+def _roots_of(index_dir: Path) -> list[str]:
+    """Every root of an existing index: what a run naming no folder updates."""
+    if not (index_dir / DB_NAME).is_file():
+        raise InputError(f"no corpus folder given and no index at {index_dir} to take its folders from; "
+                         "name at least one folder")
+    with Store.open(index_dir) as store:
+        return store.db.roots()
 
 
 def _as_roots(corpus: Path | Sequence[Path]) -> list[str]:

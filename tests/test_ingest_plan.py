@@ -293,3 +293,21 @@ def test_error_rows_of_deleted_files_are_cleared(corpus, tmp_path):
     bad.unlink()
     _run(corpus, ix)
     assert _state(ix)[1] == []
+
+
+def test_naming_no_folder_updates_every_root_of_the_index(tmp_path):
+    a, b = _small(tmp_path / "a"), _small(tmp_path / "b", seed=7)
+    ix = tmp_path / "ix"
+    _run([a, b], ix)
+    os.remove(a / "s0.wav")
+    write(b / "s9.wav", synth.sine(440, 0.9, 16000), 16000)
+    s = _run([], ix)
+    assert (s.files_removed, s.files_indexed, s.files_unchanged) == (1, 1, 5)
+    res = CliRunner().invoke(cli, ["index"])
+    assert res.exit_code == 2 and "--index X to update every folder" in res.output
+    with pytest.raises(InputError, match="no corpus folder given and no index"):
+        _run([], tmp_path / "none")
+    shutil.rmtree(b)  # a root that vanished is an error, not 4 deletions
+    with pytest.raises(InputError, match="does not exist"):
+        _run([], ix)
+    assert len(_state(ix)[0]) == 6
