@@ -241,7 +241,9 @@ class _Plan:
 
 @dataclass
 class IngestPlan:
-    """What a run would do, by kind of change: lists of ``root/path`` (unchanged only counted).
+    """What a run would do, by kind of change: lists of paths (unchanged files only counted).
+
+    Paths are relative to their root, or absolute when the run involves several roots.
 
     ``refused`` holds the reason the run would stop before changing anything, if it would.
     """
@@ -279,14 +281,13 @@ def _describe(plan: _Plan, roots: list[str], several: bool) -> IngestPlan:
     def name(root: str, rel: str) -> str:
         return str(Path(root) / rel) if several else rel
 
-    known_names = {fid: name(*key) for fid, key in plan.removed}
     return IngestPlan(
         roots=roots,
         new=[name(f.root, f.rel_path) for f, _, old in plan.to_embed if old is None],
         changed=[name(f.root, f.rel_path) for f, _, old in plan.to_embed if old is not None],
         moved=[f"{name(*plan.sources[fid])} -> {name(f.root, f.rel_path)}" for fid, f in plan.moved],
         copied=[name(f.root, f.rel_path) for _, f in plan.copies],
-        removed=sorted(known_names.values()),
+        removed=sorted(name(*key) for _, key in plan.removed),
         failed=[name(e.root or "", e.path) for e in plan.errors],
         unchanged=plan.unchanged, indexed=plan.indexed,
     )
