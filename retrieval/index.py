@@ -281,7 +281,8 @@ class Index:
 
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
-        item_ids = meta["path"] if level == "file" else meta["path"] + "@" + meta["start_s"].round(3).astype(str)
+        paths = meta["path"] if len(self.store.db.roots()) < 2 else meta["root"] + "/" + meta["path"]  # unique
+        item_ids = paths if level == "file" else paths + "@" + meta["start_s"].round(3).astype(str)
         result = run_evaluate(vecs, meta[label_column].tolist(), meta["file_id"].tolist(), groups, ks,
                               weighting=weighting, item_ids=item_ids.tolist())
         result.settings.update({"index": str(self.store.root), "label_column": label_column,

@@ -73,6 +73,13 @@ def test_two_roots_with_the_same_relative_path_do_not_collide(tmp_path):
         assert idx.info()["corpus_roots"] == roots
         assert idx.store.db.file_locations("path = 's0.wav'") == [(str(a.resolve()), "s0.wav"),
                                                                    (str(b.resolve()), "s0.wav")]
+    exported = tmp_path / "out.parquet"
+    assert CliRunner().invoke(cli, ["export", "--index", str(ix), str(exported)]).exit_code == 0
+    import pandas as pd
+    rows = pd.read_parquet(exported)
+    assert sorted(set(zip(rows.root, rows.path))) == sorted((r, p) for r, p, _ in files)
+    info = CliRunner().invoke(cli, ["info", "--index", str(ix)]).output
+    assert f"{a.resolve()}; {b.resolve()}" in info
     # a run naming one root leaves the other alone
     os.remove(b / "s2.wav")
     s = _run([b], ix)
@@ -227,6 +234,15 @@ def test_a_bad_labels_csv_fails_before_any_embedding_and_is_not_recorded(corpus,
         _run(corpus, tmp_path / "ix", labels_csv=both)
     with pytest.raises(InputError, match=r"'path' clash with built-in columns"):
         _run(corpus, tmp_path / "ix", labels_csv=both, labels_key="file")
+    ix = tmp_path / "ix"
+    monkeypatch.undo()
+    _run(corpus, ix)
+    with pytest.raises(InputError, match="needs a 'file' or 'path' column"):
+        _run(corpus, ix, labels_csv=bad)
+    warnings = []
+    assert _run(corpus, ix, on_warning=warnings.append).files_unchanged == 20 and not warnings
+    with Store.open(ix) as s:
+        assert s.db.get("labels_csv") is None  # the bad CSV was not recorded for later runs
 
 
 def test_labels_key_names_the_path_column_and_a_typo_lists_close_matches(corpus, tmp_path):
