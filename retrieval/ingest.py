@@ -341,7 +341,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
     labels = None if options.labels_csv is None else read_labels_csv(Path(options.labels_csv), options.labels_key)
     summary = IngestSummary(index=str(index_dir))
     first = not (index_dir / DB_NAME).is_file()
-    resolved = None
+    resolved, found = None, None
     if first:
         found = _discover(roots, roots)
         if not found:
@@ -356,7 +356,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         resolved = resolve(choices, None)  # encoder, weights, window and hop: checked before the folder exists
     before = set(index_dir.iterdir()) if index_dir.is_dir() else None
     try:
-        _ingest_into(index_dir, roots, choices, options, labels, resolved, summary, warn)
+        _ingest_into(index_dir, roots, choices, options, labels, resolved, found, summary, warn)
     except BaseException:
         if first and summary.files_indexed + summary.files_silent == 0:
             _remove_created(index_dir, before)
@@ -366,9 +366,12 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
 
 
 def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: IngestOptions,
-                 labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, summary: IngestSummary,
-                 warn: Callable[[str], None]) -> None:
-    with Store.create(index_dir) as store, ExitStack() as stack:
+                 labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, found: list[RootedFile] | None,
+                 summary: IngestSummary, warn: Callable[[str], None]) -> None:
+    """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already."""
+    # a dry run only reads: it neither takes the write lock nor migrates an older schema
+    opened = Store.open(index_dir) if options.dry_run else Store.create(index_dir)
+    with opened as store, ExitStack() as stack:
         stored = store.recipe
         known = store.db.known_files()
         stored_roots = store.db.roots()
@@ -376,7 +379,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         if legacy and any(k[0] is None for k in known):  # made before roots were kept per row
             known = {(k[0] or legacy, k[1]): v for k, v in known.items()}
         all_roots, scope = _check_roots(roots, stored_roots, index_dir, options)
-        found = _discover(roots, roots)
+        found = found if found is not None else _discover(roots, roots)
         counts: dict[str, int] = {}
         for key in known:
             counts[key[0]] = counts.get(key[0], 0) + 1

@@ -130,6 +130,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(corpus, tmp_path):
     assert res.exit_code == 0 and "1 new, 1 changed, 1 moved, 0 copied, 1 removed, 0 failed, 17 unchanged" in res.output
     assert "removed: clicks/clicks_03.wav" in res.output
     assert _state(ix) == before
+    with Store.open(ix):  # a dry run only reads: it runs beside a reader, without the write lock
+        assert _run(corpus, ix, dry_run=True).plan["removed"] == ["clicks/clicks_03.wav"]
     fresh = tmp_path / "fresh"
     res = runner.invoke(cli, ["index", str(corpus), "--index", str(fresh), "--dry-run", "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)["new"]) == 20 and not fresh.exists()
@@ -146,6 +148,9 @@ def test_an_index_made_before_roots_were_kept_per_file_still_works(corpus, tmp_p
         assert idx.search(corpus / "tone" / "tone_01.wav", k=1).path[0] == "tone/tone_01.wav"
         assert idx.info()["corpus_roots"] == [str(corpus.resolve())]
     os.remove(corpus / "clicks" / "clicks_03.wav")
+    assert _run(corpus, ix, dry_run=True).plan["removed"] == ["clicks/clicks_03.wav"]
+    with Store.open(ix) as s:
+        assert "root" not in s.db.file_columns()  # the dry run left the older schema alone
     s = _run(corpus, ix)
     assert (s.files_unchanged, s.files_removed, s.files_indexed) == (19, 1, 0)
     files, _, roots, _ = _state(ix)

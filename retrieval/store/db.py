@@ -237,7 +237,8 @@ class MetadataDB:
 
     def known_files(self) -> dict[tuple[str | None, str], tuple[int, int, float, str]]:
         """``(root, path) -> (file_id, size, mtime, content_hash)`` for every indexed file."""
-        rows = self.con.execute("SELECT root, path, file_id, size, mtime, content_hash FROM files").fetchall()
+        root = "root" if "root" in self.file_columns() else "NULL"  # an index made before roots per file
+        rows = self.con.execute(f"SELECT {root}, path, file_id, size, mtime, content_hash FROM files").fetchall()
         return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
     def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
@@ -386,7 +387,12 @@ class MetadataDB:
 
     def error_paths(self, root: str) -> set[str]:
         """Paths under ``root`` that have error or warning rows."""
-        return {r[0] for r in self.con.execute("SELECT DISTINCT path FROM errors WHERE root = ?", [root]).fetchall()}
+        columns = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'errors'").fetchall()}
+        legacy = self.get("corpus_root")  # rows of an index made before roots per row belong to its one root
+        col = "coalesce(root, ?)" if "root" in columns else "?"
+        return {r[0] for r in self.con.execute(f"SELECT DISTINCT path FROM errors WHERE {col} = ?",
+                                               [legacy, root]).fetchall()}
 
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
         for r in rows:
