@@ -5,7 +5,8 @@ By default a file's label is the name of the folder that holds it
 ``--labels`` attaches every one of its columns; it needs a ``file`` or ``path`` column
 relative to the corpus (or the column named with ``--labels-key``), and a ``label``
 column in it overrides the folder label. Column types are kept as the CSV has them: an
-integer column with empty cells stays integer, with NULLs.
+integer column with empty cells stays integer, with NULLs. In an index with several
+corpus roots a CSV row applies to the file at that relative path under each root.
 """
 
 from __future__ import annotations

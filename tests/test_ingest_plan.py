@@ -55,6 +55,9 @@ def test_a_different_folder_is_refused_and_changes_nothing(corpus, tmp_path):
     with pytest.raises(InputError, match=r"holds corpus .*corpus, not .*other; nothing was changed.*--replace"):
         _run(other, ix)
     assert _state(ix) == before
+    res = CliRunner().invoke(cli, ["index", str(other), "--index", str(ix)])
+    assert res.exit_code == 1 and res.output.startswith("Error: index ") and len(res.output.splitlines()) == 1
+    assert _state(ix) == before
 
 
 def test_two_roots_with_the_same_relative_path_do_not_collide(tmp_path):
@@ -332,3 +335,12 @@ def test_naming_no_folder_updates_every_root_of_the_index(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         _run([], ix)
     assert len(_state(ix)[0]) == 6
+
+
+def test_the_python_api_builds_from_several_folders(tmp_path):
+    a, b = _small(tmp_path / "a"), _small(tmp_path / "b", seed=7)
+    with Index.build([a, b], tmp_path / "ix") as idx:
+        assert idx.info()["corpus_roots"] == [str(a.resolve()), str(b.resolve())]
+        assert idx.last_ingest.files_indexed == 6
+    with Index.build(str(a), tmp_path / "ix") as idx:  # one path still works, and updates only that root
+        assert (idx.last_ingest.files_unchanged, idx.last_ingest.files_removed) == (3, 0)

@@ -219,10 +219,6 @@ class MetadataDB:
             self.con.execute("UPDATE files SET root = ? WHERE root IS NULL", [legacy])
             self.con.execute("UPDATE errors SET root = ? WHERE root IS NULL", [legacy])
 
-    def root_counts(self) -> dict[str, int]:
-        """``root -> files`` indexed under it."""
-        return dict(self.con.execute("SELECT root, count(*) FROM files GROUP BY root").fetchall())
-
     def file_locations(self, where_sql: str = "TRUE") -> list[tuple[str, str]]:
         """``(root, relative path)`` of the files passing ``where_sql``, by root then path.
 
