@@ -378,7 +378,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         legacy = store.db.get("corpus_root")
         if legacy and any(k[0] is None for k in known):  # made before roots were kept per row
             known = {(k[0] or legacy, k[1]): v for k, v in known.items()}
-        all_roots, scope = _check_roots(roots, stored_roots, index_dir, options)
+        all_roots, scope = _check_roots(roots, stored_roots if known else [], index_dir, options)
         found = found if found is not None else _discover(roots, roots)
         counts: dict[str, int] = {}
         for key in known:
@@ -458,6 +458,8 @@ def _as_roots(corpus: Path | Sequence[Path]) -> list[str]:
 def _check_roots(roots: list[str], stored: list[str], index_dir: Path,
                  options: IngestOptions) -> tuple[list[str], set[str]]:
     """``(the index's roots after the run, roots whose known files may be removed or moved)``.
+
+    ``stored`` is empty for a new index, or one that holds no files (its roots then go).
 
     Raises:
         InputError: none of ``roots`` is one of the index's roots, and ``replace`` was not given.

@@ -222,6 +222,8 @@ def test_an_empty_corpus_is_an_error_not_a_deletion(corpus, tmp_path):
     shutil.rmtree(corpus)
     with pytest.raises(InputError, match="does not exist"):
         _run(corpus, ix)
+    other = _small(tmp_path / "other")  # an index left with no files may take another folder
+    assert _run(other, ix).files_indexed == 3 and _state(ix)[2] == [str(other.resolve())]
 
 
 # -- items 6, 12, 17: the labels CSV --------------------------------------------------------
