@@ -129,8 +129,9 @@ def _is_number(text: str) -> bool:
 
 
 @cli.command("index")
-@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
-@click.option("--index", "index", metavar="PATH|NAME", help="Where to write. Default: indexes/<corpus folder name>.")
+@click.argument("corpus", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index", metavar="PATH|NAME",
+              help="Where to write. Default: indexes/<first corpus folder name>.")
 @click.option("--encoder", type=click.Choice(_encoder_names()), help="Encoder family. Default: logmel, or the index's.")
 @click.option("--model", help="Checkpoint: hub id or local path (encoders with weights).")
 @click.option("--layer", help="Hidden layer to read: N (0 = input embeddings), 'last' or 'mean'.")
@@ -147,6 +148,8 @@ def _is_number(text: str) -> bool:
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")
+@click.option("--labels-key", metavar="COLUMN",
+              help="The --labels CSV's column of file paths, e.g. filename (default: 'file' or 'path').")
 @click.option("--silence-db", type=float, help="Windows below this RMS level (dBFS) stay out of the index [-60].")
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
 @click.option("--commit-every", type=int, default=64, show_default=True, help="Files per transaction.")
@@ -159,14 +162,29 @@ def _is_number(text: str) -> bool:
 @click.option("--refit", is_flag=True,
               help="Refit the post-processing and rebuild FAISS now, even after a change small enough "
                    "to apply in place (see 'postprocess fit' in `retrieve info`).")
+@click.option("--replace", is_flag=True,
+              help="The CORPUS folders replace the index's roots (files found again by content keep their "
+                   "vectors). Without it a folder that is not a root of the index is refused, unless one that "
+                   "is is named too (then it is added beside them).")
+@click.option("--allow-removals", is_flag=True,
+              help="Let the run remove more than 20% of the indexed files, or every file of a root that is "
+                   "now empty. Without it such a run stops before changing anything.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be added, changed, moved, removed and kept, and change nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @json_option
-def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str | None, layer: str | None,
+def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, model: str | None, layer: str | None,
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              workers: int, index_type: str | None, refit: bool, progress: bool | None, as_json: bool) -> None:
-    """Index every audio file under CORPUS (re-runs embed only new or changed files)."""
+              workers: int, index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
+              allow_removals: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:
+    """Index every audio file under CORPUS, one folder or several (re-runs embed only new or changed files).
+
+    Paths are kept relative to their folder. On an existing index the folders named are
+    updated and its other folders are left as they are; a new folder is added beside them.
+    With no CORPUS, --index X updates every folder of index X.
+    """
     from retrieval.configure import Choices
     from retrieval.index import index_path_for
     from retrieval.ingest import IngestOptions, ingest
@@ -177,8 +195,21 @@ def index_cmd(corpus: Path, index: str | None, encoder: str | None, model: str |
     options = IngestOptions(labels_csv=labels_csv, commit_every=commit_every, batch_size=batch_size,
                             workers=workers, index_type=index_type, refit=refit,
                             progress=sys.stderr.isatty() if progress is None else progress,
-                            on_warning=lambda line: click.echo(f"warning: {line}", err=True))
-    summary = ingest(corpus, index_path_for(corpus, index), choices, options)
+                            on_warning=lambda line: click.echo(f"warning: {line}", err=True),
+                            labels_key=labels_key, replace=replace, allow_removals=allow_removals, dry_run=dry_run)
+    if not corpus and not index:
+        raise click.UsageError("name a CORPUS folder, or --index X to update every folder of index X")
+    target = index_path_for(corpus[0], index) if corpus else index_path_for(Path("."), index)
+    summary = ingest(list(corpus), target, choices, options)
+    if dry_run:
+        from retrieval.ingest import IngestPlan
+
+        if as_json:
+            click.echo(json.dumps(summary.plan))
+            return
+        click.echo(f"{summary.index} (dry run, nothing changed): ", nl=False)
+        click.echo("\n".join(IngestPlan(**summary.plan).lines()))
+        return
     if as_json:
         click.echo(summary.to_json())
         return
@@ -486,7 +517,7 @@ def info_cmd(index: str | None, as_json: bool) -> None:
         return
     recipe = info.get("recipe") or {}
     lines = [
-        ("index", info["path"]), ("corpus", info["corpus_root"]),
+        ("index", info["path"]), ("corpus", "; ".join(info.get("corpus_roots") or [str(info["corpus_root"])])),
         ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
         ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
         ("errors", f"{info['errors']} errors, {info['warnings']} warnings"

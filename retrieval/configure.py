@@ -15,7 +15,7 @@ from retrieval import encoders
 from retrieval.audio.windows import check_window, to_samples
 from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.encoders.weights import absolute_model, is_local
-from retrieval.errors import WeightsNotFoundError
+from retrieval.errors import InputError, WeightsNotFoundError
 from retrieval.pooling import check_mode as check_pooling
 from retrieval.pooling import pooled_dim
 from retrieval.postprocess import check_mode as check_postprocess
@@ -69,6 +69,9 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
         inherit.window_samples if inherit else to_samples(encoder.default_window_s, sr))
     hop = to_samples(choices.hop_s, sr) if choices.hop_s else (
         inherit.hop_samples if inherit else to_samples(min(encoder.default_hop_s, window / sr), sr))
+    if 0 < window < hop:  # say it in seconds, the user's unit (check_window speaks samples)
+        raise InputError(f"the hop ({hop / sr:g} s) must not exceed the window ({window / sr:g} s); "
+                         "pass a shorter --hop-s or a longer --window-s")
     check_window(window, hop)
     limit = getattr(encoder, "check_window", None)
     if limit is not None:  # e.g. CLAP cannot see more than 10 s: refuse at index time, not per batch

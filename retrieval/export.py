@@ -116,7 +116,8 @@ def export_vectors(index: Index, out: str | Path, *, vectors: str = "searched", 
     frames, counts = [], {"file": 0, "window": 0}
     for name in levels:
         meta, vecs = index.embeddings(_STORE_LEVEL[name], processed=processed)  # type: ignore[arg-type]
-        df = meta[["path", "start_s", "end_s"] + [c for c in columns if c in meta]].copy()
+        located = ["path", "root"] if len(index.store.db.roots()) > 1 else ["path"]  # paths are relative to their root
+        df = meta[located + ["start_s", "end_s"] + [c for c in columns if c in meta]].copy()
         df.insert(1, "level", name)
         df["embedding"] = list(np.asarray(vecs, np.float32))
         counts[name] = len(df)

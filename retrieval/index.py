@@ -34,7 +34,7 @@ from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import search_exact, search_files, search_segments
 from retrieval.store import Level, Store
-from retrieval.store.db import SEVERITIES, Severity, arrow_of, vectors_of
+from retrieval.store.db import SEVERITIES, Severity, arrow_of, pandas_of, vectors_of
 
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
@@ -98,10 +98,12 @@ class Index:
         self.last_ingest: Any = None
 
     @classmethod
-    def build(cls, corpus: str | Path, path: str | Path | None = None, *, labels_csv: str | Path | None = None,
-              device: str = "cpu", **choices: Any) -> Index:
+    def build(cls, corpus: str | Path | Sequence[str | Path], path: str | Path | None = None, *,
+              labels_csv: str | Path | None = None, labels_key: str | None = None, device: str = "cpu",
+              **choices: Any) -> Index:
         """Index (or update the index of) ``corpus`` and open it: what ``retrieve index`` runs.
 
+        ``corpus`` is one folder or several (each a root; paths are kept relative to it).
         ``choices`` are the fields of :class:`retrieval.configure.Choices` (``encoder``,
         ``model``, ``pooling``, ``postprocess``, ``window_s``, ...). The run's summary is
         kept as ``idx.last_ingest``.
@@ -109,9 +111,11 @@ class Index:
         from retrieval.configure import Choices
         from retrieval.ingest import IngestOptions, ingest
 
-        target = index_path_for(Path(corpus), None if path is None else str(path))
-        summary = ingest(Path(corpus), target, Choices(device=device, **choices),
-                         IngestOptions(labels_csv=None if labels_csv is None else Path(labels_csv)))
+        roots = [Path(corpus)] if isinstance(corpus, (str, os.PathLike)) else [Path(c) for c in corpus]
+        target = index_path_for(roots[0] if roots else Path("."), None if path is None else str(path))
+        summary = ingest(roots, target, Choices(device=device, **choices),
+                         IngestOptions(labels_csv=None if labels_csv is None else Path(labels_csv),
+                                       labels_key=labels_key))
         idx = cls.open(target, device=device)
         idx.last_ingest = summary
         return idx
@@ -351,7 +355,8 @@ class Index:
 
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
-        item_ids = meta["path"] if level == "file" else meta["path"] + "@" + meta["start_s"].round(3).astype(str)
+        paths = meta["path"] if len(self.store.db.roots()) < 2 else meta["root"] + "/" + meta["path"]  # unique
+        item_ids = paths if level == "file" else paths + "@" + meta["start_s"].round(3).astype(str)
         result = run_evaluate(vecs, meta[label_column].tolist(), meta["file_id"].tolist(), groups, ks,
                               weighting=weighting, item_ids=item_ids.tolist())
         result.settings.update({"index": str(self.store.root), "label_column": label_column,
@@ -426,14 +431,14 @@ class Index:
             + (f" AND ({flt.sql})" if flt else "") + " ORDER BY s.segment_id",
             params=[level, *(flt.params if flt else ())]))
         raw = vectors_of(tbl, "vector", r.dim)
-        meta = tbl.drop(["vector"]).to_pandas()
+        meta = pandas_of(tbl.drop(["vector"]))
         meta.insert(1, "start_s", meta.pop("start_sample") / r.sample_rate)
         meta.insert(2, "end_s", meta.pop("end_sample") / r.sample_rate)
         vecs = self.store.postprocess.apply(raw) if processed and len(raw) else raw
         return meta, vecs
 
     def files(self) -> pd.DataFrame:
-        return arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")).to_pandas()
+        return pandas_of(arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")))
 
     def errors(self, severity: Severity | None = None) -> pd.DataFrame:
         """Files that failed (``error``) or went in with a caveat (``warning``), by path.

@@ -5,7 +5,17 @@ Ingest is incremental and crash-safe:
 * files whose size and mtime are unchanged are skipped without reading them;
 * a file with new bytes but a known content hash is a move (its row is re-pointed)
   or a copy (its vectors are duplicated), never re-embedded;
-* files gone from disk lose their rows and vectors;
+* files gone from disk lose their rows and vectors, and their rows in ``errors``;
+* an index may hold several corpus roots (``retrieve index A B``); a file's identity is
+  its root plus its path relative to that root, and a run touches only the roots it names;
+* nothing is changed by a run that would lose much: a folder that is not one of the
+  index's roots is refused (add it beside them, or ``replace``), a root of the index that
+  is empty or gone (an unmounted share) is refused, and so is a run that would remove more
+  than :data:`MAX_REMOVAL_SHARE` of the indexed files unless ``allow_removals``;
+  ``dry_run`` reports the plan (:class:`IngestPlan`) and writes nothing;
+* every option, the encoder and its weights and the labels CSV are checked before the
+  index folder is created, and a first run that fails before writing a file removes what
+  it created;
 * new and changed files are embedded and committed every ``commit_every`` files, each
   file in one transaction with all its vectors, so ``kill -9`` loses at most one batch
   and a re-run resumes with no duplicates;
@@ -30,13 +40,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,16 +60,25 @@ from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
 from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
+from retrieval.store.store import DB_NAME
 from retrieval.pipeline import (WORKER_EMBEDDED, DecodedFile, DecodePool, WindowSpec, decode_failure,
                                 group_files, iter_windows)
 from retrieval.pooling import pool_file
 from retrieval.recipe import Recipe
 from retrieval.store import ErrorRow, FileRow, Store
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 #: Bytes read per step while hashing file contents.
 HASH_CHUNK = 1 << 20
+#: A run that would remove more than this share of the indexed files stops before changing
+#: anything and asks for ``allow_removals`` (``--allow-removals``).
+MAX_REMOVAL_SHARE = 0.20
+#: Paths listed per kind of change in a plan's words (JSON lists them all).
+PLAN_SHOWN = 20
 
 
 @dataclass
@@ -76,6 +97,8 @@ class IngestSummary:
     seconds: float = 0.0
     index: str = ""
     vectors_update: str = ""  # what Store.sync_vectors did to FAISS, in words
+    roots: list[str] = field(default_factory=list)  # the index's corpus roots after the run
+    plan: dict | None = None  # with dry_run: IngestPlan.to_dict(); nothing was written
 
     @property
     def realtime_factor(self) -> float:
@@ -105,6 +128,13 @@ class IngestOptions:
         refit: refit the post-processing and rebuild FAISS even when the change since the
             last fit is small enough to update the indexes in place.
         on_warning: called with each warning line (the CLI prints them).
+        labels_key: the labels CSV's column of file paths; None looks for ``file`` or ``path``.
+        replace: the corpus roots of this run replace the index's (their files are matched
+            by content, so a moved corpus keeps its vectors); otherwise a folder that is not
+            one of the index's roots is refused unless the run also names one that is.
+        allow_removals: let the run remove more than :data:`MAX_REMOVAL_SHARE` of the
+            indexed files, or every file of a root that is now empty.
+        dry_run: plan only: ``summary.plan`` says what would change; nothing is written.
     """
 
     labels_csv: Path | None = None
@@ -115,6 +145,33 @@ class IngestOptions:
     index_type: str | None = None
     refit: bool = False
     on_warning: Callable[[str], None] | None = None
+    labels_key: str | None = None
+    replace: bool = False
+    allow_removals: bool = False
+    dry_run: bool = False
+
+
+def check_options(choices: Choices, options: IngestOptions) -> None:
+    """Refuse out-of-range settings in the user's units, before anything is read or created.
+
+    Raises:
+        InputError: a window or hop that is not a positive finite number of seconds, a hop
+            longer than the window, a NaN or +inf silence level, or a batch size, commit
+            interval or worker count out of range. The message names the option.
+    """
+    for name, value in (("--window-s", choices.window_s), ("--hop-s", choices.hop_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a positive number of seconds; got {value:g}")
+    if choices.window_s is not None and choices.hop_s is not None and choices.hop_s > choices.window_s:
+        raise InputError(f"--hop-s ({choices.hop_s:g} s) must not exceed --window-s ({choices.window_s:g} s)")
+    if choices.silence_db is not None and (math.isnan(choices.silence_db) or choices.silence_db == math.inf):
+        raise InputError(f"--silence-db must be a level in dBFS such as -60 (or use --keep-silent); "
+                         f"got {choices.silence_db:g}")
+    for name, value in (("--batch-size", options.batch_size), ("--commit-every", options.commit_every)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1; got {value}")
+    if options.workers < 0:
+        raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
 
 
 def check_device(device: str) -> None:
@@ -154,15 +211,86 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class RootedFile(FoundFile):
+    """A discovered file and the corpus root (absolute, as recorded in the index) it was found under."""
+
+    root: str = ""
+
+
+def _rooted(f: FoundFile, root: str) -> RootedFile:
+    return RootedFile(**{fl.name: getattr(f, fl.name) for fl in fields(FoundFile)}, root=root)
+
+
+Key = tuple[str, str]  # (root, path relative to it): a file's identity
+
+
 @dataclass
 class _Plan:
     unchanged: int = 0
-    to_embed: list[tuple[FoundFile, str, int | None]] = field(default_factory=list)  # (file, hash, old id)
-    moved: list[tuple[int, FoundFile]] = field(default_factory=list)
-    copies: list[tuple[int, FoundFile]] = field(default_factory=list)
-    removed: list[tuple[int, str]] = field(default_factory=list)
-    touched: list[tuple[int, FoundFile]] = field(default_factory=list)  # same bytes, new mtime
+    to_embed: list[tuple[RootedFile, str, int | None]] = field(default_factory=list)  # (file, hash, old id)
+    moved: list[tuple[int, RootedFile]] = field(default_factory=list)
+    copies: list[tuple[int, RootedFile]] = field(default_factory=list)
+    removed: list[tuple[int, Key]] = field(default_factory=list)
+    touched: list[tuple[int, RootedFile]] = field(default_factory=list)  # same bytes, new mtime
     errors: list[ErrorRow] = field(default_factory=list)
+    stale_errors: list[Key] = field(default_factory=list)  # error rows of files no longer on disk
+    sources: dict[int, Key] = field(default_factory=dict)  # moved file id -> where it was
+    indexed: int = 0  # files in the index before the run
+
+
+@dataclass
+class IngestPlan:
+    """What a run would do, by kind of change: lists of paths (unchanged files only counted).
+
+    Paths are relative to their root, or absolute when the run involves several roots.
+
+    ``refused`` holds the reason the run would stop before changing anything, if it would.
+    """
+
+    roots: list[str]
+    new: list[str]
+    changed: list[str]
+    moved: list[str]  # "old -> new"
+    copied: list[str]
+    removed: list[str]
+    failed: list[str]
+    unchanged: int
+    indexed: int
+    refused: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The plan in words: one count line, then up to :data:`PLAN_SHOWN` paths per kind."""
+        kinds = ("new", "changed", "moved", "copied", "removed", "failed")
+        out = [", ".join(f"{len(getattr(self, k))} {k}" for k in kinds) + f", {self.unchanged} unchanged "
+               f"(of {self.indexed} indexed; roots: {', '.join(self.roots)})"]
+        for k in kinds:
+            items = getattr(self, k)
+            out += [f"  {k}: {p}" for p in items[:PLAN_SHOWN]]
+            if len(items) > PLAN_SHOWN:
+                out.append(f"  {k}: ... and {len(items) - PLAN_SHOWN} more (--json lists every one)")
+        if self.refused:
+            out.append(f"refused: {self.refused}")
+        return out
+
+
+def _describe(plan: _Plan, roots: list[str], several: bool) -> IngestPlan:
+    def name(root: str, rel: str) -> str:
+        return str(Path(root) / rel) if several else rel
+
+    return IngestPlan(
+        roots=roots,
+        new=[name(f.root, f.rel_path) for f, _, old in plan.to_embed if old is None],
+        changed=[name(f.root, f.rel_path) for f, _, old in plan.to_embed if old is not None],
+        moved=[f"{name(*plan.sources[fid])} -> {name(f.root, f.rel_path)}" for fid, f in plan.moved],
+        copied=[name(f.root, f.rel_path) for _, f in plan.copies],
+        removed=sorted(name(*key) for _, key in plan.removed),
+        failed=[name(e.root or "", e.path) for e in plan.errors],
+        unchanged=plan.unchanged, indexed=plan.indexed,
+    )
 
 
 _NOT_POOLED = object()
@@ -171,7 +299,7 @@ _NOT_POOLED = object()
 class _FileJob:
     """A file being embedded: its windows' bounds, levels and (once embedded) vectors."""
 
-    def __init__(self, found: FoundFile, digest: str, old_id: int | None, info: AudioInfo) -> None:
+    def __init__(self, found: RootedFile, digest: str, old_id: int | None, info: AudioInfo) -> None:
         self.found, self.digest, self.old_id, self.info = found, digest, old_id, info
         self.report = DecodeReport()
         # lists while this process streams the file; a worker's arrays when it decoded it
@@ -187,55 +315,220 @@ class _FileJob:
         self.error: str | None = None
 
 
-def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
+def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | None = None,
            options: IngestOptions | None = None) -> IngestSummary:
-    """Index (or update the index of) every audio file under ``corpus`` into ``index_dir``.
+    """Index (or update the index of) every audio file under ``corpus`` (one folder or several) into ``index_dir``.
 
-    FAISS then follows DuckDB in place, or by a refit and rebuild (see the module docstring
-    for when, and for what each does to the search vectors of rows already indexed);
+    Paths are kept relative to their root. On an existing index only the roots named are
+    scanned; the others are left as they are (``options.replace`` drops them). FAISS then
+    follows DuckDB in place, or by a refit and rebuild (see the module docstring for when,
+    and for what each does to the search vectors of rows already indexed);
     :attr:`IngestSummary.vectors_update` says which happened.
+
+    Raises:
+        InputError: a bad option or labels CSV, a missing or empty corpus, a folder that is
+            not one of the index's roots, or a run that would remove too much; nothing is
+            changed (and nothing created) when it is raised.
     """
     t0 = time.perf_counter()
-    corpus = Path(corpus)
-    if not corpus.exists():
-        raise InputError(f"corpus {corpus} does not exist")
+    index_dir = Path(index_dir)
+    roots = _as_roots(corpus if _named(corpus) else _roots_of(index_dir))
     choices = choices or Choices()
     options = options or IngestOptions()
-    if options.workers < 0:
-        raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
+    check_options(choices, options)
     check_device(choices.device)
-    summary = IngestSummary(index=str(index_dir))
     warn = options.on_warning or (lambda line: log.warning(line))
-    with Store.create(Path(index_dir)) as store, ExitStack() as stack:
+    labels = None if options.labels_csv is None else read_labels_csv(Path(options.labels_csv), options.labels_key)
+    summary = IngestSummary(index=str(index_dir))
+    first = not (index_dir / DB_NAME).is_file()
+    resolved, found = None, None
+    if first:
+        found = _discover(roots, roots)
+        if not found:
+            raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
+                             "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
+        if options.dry_run:
+            plan = _plan({}, found, set(roots), {})
+            summary.plan = _describe(plan, roots, len(roots) > 1).to_dict()
+            summary.roots = roots
+            summary.seconds = time.perf_counter() - t0
+            return summary
+        resolved = resolve(choices, None)  # encoder, weights, window and hop: checked before the folder exists
+    before = set(index_dir.iterdir()) if index_dir.is_dir() else None
+    try:
+        _ingest_into(index_dir, roots, choices, options, labels, resolved, found, summary, warn)
+    except BaseException:
+        if first and summary.files_indexed + summary.files_silent == 0:
+            _remove_created(index_dir, before)
+        raise
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: IngestOptions,
+                 labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, found: list[RootedFile] | None,
+                 summary: IngestSummary, warn: Callable[[str], None]) -> None:
+    """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already."""
+    # a dry run only reads: it neither takes the write lock nor migrates an older schema
+    opened = Store.open(index_dir) if options.dry_run else Store.create(index_dir)
+    with opened as store, ExitStack() as stack:
         stored = store.recipe
-        plan = _plan(store, list(discover(corpus)))  # reads only: nothing is written before the recipe check
+        known = store.db.known_files()
+        stored_roots = store.db.roots()
+        legacy = store.db.get("corpus_root")
+        if legacy and any(k[0] is None for k in known):  # made before roots were kept per row
+            known = {(k[0] or legacy, k[1]): v for k, v in known.items()}
+        all_roots, scope = _check_roots(roots, stored_roots if known else [], index_dir, options)
+        found = found if found is not None else _discover(roots, roots)
+        counts: dict[str, int] = {}
+        for key in known:
+            counts[key[0]] = counts.get(key[0], 0) + 1
+        stale = {r: store.db.error_paths(r) for r in scope}
+        plan = _plan(known, found, scope, stale)  # reads only: nothing is written before the checks
+        refused = _refusal(plan, roots, found, counts, store.root, options)
+        if options.dry_run:
+            described = _describe(plan, all_roots, len(scope | set(all_roots)) > 1)
+            described.refused = refused
+            summary.plan = described.to_dict()
+            summary.roots = all_roots
+            return
+        if refused:
+            raise InputError(refused)
+        stored_labels = store.db.get("labels_csv")
+        if labels is None and stored_labels:
+            labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
         pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
-        encoder, recipe = resolve(choices, stored)
+        encoder, recipe = resolved or resolve(choices, stored)
         store.db.begin()
         repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
         if repointed:
             warn(repointed)
         if options.index_type is not None:
             store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
-        old_root = store.db.get("corpus_root")
-        store.db.set("corpus_root", str(corpus.resolve()))
+        store.db.adopt_legacy_root()
+        store.db.set_roots(all_roots)
         if options.labels_csv is not None:
             store.db.set("labels_csv", str(Path(options.labels_csv).resolve()))
+            store.db.set("labels_key", options.labels_key or "")
         store.db.commit()
-        if old_root and old_root != str(corpus.resolve()):
-            warn(f"corpus root changed from {old_root} to {corpus.resolve()}; paths are matched relative to it")
+        summary.roots = all_roots
 
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
         _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
-        _attach_labels(store, warn)
+        _attach_labels(store, labels, warn)
         # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
         # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
         with single_threaded_blas():
             summary.vectors_update = store.sync_vectors(refit=options.refit)
         store.db.checkpoint()
-    summary.seconds = time.perf_counter() - t0
-    return summary
+
+
+def _named(corpus: Path | Sequence[Path]) -> bool:
+    return isinstance(corpus, (str, os.PathLike)) or len(corpus) > 0
+
+
+def _roots_of(index_dir: Path) -> list[str]:
+    """Every root of an existing index: what a run naming no folder updates."""
+    if not (index_dir / DB_NAME).is_file():
+        raise InputError(f"no corpus folder given and no index at {index_dir} to take its folders from; "
+                         "name at least one folder")
+    with Store.open(index_dir) as store:
+        return store.db.roots()
+
+
+def _as_roots(corpus: Path | Sequence[Path]) -> list[str]:
+    """The corpus roots as absolute paths, checked: each exists, none twice, none inside another."""
+    items = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
+    if not items:
+        raise InputError("no corpus folder given; name at least one")
+    roots: list[str] = []
+    for item in items:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"corpus {p} does not exist")
+        r = str(p.resolve())
+        if r not in roots:
+            roots.append(r)
+    for a in roots:
+        for b in roots:
+            if a != b and Path(a) in Path(b).parents:
+                raise InputError(f"corpus {b} is inside corpus {a}; name only {a}")
+    return roots
+
+
+def _check_roots(roots: list[str], stored: list[str], index_dir: Path,
+                 options: IngestOptions) -> tuple[list[str], set[str]]:
+    """``(the index's roots after the run, roots whose known files may be removed or moved)``.
+
+    ``stored`` is empty for a new index, or one that holds no files (its roots then go).
+
+    Raises:
+        InputError: none of ``roots`` is one of the index's roots, and ``replace`` was not given.
+    """
+    if not stored:
+        return roots, set(roots)
+    if options.replace:
+        return roots, set(roots) | set(stored)
+    if not set(roots) & set(stored):
+        was = ", ".join(stored)
+        both = " ".join(stored + roots)
+        raise InputError(
+            f"index {index_dir} holds corpus {was}, not {', '.join(roots)}; nothing was changed. "
+            f"To add it beside the old one: `retrieve index {both} --index {index_dir}`; to replace the old one "
+            f"(files found again by content keep their vectors): add --replace")
+    return stored + [r for r in roots if r not in stored], set(roots)
+
+
+def _discover(roots: list[str], scan: list[str]) -> list[RootedFile]:
+    return [_rooted(f, r) for r in scan for f in discover(Path(r))]
+
+
+def _refusal(plan: _Plan, roots: list[str], found: list[RootedFile], counts: dict[str, int], index_dir: Path,
+             options: IngestOptions) -> str | None:
+    """Why this run must stop before changing anything (an emptied root, too many removals), or None."""
+    if options.allow_removals:
+        return None
+    seen = {f.root for f in found}
+    for r in roots:
+        if counts.get(r) and r not in seen:
+            return (f"corpus {r} holds no audio files now, but index {index_dir} has {counts[r]} files from it "
+                    "(an unmounted share, or an emptied folder?); nothing was changed. If they are gone for good, "
+                    "re-run with --allow-removals")
+    if plan.indexed and len(plan.removed) > MAX_REMOVAL_SHARE * plan.indexed:
+        return (f"this run would remove {len(plan.removed)} of the {plan.indexed} indexed files "
+                f"({len(plan.removed) / plan.indexed:.0%}, more than {MAX_REMOVAL_SHARE:.0%}); nothing was changed. "
+                "See them with --dry-run; if they are gone for good, re-run with --allow-removals")
+    return None
+
+
+def _remove_created(index_dir: Path, before: set[Path] | None) -> None:
+    """Remove what a failed first run created in ``index_dir`` (the folder too, if it made it)."""
+    import shutil
+
+    if not index_dir.is_dir():
+        return
+    for p in index_dir.iterdir():
+        if before is None or p not in before:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if before is None:
+        try:
+            index_dir.rmdir()
+        except OSError:
+            pass
+
+
+def _stored_labels(csv: Path, key: str | None, warn: Callable[[str], None]) -> pa.Table | None:
+    """The labels CSV recorded with the index, re-read; a missing or now-unreadable one is a warning."""
+    if not csv.is_file():
+        warn(f"labels CSV {csv} recorded with this index is gone; metadata left as it was "
+             "(pass --labels to point at its new place)")
+        return None
+    try:
+        return read_labels_csv(csv, key or None)
+    except InputError as exc:
+        warn(f"{exc}; metadata left as it was (pass --labels with a fixed CSV)")
+        return None
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
@@ -247,20 +540,26 @@ def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> 
     return pool
 
 
-def _plan(store: Store, found: list[FoundFile]) -> _Plan:
-    """Sort every discovered file into unchanged / moved / copied / to embed, and find removals."""
-    plan = _Plan()
-    known = store.db.known_files()
-    present = {f.rel_path for f in found}
-    missing_by_hash: dict[str, tuple[int, str]] = {
-        v[3]: (v[0], p) for p, v in known.items() if p not in present and v[3]
-    }
-    present_by_hash = {v[3]: v[0] for p, v in known.items() if p in present and v[3]}
+def _plan(known: dict[Key, tuple[int, int, float, str]], found: list[RootedFile], scope: set[str],
+          error_paths: dict[str, set[str]]) -> _Plan:
+    """Sort every discovered file into unchanged / moved / copied / to embed, and find removals.
+
+    ``known`` maps ``(root, path)`` to ``(file_id, size, mtime, content_hash)``. Only files
+    under a root in ``scope`` can be removed or be the source of a move; files under the
+    index's other roots count as present. ``error_paths`` holds, per root, the paths with
+    error rows (those no longer on disk go).
+    """
+    plan = _Plan(indexed=len(known))
+    present = {(f.root, f.rel_path) for f in found}
+    gone = [k for k in known if k[0] in scope and k not in present]
+    missing_by_hash: dict[str, tuple[int, Key]] = {known[k][3]: (known[k][0], k) for k in gone if known[k][3]}
+    present_by_hash = {v[3]: v[0] for k, v in known.items() if (k[0] not in scope or k in present) and v[3]}
     for f in found:
+        key = (f.root, f.rel_path)
         if f.error is not None:
-            plan.errors.append(ErrorRow(f.rel_path, "error", "discover", f.error, f.size, f.mtime))
+            plan.errors.append(ErrorRow(f.rel_path, "error", "discover", f.error, f.size, f.mtime, f.root))
             continue
-        k = known.get(f.rel_path)
+        k = known.get(key)
         if k is not None and k[1] == f.size and k[2] == f.mtime:
             plan.unchanged += 1
             continue
@@ -268,22 +567,23 @@ def _plan(store: Store, found: list[FoundFile]) -> _Plan:
             digest = content_hash(f.path)
         except OSError as exc:
             plan.errors.append(ErrorRow(f.rel_path, "error", "read", f"cannot read: {exc.strerror or exc}",
-                                        f.size, f.mtime))
+                                        f.size, f.mtime, f.root))
             continue
         if k is not None and k[3] == digest:
             plan.touched.append((k[0], f))
             plan.unchanged += 1
         elif k is None and digest in missing_by_hash:
-            file_id, _ = missing_by_hash.pop(digest)
+            file_id, source = missing_by_hash.pop(digest)
             plan.moved.append((file_id, f))
+            plan.sources[file_id] = source
         elif k is None and digest in present_by_hash:
             plan.copies.append((present_by_hash[digest], f))
         else:
             plan.to_embed.append((f, digest, k[0] if k else None))
-    errored = {e.path for e in plan.errors}
+    errored = {(e.root, e.path) for e in plan.errors}
     claimed = {fid for fid, _ in plan.moved}
-    plan.removed = [(v[0], p) for p, v in known.items()
-                    if p not in present and p not in errored and v[0] not in claimed]
+    plan.removed = [(known[k][0], k) for k in gone if k not in errored and known[k][0] not in claimed]
+    plan.stale_errors = [(r, p) for r, paths in error_paths.items() for p in sorted(paths) if (r, p) not in present]
     return plan
 
 
@@ -292,12 +592,12 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
     db = store.db
     db.begin()
     db.delete_files(fid for fid, _ in plan.removed)
-    db.clear_errors([p for _, p in plan.removed] + [e.path for e in plan.errors])
+    _clear_errors(db, [k for _, k in plan.removed] + plan.stale_errors + [(e.root, e.path) for e in plan.errors])
     for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
-        db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))
+        db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
     for src, f in plan.copies:
-        summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))
-    db.clear_errors([f.rel_path for _, f in plan.moved + plan.copies])
+        summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+    _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
     db.add_errors(plan.errors)
     if plan.removed or plan.moved or plan.copies:
         db.bump_generation()
@@ -310,7 +610,16 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
     summary.files_failed += len(plan.errors)
 
 
-def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[FoundFile, str, int | None]],
+def _clear_errors(db, keys: list[tuple[str | None, str]]) -> None:
+    """Delete the error rows of ``(root, path)`` keys, one statement per root."""
+    by_root: dict[str | None, list[str]] = {}
+    for root, path in keys:
+        by_root.setdefault(root, []).append(path)
+    for root, paths in by_root.items():
+        db.clear_errors(paths, root)
+
+
+def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[RootedFile, str, int | None]],
                options: IngestOptions, summary: IngestSummary, warn: Callable[[str], None],
                pool: DecodePool | None = None) -> None:
     """Decode, embed and commit every file in ``todo``, ``commit_every`` files per transaction.
@@ -375,8 +684,8 @@ QUEUE_SAMPLES = 16_000_000
 _NO_INFO = AudioInfo(0, 0, 0, "unknown")
 
 
-def _decoded(todo: list[tuple[FoundFile, str, int | None]], spec: WindowSpec,
-             pool: DecodePool | None) -> Iterator[tuple[tuple[FoundFile, str, int | None], DecodedFile | None]]:
+def _decoded(todo: list[tuple[RootedFile, str, int | None]], spec: WindowSpec,
+             pool: DecodePool | None) -> Iterator[tuple[tuple[RootedFile, str, int | None], DecodedFile | None]]:
     """``(entry, DecodedFile)`` per file in ``todo`` order; None asks the main process to stream it."""
     if pool is None:
         return ((entry, None) for entry in todo)
@@ -499,18 +808,18 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
         if job.error is None and job.report.out_samples == 0:
             job.error = "holds no audio samples"
         if job.error is not None:
-            errors.append(ErrorRow(f.rel_path, "error", "decode", job.error, f.size, f.mtime))
+            errors.append(ErrorRow(f.rel_path, "error", "decode", job.error, f.size, f.mtime, f.root))
             summary.files_failed += 1
             warn(f"skipped {f.rel_path}: {job.error}")
             continue
         row = _file_row(job, recipe)
         if job.report.nonfinite:
             reason = f"{job.report.nonfinite} NaN/Inf samples replaced by 0"
-            errors.append(ErrorRow(f.rel_path, "warning", "decode", reason, f.size, f.mtime))
+            errors.append(ErrorRow(f.rel_path, "warning", "decode", reason, f.size, f.mtime, f.root))
             warn(f"{f.rel_path}: {reason}")
         if row.status == "silent":
             reason = f"silent throughout (loudest window {max(job.levels):.1f} dBFS < {recipe.silence_db} dBFS)"
-            errors.append(ErrorRow(f.rel_path, "warning", "level", reason, f.size, f.mtime))
+            errors.append(ErrorRow(f.rel_path, "warning", "level", reason, f.size, f.mtime, f.root))
             warn(f"{f.rel_path}: {reason}")
             summary.files_silent += 1
         else:
@@ -522,7 +831,7 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
     db.begin()
     try:
         db.delete_files(replaced)
-        db.clear_errors([j.found.rel_path for j in jobs])
+        _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs])
         _, n_vectors = db.insert_files(rows, recipe.dim)
         db.add_errors(errors)
         db.bump_generation()
@@ -553,23 +862,19 @@ def _file_row(job: _FileJob, recipe: Recipe) -> FileRow:
         status="silent" if silent.all() else "ok", label=folder_label(f.rel_path),
         starts=np.array(job.starts, np.int64), ends=np.array(job.ends, np.int64),
         rms_db=np.array(job.levels, np.float32), silent=silent, n_frames=counts,
-        window_vectors=vectors, file_vector=file_vector,
+        window_vectors=vectors, file_vector=file_vector, root=f.root,
     )
 
 
-def _attach_labels(store: Store, warn: Callable[[str], None]) -> None:
-    csv = store.db.get("labels_csv")
-    if not csv:
+def _attach_labels(store: Store, table: pa.Table | None, warn: Callable[[str], None]) -> None:
+    """Attach the rows of a labels CSV read (and checked) before the run; None does nothing."""
+    if table is None:
         return
-    if not Path(csv).is_file():
-        warn(f"labels CSV {csv} recorded with this index is gone; metadata left as it was")
-        return
-    table = read_labels_csv(Path(csv))
     store.db.begin()
     matched = store.db.attach_metadata(table)
     store.db.commit()
     if matched < table.num_rows:
-        warn(f"{table.num_rows - matched} of {table.num_rows} rows in {Path(csv).name} match no indexed file")
+        warn(f"{table.num_rows - matched} of {table.num_rows} rows in the labels CSV match no indexed file")
 
 
 def _progress(total: int, enabled: bool):  # -> tqdm-like

@@ -48,6 +48,8 @@ def clean(value: Any) -> Any:
             pass
     if isinstance(value, float) and math.isnan(value):
         return None
+    if type(value).__name__ == "NAType":  # pandas' NULL of a nullable integer column
+        return None
     if isinstance(value, dict):
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

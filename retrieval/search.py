@@ -12,11 +12,11 @@ import pandas as pd
 
 from retrieval.filters import Filter
 from retrieval.store import Store
-from retrieval.store.db import arrow_of
+from retrieval.store.db import arrow_of, pandas_of
 
 #: Hidden columns of ``files`` not shown in results.
 _HIDDEN = {"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
-           "sample_rate", "channels"}
+           "sample_rate", "channels", "root"}
 
 
 def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | None:
@@ -100,7 +100,7 @@ def _metadata(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
         con = store.db.con
         windows = arrow_of(con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
                                    "WHERE vector IS NOT NULL")).to_pandas().set_index("segment_id")
-        files = arrow_of(con.sql("SELECT * EXCLUDE (content_hash) FROM files")).to_pandas().set_index("file_id")
+        files = pandas_of(arrow_of(con.sql("SELECT * EXCLUDE (content_hash) FROM files"))).set_index("file_id")
         cached = (key, windows, files)
         store._search_metadata = cached  # type: ignore[attr-defined]
     return cached[1], cached[2]
@@ -122,7 +122,9 @@ def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     })
     extra = [c for c in meta.columns if c not in _HIDDEN and c not in out.columns and c != "duration_s"]
     for c in extra:
-        out[c] = meta[c].to_numpy()
+        out[c] = meta[c].array  # keeps nullable integers integer (to_numpy() would make them float)
+    if "root" in meta.columns and len(store.db.roots()) > 1:  # paths are relative to their root
+        out.insert(3, "root", meta["root"].to_numpy())
     out["duration_s"] = meta["duration_s"].to_numpy()
     out["segment_id"] = ids
     out["file_id"] = win["file_id"].to_numpy()

@@ -58,13 +58,11 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
         raise InputError(f"top must be at least 1; got {top}")
     encoder = BeatsEncoder(EncoderOptions(model=model, device=device))
     names = _class_names(encoder, read_ontology(ontology) if ontology else None)
-    root = Path(store.db.get("corpus_root") or ".")
     window = to_samples(TAG_WINDOW_S, encoder.sample_rate)
     paths, tags, scores = [], [], []
-    rels = store.db.con.execute("SELECT path FROM files WHERE status = 'ok' ORDER BY path").fetchall()
-    for (rel,) in progress.bar(rels, desc="tagging", unit="file"):
+    for root, rel in progress.bar(store.db.file_locations("status = 'ok'"), desc="tagging", unit="file"):
         try:
-            probs = _file_probabilities(encoder, root / rel, window)
+            probs = _file_probabilities(encoder, Path(root) / rel, window)
         except AudioError as exc:
             if on_warning:
                 on_warning(f"not tagged {rel}: {exc}")

@@ -1,13 +1,14 @@
 """DuckDB metadata: the index's source of truth, vectors included.
 
 Tables (see ``SCHEMA``):
-    manifest  key/value: recipe JSON and hash, corpus root, id counter, generation
-    files     one row per audio file: relative path, size, mtime, content hash,
+    manifest  key/value: recipe JSON and hash, corpus roots, id counter, generation
+    files     one row per audio file: corpus root and the path relative to it (together
+              the file's identity), size, mtime, content hash,
               duration, native rate and channels, status, label and metadata columns
     segments  one row per vector: window rows (``level='segment'``) and one pooled row
               per file (``level='file'``); start/end in samples at the recipe's rate,
               level in dB, and the raw pooled vector (NULL for silent windows)
-    errors    one row per problem: path, severity (``error`` or ``warning``), stage, reason
+    errors    one row per problem: root, path, severity (``error`` or ``warning``), stage, reason
     transforms  fitted post-processing state, as ``.npz`` bytes
 
 Ids are allocated from the persisted ``next_id`` counter and never reused, so a stale
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -53,7 +55,7 @@ FILE_COLUMNS: dict[str, str] = {
     "file_id": "BIGINT", "path": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE",
     "content_hash": "VARCHAR", "duration_s": "DOUBLE", "sample_rate": "INTEGER", "channels": "INTEGER",
     "format": "VARCHAR", "n_samples": "BIGINT", "status": "VARCHAR", "n_segments": "INTEGER",
-    "label": "VARCHAR", "indexed_at": "TIMESTAMP",
+    "label": "VARCHAR", "indexed_at": "TIMESTAMP", "root": "VARCHAR",
 }
 SEGMENT_COLUMNS = ("segment_id", "file_id", "level", "start_sample", "end_sample", "rms_db", "silent", "n_frames")
 
@@ -73,6 +75,21 @@ def arrow_of(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return fetch()
 
 
+def pandas_of(table: pa.Table) -> Any:
+    """An Arrow table as a pandas DataFrame; integer columns holding NULLs stay integer.
+
+    pandas turns such a column into float64 (``164064.0``); here it becomes the nullable
+    ``Int64`` dtype (NULL = ``pd.NA``) instead. Other columns convert as pandas does.
+    """
+    import pandas as pd
+
+    df = table.to_pandas()
+    for name, col in zip(table.column_names, table.columns):
+        if pa.types.is_integer(col.type) and col.null_count:
+            df[name] = pd.array(col.to_pylist(), dtype="Int64")
+    return df
+
+
 def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     """``(n, dim)`` float32 from a FLOAT[dim] Arrow column without NULLs."""
     col = table.column(column).combine_chunks()
@@ -88,6 +105,7 @@ class FileRow:
 
     Attributes:
         path: relative to the corpus root.
+        root: the absolute corpus root ``path`` is relative to.
         starts, ends: ``(w,)`` int64 window bounds in samples at the recipe's rate.
         rms_db: ``(w,)`` float32 window levels.
         silent: ``(w,)`` bool, windows kept out of the vector index.
@@ -114,6 +132,7 @@ class FileRow:
     n_frames: np.ndarray
     window_vectors: np.ndarray
     file_vector: np.ndarray | None
+    root: str | None = None
 
 
 #: How bad a row of ``errors`` is: the file is out of the index, or in it with a caveat.
@@ -129,6 +148,7 @@ class ErrorRow:
     reason: str
     size: int = -1
     mtime: float = 0.0
+    root: str | None = None
 
 
 class MetadataDB:
@@ -166,6 +186,9 @@ class MetadataDB:
             "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp)"
         )
         self.con.execute("CREATE TABLE IF NOT EXISTS transforms (name VARCHAR, data BLOB)")
+        # indexes made before several roots were allowed have no root columns (one root: the manifest's)
+        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS root VARCHAR")
+        self.con.execute("ALTER TABLE errors ADD COLUMN IF NOT EXISTS root VARCHAR")
         if self.get("schema_version") is None:
             self.set("schema_version", str(SCHEMA_VERSION))
 
@@ -212,12 +235,49 @@ class MetadataDB:
         self.set("generation", gen)
         return gen
 
+    # -- corpus roots ----------------------------------------------------------------------
+
+    def roots(self) -> list[str]:
+        """The absolute corpus roots of the index, in the order they were added.
+
+        Indexes made before several roots were allowed record one ``corpus_root``.
+        """
+        text = self.get("corpus_roots")
+        if text:
+            return list(json.loads(text))
+        legacy = self.get("corpus_root")
+        return [legacy] if legacy else []
+
+    def set_roots(self, roots: Sequence[str]) -> None:
+        """Record the corpus roots; ``corpus_root`` keeps the first for older readers."""
+        self.set("corpus_roots", json.dumps(list(roots)))
+        if roots:
+            self.set("corpus_root", roots[0])
+
+    def adopt_legacy_root(self) -> None:
+        """Give rows written before roots were recorded per row the index's single root."""
+        legacy = self.get("corpus_root")
+        if legacy:
+            self.con.execute("UPDATE files SET root = ? WHERE root IS NULL", [legacy])
+            self.con.execute("UPDATE errors SET root = ? WHERE root IS NULL", [legacy])
+
+    def file_locations(self, where_sql: str = "TRUE") -> list[tuple[str, str]]:
+        """``(root, relative path)`` of the files passing ``where_sql``, by root then path.
+
+        Rows of an index made before roots were recorded per row take the manifest's root.
+        """
+        legacy = self.get("corpus_root") or "."
+        root = "coalesce(root, ?)" if "root" in self.file_columns() else "?"
+        return [(r[0], r[1]) for r in self.con.execute(
+            f"SELECT {root} AS r, path FROM files WHERE {where_sql} ORDER BY r, path", [legacy]).fetchall()]
+
     # -- files -----------------------------------------------------------------------------
 
-    def known_files(self) -> dict[str, tuple[int, int, float, str]]:
-        """``path -> (file_id, size, mtime, content_hash)`` for every indexed file."""
-        rows = self.con.execute("SELECT path, file_id, size, mtime, content_hash FROM files").fetchall()
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+    def known_files(self) -> dict[tuple[str | None, str], tuple[int, int, float, str]]:
+        """``(root, path) -> (file_id, size, mtime, content_hash)`` for every indexed file."""
+        root = "root" if "root" in self.file_columns() else "NULL"  # an index made before roots per file
+        rows = self.con.execute(f"SELECT {root}, path, file_id, size, mtime, content_hash FROM files").fetchall()
+        return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
     def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
         """Insert files and their vectors; returns ``(files, segment vectors)`` written."""
@@ -236,7 +296,7 @@ class MetadataDB:
                          ("content_hash", r.content_hash), ("duration_s", r.duration_s),
                          ("sample_rate", r.sample_rate), ("channels", r.channels), ("format", r.format),
                          ("n_samples", r.n_samples), ("status", r.status),
-                         ("n_segments", int((~r.silent).sum())), ("label", r.label)):
+                         ("n_segments", int((~r.silent).sum())), ("label", r.label), ("root", r.root)):
                 files[k].append(v)
             w = len(r.starts)
             ids = np.arange(next_seg, next_seg + w)
@@ -286,21 +346,24 @@ class MetadataDB:
         self.con.execute("DELETE FROM segments WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
         self.con.execute("DELETE FROM files WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
 
-    def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None) -> None:
+    def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None,
+                             root: str | None = None) -> None:
         self.set("metadata_version", str(int(self.get("metadata_version") or 0) + 1))
-        self.con.execute("UPDATE files SET path = ?, size = ?, mtime = ?, label = ? WHERE file_id = ?",
-                         [path, size, mtime, label, file_id])
+        self.con.execute("UPDATE files SET path = ?, size = ?, mtime = ?, label = ?, root = coalesce(?, root) "
+                         "WHERE file_id = ?", [path, size, mtime, label, root, file_id])
 
-    def copy_file(self, source_id: int, path: str, size: int, mtime: float, label: str | None) -> int:
+    def copy_file(self, source_id: int, path: str, size: int, mtime: float, label: str | None,
+                  root: str | None = None) -> int:
         """Duplicate a file's row and vectors under a new path (same content); returns segments copied."""
         n = self.con.execute("SELECT count(*) FROM segments WHERE file_id = ?", [source_id]).fetchall()[0][0]
         first = self.allocate_ids(1 + n)
-        cols = [c for c in self.file_columns() if c not in ("file_id", "path", "size", "mtime", "label", "indexed_at")]
+        cols = [c for c in self.file_columns()
+                if c not in ("file_id", "path", "size", "mtime", "label", "indexed_at", "root")]
         sel = ", ".join(quote_ident(c) for c in cols)
         self.con.execute(
-            f"INSERT INTO files (file_id, path, size, mtime, label, indexed_at, {sel}) "
-            f"SELECT ?, ?, ?, ?, ?, current_timestamp, {sel} FROM files WHERE file_id = ?",
-            [first, path, size, mtime, label, source_id])
+            f"INSERT INTO files (file_id, path, size, mtime, label, indexed_at, root, {sel}) "
+            f"SELECT ?, ?, ?, ?, ?, current_timestamp, coalesce(?, root), {sel} FROM files WHERE file_id = ?",
+            [first, path, size, mtime, label, root, source_id])
         self.con.execute(
             "INSERT INTO segments SELECT ? + row_number() OVER (ORDER BY segment_id), ?, level, start_sample, "
             "end_sample, rms_db, silent, n_frames, vector FROM segments WHERE file_id = ?",
@@ -353,15 +416,27 @@ class MetadataDB:
 
     # -- errors ----------------------------------------------------------------------------
 
-    def clear_errors(self, paths: Iterable[str]) -> None:
+    def clear_errors(self, paths: Iterable[str], root: str | None = None) -> None:
+        """Delete the error rows of ``paths`` (under ``root`` only, when given)."""
         paths = list(paths)
         if paths:
-            self.con.execute("DELETE FROM errors WHERE path IN (SELECT unnest(?::VARCHAR[]))", [paths])
+            self.con.execute("DELETE FROM errors WHERE path IN (SELECT unnest(?::VARCHAR[])) "
+                             "AND (?::VARCHAR IS NULL OR root = ?)", [paths, root, root])
+
+    def error_paths(self, root: str) -> set[str]:
+        """Paths under ``root`` that have error or warning rows."""
+        columns = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'errors'").fetchall()}
+        legacy = self.get("corpus_root")  # rows of an index made before roots per row belong to its one root
+        col = "coalesce(root, ?)" if "root" in columns else "?"
+        return {r[0] for r in self.con.execute(f"SELECT DISTINCT path FROM errors WHERE {col} = ?",
+                                               [legacy, root]).fetchall()}
 
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
         for r in rows:
-            self.con.execute("INSERT INTO errors (path, severity, stage, reason, size, mtime) VALUES (?, ?, ?, ?, ?, ?)",
-                             [r.path, r.severity, r.stage, r.reason, r.size, r.mtime])
+            self.con.execute("INSERT INTO errors (path, severity, stage, reason, size, mtime, root) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", [r.path, r.severity, r.stage, r.reason, r.size, r.mtime,
+                                                              r.root])
 
     # -- vectors ---------------------------------------------------------------------------
 

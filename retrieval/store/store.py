@@ -558,6 +558,7 @@ class Store:
         out: dict[str, Any] = {
             "path": str(self.root),
             "corpus_root": self.db.get("corpus_root"),
+            "corpus_roots": self.db.roots(),
             "files": files[0], "files_silent": files[1], "audio_hours": round(files[2] / 3600, 4),
             "errors": errors[0], "warnings": errors[1],
             "segments": self.db.count_vectors("segment"), "file_vectors": self.db.count_vectors("file"),
