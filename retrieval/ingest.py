@@ -27,10 +27,12 @@ warning line, and the summary counts it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +44,7 @@ import numpy as np
 
 from retrieval import pipeline
 from retrieval.audio.decode import AudioInfo, DecodeReport, probe
-from retrieval.audio.discover import FoundFile, discover
+from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.configure import Choices, resolve
 from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
@@ -146,9 +148,19 @@ def check_device(device: str) -> None:
 
 
 def content_hash(path: Path) -> str:
-    """blake2b-128 of the file's bytes, hex."""
+    """blake2b-128 of the file's bytes, hex.
+
+    Opened without blocking and checked to be a regular file, so a FIFO or a device that
+    replaced the file since discovery raises instead of blocking (or reading forever).
+
+    Raises:
+        OSError: the file cannot be opened or read, or is not a regular file.
+    """
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -249,14 +261,21 @@ def _plan(store: Store, found: list[FoundFile]) -> _Plan:
     """Sort every discovered file into unchanged / moved / copied / to embed, and find removals."""
     plan = _Plan()
     known = store.db.known_files()
-    present = {f.rel_path for f in found}
+    present = {f.rel_path for f in found if not f.folder}
+    # Files under a folder that cannot be listed are unknown, not gone: neither removed nor moved.
+    unlisted = [f.rel_path for f in found if f.folder and f.error is not None]
+    present |= {p for p in known if any(under(p, d) for d in unlisted)}
     missing_by_hash: dict[str, tuple[int, str]] = {
         v[3]: (v[0], p) for p, v in known.items() if p not in present and v[3]
     }
     present_by_hash = {v[3]: v[0] for p, v in known.items() if p in present and v[3]}
     for f in found:
+        if f.note is not None:
+            plan.errors.append(ErrorRow(f.rel_path, "warning", "discover", f.note, f.size, f.mtime))
         if f.error is not None:
             plan.errors.append(ErrorRow(f.rel_path, "error", "discover", f.error, f.size, f.mtime))
+            continue
+        if f.folder:
             continue
         k = known.get(f.rel_path)
         if k is not None and k[1] == f.size and k[2] == f.mtime:
@@ -290,6 +309,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
     db = store.db
     db.begin()
     db.delete_files(fid for fid, _ in plan.removed)
+    db.clear_discovery_errors()  # discovery runs in full each time: its rows are replaced, not kept
     db.clear_errors([p for _, p in plan.removed] + [e.path for e in plan.errors])
     for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
         db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path))
@@ -301,11 +321,12 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
         db.bump_generation()
     db.commit()
     for e in plan.errors:
-        warn(f"skipped {e.path}: {e.reason}")
+        warn(f"skipped {e.path}: {e.reason}" if e.severity == "error" else f"{e.path}: {e.reason}")
     summary.files_removed = len(plan.removed)
     summary.files_moved = len(plan.moved)
     summary.files_indexed += len(plan.copies)
-    summary.files_failed += len(plan.errors)
+    summary.files_failed += sum(e.severity == "error" for e in plan.errors)
+    summary.warnings += sum(e.severity == "warning" for e in plan.errors)
 
 
 def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[FoundFile, str, int | None]],

@@ -8,6 +8,7 @@ through the same :func:`stream`, so the same file always gives the same samples.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def probe(path: Path) -> AudioInfo:
     if path.suffix.lower() in AV_EXTENSIONS:
         return _probe_av(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: any name, UTF-8 or not
     except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
         if has_pyav():
             return _probe_av(path)
@@ -141,7 +142,7 @@ def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: flo
 
 def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             if start:
                 f.seek(min(start, f.frames))
             remaining = None if stop is None else max(stop - start, 0)

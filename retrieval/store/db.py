@@ -312,9 +312,15 @@ class MetadataDB:
     # -- errors ----------------------------------------------------------------------------
 
     def clear_errors(self, paths: Iterable[str]) -> None:
+        """Delete the rows of ``paths``, except discovery's (see :meth:`clear_discovery_errors`)."""
         paths = list(paths)
         if paths:
-            self.con.execute("DELETE FROM errors WHERE path IN (SELECT unnest(?::VARCHAR[]))", [paths])
+            self.con.execute("DELETE FROM errors WHERE stage <> 'discover' AND path IN (SELECT unnest(?::VARCHAR[]))",
+                             [paths])
+
+    def clear_discovery_errors(self) -> None:
+        """Delete every row discovery recorded; each run walks the whole corpus and records them again."""
+        self.con.execute("DELETE FROM errors WHERE stage = 'discover'")
 
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
         for r in rows:
