@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval import pipeline
-from retrieval.audio.decode import AudioInfo, DecodeReport, probe
+from retrieval.audio.decode import AudioInfo, DecodeReport, probe, truncation
 from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.configure import Choices, resolve
 from retrieval.embed import Batching, embed_each, single_threaded_blas
@@ -517,12 +517,18 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
             replaced.append(job.old_id)
         if job.error is None and job.report.out_samples == 0:
             job.error = "holds no audio samples"
+        cut = truncation(job.info, job.report) if job.error is None else None
+        if cut is not None and cut[0] == "error":
+            job.error = cut[1]
         if job.error is not None:
             errors.append(ErrorRow(f.rel_path, "error", "decode", job.error, f.size, f.mtime))
             summary.files_failed += 1
             warn(f"skipped {f.rel_path}: {job.error}")
             continue
         row = _file_row(job, recipe)
+        if cut is not None:  # a warning: indexed as what it holds
+            errors.append(ErrorRow(f.rel_path, "warning", "decode", cut[1], f.size, f.mtime))
+            warn(f"{f.rel_path}: {cut[1]}")
         if job.report.nonfinite:
             reason = f"{job.report.nonfinite} NaN/Inf samples replaced by 0"
             errors.append(ErrorRow(f.rel_path, "warning", "decode", reason, f.size, f.mtime))

@@ -176,3 +176,76 @@ def test_non_utf8_name_is_indexed_searchable_and_exported(tmp_path):
     exported = set(pq.read_table(tmp_path / "out.parquet").column("path").to_pylist())
     assert exported == {"ok.wav", stored}
     assert real_path(root, stored).is_file()
+
+
+# -- item 8: truncated files, symlink loops and links out of the corpus -------------------
+
+def _cut(src: Path, dst: Path, keep_bytes: int) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes()[:keep_bytes])
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "AIFF"])
+def test_truncated_file_is_recorded(tmp_path, fmt):
+    root = tmp_path / "c"
+    ext = ".wav" if fmt == "WAV" else ".aiff"
+    whole = tone(tmp_path / f"whole{ext}", seconds=0.6)
+    header = whole.stat().st_size - 0.6 * 16000 * 2  # bytes before the samples
+    _cut(whole, root / f"eight{ext}", int(header) + 16)  # 8 of 9600 samples
+    _cut(whole, root / f"half{ext}", int(header) + 9600)  # 4800 of 9600
+    tone(root / f"ok{ext}", seconds=0.6)
+    warnings: list[str] = []
+    s = ingest(root, tmp_path / "ix", options=_opts(warnings))
+    assert s.files_indexed == 2 and s.files_failed == 1
+    with Index.open(tmp_path / "ix") as idx:
+        files = idx.files().set_index("path")
+        errors = idx.errors().set_index("path")
+    assert set(files.index) == {f"half{ext}", f"ok{ext}"} and f"ok{ext}" not in errors.index
+    eight, half = errors.loc[f"eight{ext}"], errors.loc[f"half{ext}"]
+    assert eight.severity == "error" and "declares 9600 frames (0.600 s) but 8 decoded" in eight.reason
+    assert half.severity == "warning" and "declares 9600 frames (0.600 s) but 4800 decoded" in half.reason
+    assert files.loc[f"half{ext}", "n_samples"] == 4800
+    assert any(w.startswith(f"half{ext}: truncated") for w in warnings)
+
+
+def test_truncated_file_is_recorded_by_decoding_workers(tmp_path):
+    root = tmp_path / "c"
+    whole = tone(tmp_path / "whole.wav", seconds=0.6)
+    _cut(whole, root / "half.wav", 44 + 9600)
+    tone(root / "ok.wav")
+    from retrieval.ingest import IngestOptions
+
+    s = ingest(root, tmp_path / "ix", options=IngestOptions(workers=1))
+    assert s.files_indexed == 2 and s.warnings == 1
+    with Index.open(tmp_path / "ix") as idx:
+        (row,) = idx.errors().itertuples()
+    assert row.path == "half.wav" and row.severity == "warning" and "truncated" in row.reason
+
+
+def test_symlink_loop_and_links_out_of_the_corpus_are_recorded(tmp_path):
+    root = tmp_path / "c"
+    tone(root / "d" / "a.wav")
+    tone(tmp_path / "elsewhere" / "x.wav", freq=700)
+    tone(tmp_path / "single.wav", freq=900)
+    os.symlink(root / "d", root / "d" / "loop")
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    os.symlink(tmp_path / "single.wav", root / "single.wav")
+    warnings: list[str] = []
+    s = ingest(root, tmp_path / "ix", options=_opts(warnings))
+    assert s.files_indexed == 3 and s.files_failed == 0 and s.warnings == 3
+    with Index.open(tmp_path / "ix") as idx:
+        assert set(idx.files().path) == {"d/a.wav", "linked/x.wav", "single.wav"}
+        errors = idx.errors().set_index("path")
+    assert (errors.severity == "warning").all() and (errors.stage == "discover").all()
+    assert "symlink loop" in errors.loc["d/loop", "reason"] and "not followed" in errors.loc["d/loop", "reason"]
+    assert "outside the corpus" in errors.loc["linked", "reason"] and "followed" in errors.loc["linked", "reason"]
+    assert "outside the corpus" in errors.loc["single.wav", "reason"]
+    again = ingest(root, tmp_path / "ix")  # recorded once, not piled up, and kept for files left unchanged
+    assert again.files_unchanged == 3 and again.warnings == 3
+    with Index.open(tmp_path / "ix") as idx:
+        assert len(idx.errors()) == 3
+    os.unlink(root / "d" / "loop")
+    ingest(root, tmp_path / "ix")
+    with Index.open(tmp_path / "ix") as idx:
+        assert "d/loop" not in set(idx.errors().path)

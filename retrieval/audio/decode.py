@@ -9,9 +9,11 @@ through the same :func:`stream`, so the same file always gives the same samples.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -35,12 +37,16 @@ class AudioInfo:
         channels: channel count.
         frames: samples per channel (an estimate for some compressed formats).
         format: container / codec name.
+        declared_frames: samples per channel the header promises, where the format states
+            it exactly (WAV, AIFF, FLAC); None where it does not. libsndfile reports
+            ``frames`` from the bytes present, so this is read from the header itself.
     """
 
     sample_rate: int
     channels: int
     frames: int
     format: str
+    declared_frames: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -54,10 +60,35 @@ class DecodeReport:
     Attributes:
         nonfinite: NaN/Inf input samples that were replaced by 0.
         out_samples: mono samples produced at the target rate.
+        in_frames: frames decoded at the file's own rate, before resampling.
     """
 
     nonfinite: int = 0
     out_samples: int = 0
+    in_frames: int = 0
+
+
+#: A truncated file that still holds at least this much audio is indexed with a warning;
+#: below it, what is left says nothing about the sound and the file is an error.
+MIN_TRUNCATED_S = 0.1
+
+
+def truncation(info: AudioInfo, report: DecodeReport) -> tuple[str, str] | None:
+    """``(severity, reason)`` when fewer frames decoded than the header declares, else None.
+
+    Severity is ``warning`` when at least :data:`MIN_TRUNCATED_S` seconds decoded (the file
+    is indexed as what it holds) and ``error`` below that.
+    """
+    declared = info.declared_frames
+    if not declared or report.in_frames >= declared or info.sample_rate <= 0:
+        return None
+    got_s, want_s = report.in_frames / info.sample_rate, declared / info.sample_rate
+    reason = (f"truncated: the header declares {declared} frames ({want_s:.3f} s) but {report.in_frames} "
+              f"decoded ({got_s:.4f} s)")
+    if got_s < MIN_TRUNCATED_S:
+        return "error", (f"{reason}, under the {MIN_TRUNCATED_S:g} s minimum, so not indexed; "
+                         "copy or export the file again")
+    return "warning", f"{reason}; indexed as the {got_s:.3f} s it holds"
 
 
 def probe(path: Path) -> AudioInfo:
@@ -73,7 +104,8 @@ def probe(path: Path) -> AudioInfo:
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"cannot decode {path.name}: header says {info.samplerate} Hz, {info.channels} channels")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}",
+                     declared_frames=_declared_frames(path, info))
 
 
 def stream(
@@ -112,6 +144,7 @@ def stream(
         info.sample_rate, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY
     )
     for block in blocks:
+        report.in_frames += len(block)
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].astype(np.float32)
         bad = ~np.isfinite(mono)
         if bad.any():
@@ -158,6 +191,64 @@ def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.nda
         raise
     except Exception as exc:
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+
+
+def _declared_frames(path: Path, info: object) -> int | None:
+    """Frames the header of a WAV, AIFF or FLAC file promises (None for other formats, or unreadable)."""
+    fmt = str(getattr(info, "format", ""))
+    if fmt == "FLAC":
+        return int(getattr(info, "frames", 0)) or None  # STREAMINFO's total, which libsndfile reports as is
+    try:
+        with open(os.fsencode(path), "rb") as f:
+            if fmt in ("WAV", "WAVEX"):
+                return _riff_frames(f)
+            if fmt in ("AIFF", "AIFC"):
+                return _aiff_frames(f)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+#: Chunks read past before giving up on finding a header's frame count.
+_MAX_CHUNKS = 64
+
+
+def _riff_frames(f: BinaryIO) -> int | None:
+    """``data`` chunk bytes / ``fmt `` block align of a RIFF/WAVE file; None when unknown."""
+    if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
+        return None
+    block_align = None
+    for _ in range(_MAX_CHUNKS):
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack("<I", head[4:])[0]
+        if cid == b"fmt ":
+            body = f.read(size)
+            block_align = struct.unpack("<H", body[12:14])[0]
+            f.seek(size & 1, 1)
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                return None
+            return size // block_align
+        else:
+            f.seek(size + (size & 1), 1)
+    return None
+
+
+def _aiff_frames(f: BinaryIO) -> int | None:
+    """``numSampleFrames`` of the ``COMM`` chunk of an AIFF/AIFC file; None when unknown."""
+    if f.read(4) != b"FORM" or (f.read(4), f.read(4))[1] not in (b"AIFF", b"AIFC"):
+        return None
+    for _ in range(_MAX_CHUNKS):
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack(">I", head[4:])[0]
+        if cid == b"COMM":
+            return struct.unpack(">I", f.read(6)[2:6])[0]
+        f.seek(size + (size & 1), 1)
+    return None
 
 
 def _probe_av(path: Path) -> AudioInfo:
