@@ -24,6 +24,9 @@ from retrieval.errors import AudioError
 
 #: Input frames read per block: about 6 s at 44.1 kHz, 1.4 s at 192 kHz.
 BLOCK_FRAMES = 1 << 18
+#: Most samples one resampling step may produce (1 MB of float32): input blocks are fed to soxr
+#: in slices that stay under it, so a 1 Hz file upsampled 16,000x never expands a whole block at once.
+RESAMPLE_OUT_SAMPLES = 1 << 18
 #: soxr quality; "HQ" is soxr's default and transparent for analysis.
 RESAMPLE_QUALITY = "HQ"
 
@@ -150,15 +153,40 @@ def stream(
         if bad.any():
             report.nonfinite += int(bad.sum())
             mono = np.where(bad, np.float32(0.0), mono)
-        out = mono if resampler is None else resampler.resample_chunk(mono)
-        if out.size:
+        for out in _resampled(resampler, mono, info.sample_rate, target_sr):
             report.out_samples += out.size
             yield out
     if resampler is not None:
-        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-        if tail.size:
+        for tail in _pieces(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
             report.out_samples += tail.size
             yield tail
+
+
+def _resampled(resampler: soxr.ResampleStream | None, mono: np.ndarray, in_sr: int,
+               out_sr: int) -> Iterator[np.ndarray]:
+    """``mono`` at ``out_sr``, in pieces of about :data:`RESAMPLE_OUT_SAMPLES` samples at most.
+
+    The slicing depends only on the two rates and the block, so a file is cut the same
+    way every time it is decoded; soxr's stream carries its state across slices.
+    """
+    if resampler is None:
+        if mono.size:
+            yield mono
+        return
+    step = max(1, RESAMPLE_OUT_SAMPLES * in_sr // out_sr)
+    for a in range(0, mono.size, step):
+        yield from _pieces(resampler.resample_chunk(mono[a:a + step]))
+
+
+def _pieces(out: np.ndarray) -> Iterator[np.ndarray]:
+    """``out`` as views of at most :data:`RESAMPLE_OUT_SAMPLES` samples.
+
+    soxr releases its output in bursts when the ratio is extreme (about 13 M samples at a
+    time for 1 Hz -> 16 kHz, whatever the slice fed in); handing them on in pieces keeps
+    every later copy (windowing) small.
+    """
+    for a in range(0, out.size, RESAMPLE_OUT_SAMPLES):
+        yield out[a:a + RESAMPLE_OUT_SAMPLES]
 
 
 def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
