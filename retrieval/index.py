@@ -234,7 +234,7 @@ class Index:
         if isinstance(clips, np.ndarray):
             items: list[Any] = [clips]
         elif isinstance(clips, (str, Path)) and Path(clips).is_dir():
-            items = [f.path for f in discover(Path(clips)) if f.error is None]
+            items = [f.path for f in discover(Path(clips)) if f.error is None and not f.folder]
             if not items:
                 raise InputError(f"no audio files under {clips}")
         else:

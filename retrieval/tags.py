@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.audio.decode import stream
+from retrieval.audio.paths import real_path
 from retrieval.audio.windows import cut_stream, to_samples
 from retrieval.encoders.base import EncoderOptions
 from retrieval.errors import AudioError, InputError
@@ -62,7 +63,7 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
     paths, tags, scores = [], [], []
     for (rel,) in store.db.con.execute("SELECT path FROM files WHERE status = 'ok' ORDER BY path").fetchall():
         try:
-            probs = _file_probabilities(encoder, root / rel, window)
+            probs = _file_probabilities(encoder, real_path(root, rel), window)
         except AudioError as exc:
             if on_warning:
                 on_warning(f"not tagged {rel}: {exc}")

@@ -249,3 +249,19 @@ def test_symlink_loop_and_links_out_of_the_corpus_are_recorded(tmp_path):
     ingest(root, tmp_path / "ix")
     with Index.open(tmp_path / "ix") as idx:
         assert "d/loop" not in set(idx.errors().path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_classify_a_folder_skips_special_files_and_links_back(tmp_path):
+    root = tmp_path / "c"
+    tone(root / "a" / "x.wav", freq=300)
+    tone(root / "b" / "y.wav", freq=900)
+    ingest(root, tmp_path / "ix")
+    clips = tmp_path / "clips"
+    tone(clips / "q.wav", freq=310)
+    os.mkfifo(clips / "fifo.wav")
+    os.symlink(clips, clips / "again")
+    with Index.open(tmp_path / "ix") as idx:
+        out = within_deadline(lambda: idx.classify(clips, k=1))
+    assert [Path(c).name for c in out["clip"]] == ["q.wav"] and out["error"].isna().all()
+    assert out.predicted[0] == "a"
