@@ -152,7 +152,7 @@ def _found(path: Path, root: Path, root_real: str | None) -> FoundFile:
         return FoundFile(path, rel, -1, 0.0, f"cannot stat: {exc.strerror or exc}")
     if not stat.S_ISREG(st.st_mode):
         return FoundFile(path, rel, -1, st.st_mtime,
-                         f"not a regular file ({_kind(st.st_mode)}); skipped, as reading it could block or never end")
+                         f"not a regular file ({_kind(st.st_mode)}): reading it could block or never end")
     if not os.access(path, os.R_OK):
         return FoundFile(path, rel, st.st_size, st.st_mtime, "permission denied")
     note = None
