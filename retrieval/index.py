@@ -228,6 +228,7 @@ class Index:
             label)``), and ``error`` for clips that could not be read.
         """
         from retrieval.audio.discover import discover
+        from retrieval.audio.paths import to_stored
         from retrieval.errors import AudioError
         from retrieval.knn import classify as knn_classify
 
@@ -242,7 +243,7 @@ class Index:
         meta, gallery = self._gallery(label_column, where)
         rows, queries = [], []
         for item in items:
-            name = "<array>" if isinstance(item, np.ndarray) else str(item)
+            name = "<array>" if isinstance(item, np.ndarray) else to_stored(str(item))  # valid UTF-8
             try:
                 queries.append(self.embed(item, sample_rate=sample_rate))
                 rows.append({"clip": name, "error": None})

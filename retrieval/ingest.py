@@ -45,6 +45,7 @@ import numpy as np
 from retrieval import pipeline
 from retrieval.audio.decode import AudioInfo, DecodeReport, probe, truncation
 from retrieval.audio.discover import FoundFile, discover, under
+from retrieval.audio.paths import to_stored
 from retrieval.configure import Choices, resolve
 from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
@@ -228,12 +229,13 @@ def ingest(corpus: Path, index_dir: Path, choices: Choices | None = None,
         if options.index_type is not None:
             store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
         old_root = store.db.get("corpus_root")
-        store.db.set("corpus_root", str(corpus.resolve()))
+        root = to_stored(str(corpus.resolve()))  # any bytes, as valid UTF-8 (retrieval.audio.paths)
+        store.db.set("corpus_root", root)
         if options.labels_csv is not None:
             store.db.set("labels_csv", str(Path(options.labels_csv).resolve()))
         store.db.commit()
-        if old_root and old_root != str(corpus.resolve()):
-            warn(f"corpus root changed from {old_root} to {corpus.resolve()}; paths are matched relative to it")
+        if old_root and old_root != root:
+            warn(f"corpus root changed from {old_root} to {root}; paths are matched relative to it")
 
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)

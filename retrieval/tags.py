@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.audio.decode import stream
-from retrieval.audio.paths import real_path
+from retrieval.audio.paths import real_path, to_os
 from retrieval.audio.windows import cut_stream, to_samples
 from retrieval.encoders.base import EncoderOptions
 from retrieval.errors import AudioError, InputError
@@ -58,7 +58,7 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
         raise InputError(f"top must be at least 1; got {top}")
     encoder = BeatsEncoder(EncoderOptions(model=model, device=device))
     names = _class_names(encoder, read_ontology(ontology) if ontology else None)
-    root = Path(store.db.get("corpus_root") or ".")
+    root = Path(to_os(store.db.get("corpus_root") or "."))
     window = to_samples(TAG_WINDOW_S, encoder.sample_rate)
     paths, tags, scores = [], [], []
     for (rel,) in store.db.con.execute("SELECT path FROM files WHERE status = 'ok' ORDER BY path").fetchall():

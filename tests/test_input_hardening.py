@@ -265,3 +265,20 @@ def test_classify_a_folder_skips_special_files_and_links_back(tmp_path):
         out = within_deadline(lambda: idx.classify(clips, k=1))
     assert [Path(c).name for c in out["clip"]] == ["q.wav"] and out["error"].isna().all()
     assert out.predicted[0] == "a"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="names are bytes only on POSIX")
+def test_non_utf8_corpus_root_and_classified_clip_names(tmp_path):
+    plain = tmp_path / "plain"
+    tone(plain / "a" / "x.wav", freq=300)
+    os.rename(tone(tmp_path / "q.wav", freq=310), os.path.join(os.fsencode(plain / "a"), b"q\xff.wav"))
+    root = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9pertoire")))
+    os.rename(plain, root)
+    s = ingest(root, tmp_path / "ix")
+    assert s.files_indexed == 2
+    with Index.open(tmp_path / "ix") as idx:
+        assert idx.info()["corpus_root"].endswith('/"r\\xe9pertoire"')
+        assert Path(to_os(idx.info()["corpus_root"])) == root.resolve()
+        out = idx.classify(root / "a", k=1)
+    assert sorted(out["clip"].map(lambda c: c.rsplit("/", 1)[1])) == ['"q\\xff.wav"', "x.wav"]
+    assert out["error"].isna().all() and (out["predicted"] == "a").all()
