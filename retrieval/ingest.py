@@ -5,7 +5,8 @@ Ingest is incremental and crash-safe:
 * files whose size and mtime are unchanged are skipped without reading them;
 * a file with new bytes but a known content hash is a move (its row is re-pointed)
   or a copy (its vectors are duplicated), never re-embedded;
-* files gone from disk lose their rows and vectors;
+* files gone from disk lose their rows and vectors; files under a folder that cannot be
+  listed are not gone: the folder gets an error row and its files keep theirs;
 * new and changed files are embedded and committed every ``commit_every`` files, each
   file in one transaction with all its vectors, so ``kill -9`` loses at most one batch
   and a re-run resumes with no duplicates;

@@ -102,7 +102,8 @@ def discover(root: Path, extensions: frozenset[str] | None = None) -> Iterator[F
 
 
 #: Appended to the error of a folder that cannot be listed.
-_KEPT = "; the indexed files under it are kept as they are until it can be read again"
+_KEPT = ("; the files indexed under it are kept as they were: make it readable (permissions, mount) "
+         "and run again")
 
 
 def _unreadable(errors: list[OSError], root: Path) -> Iterator[FoundFile]:
