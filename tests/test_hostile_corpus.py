@@ -1,13 +1,13 @@
 """Issue 11's hostile corpus, end to end through the CLI, in bounded time and memory.
 
 The corpus holds ordinary files beside a FIFO named ``y.wav``, a link to ``/dev/zero``, a
-name that is not UTF-8, a 1 Hz file and a folder that cannot be read. Every ordinary file
+name that is not UTF-8, a 1 Hz file, a file and a folder that cannot be read. Every ordinary file
 must be indexed and every other one recorded in ``errors``; a hang fails the test (the CLI
 runs under a deadline) instead of blocking the suite.
 
-A folder made ``chmod 000`` is still readable by root, so when the suite runs as root the
+A file or folder made ``chmod 000`` is still readable by root, so when the suite runs as root the
 CLI runs with ``CAP_DAC_OVERRIDE`` and ``CAP_DAC_READ_SEARCH`` dropped from its capability
-bounding set: it is still root, but file modes now apply to it, so the folder is really
+bounding set: it is still root, but file modes now apply to it, so both are really
 unreadable (no injected failure).
 """
 
@@ -58,11 +58,11 @@ def _without_dac_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
-def _preexec_for_unreadable(folder: Path):
-    """How to run a child for which ``folder`` (mode 000) really is unreadable, or skip."""
+def _preexec_for_unreadable(path: Path):
+    """How to run a child for which ``path`` (mode 000) really is unreadable, or skip."""
     if os.geteuid() != 0:
         return None
-    probe = [sys.executable, "-c", f"import os; os.listdir({str(folder)!r})"]
+    probe = [sys.executable, "-c", f"import os; os.open({str(path)!r}, os.O_RDONLY)"]
     try:
         denied = subprocess.run(probe, preexec_fn=_without_dac_override, capture_output=True, timeout=60)
     except (subprocess.SubprocessError, OSError) as exc:
@@ -99,27 +99,28 @@ def hostile(tmp_path: Path) -> Path:
     name = os.path.join(os.fsencode(root / "ok"), b"caf\xe9 \xff.wav")  # latin-1 and a stray byte
     os.rename(write(root / "tmp.wav", synth.clicks(4, 0.9, 16000), 16000), name)
     write(root / "locked" / "inside.wav", synth.sine(660, 0.6, 16000), 16000)
+    write(root / "secret.wav", synth.sine(770, 0.6, 16000), 16000).chmod(0)  # an unreadable file
     return root
 
 
 def test_hostile_corpus_through_the_cli(hostile, tmp_path):
     ix = tmp_path / "ix"
     ordinary = {"ok/tone.wav", "ok/chirp.flac", "ok/noise.wav", 'ok/"caf\\xe9 \\xff.wav"', "slow/one_hz.wav"}
-    special = {"y.wav": "FIFO", "zero.wav": "character device"}
+    special = {"y.wav": "FIFO", "zero.wav": "character device", "secret.wav": "permission denied"}
+    preexec = _preexec_for_unreadable(hostile / "secret.wav")
 
-    first, _, first_rss = _index(hostile, ix, None)  # the folder is readable on the first run
+    first, _, first_rss = _index(hostile, ix, preexec)  # the folder is readable on the first run
     assert first["files_indexed"] == len(ordinary) + 1 and first["files_failed"] == len(special)
 
     (hostile / "locked").chmod(0)
     try:
-        preexec = _preexec_for_unreadable(hostile / "locked")
         second, stderr, second_rss = _index(hostile, ix, preexec)
     finally:
         (hostile / "locked").chmod(0o755)
 
     assert second["files_removed"] == 0 and second["files_indexed"] == 0
     assert second["files_unchanged"] == len(ordinary)  # the file under the folder is unknown this time
-    assert second["files_failed"] == len(special) + 1  # the two special files and the folder
+    assert second["files_failed"] == len(special) + 1  # the special files and the folder
     assert "skipped locked: cannot read folder" in stderr
     print(f"peak RSS {first_rss:.0f} MB, then {second_rss:.0f} MB")
     assert max(first_rss, second_rss) < MAX_RSS_MB, f"peak RSS {first_rss:.0f} / {second_rss:.0f} MB"
