@@ -65,3 +65,15 @@ def test_sliced_features_match_at_slice_edges(monkeypatch, n):
     sliced = enc._mel_power(audio)
     monkeypatch.setattr(logmel, "MEL_FRAMES_PER_STEP", 10**9)
     assert np.array_equal(sliced, enc._mel_power(audio))
+
+
+@pytest.mark.parametrize("rate", [1, 8000, 11025, 22050])
+def test_sliced_resampling_changes_no_sample(tmp_path, monkeypatch, rate):
+    import retrieval.audio.decode as decode
+
+    n = {1: 300}.get(rate, 3 * (1 << 18) + 17)
+    path = write(tmp_path / "x.wav", np.random.default_rng(rate).uniform(-0.5, 0.5, n).astype(np.float32), rate)
+    sliced = np.concatenate(list(stream(path, 16000)))
+    monkeypatch.setattr(decode, "RESAMPLE_OUT_SAMPLES", 1 << 40)  # one soxr call per decoded block
+    whole = np.concatenate(list(stream(path, 16000)))
+    assert np.array_equal(sliced, whole)
