@@ -293,13 +293,14 @@ class Index:
             its vote; 0 with ``include_self``), and ``error`` for clips that could not be read.
         """
         from retrieval.audio.discover import discover
+        from retrieval.audio.paths import to_stored
         from retrieval.errors import AudioError
         from retrieval.knn import classify as knn_classify
 
         if isinstance(clips, np.ndarray):
             items: list[Any] = [clips]
         elif isinstance(clips, (str, Path)) and Path(clips).is_dir():
-            items = [f.path for f in discover(Path(clips)) if f.error is None]
+            items = [f.path for f in discover(Path(clips)) if f.error is None and not f.folder]
             if not items:
                 raise InputError(f"no audio files under {clips}")
         else:
@@ -309,7 +310,7 @@ class Index:
         gallery_keys = None if include_self else self._content_hashes(meta["file_id"])
         rows, queries, query_keys = [], [], []
         for item in progress.bar(items, desc="classifying", unit="clip"):
-            name = "<array>" if isinstance(item, np.ndarray) else str(item)
+            name = "<array>" if isinstance(item, np.ndarray) else to_stored(str(item))  # valid UTF-8
             try:
                 queries.append(self.embed(item, sample_rate=sample_rate))
                 rows.append({"clip": name, "error": None})

@@ -5,7 +5,9 @@ Ingest is incremental and crash-safe:
 * files whose size and mtime are unchanged are skipped without reading them;
 * a file with new bytes but a known content hash is a move (its row is re-pointed)
   or a copy (its vectors are duplicated), never re-embedded;
-* files gone from disk lose their rows and vectors, and their rows in ``errors``;
+* files gone from disk lose their rows and vectors, and their rows in ``errors``; files
+  under a folder that cannot be listed are not gone: the folder gets an error row and its
+  files keep theirs;
 * an index may hold several corpus roots (``retrieve index A B``); a file's identity is
   its root plus its path relative to that root, and a run touches only the roots it names;
 * nothing is changed by a run that would lose much: a folder that is not one of the
@@ -37,11 +39,13 @@ warning line, and the summary counts it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,8 +57,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrieval import pipeline
-from retrieval.audio.decode import AudioInfo, DecodeReport, probe
-from retrieval.audio.discover import FoundFile, discover
+from retrieval.audio.decode import AudioInfo, DecodeReport, probe, truncation
+from retrieval.audio.discover import FoundFile, discover, under
+from retrieval.audio.paths import to_os, to_stored
 from retrieval.configure import Choices, resolve
 from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
@@ -203,9 +208,19 @@ def check_device(device: str) -> None:
 
 
 def content_hash(path: Path) -> str:
-    """blake2b-128 of the file's bytes, hex."""
+    """blake2b-128 of the file's bytes, hex.
+
+    Opened without blocking and checked to be a regular file, so a FIFO or a device that
+    replaced the file since discovery raises instead of blocking (or reading forever).
+
+    Raises:
+        OSError: the file cannot be opened or read, or is not a regular file.
+    """
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -237,6 +252,7 @@ class _Plan:
     stale_errors: list[Key] = field(default_factory=list)  # error rows of files no longer on disk
     sources: dict[int, Key] = field(default_factory=dict)  # moved file id -> where it was
     indexed: int = 0  # files in the index before the run
+    scanned_roots: list[str] = field(default_factory=list)  # roots discovery walked this run
 
 
 @dataclass
@@ -447,7 +463,7 @@ def _as_roots(corpus: Path | Sequence[Path]) -> list[str]:
         p = Path(item)
         if not p.exists():
             raise InputError(f"corpus {p} does not exist")
-        r = str(p.resolve())
+        r = to_stored(str(p.resolve()))  # any bytes, as valid UTF-8 (retrieval.audio.paths)
         if r not in roots:
             roots.append(r)
     for a in roots:
@@ -481,7 +497,7 @@ def _check_roots(roots: list[str], stored: list[str], index_dir: Path,
 
 
 def _discover(roots: list[str], scan: list[str]) -> list[RootedFile]:
-    return [_rooted(f, r) for r in scan for f in discover(Path(r))]
+    return [_rooted(f, r) for r in scan for f in discover(Path(to_os(r)))]
 
 
 def _refusal(plan: _Plan, roots: list[str], found: list[RootedFile], counts: dict[str, int], index_dir: Path,
@@ -546,18 +562,25 @@ def _plan(known: dict[Key, tuple[int, int, float, str]], found: list[RootedFile]
 
     ``known`` maps ``(root, path)`` to ``(file_id, size, mtime, content_hash)``. Only files
     under a root in ``scope`` can be removed or be the source of a move; files under the
-    index's other roots count as present. ``error_paths`` holds, per root, the paths with
-    error rows (those no longer on disk go).
+    index's other roots count as present, and so do files under a folder that could not be
+    listed (unknown, not gone). ``error_paths`` holds, per root, the paths with error rows
+    (those no longer on disk go).
     """
-    plan = _Plan(indexed=len(known))
-    present = {(f.root, f.rel_path) for f in found}
+    plan = _Plan(indexed=len(known), scanned_roots=sorted(scope))
+    present = {(f.root, f.rel_path) for f in found if not f.folder}
+    unlisted = [(f.root, f.rel_path) for f in found if f.folder and f.error is not None]
+    present |= {k for k in known if any(k[0] == r and under(k[1], d) for r, d in unlisted)}
     gone = [k for k in known if k[0] in scope and k not in present]
     missing_by_hash: dict[str, tuple[int, Key]] = {known[k][3]: (known[k][0], k) for k in gone if known[k][3]}
     present_by_hash = {v[3]: v[0] for k, v in known.items() if (k[0] not in scope or k in present) and v[3]}
     for f in found:
         key = (f.root, f.rel_path)
+        if f.note is not None:
+            plan.errors.append(ErrorRow(f.rel_path, "warning", "discover", f.note, f.size, f.mtime, f.root))
         if f.error is not None:
             plan.errors.append(ErrorRow(f.rel_path, "error", "discover", f.error, f.size, f.mtime, f.root))
+            continue
+        if f.folder:
             continue
         k = known.get(key)
         if k is not None and k[1] == f.size and k[2] == f.mtime:
@@ -592,6 +615,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
     db = store.db
     db.begin()
     db.delete_files(fid for fid, _ in plan.removed)
+    db.clear_discovery_errors(plan.scanned_roots)  # discovery reruns in full on these: its rows are replaced
     _clear_errors(db, [k for _, k in plan.removed] + plan.stale_errors + [(e.root, e.path) for e in plan.errors])
     for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
         db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
@@ -603,11 +627,12 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
         db.bump_generation()
     db.commit()
     for e in plan.errors:
-        warn(f"skipped {e.path}: {e.reason}")
+        warn(f"skipped {e.path}: {e.reason}" if e.severity == "error" else f"{e.path}: {e.reason}")
     summary.files_removed = len(plan.removed)
     summary.files_moved = len(plan.moved)
     summary.files_indexed += len(plan.copies)
-    summary.files_failed += len(plan.errors)
+    summary.files_failed += sum(e.severity == "error" for e in plan.errors)
+    summary.warnings += sum(e.severity == "warning" for e in plan.errors)
 
 
 def _clear_errors(db, keys: list[tuple[str | None, str]]) -> None:
@@ -807,12 +832,18 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
             replaced.append(job.old_id)
         if job.error is None and job.report.out_samples == 0:
             job.error = "holds no audio samples"
+        cut = truncation(job.info, job.report) if job.error is None else None
+        if cut is not None and cut[0] == "error":
+            job.error = cut[1]
         if job.error is not None:
             errors.append(ErrorRow(f.rel_path, "error", "decode", job.error, f.size, f.mtime, f.root))
             summary.files_failed += 1
             warn(f"skipped {f.rel_path}: {job.error}")
             continue
         row = _file_row(job, recipe)
+        if cut is not None:  # a warning: indexed as what it holds
+            errors.append(ErrorRow(f.rel_path, "warning", "decode", cut[1], f.size, f.mtime, f.root))
+            warn(f"{f.rel_path}: {cut[1]}")
         if job.report.nonfinite:
             reason = f"{job.report.nonfinite} NaN/Inf samples replaced by 0"
             errors.append(ErrorRow(f.rel_path, "warning", "decode", reason, f.size, f.mtime, f.root))

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from retrieval import progress
 from retrieval.audio.decode import stream
+from retrieval.audio.paths import real_path
 from retrieval.audio.windows import cut_stream, to_samples
 from retrieval.encoders.base import EncoderOptions
 from retrieval.errors import AudioError, InputError
@@ -62,7 +63,7 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
     paths, tags, scores = [], [], []
     for root, rel in progress.bar(store.db.file_locations("status = 'ok'"), desc="tagging", unit="file"):
         try:
-            probs = _file_probabilities(encoder, Path(root) / rel, window)
+            probs = _file_probabilities(encoder, real_path(root, rel), window)
         except AudioError as exc:
             if on_warning:
                 on_warning(f"not tagged {rel}: {exc}")

@@ -8,9 +8,12 @@ through the same :func:`stream`, so the same file always gives the same samples.
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -21,6 +24,9 @@ from retrieval.errors import AudioError
 
 #: Input frames read per block: about 6 s at 44.1 kHz, 1.4 s at 192 kHz.
 BLOCK_FRAMES = 1 << 18
+#: Most samples one resampling step may produce (1 MB of float32): input blocks are fed to soxr
+#: in slices that stay under it, so a 1 Hz file upsampled 16,000x never expands a whole block at once.
+RESAMPLE_OUT_SAMPLES = 1 << 18
 #: soxr quality; "HQ" is soxr's default and transparent for analysis.
 RESAMPLE_QUALITY = "HQ"
 
@@ -34,12 +40,16 @@ class AudioInfo:
         channels: channel count.
         frames: samples per channel (an estimate for some compressed formats).
         format: container / codec name.
+        declared_frames: samples per channel the header promises, where the format states
+            it exactly (WAV, AIFF, FLAC); None where it does not. libsndfile reports
+            ``frames`` from the bytes present, so this is read from the header itself.
     """
 
     sample_rate: int
     channels: int
     frames: int
     format: str
+    declared_frames: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -53,10 +63,35 @@ class DecodeReport:
     Attributes:
         nonfinite: NaN/Inf input samples that were replaced by 0.
         out_samples: mono samples produced at the target rate.
+        in_frames: frames decoded at the file's own rate, before resampling.
     """
 
     nonfinite: int = 0
     out_samples: int = 0
+    in_frames: int = 0
+
+
+#: A truncated file that still holds at least this much audio is indexed with a warning;
+#: below it, what is left says nothing about the sound and the file is an error.
+MIN_TRUNCATED_S = 0.1
+
+
+def truncation(info: AudioInfo, report: DecodeReport) -> tuple[str, str] | None:
+    """``(severity, reason)`` when fewer frames decoded than the header declares, else None.
+
+    Severity is ``warning`` when at least :data:`MIN_TRUNCATED_S` seconds decoded (the file
+    is indexed as what it holds) and ``error`` below that.
+    """
+    declared = info.declared_frames
+    if not declared or report.in_frames >= declared or info.sample_rate <= 0:
+        return None
+    got_s, want_s = report.in_frames / info.sample_rate, declared / info.sample_rate
+    reason = (f"truncated: the header declares {declared} frames ({want_s:.3f} s) but {report.in_frames} "
+              f"decoded ({got_s:.4f} s)")
+    if got_s < MIN_TRUNCATED_S:
+        return "error", (f"{reason}, under the {MIN_TRUNCATED_S:g} s minimum, so not indexed; "
+                         "copy or export the file again")
+    return "warning", f"{reason}; indexed as the {got_s:.3f} s it holds"
 
 
 def probe(path: Path) -> AudioInfo:
@@ -65,14 +100,15 @@ def probe(path: Path) -> AudioInfo:
     if path.suffix.lower() in AV_EXTENSIONS:
         return _probe_av(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: any name, UTF-8 or not
     except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
         if has_pyav():
             return _probe_av(path)
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"cannot decode {path.name}: header says {info.samplerate} Hz, {info.channels} channels")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}",
+                     declared_frames=_declared_frames(path, info))
 
 
 def stream(
@@ -111,20 +147,46 @@ def stream(
         info.sample_rate, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY
     )
     for block in blocks:
+        report.in_frames += len(block)
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].astype(np.float32)
         bad = ~np.isfinite(mono)
         if bad.any():
             report.nonfinite += int(bad.sum())
             mono = np.where(bad, np.float32(0.0), mono)
-        out = mono if resampler is None else resampler.resample_chunk(mono)
-        if out.size:
+        for out in _resampled(resampler, mono, info.sample_rate, target_sr):
             report.out_samples += out.size
             yield out
     if resampler is not None:
-        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-        if tail.size:
+        for tail in _pieces(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
             report.out_samples += tail.size
             yield tail
+
+
+def _resampled(resampler: soxr.ResampleStream | None, mono: np.ndarray, in_sr: int,
+               out_sr: int) -> Iterator[np.ndarray]:
+    """``mono`` at ``out_sr``, in pieces of about :data:`RESAMPLE_OUT_SAMPLES` samples at most.
+
+    The slicing depends only on the two rates and the block, so a file is cut the same
+    way every time it is decoded; soxr's stream carries its state across slices.
+    """
+    if resampler is None:
+        if mono.size:
+            yield mono
+        return
+    step = max(1, RESAMPLE_OUT_SAMPLES * in_sr // out_sr)
+    for a in range(0, mono.size, step):
+        yield from _pieces(resampler.resample_chunk(mono[a:a + step]))
+
+
+def _pieces(out: np.ndarray) -> Iterator[np.ndarray]:
+    """``out`` as views of at most :data:`RESAMPLE_OUT_SAMPLES` samples.
+
+    soxr releases its output in bursts when the ratio is extreme (about 13 M samples at a
+    time for 1 Hz -> 16 kHz, whatever the slice fed in); handing them on in pieces keeps
+    every later copy (windowing) small.
+    """
+    for a in range(0, out.size, RESAMPLE_OUT_SAMPLES):
+        yield out[a:a + RESAMPLE_OUT_SAMPLES]
 
 
 def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
@@ -141,7 +203,7 @@ def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: flo
 
 def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             if start:
                 f.seek(min(start, f.frames))
             remaining = None if stop is None else max(stop - start, 0)
@@ -157,6 +219,64 @@ def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.nda
         raise
     except Exception as exc:
         raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+
+
+def _declared_frames(path: Path, info: object) -> int | None:
+    """Frames the header of a WAV, AIFF or FLAC file promises (None for other formats, or unreadable)."""
+    fmt = str(getattr(info, "format", ""))
+    if fmt == "FLAC":
+        return int(getattr(info, "frames", 0)) or None  # STREAMINFO's total, which libsndfile reports as is
+    try:
+        with open(os.fsencode(path), "rb") as f:
+            if fmt in ("WAV", "WAVEX"):
+                return _riff_frames(f)
+            if fmt in ("AIFF", "AIFC"):
+                return _aiff_frames(f)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+#: Chunks read past before giving up on finding a header's frame count.
+_MAX_CHUNKS = 64
+
+
+def _riff_frames(f: BinaryIO) -> int | None:
+    """``data`` chunk bytes / ``fmt `` block align of a RIFF/WAVE file; None when unknown."""
+    if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
+        return None
+    block_align = None
+    for _ in range(_MAX_CHUNKS):
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack("<I", head[4:])[0]
+        if cid == b"fmt ":
+            body = f.read(size)
+            block_align = struct.unpack("<H", body[12:14])[0]
+            f.seek(size & 1, 1)
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                return None
+            return size // block_align
+        else:
+            f.seek(size + (size & 1), 1)
+    return None
+
+
+def _aiff_frames(f: BinaryIO) -> int | None:
+    """``numSampleFrames`` of the ``COMM`` chunk of an AIFF/AIFC file; None when unknown."""
+    if f.read(4) != b"FORM" or (f.read(4), f.read(4))[1] not in (b"AIFF", b"AIFC"):
+        return None
+    for _ in range(_MAX_CHUNKS):
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        cid, size = head[:4], struct.unpack(">I", head[4:])[0]
+        if cid == b"COMM":
+            return struct.unpack(">I", f.read(6)[2:6])[0]
+        f.seek(size + (size & 1), 1)
+    return None
 
 
 def _probe_av(path: Path) -> AudioInfo:

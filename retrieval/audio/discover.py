@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from retrieval.audio.paths import to_stored
 
 #: Extensions libsndfile (through soundfile) decodes.
 SNDFILE_EXTENSIONS: frozenset[str] = frozenset({
@@ -30,14 +33,19 @@ def audio_extensions() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class FoundFile:
-    """A candidate audio file.
+    """A candidate audio file, or a folder discovery has something to say about.
 
     Attributes:
-        path: absolute path.
-        rel_path: path relative to the corpus root, with ``/`` separators.
+        path: the path as found under the root (links not resolved).
+        rel_path: path relative to the corpus root, with ``/`` separators, in the stored form
+            of :func:`retrieval.audio.paths.to_stored` (valid UTF-8 whatever the bytes on disk).
         size: bytes, or -1 when ``stat`` failed.
         mtime: seconds since the epoch, or 0.0 when ``stat`` failed.
-        error: why the file cannot be read, or None.
+        error: why the file (or folder) cannot be read, or None. A file with an error is
+            skipped; a folder with an error could not be listed, so the files under it are
+            unknown, not gone.
+        note: a warning to record; the file is still read (a link out of the corpus).
+        folder: this entry is a folder, not a file.
     """
 
     path: Path
@@ -45,44 +53,120 @@ class FoundFile:
     size: int
     mtime: float
     error: str | None = None
+    note: str | None = None
+    folder: bool = False
 
 
 def discover(root: Path, extensions: frozenset[str] | None = None) -> Iterator[FoundFile]:
-    """Yield audio files below ``root`` in sorted order.
+    """Yield audio files below ``root`` in sorted order, and the folders it could not walk.
 
-    Symlinked folders are followed once each (a loop is entered at most once), and
-    files whose ``stat`` fails (dangling links, no permission) are yielded with
-    ``error`` set, so the caller can record them instead of dropping them silently.
+    Symlinked folders are followed once each; a link back to a folder already walked
+    (a loop, or a second link) is not followed again and comes out as a folder entry with
+    a ``note``. Links that lead out of the corpus are followed, with a ``note`` saying
+    where they lead. A folder that cannot be listed (no permission, vanished while
+    walking) comes out with ``error`` set. Files whose ``stat`` fails (dangling links, no
+    permission) or that are not regular files (FIFOs, devices, sockets: reading them
+    would block or never end) come out with ``error`` set. Nothing is dropped silently.
     """
     root = Path(root)
     exts = extensions or audio_extensions()
     if root.is_file():
-        yield _found(root, root.parent)
+        yield _found(root, root.parent, None)
         return
+    root_real = os.path.realpath(root)
+    unreadable: list[OSError] = []
     seen_dirs: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable.append):
+        yield from _unreadable(unreadable, root)
+        here = Path(dirpath)
         try:
             st = os.stat(dirpath)
-        except OSError:
+        except OSError as exc:
             dirnames[:] = []
+            yield _folder(here, root, error=f"cannot read folder: {exc.strerror or exc}" + _KEPT)
             continue
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:  # symlink loop or second link to a folder already walked
             dirnames[:] = []
+            yield _folder(here, root, note=_walked_note(here))
             continue
         seen_dirs.add(key)
+        if here != root and os.path.islink(dirpath) and not _inside(os.path.realpath(dirpath), root_real):
+            yield _folder(here, root, note=f"symlink to a folder outside the corpus ({os.path.realpath(dirpath)}); "
+                                           "followed: its files are indexed under this path")
         dirnames.sort()
         for name in sorted(filenames):
             if Path(name).suffix.lower() in exts and not name.startswith("._"):
-                yield _found(Path(dirpath) / name, root)
+                yield _found(here / name, root, root_real)
+    yield from _unreadable(unreadable, root)
 
 
-def _found(path: Path, root: Path) -> FoundFile:
+#: Appended to the error of a folder that cannot be listed.
+_KEPT = ("; the files indexed under it are kept as they were: make it readable (permissions, mount) "
+         "and run again")
+
+
+def _unreadable(errors: list[OSError], root: Path) -> Iterator[FoundFile]:
+    """Folder entries for the ``os.walk`` errors collected so far (then forgets them)."""
+    for exc in errors:
+        where = Path(exc.filename) if exc.filename is not None else root
+        yield _folder(where, root, error=f"cannot read folder: {exc.strerror or exc}" + _KEPT)
+    errors.clear()
+
+
+def _folder(path: Path, root: Path, *, error: str | None = None, note: str | None = None) -> FoundFile:
+    return FoundFile(path, _rel(path, root), -1, 0.0, error=error, note=note, folder=True)
+
+
+def _walked_note(path: Path) -> str:
+    target = os.path.realpath(path)
+    parent = os.path.realpath(path.parent)
+    if _inside(parent, target):
+        what = "a symlink loop (it leads back to a folder above it)"
+    elif os.path.islink(path):
+        what = "a second link to a folder already walked"
+    else:
+        what = "a folder already walked through a link"
+    return f"{what}: {target}; not followed again, its files are indexed once, under their first path"
+
+
+def under(rel_path: str, folder: str) -> bool:
+    """Whether the stored path ``rel_path`` is inside the stored folder path ``folder`` (``.``: the root)."""
+    return folder in (".", "") or rel_path.startswith(folder.rstrip("/") + "/")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the resolved ``path`` is ``folder`` or below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _rel(path: Path, root: Path) -> str:
     rel = path.relative_to(root).as_posix()
+    return to_stored(rel)
+
+
+def _found(path: Path, root: Path, root_real: str | None) -> FoundFile:
+    rel = _rel(path, root)
     try:
         st = path.stat()
     except OSError as exc:
         return FoundFile(path, rel, -1, 0.0, f"cannot stat: {exc.strerror or exc}")
+    if not stat.S_ISREG(st.st_mode):
+        return FoundFile(path, rel, -1, st.st_mtime,
+                         f"not a regular file ({_kind(st.st_mode)}): reading it could block or never end")
     if not os.access(path, os.R_OK):
         return FoundFile(path, rel, st.st_size, st.st_mtime, "permission denied")
-    return FoundFile(path, rel, st.st_size, st.st_mtime)
+    note = None
+    if root_real is not None and path.is_symlink():
+        target = os.path.realpath(path)
+        if not _inside(target, root_real):
+            note = f"symlink to a file outside the corpus ({target}); followed"
+    return FoundFile(path, rel, st.st_size, st.st_mtime, note=note)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return f"mode {stat.filemode(mode)}"

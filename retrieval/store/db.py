@@ -417,11 +417,19 @@ class MetadataDB:
     # -- errors ----------------------------------------------------------------------------
 
     def clear_errors(self, paths: Iterable[str], root: str | None = None) -> None:
-        """Delete the error rows of ``paths`` (under ``root`` only, when given)."""
+        """Delete the rows of ``paths`` (under ``root`` only, when given), except discovery's
+        (see :meth:`clear_discovery_errors`)."""
         paths = list(paths)
         if paths:
-            self.con.execute("DELETE FROM errors WHERE path IN (SELECT unnest(?::VARCHAR[])) "
+            self.con.execute("DELETE FROM errors WHERE stage <> 'discover' AND path IN (SELECT unnest(?::VARCHAR[])) "
                              "AND (?::VARCHAR IS NULL OR root = ?)", [paths, root, root])
+
+    def clear_discovery_errors(self, roots: Sequence[str]) -> None:
+        """Delete the rows discovery recorded under ``roots``; each run walks those roots in full
+        and records them again. Rows of an index made before roots were kept per row go too."""
+        if roots:
+            self.con.execute("DELETE FROM errors WHERE stage = 'discover' "
+                             "AND (root IS NULL OR root IN (SELECT unnest(?::VARCHAR[])))", [list(roots)])
 
     def error_paths(self, root: str) -> set[str]:
         """Paths under ``root`` that have error or warning rows."""

@@ -21,8 +21,10 @@ def test_recursive_sorted_and_unicode(tmp_path):
 def test_symlink_loop_is_walked_once(tmp_path):
     write(tmp_path / "d" / "a.wav", np.zeros(10, np.float32), 8000)
     os.symlink(tmp_path / "d", tmp_path / "d" / "loop")
-    found = [f.rel_path for f in discover(tmp_path)]
-    assert found == ["d/a.wav"]
+    found = list(discover(tmp_path))
+    assert [f.rel_path for f in found if not f.folder] == ["d/a.wav"]
+    (loop,) = [f for f in found if f.folder]
+    assert loop.rel_path == "d/loop" and "symlink loop" in loop.note and loop.error is None
 
 
 def test_dangling_link_is_reported_not_dropped(tmp_path):
