@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from retrieval.encoders.precision import PRECISIONS
+from retrieval.encoders.precision import PRECISION_CHOICES, SlowPrecisionWarning
 from retrieval.errors import RetrievalError
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
@@ -28,12 +29,24 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SlowPrecisionWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except RetrievalError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted; committed batches are kept and a re-run resumes", err=True)
             sys.exit(130)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print the library's own warnings as ``warning: <message>`` lines; others as Python does."""
+    if issubclass(category, SlowPrecisionWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def json_option(f: Callable) -> Callable:
@@ -98,8 +111,10 @@ def _is_number(text: str) -> bool:
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
               help="Label-free post-processing fitted on the corpus.")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)),
-              help="Inference precision (default fp32): fp16 on CUDA only, int8 on CPU only.")
+@click.option("--precision", type=click.Choice(list(PRECISION_CHOICES)),
+              help="Inference precision of model encoders (default fp32, or the index's). 'auto': the fastest "
+                   "on this machine within 0.999 cosine of fp32 (bf16 with native bf16, else int8, else fp32; "
+                   "the index records the mode it picked). fp16 on CUDA only, int8 on CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")

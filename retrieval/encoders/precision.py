@@ -15,6 +15,20 @@
   input tensor: rows sharing a forward pass would influence each other, so every
   encoder runs one window per forward pass under int8). CPU only.
 
+* ``auto`` (:func:`choose`): the fastest of an encoder's modes on this machine that stays
+  within :data:`AUTO_MIN_COSINE` of fp32, resolved before the encoder loads; the recipe
+  records the mode it resolved to, never ``auto``.
+
+Speed depends on the CPU (:mod:`retrieval.encoders.cpu`). Measured in one interleaved run
+each, full-size random weights, 2 threads, speed relative to fp32:
+
+* Intel Xeon with AMX-BF16 and AVX512-BF16 (2026-12-01, ``docs/bench_ingest.md``): bf16
+  2.0-2.7x (CLAP, BEATs); int8 0.56-2.2x, slower than fp32 on short clips (BEATs 0.56x,
+  CLAP 0.88x), so :func:`choose` does not pick int8 where bf16 is native.
+* AMD EPYC without AVX512-BF16 or AMX (issue 16): bf16 0.17-0.5x (CLAP, emulated); int8
+  1.24x on short clips, 1.5x on long files (CLAP). :func:`check_precision` warns
+  (:class:`SlowPrecisionWarning`) on bf16 there, and :func:`choose` picks int8.
+
 The chosen mode is part of the encoder's recipe, so an index never mixes modes. The
 cosine to fp32 vectors and the effect on nearest neighbours are measured by
 ``scripts/bench_ingest.py --sections precision`` (``docs/bench_ingest.md``).
@@ -27,12 +41,32 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 from typing import Any, ContextManager, Literal, get_args
 
+from retrieval.encoders.cpu import CpuSupport, cpu_support
 from retrieval.errors import InputError, UnknownNameError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: What a user may ask for: a precision, or ``auto`` (resolved by :func:`choose`).
+PrecisionChoice = Literal["fp32", "fp16", "bf16", "int8", "auto"]
+PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionChoice)
+#: ``auto`` only picks a mode whose stated worst cosine to fp32 (an encoder's
+#: ``precision_cosine``) is at least this; the bound ``tests/encoders/test_contract.py`` holds
+#: every fast mode to.
+AUTO_MIN_COSINE = 0.999
+
+
+#: Stated worst cosine to fp32 of each mode the torch encoders (wav2vec2, BEATs, CLAP) run:
+#: the bound their tests hold tiny random models to (measured 0.9998-1.0), met by full-size
+#: random weights on 100 FSDD files (bf16 >= 0.99995, int8 >= 0.99911; docs/bench_ingest.md).
+#: fp16 is CUDA only and not measured there; forced on the CPU it gave 1.00000.
+TORCH_PRECISION_COSINE: Mapping[str, float] = {"fp32": 1.0, "fp16": 0.999, "bf16": 0.999, "int8": 0.999}
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision that runs, but slower than fp32 on this machine (the CLI prints it as one line)."""
 #: Precisions that run under :func:`autocast`, and the name of their torch compute dtype.
 AUTOCAST_DTYPES: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
 
@@ -42,12 +76,19 @@ def check_precision(precision: str, device: str) -> Precision:
 
     Raises:
         UnknownNameError: not one of :data:`PRECISIONS`.
-        InputError: ``int8`` on a non-CPU device; ``fp16`` on the CPU.
+        InputError: ``int8`` on a non-CPU device; ``fp16`` on the CPU; ``auto`` (resolve it
+            first with :func:`choose`).
+
+    Warns:
+        SlowPrecisionWarning: ``bf16`` on a CPU without native bf16 (emulated: slower than fp32).
     """
     import torch
 
+    if precision == "auto":
+        raise InputError("precision 'auto' must be resolved before an encoder is built: pass a concrete one "
+                         f"({', '.join(PRECISIONS)}) or use retrieval.encoders.precision.choose()")
     if precision not in PRECISIONS:
-        raise UnknownNameError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise UnknownNameError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_CHOICES)}")
     if precision == "fp16" and torch.device(device).type == "cpu":
         raise InputError("precision fp16 is for GPUs without bfloat16 (T4, V100); on the CPU float16 has no fast "
                          "kernels and ran slower than fp32 (BEATs 1.6x): use --precision bf16 on the CPU "
@@ -55,7 +96,52 @@ def check_precision(precision: str, device: str) -> Precision:
     if precision == "int8" and torch.device(device).type != "cpu":
         raise InputError(f"precision int8 (dynamic quantisation) runs on the CPU only; got device {device!r}: "
                          "use --precision bf16 on accelerators")
+    cpu = cpu_support()
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu.native_bf16:
+        warnings.warn(SlowPrecisionWarning(
+            f"precision bf16 is emulated on this CPU (no avx512_bf16 or amx_bf16, per {cpu.source}) and runs "
+            "slower than fp32 (CLAP 2-6x slower on such a CPU): use --precision auto (int8 or fp32 here) or fp32"),
+            stacklevel=2)
     return precision  # type: ignore[return-value]
+
+
+def speed_order(device: str, cpu: CpuSupport | None = None) -> tuple[Precision, ...]:
+    """Precisions worth running on ``device``, fastest first; each is faster than the next.
+
+    On the CPU: ``bf16, fp32`` with native bf16 (int8 was slower than fp32 on short clips there),
+    else ``int8, fp32`` with fbgemm's int8 kernels, else ``fp32``. On other devices ``fp32`` only:
+    no accelerator was measured, so ``auto`` makes no claim there.
+
+    Args:
+        device: torch device string.
+        cpu: the CPU's fast paths; this machine's (:func:`~retrieval.encoders.cpu.cpu_support`) when None.
+    """
+    if not device.startswith("cpu"):
+        return ("fp32",)
+    cpu = cpu or cpu_support()
+    if cpu.native_bf16:
+        return ("bf16", "fp32")
+    if cpu.fast_int8:
+        return ("int8", "fp32")
+    return ("fp32",)
+
+
+def choose(cosines: Mapping[str, float], device: str, cpu: CpuSupport | None = None) -> Precision:
+    """Resolve ``auto``: the fastest precision an encoder runs on ``device`` within :data:`AUTO_MIN_COSINE`.
+
+    Args:
+        cosines: the encoder's ``precision_cosine``: each precision it runs -> its stated worst
+            cosine to fp32 (fp32 -> 1.0).
+        device: torch device string.
+        cpu: as in :func:`speed_order`.
+
+    Returns:
+        A concrete precision, never slower than fp32 on this machine; ``fp32`` when nothing faster fits.
+    """
+    for precision in speed_order(device, cpu):
+        if cosines.get(precision, 0.0) >= AUTO_MIN_COSINE:
+            return precision
+    return "fp32"
 
 
 def prepare(model: Any, precision: Precision) -> Any:
@@ -98,10 +184,5 @@ def full_precision(device: str) -> ContextManager[Any]:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN reports native bfloat16 support on this CPU (AVX512-BF16 / AMX)."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether this CPU has native bfloat16 (AVX512-BF16 / AMX; see :mod:`retrieval.encoders.cpu`)."""
+    return cpu_support().native_bf16

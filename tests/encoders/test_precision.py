@@ -110,7 +110,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_one_list_of_precisions_feeds_the_cli() -> None:
     assert PRECISIONS == ("fp32", "fp16", "bf16", "int8")
     option = next(p for p in cli.commands["index"].params if p.name == "precision")
-    assert list(option.type.choices) == list(PRECISIONS)
+    assert list(option.type.choices) == [*PRECISIONS, "auto"]
 
 
 def test_check_precision() -> None:
