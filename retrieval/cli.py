@@ -113,8 +113,9 @@ def _is_number(text: str) -> bool:
               help="Label-free post-processing fitted on the corpus.")
 @click.option("--precision", type=click.Choice(list(PRECISION_CHOICES)),
               help="Inference precision of model encoders (default fp32, or the index's). 'auto': the fastest "
-                   "on this machine within 0.999 cosine of fp32 (bf16 with native bf16, else int8, else fp32; "
-                   "the index records the mode it picked). fp16 on CUDA only, int8 on CPU only.")
+                   "mode measured on this kind of CPU within 0.999 cosine of fp32 (bf16 with AMX, else int8 "
+                   "with AVX2, else fp32; the index records the mode it picked). fp16 on CUDA only, int8 on "
+                   "CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")

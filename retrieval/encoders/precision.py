@@ -19,15 +19,16 @@
   within :data:`AUTO_MIN_COSINE` of fp32, resolved before the encoder loads; the recipe
   records the mode it resolved to, never ``auto``.
 
-Speed depends on the CPU (:mod:`retrieval.encoders.cpu`). Measured in one interleaved run
-each, full-size random weights, 2 threads, speed relative to fp32:
+Speed depends on the CPU (:mod:`retrieval.encoders.cpu`). Measured with full-size random
+weights, 2 threads, each mode against fp32 in the same run (``docs/bench_ingest.md``):
 
-* Intel Xeon with AMX-BF16 and AVX512-BF16 (2026-12-01, ``docs/bench_ingest.md``): bf16
-  2.0-2.7x (CLAP, BEATs); int8 0.56-2.2x, slower than fp32 on short clips (BEATs 0.56x,
-  CLAP 0.88x), so :func:`choose` does not pick int8 where bf16 is native.
-* AMD EPYC without AVX512-BF16 or AMX (issue 16): bf16 0.17-0.5x (CLAP, emulated); int8
-  1.24x on short clips, 1.5x on long files (CLAP). :func:`check_precision` warns
-  (:class:`SlowPrecisionWarning`) on bf16 there, and :func:`choose` picks int8.
+* Intel Xeon with AMX-BF16 (2026-12-01): bf16 2.0-2.7x fp32's speed (CLAP, BEATs); int8
+  0.56-2.2x, slower than fp32 on short clips (BEATs 0.56x, CLAP 0.88x).
+* AMD EPYC with AVX512-BF16, no AMX (2026-11-21): time against fp32, bf16 0.68-0.93x,
+  int8 0.48-0.84x (wav2vec2, BEATs, CLAP).
+* AMD EPYC without AVX512-BF16 or AMX (issue 16): bf16 2-6x *slower* than fp32 (CLAP,
+  emulated); int8 1.24x fp32's speed on short clips, 1.5x on long files (CLAP).
+  :func:`check_precision` warns (:class:`SlowPrecisionWarning`) on bf16 there.
 
 The chosen mode is part of the encoder's recipe, so an index never mixes modes. The
 cosine to fp32 vectors and the effect on nearest neighbours are measured by
@@ -53,22 +54,20 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 PrecisionChoice = Literal["fp32", "fp16", "bf16", "int8", "auto"]
 PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionChoice)
 #: ``auto`` only picks a mode whose stated worst cosine to fp32 (an encoder's
-#: ``precision_cosine``) is at least this; the bound ``tests/encoders/test_contract.py`` holds
-#: every fast mode to.
+#: ``precision_cosine``) is at least this.
 AUTO_MIN_COSINE = 0.999
-
-
 #: Stated worst cosine to fp32 of each mode the torch encoders (wav2vec2, BEATs, CLAP) run:
-#: the bound their tests hold tiny random models to (measured 0.9998-1.0), met by full-size
-#: random weights on 100 FSDD files (bf16 >= 0.99995, int8 >= 0.99911; docs/bench_ingest.md).
-#: fp16 is CUDA only and not measured there; forced on the CPU it gave 1.00000.
+#: the bound ``tests/encoders/test_precision.py`` holds tiny random models to (measured
+#: 0.9998-1.0), met by full-size random weights on 100 FSDD files (bf16 >= 0.99995, int8 >=
+#: 0.99911; docs/bench_ingest.md). fp16 is CUDA only and not measured there; forced on the CPU
+#: it gave 1.00000.
 TORCH_PRECISION_COSINE: Mapping[str, float] = {"fp32": 1.0, "fp16": 0.999, "bf16": 0.999, "int8": 0.999}
+#: Precisions that run under :func:`autocast`, and the name of their torch compute dtype.
+AUTOCAST_DTYPES: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 class SlowPrecisionWarning(UserWarning):
     """A precision that runs, but slower than fp32 on this machine (the CLI prints it as one line)."""
-#: Precisions that run under :func:`autocast`, and the name of their torch compute dtype.
-AUTOCAST_DTYPES: dict[str, str] = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 def check_precision(precision: str, device: str) -> Precision:
@@ -96,8 +95,7 @@ def check_precision(precision: str, device: str) -> Precision:
     if precision == "int8" and torch.device(device).type != "cpu":
         raise InputError(f"precision int8 (dynamic quantisation) runs on the CPU only; got device {device!r}: "
                          "use --precision bf16 on accelerators")
-    cpu = cpu_support()
-    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu.native_bf16:
+    if precision == "bf16" and torch.device(device).type == "cpu" and not (cpu := cpu_support()).native_bf16:
         warnings.warn(SlowPrecisionWarning(
             f"precision bf16 is emulated on this CPU (no avx512_bf16 or amx_bf16, per {cpu.source}) and runs "
             "slower than fp32 (CLAP 2-6x slower on such a CPU): use --precision auto (int8 or fp32 here) or fp32"),
@@ -106,11 +104,17 @@ def check_precision(precision: str, device: str) -> Precision:
 
 
 def speed_order(device: str, cpu: CpuSupport | None = None) -> tuple[Precision, ...]:
-    """Precisions worth running on ``device``, fastest first; each is faster than the next.
+    """Precisions worth running on ``device``, fastest first, each measured faster than fp32.
 
-    On the CPU: ``bf16, fp32`` with native bf16 (int8 was slower than fp32 on short clips there),
-    else ``int8, fp32`` with fbgemm's int8 kernels, else ``fp32``. On other devices ``fp32`` only:
-    no accelerator was measured, so ``auto`` makes no claim there.
+    On the CPU (see the module docstring for the runs):
+
+    * AMX-BF16: ``bf16, fp32`` (bf16 2.0-2.7x fp32; int8 was slower than fp32 on short clips);
+    * AVX512-BF16 without AMX: ``int8, bf16, fp32`` (time against fp32: int8 0.48-0.84x, bf16
+      0.68-0.93x);
+    * no native bf16 but AVX2: ``int8, fp32`` (bf16 is emulated there: 2-6x slower than fp32);
+    * otherwise ``fp32``.
+
+    On other devices ``fp32`` only: no accelerator was measured, so ``auto`` makes no claim there.
 
     Args:
         device: torch device string.
@@ -119,11 +123,12 @@ def speed_order(device: str, cpu: CpuSupport | None = None) -> tuple[Precision, 
     if not device.startswith("cpu"):
         return ("fp32",)
     cpu = cpu or cpu_support()
+    order: tuple[Precision, ...] = ("fp32",)
     if cpu.native_bf16:
-        return ("bf16", "fp32")
-    if cpu.fast_int8:
-        return ("int8", "fp32")
-    return ("fp32",)
+        order = ("bf16", *order)
+    if cpu.fast_int8 and not cpu.amx:
+        order = ("int8", *order)
+    return order
 
 
 def choose(cosines: Mapping[str, float], device: str, cpu: CpuSupport | None = None) -> Precision:
