@@ -22,8 +22,9 @@
 Speed depends on the CPU (:mod:`retrieval.encoders.cpu`). Measured with full-size random
 weights, 2 threads, each mode against fp32 in the same run (``docs/bench_ingest.md``):
 
-* Intel Xeon with AMX-BF16 (2026-12-01): bf16 2.0-2.7x fp32's speed (CLAP, BEATs); int8
-  0.56-2.2x, slower than fp32 on short clips (BEATs 0.56x, CLAP 0.88x).
+* Intel Xeon with AMX-BF16 (2026-12-01): bf16 2.0-2.7x fp32's speed (CLAP; BEATs on 10 s
+  windows), but 0.9x for BEATs on sub-second clips (CPU time, 1 thread); int8 0.56-2.2x,
+  slower than fp32 on short clips (BEATs 0.56x, CLAP 0.88x).
 * AMD EPYC with AVX512-BF16, no AMX (2026-11-21): time against fp32, bf16 0.68-0.93x,
   int8 0.48-0.84x (wav2vec2, BEATs, CLAP).
 * AMD EPYC without AVX512-BF16 or AMX (issue 16): bf16 2-6x *slower* than fp32 (CLAP,
@@ -108,7 +109,8 @@ def speed_order(device: str, cpu: CpuSupport | None = None) -> tuple[Precision, 
 
     On the CPU (see the module docstring for the runs):
 
-    * AMX-BF16: ``bf16, fp32`` (bf16 2.0-2.7x fp32; int8 was slower than fp32 on short clips);
+    * AMX-BF16: ``bf16, fp32`` (bf16 2.0-2.7x fp32, except BEATs on sub-second clips: 0.9x;
+      int8 was slower than fp32 on short clips);
     * AVX512-BF16 without AMX: ``int8, bf16, fp32`` (time against fp32: int8 0.48-0.84x, bf16
       0.68-0.93x);
     * no native bf16 but AVX2: ``int8, fp32`` (bf16 is emulated there: 2-6x slower than fp32);
