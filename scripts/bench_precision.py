@@ -52,7 +52,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         work = Path(tmp)
-        writers = {"wav2vec2": lambda: B.write_wav2vec2(work / "w2v"), "beats": lambda: B.write_beats(work / "beats.pt"),
+        writers = {"wav2vec2": lambda: B.write_wav2vec2(work / "w2v"),
+                   "beats": lambda: B.write_beats(work / "beats.pt"),
                    "clap": lambda: write_full_clap(work / "clap")}
         for name in args.encoders.split(","):
             checkpoint = writers[name]()

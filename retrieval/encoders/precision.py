@@ -99,7 +99,8 @@ def check_precision(precision: str, device: str) -> Precision:
     if precision == "bf16" and torch.device(device).type == "cpu" and not (cpu := cpu_support()).native_bf16:
         warnings.warn(SlowPrecisionWarning(
             f"precision bf16 is emulated on this CPU (no avx512_bf16 or amx_bf16, per {cpu.source}) and runs "
-            "slower than fp32 (CLAP 2-6x slower on such a CPU): use --precision auto (int8 or fp32 here) or fp32"),
+            "slower than fp32 (CLAP 2-6x slower on such a CPU): index with --precision auto (int8 or fp32 "
+            "here) or fp32"),
             stacklevel=2)
     return precision  # type: ignore[return-value]
 

@@ -51,7 +51,8 @@ def fake_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
 
     def use(flags: str) -> None:
         info = tmp_path / "cpuinfo"
-        info.write_text(f"processor\t: 0\nvendor_id\t: Fake\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        info.write_text(f"processor\t: 0\nvendor_id\t: Fake\nflags\t\t: {flags}\n\n"
+                        f"processor\t: 1\nflags\t\t: {flags}\n")
         monkeypatch.setattr(cpu_module, "CPUINFO", info)
         cpu_module.cpu_support.cache_clear()
 
@@ -100,7 +101,7 @@ def test_auto_skips_a_mode_beyond_the_stated_cosine_and_other_devices() -> None:
 def test_bf16_without_native_bf16_warns_before_the_model_loads(fake_cpu: Callable[[str], None],
                                                                  tmp_path: Path) -> None:
     fake_cpu(AMD_EPYC)
-    with pytest.warns(SlowPrecisionWarning, match=r"bf16 is emulated on this CPU .*use --precision auto"):
+    with pytest.warns(SlowPrecisionWarning, match=r"bf16 is emulated on this CPU .*index with --precision auto"):
         check_precision("bf16", "cpu")
     with pytest.warns(SlowPrecisionWarning):  # the encoder checks before it reads its checkpoint
         with pytest.raises(Exception, match="missing.pt"):
