@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import click
 
 from retrieval import progress as progress_bars
 from retrieval.configure import DEFAULT_POSTPROCESS
-from retrieval.encoders.precision import PRECISIONS
+from retrieval.encoders.precision import PRECISION_CHOICES, SlowPrecisionWarning
 from retrieval.errors import RetrievalError
 from retrieval.render import Output, emit, output_options, rounded, table as _table
 from retrieval.store.db import SEVERITIES
@@ -40,7 +41,10 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SlowPrecisionWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except RetrievalError as exc:
@@ -65,6 +69,15 @@ class _Group(click.Group):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or repr(exc)
     return text.splitlines()[0]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print the library's own warnings as ``warning: <message>`` lines; others as Python does."""
+    if issubclass(category, SlowPrecisionWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def json_option(f: Callable) -> Callable:
@@ -143,8 +156,11 @@ def _is_number(text: str) -> bool:
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
 @click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
               help=f"Label-free post-processing fitted on the corpus [default: {DEFAULT_POSTPROCESS}, or the index's].")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)),
-              help="Inference precision (default fp32): fp16 on CUDA only, int8 on CPU only.")
+@click.option("--precision", type=click.Choice(list(PRECISION_CHOICES)),
+              help="Inference precision of model encoders (default fp32, or the index's). 'auto': the fastest "
+                   "mode measured on this kind of CPU within 0.999 cosine of fp32 (bf16 with AMX, else int8 "
+                   "with AVX2, else fp32; the index records the mode it picked). fp16 on CUDA only, int8 on "
+                   "CPU only.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a 'file' or 'path' column (relative to CORPUS); every column becomes metadata.")

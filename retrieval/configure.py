@@ -14,6 +14,7 @@ from typing import Any
 from retrieval import encoders
 from retrieval.audio.windows import check_window, to_samples
 from retrieval.encoders.base import Encoder, EncoderOptions
+from retrieval.encoders.precision import choose
 from retrieval.encoders.weights import absolute_model, is_local
 from retrieval.errors import InputError, WeightsNotFoundError
 from retrieval.pooling import check_mode as check_pooling
@@ -26,6 +27,10 @@ from retrieval.recipe import Recipe
 #: (none) and 0.724 (center) to 0.765 (docs/benchmarks.md). Text search is unaffected:
 #: it is scored against the raw vectors (see ``Index.search_text``).
 DEFAULT_POSTPROCESS = "whiten"
+#: Precision of new indexes when none is chosen. Not ``auto``: fp32 is the reference numerics,
+#: gives the same recipe (and hash) on every machine, and keeps the hashes of indexes built
+#: before ``auto`` existed; ``--precision auto`` is the documented way to go faster.
+DEFAULT_PRECISION = "fp32"
 #: Windows quieter than this RMS level (dBFS) stay out of the vector index by default.
 DEFAULT_SILENCE_DB = -60.0
 
@@ -45,7 +50,7 @@ class Choices:
     hop_s: float | None = None
     pooling: str | None = None
     postprocess: str | None = None
-    precision: str | None = None
+    precision: str | None = None  # a precision or "auto" (resolved here; the recipe never says "auto")
     silence_db: float | None = None
     device: str = "cpu"
 
@@ -60,7 +65,10 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     model = absolute_model(choices.model) if choices.model is not None else (opts.get("model") if inherit else None)
     layer = choices.layer if choices.layer is not None else (opts.get("layer") if inherit else None)
     extra = choices.extra or (dict(opts.get("extra", {})) if inherit else {})
-    precision = choices.precision or (inherit.precision if inherit else "fp32")
+    precision = choices.precision or (inherit.precision if inherit else DEFAULT_PRECISION)
+    if precision == "auto":  # an existing index keeps its mode; a new one gets this machine's fastest
+        precision = inherit.precision if inherit else choose(
+            encoders.entry(name).load_class().precision_cosine, choices.device)
     load_from = model if choices.model is not None or inherit is None else recorded_model(inherit)
     options = EncoderOptions(model=load_from, layer=layer, device=choices.device, precision=precision, extra=extra)
     encoder = _build(name, options, inherit if choices.model is None else None)

@@ -12,6 +12,7 @@ frames alone or inside any batch, padded or not (tested in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -31,6 +32,8 @@ class EncoderOptions:
         device: torch device string (``"cpu"``, ``"cuda"``).
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"int8"``
             (``retrieval.encoders.precision.PRECISIONS``); each encoder refuses those it lacks.
+            ``"auto"`` is resolved to one of them before the encoder is built
+            (``retrieval.configure.resolve``).
         extra: encoder-specific settings, recorded in the recipe.
     """
 
@@ -80,6 +83,9 @@ class Encoder(Protocol):
     default_hop_s: ClassVar[float]
     #: Pooling used when the user does not choose one.
     default_pooling: ClassVar[str]
+    #: Each precision the family runs -> its stated worst cosine to fp32 vectors (fp32 -> 1.0);
+    #: ``--precision auto`` picks among them (``retrieval.encoders.precision.choose``).
+    precision_cosine: ClassVar[Mapping[str, float]]
 
     sample_rate: int
     dim: int

@@ -18,6 +18,7 @@ start, middle and end of the sound rather than of the window.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
@@ -100,6 +101,7 @@ class LogMelEncoder:
     default_window_s: ClassVar[float] = 4.0
     default_hop_s: ClassVar[float] = 2.0
     default_pooling: ClassVar[str] = "pyramid"
+    precision_cosine: ClassVar[Mapping[str, float]] = {"fp32": 1.0}  # numpy float64, stored float32
 
     sample_rate: int = 16000
     win_samples: int = 400

@@ -30,14 +30,14 @@ scale over the whole input of a pass, so rows sharing one would change each othe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from retrieval.encoders._wav2vec2_load import conv_geometry, load_checkpoint, snapshot_revision
-from retrieval.encoders.precision import autocast, rows_per_pass
+from retrieval.encoders.precision import TORCH_PRECISION_COSINE, autocast, rows_per_pass
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
 from retrieval.encoders.weights import weights_digest
 from retrieval.errors import EncoderError
@@ -75,6 +75,7 @@ class Wav2Vec2Encoder:
     default_window_s: ClassVar[float] = 10.0
     default_hop_s: ClassVar[float] = 5.0
     default_pooling: ClassVar[str] = "mean"
+    precision_cosine: ClassVar[Mapping[str, float]] = TORCH_PRECISION_COSINE
 
     has_text: bool = False
 

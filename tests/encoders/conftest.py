@@ -93,3 +93,31 @@ def torch_single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory,
+                tiny_beats_checkpoint: Callable[..., Path]) -> dict[str, str | None]:
+    """Registered encoder name -> ``--model`` of a tiny random checkpoint (None: no weights).
+
+    Every registered encoder needs an entry here: the contract test runs over the registry.
+    wav2vec2: 2 layers, D=32, 2 positional-conv groups; BEATs: ``tiny_beats_checkpoint(seed=1)``;
+    CLAP: the unfused tiny checkpoint of ``_clap_models``.
+    """
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    try:
+        from tests.encoders._clap_models import tiny_clap
+    except ImportError:  # pytest run without the repository root on sys.path
+        from _clap_models import tiny_clap  # type: ignore[no-redef]
+
+    w2v = tmp_path_factory.mktemp("w2v")
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="group",
+    )).eval().save_pretrained(w2v)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(w2v)
+    return {"logmel": None, "wav2vec2": str(w2v), "beats": str(tiny_beats_checkpoint(seed=1)),
+            "clap": str(tiny_clap(tmp_path_factory))}

@@ -27,7 +27,7 @@ on nearest neighbours are measured in ``docs/bench_ingest.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -38,7 +38,14 @@ from retrieval.encoders.beats.checkpoint import BeatsCheckpoint, build_model, re
 from retrieval.encoders.beats.fbank import FRAME_SHIFT_SAMPLES, SAMPLE_RATE
 from retrieval.encoders.beats.layout import freq_patches, min_samples, patch_centres_s, time_patches
 from retrieval.encoders.beats.model import BeatsModel
-from retrieval.encoders.precision import Precision, autocast, check_precision, prepare, rows_per_pass
+from retrieval.encoders.precision import (
+    TORCH_PRECISION_COSINE,
+    Precision,
+    autocast,
+    check_precision,
+    prepare,
+    rows_per_pass,
+)
 from retrieval.errors import EncoderError, InputError
 
 #: Rows per forward pass inside one equal-length group (bounds memory; does not change numbers
@@ -93,6 +100,7 @@ class BeatsEncoder:
     default_window_s: ClassVar[float] = 10.0  # BEATs was trained on 10 s clips
     default_hop_s: ClassVar[float] = 5.0
     default_pooling: ClassVar[str] = "mean"
+    precision_cosine: ClassVar[Mapping[str, float]] = TORCH_PRECISION_COSINE
 
     sample_rate: int = SAMPLE_RATE
     has_text: bool = False

@@ -29,6 +29,7 @@ Encoder options (``EncoderOptions.extra``, ``--opt KEY=VALUE`` on the CLI; recor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch
 from retrieval.encoders.clap.loading import load_clap
-from retrieval.encoders.precision import autocast, check_precision, prepare, rows_per_pass
+from retrieval.encoders.precision import TORCH_PRECISION_COSINE, autocast, check_precision, prepare, rows_per_pass
 from retrieval.encoders.weights import choose_model, weights_digest
 from retrieval.errors import InputError
 
@@ -53,6 +54,7 @@ class ClapEncoder:
     default_window_s: ClassVar[float] = 10.0
     default_hop_s: ClassVar[float] = 5.0
     default_pooling: ClassVar[str] = "mean"
+    precision_cosine: ClassVar[Mapping[str, float]] = TORCH_PRECISION_COSINE
 
     has_text: bool = True
 
