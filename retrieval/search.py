@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.filters import Filter
+from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
 from retrieval.store.db import arrow_of
 
@@ -133,3 +134,45 @@ def _empty(store: Store) -> pd.DataFrame:
     cols = ["rank", "score", "path", "start_s", "end_s"] + store.db.metadata_columns() + [
         "duration_s", "segment_id", "file_id"]
     return pd.DataFrame({c: [] for c in cols})
+
+
+
+def indexed_query(store: Store, *, file_id: int | None = None,
+                  segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
+    """The search vector of an indexed file or window, as a query would have it.
+
+    A file gives its file vector (or, with pooling ``none``, the mean of its window
+    vectors); a window gives its own. Both are post-processed and unit length, like
+    :meth:`retrieval.index.Index.embed` of the same audio.
+
+    Returns:
+        ``(vector (D,) float32, the file's id, how many windows that file has)``.
+
+    Raises:
+        InputError: neither or both ids, or an id the index holds no vector for.
+    """
+    from retrieval.errors import InputError
+
+    if (file_id is None) == (segment_id is None):
+        raise InputError("give exactly one of file_id and segment_id")
+    dim = store.require_recipe().dim
+    con = store.db.con
+    if segment_id is not None:
+        rows = con.execute("SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment'",
+                           [int(segment_id)]).fetchall()
+        own = int(rows[0][0]) if rows else None
+        _, raw = store.db.vectors_by_id("segment", np.array([segment_id]), dim)
+        what = f"window {segment_id}"
+    else:
+        own = int(file_id)  # type: ignore[arg-type]
+        _, raw = store.db.vectors("file", dim, "f.file_id = ?", [own])
+        if not len(raw):
+            _, windows = store.db.vectors("segment", dim, "f.file_id = ?", [own])
+            raw = l2_normalize(windows).mean(axis=0, keepdims=True) if len(windows) else raw
+        what = f"file {file_id}"
+    if own is None or not len(raw):
+        raise InputError(f"the index holds no vector for {what}; ids are in the `file_id` and `segment_id` "
+                         "of search results")
+    n_windows = int(con.execute("SELECT count(*) FROM segments WHERE file_id = ? AND level = 'segment'",
+                                [own]).fetchall()[0][0])
+    return store.postprocess.apply(raw.astype(np.float32))[0].astype(np.float32), own, n_windows
