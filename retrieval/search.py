@@ -155,24 +155,22 @@ def indexed_query(store: Store, *, file_id: int | None = None,
 
     if (file_id is None) == (segment_id is None):
         raise InputError("give exactly one of file_id and segment_id")
-    dim = store.require_recipe().dim
-    con = store.db.con
+    owner = "?" if file_id is not None else "(SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment')"
+    rows = store.db.con.execute(  # the file's vector and window vectors in one pass (rows are stored by file)
+        f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
+        [int(file_id if file_id is not None else segment_id)]).fetchall()  # type: ignore[arg-type]
+    windows = {r[0]: r[3] for r in rows if r[2] == "segment"}
+    own = int(rows[0][1]) if rows else None
     if segment_id is not None:
-        rows = con.execute("SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment'",
-                           [int(segment_id)]).fetchall()
-        own = int(rows[0][0]) if rows else None
-        _, raw = store.db.vectors_by_id("segment", np.array([segment_id]), dim)
+        raw = np.array([windows[segment_id]], np.float32) if segment_id in windows else np.zeros((0, 0), np.float32)
         what = f"window {segment_id}"
     else:
-        own = int(file_id)  # type: ignore[arg-type]
-        _, raw = store.db.vectors("file", dim, "f.file_id = ?", [own])
-        if not len(raw):
-            _, windows = store.db.vectors("segment", dim, "f.file_id = ?", [own])
-            raw = l2_normalize(windows).mean(axis=0, keepdims=True) if len(windows) else raw
+        raw = np.array([r[3] for r in rows if r[2] == "file"], np.float32)
+        if not len(raw) and windows:  # pooling "none" keeps no file vectors
+            raw = l2_normalize(np.array(list(windows.values()), np.float32)).mean(axis=0, keepdims=True)
         what = f"file {file_id}"
     if own is None or not len(raw):
         raise InputError(f"the index holds no vector for {what}; ids are in the `file_id` and `segment_id` "
                          "of search results")
-    n_windows = int(con.execute("SELECT count(*) FROM segments WHERE file_id = ? AND level = 'segment'",
-                                [own]).fetchall()[0][0])
+    n_windows = len(windows)
     return store.postprocess.apply(raw.astype(np.float32))[0].astype(np.float32), own, n_windows
