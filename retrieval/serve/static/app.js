@@ -21,7 +21,7 @@ async function api(path, form) {
 }
 
 function serverMs(res) {
-  const m = /dur=([\d.]+)/.exec(res.headers.get("Server-Timing") || "");
+  const m = /app;dur=([\d.]+)/.exec(res.headers.get("Server-Timing") || "");
   return m ? parseFloat(m[1]) : null;
 }
 
