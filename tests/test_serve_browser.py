@@ -96,11 +96,16 @@ def test_upload_shows_k_results_with_thumbnails_and_plays_the_matched_window(ser
             page.wait_for_timeout(600)
             now = first.evaluate("el => el.querySelector('audio.player').currentTime")
             assert start_s + 0.05 < now <= end_s + 0.3, (played_from, now)
+            first.locator(".where-in").click()  # a long file: the similarity-over-time strip
+            page.wait_for_selector("#results .hit >> nth=0 >> .strip-wrap:not([hidden])")
             shot = tmp_path / "serve.png"
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
-            if os.environ.get("RETRIEVE_SERVE_SCREENSHOT"):
-                page.screenshot(path=os.environ["RETRIEVE_SERVE_SCREENSHOT"])
+            if os.environ.get("RETRIEVE_SERVE_SCREENSHOT"):  # the README's copy, in 128 colours
+                from PIL import Image
+
+                Image.open(shot).convert("RGB").quantize(128).save(os.environ["RETRIEVE_SERVE_SCREENSHOT"],
+                                                                   optimize=True)
             assert not errors, errors
         finally:
             browser.close()
