@@ -166,6 +166,10 @@ def test_uploads_are_limited_and_undecodable_ones_get_the_reason(held: IndexSet)
     assert junk.status_code == 400
     msg = junk.json()["error"]
     assert msg.startswith("cannot decode junk.wav: ") and len(msg) > len("cannot decode junk.wav: ") + 5
+    assert "retrieve-upload-" not in msg and "/tmp" not in msg  # the upload's name, not the server's copy
+    junk_m4a = small.post("/api/search", files={"file": ("notes.m4a", b"not audio either" * 10)})
+    assert junk_m4a.status_code == 400 and "retrieve-upload-" not in junk_m4a.json()["error"]
+    assert "/tmp" not in junk_m4a.json()["error"]
     nothing = small.post("/api/search", data={"k": 3})
     assert nothing.status_code == 400 and "file_id" in nothing.json()["error"]
 

@@ -70,6 +70,7 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
     if token:
         echo(f"a token is required on every request: open {url}?token=... once, or send "
              "`Authorization: Bearer <token>`")
+    threading.Thread(target=held.warm, name="warm-encoders", daemon=True).start()
     if open_browser:
         import webbrowser
 

@@ -312,6 +312,11 @@ def _json(content: Any, response: Response) -> JSONResponse:
     return out
 
 
+def _named(message: str, tmp: str, filename: str | None) -> str:
+    """A decoder's message about the temporary copy, told about the upload's own name."""
+    return message.replace(tmp, filename or "upload").replace(Path(tmp).name, filename or "upload")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -339,14 +344,14 @@ def _decode_upload(file: UploadFile, live: LiveIndex, limits: Limits, start_s: f
         try:
             duration = probe(Path(tmp)).duration_s
         except AudioError as exc:
-            raise AudioError(str(exc).replace(Path(tmp).name, file.filename or "upload")) from None
+            raise AudioError(_named(str(exc), tmp, file.filename)) from None
         if duration > limits.max_duration_s:
             raise UploadTooLarge(f"{file.filename} is {duration:.0f} s long; this server takes clips up to "
                                  f"{limits.max_duration_s:.0f} s (--max-upload-s)")
         try:
             audio = clip_audio(tmp, sr, start_s=start_s, end_s=end_s)
         except AudioError as exc:
-            raise AudioError(str(exc).replace(Path(tmp).name, file.filename or "upload")) from None
+            raise AudioError(_named(str(exc), tmp, file.filename)) from None
         return audio, sr
     finally:
         os.unlink(tmp)

@@ -311,6 +311,12 @@ class IndexSet:
             raise IndexNotFoundError(f"this server holds no index {name!r}; it serves {', '.join(self.live)}")
         return self.live[name]
 
+    def warm(self) -> None:
+        """Load every index's encoder now (the first query would otherwise pay for it)."""
+        for li in self.live.values():
+            with li.use() as snap, snap.lock:
+                snap.index.encoder  # noqa: B018 - loads and keeps the model
+
     def close(self) -> None:
         for li in self.live.values():
             li.close()
