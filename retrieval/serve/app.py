@@ -170,8 +170,10 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
         live = indexes.get(index)
         if file is not None and file.filename:
             audio, sr = _decode_upload(file, live, limits, start_s, end_s)
-            with holding(live, response) as snap:
-                hits = snap.index.search(audio, k, sample_rate=sr, segments=segments, where=where)
+            with live.use() as snap:
+                vector = snap.index.embed(audio, sample_rate=sr)  # no lock: the model and transform only read
+                with locked(snap, response):
+                    hits = snap.index.search_vector(vector, k, segments=segments, where=where)
         elif file_id is not None or segment_id is not None:
             with holding(live, response) as snap:
                 hits = snap.index.search_indexed(k, file_id=file_id, segment_id=segment_id, segments=segments,
@@ -287,9 +289,16 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
 @contextlib.contextmanager
 def holding(live: LiveIndex, response: Response) -> Iterator[Snapshot]:
-    """The current snapshot, locked for this request (DuckDB and FAISS are used by one thread at a
-    time); the seconds it was held go into ``Server-Timing`` as ``index;dur=<ms>``."""
-    with live.use() as snap, snap.lock:
+    """The current snapshot, :func:`locked` for this request."""
+    with live.use() as snap, locked(snap, response):
+        yield snap
+
+
+@contextlib.contextmanager
+def locked(snap: Snapshot, response: Response) -> Iterator[Snapshot]:
+    """Hold ``snap``'s lock (DuckDB and FAISS are used by one thread at a time); the time it was
+    held goes into ``Server-Timing`` as ``index;dur=<ms>``."""
+    with snap.lock:
         start = time.perf_counter()
         try:
             yield snap

@@ -262,6 +262,7 @@ class LiveIndex:
             if previous is not None and previous.index.recipe == index.recipe:
                 index._encoder = previous.index._encoder  # keep a loaded model warm across versions
             index.store.vectors("segment")  # load (or rebuild) FAISS now, not in the first request
+            index.store.postprocess  # noqa: B018 - and the fitted transform, which queries then only read
             files = index.files().set_index("file_id")
             root = Path(index.store.db.get("corpus_root") or ".")
         except BaseException:
