@@ -128,3 +128,29 @@ def test_bad_upload_is_one_line_on_the_page(server: str, tmp_path: Path) -> None
             assert msg.startswith("cannot decode notes.wav") and "\n" not in msg and "Traceback" not in msg
         finally:
             browser.close()
+
+
+def test_recording_from_the_microphone_searches(server: str) -> None:
+    """MediaRecorder with chromium's fake microphone (a beep): its webm/opus upload decodes and finds results."""
+    pytest.importorskip("av", reason="decoding a browser recording (webm/opus) needs PyAV")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--use-fake-device-for-media-stream",
+                                           "--use-fake-ui-for-media-stream"])
+        try:
+            page = browser.new_context(permissions=["microphone"]).new_page()
+            page.goto(server)
+            page.wait_for_function("document.querySelector('#summary').textContent.includes('files')")
+            page.click("#record")
+            page.wait_for_selector("#record.on")
+            page.wait_for_timeout(1500)
+            page.click("#record")
+            page.wait_for_function("document.querySelectorAll('#results .hit').length > 0", timeout=20000)
+            assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+            assert page.locator("#query-name").inner_text().startswith("recording.")
+            page.click(".tab[data-tab=classify]")  # the kNN vote for the same query, with its voters
+            page.wait_for_selector("#classify-out .predicted")
+            assert "confidence" in page.locator("#classify-out .predicted").inner_text()
+            assert page.locator("#classify-out table.votes").count() == 2
+        finally:
+            browser.close()
