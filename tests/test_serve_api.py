@@ -252,3 +252,43 @@ def test_serve_help_and_openapi(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200
     for asset in ("/", "/static/app.js", "/static/style.css"):  # nothing is fetched from elsewhere
         assert "://" not in client.get(asset).text
+
+
+def test_retrieve_serve_starts_says_where_and_answers(built: tuple[Path, Path]) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "retrieval", "serve", "--index", str(built[1]), "--port", str(port),
+                             "--token", "t0k"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not come up"
+            try:
+                res = httpx.get(f"http://127.0.0.1:{port}/api/info", headers={"Authorization": "Bearer t0k"})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert res.status_code == 200 and res.json()["files"] == 17
+        assert httpx.get(f"http://127.0.0.1:{port}/api/info").status_code == 401
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"page http://127.0.0.1:{port}/" in out and "token is required" in out and "Traceback" not in out
+
+
+def test_thumbnail_of_a_long_file_shows_the_span_around_the_match() -> None:
+    from retrieval.serve.media import THUMB_MAX_S, view_span
+
+    assert view_span(12.0, (4.0, 8.0)) == (0.0, 12.0)
+    assert view_span(1200.0, (600.0, 604.0)) == (602.0 - THUMB_MAX_S / 2, 602.0 + THUMB_MAX_S / 2)
+    assert view_span(1200.0, (1.0, 5.0)) == (0.0, THUMB_MAX_S)
+    assert view_span(1200.0, (1196.0, 1200.0)) == (1200.0 - THUMB_MAX_S, 1200.0)
