@@ -153,6 +153,7 @@ class LiveIndex:
         self.device = device
         self.check_every_s = check_every_s
         self._swap = threading.Lock()
+        self._one_refresh = threading.Lock()
         self._refreshing = False
         self._checked = 0.0
         self.last_refresh_error: str | None = None
@@ -184,12 +185,8 @@ class LiveIndex:
         """The snapshot now being served (for reads that need no lock, such as ``version``)."""
         return self._current
 
-    def refresh(self, wait: bool = True) -> bool:
-        """Look for a newer version now; True when one was swapped in (``wait=False``: in the background)."""
-        if not wait:
-            self._checked = 0.0
-            self._maybe_refresh()
-            return False
+    def refresh(self) -> bool:
+        """Look for a newer version now and swap it in; True when one was."""
         return self._refresh()
 
     def close(self) -> None:
@@ -217,23 +214,27 @@ class LiveIndex:
 
     def _refresh(self) -> bool:
         try:
-            if source_version(self.root) == self._current.version:
-                return False
-            try:
-                new = self._snapshot(self._current)
-            except RetrievalError as exc:  # a writer holds the file: keep serving the old snapshot
-                self.last_refresh_error = str(exc)
-                return False
-            self.last_refresh_error = None
-            with self._swap:
-                old, self._current = self._current, new
-                old.retired = True
-                done = old.users == 0
-            if done:
-                old.close()
-            return True
+            with self._one_refresh:
+                return self._swap_in_newer()
         finally:
             self._refreshing = False
+
+    def _swap_in_newer(self) -> bool:
+        if source_version(self.root) == self._current.version:
+            return False
+        try:
+            new = self._snapshot(self._current)
+        except RetrievalError as exc:  # a writer holds the file: keep serving the old snapshot
+            self.last_refresh_error = str(exc)
+            return False
+        self.last_refresh_error = None
+        with self._swap:
+            old, self._current = self._current, new
+            old.retired = True
+            done = old.users == 0
+        if done:
+            old.close()
+        return True
 
     def _snapshot(self, previous: Snapshot | None) -> Snapshot:
         """Copy the folder's committed state aside and open it, warmed for the first request.
