@@ -711,6 +711,32 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
         click.echo(f"wrote {plot}")
 
 
+# -- serve ---------------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--index", "indexes", multiple=True, metavar="PATH|NAME",
+              help="Index to serve; repeat for several (the page picks one). Default: the only one under indexes/.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="RETRIEVE_TOKEN", show_envvar=True,
+              help="Secret every request must carry (Authorization: Bearer, or the page opened once as /?token=).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
+              help="Largest accepted upload.")
+@click.option("--max-upload-s", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Longest accepted upload, in decoded seconds.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
+def serve_cmd(indexes: tuple[str, ...], host: str, port: int, token: str | None, open_browser: bool,
+              max_upload_mb: float, max_upload_s: float, device: str) -> None:
+    """A local web page to search and listen to results, and a JSON API (docs at /docs). Needs the serve extra."""
+    from retrieval.serve import serve
+
+    serve(list(indexes), host=host, port=port, token=token or None, max_upload_mb=max_upload_mb,
+          max_upload_s=max_upload_s, device=device, open_browser=open_browser, echo=click.echo)
+
+
 def main() -> None:
     cli(prog_name="retrieve")
 

@@ -32,7 +32,7 @@ from retrieval.filters import compile_where
 from retrieval.knn import split_label
 from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
-from retrieval.search import search_exact, search_files, search_segments
+from retrieval.search import indexed_query, search_exact, search_files, search_segments
 from retrieval.store import Level, Store
 from retrieval.store.db import SEVERITIES, Severity, arrow_of, pandas_of, vectors_of
 
@@ -412,6 +412,22 @@ class Index:
         flt = compile_where(where, self.store.db.column_types())
         fn = search_segments if segments else search_files
         return fn(self.store, np.asarray(vector, np.float32), k, flt)
+
+    def search_indexed(self, k: int = 10, *, file_id: int | None = None, segment_id: int | None = None,
+                       segments: bool = False, where: str | Sequence[str] | None = None,
+                       include_self: bool = False) -> pd.DataFrame:
+        """"More like this": search with the stored vector of an indexed file or window.
+
+        No audio is decoded or embedded. The query's own file is left out of the hits
+        unless ``include_self``. Rows are those of :meth:`search`.
+        """
+        vec, own, n_windows = indexed_query(self.store, file_id=file_id, segment_id=segment_id)
+        if include_self:
+            return self.search_vector(vec, k, segments=segments, where=where)
+        hits = self.search_vector(vec, k + (n_windows if segments else 1), segments=segments, where=where)
+        hits = hits[hits["file_id"] != own].head(k).reset_index(drop=True)
+        hits["rank"] = np.arange(1, len(hits) + 1)
+        return hits
 
     # -- data access -----------------------------------------------------------------------
 

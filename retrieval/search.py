@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.filters import Filter
+from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
 from retrieval.store.db import arrow_of, pandas_of
 
@@ -135,3 +136,43 @@ def _empty(store: Store) -> pd.DataFrame:
     cols = ["rank", "score", "path", "start_s", "end_s"] + store.db.metadata_columns() + [
         "duration_s", "segment_id", "file_id"]
     return pd.DataFrame({c: [] for c in cols})
+
+
+
+def indexed_query(store: Store, *, file_id: int | None = None,
+                  segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
+    """The search vector of an indexed file or window, as a query would have it.
+
+    A file gives its file vector (or, with pooling ``none``, the mean of its window
+    vectors); a window gives its own. Both are post-processed and unit length, like
+    :meth:`retrieval.index.Index.embed` of the same audio.
+
+    Returns:
+        ``(vector (D,) float32, the file's id, how many windows that file has)``.
+
+    Raises:
+        InputError: neither or both ids, or an id the index holds no vector for.
+    """
+    from retrieval.errors import InputError
+
+    if (file_id is None) == (segment_id is None):
+        raise InputError("give exactly one of file_id and segment_id")
+    owner = "?" if file_id is not None else "(SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment')"
+    rows = store.db.con.execute(  # the file's vector and window vectors in one pass (rows are stored by file)
+        f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
+        [int(file_id if file_id is not None else segment_id)]).fetchall()  # type: ignore[arg-type]
+    windows = {r[0]: r[3] for r in rows if r[2] == "segment"}
+    own = int(rows[0][1]) if rows else None
+    if segment_id is not None:
+        raw = np.array([windows[segment_id]], np.float32) if segment_id in windows else np.zeros((0, 0), np.float32)
+        what = f"window {segment_id}"
+    else:
+        raw = np.array([r[3] for r in rows if r[2] == "file"], np.float32)
+        if not len(raw) and windows:  # pooling "none" keeps no file vectors
+            raw = l2_normalize(np.array(list(windows.values()), np.float32)).mean(axis=0, keepdims=True)
+        what = f"file {file_id}"
+    if own is None or not len(raw):
+        raise InputError(f"the index holds no vector for {what}; ids are in the `file_id` and `segment_id` "
+                         "of search results")
+    n_windows = len(windows)
+    return store.postprocess.apply(raw.astype(np.float32))[0].astype(np.float32), own, n_windows

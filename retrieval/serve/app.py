@@ -1,0 +1,366 @@
+"""The HTTP app: the page, its static assets, and the JSON API (FastAPI; OpenAPI at ``/docs``).
+
+Answers use the shapes of the CLI's ``--json``: ``/api/search`` and ``/api/text`` return
+the list of hits ``retrieve query --json`` prints, ``/api/classify`` the list of
+``retrieve classify --json``, ``/api/locate`` the object of ``retrieve locate --json``
+(plus the similarity ``curve``), ``/api/info`` the object of ``retrieve info --json``
+(plus a ``serve`` block). Errors are ``{"error": "<one line>"}`` with a 4xx status.
+Every answer carries ``Server-Timing: app;dur=<ms>``, the time spent in the server, and
+those that use an index ``index;dur=<ms>``, the part of it spent holding the index (the
+rest is waiting for it, for a CPU, and HTTP parsing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from retrieval.audio.clip import clip_audio
+from retrieval.audio.decode import probe
+from retrieval.encoders.registry import entry, text_encoders
+from retrieval.errors import AudioError, IndexNotFoundError, InputError, RetrievalError
+from retrieval.serve.indexes import IndexSet, LiveIndex, Snapshot
+from retrieval.serve.media import Thumbnails, audio_slice_wav
+
+HERE = Path(__file__).resolve().parent
+#: Default upload limits.
+MAX_UPLOAD_MB = 50.0
+MAX_UPLOAD_S = 600.0
+#: Header, query parameter and cookie that carry the token.
+TOKEN_COOKIE = "retrieve_token"
+_MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+                ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4", ".mp4": "audio/mp4",
+                ".aac": "audio/aac", ".webm": "audio/webm", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload limits: ``max_bytes`` of the request body, ``max_duration_s`` of decoded audio."""
+
+    max_bytes: int = int(MAX_UPLOAD_MB * 1e6)
+    max_duration_s: float = MAX_UPLOAD_S
+
+
+class UploadTooLarge(InputError):
+    """An upload over the size or duration limit (HTTP 413)."""
+
+
+def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON-able copies of DataFrame records, as the CLI's ``--json`` writes them (NaN -> null)."""
+    out = []
+    for record in rows:
+        clean = {}
+        for key, value in record.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            clean[key] = value
+        out.append(clean)
+    return json.loads(json.dumps(out, default=str, ensure_ascii=False))
+
+
+def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = Limits()) -> FastAPI:
+    """The app serving ``indexes``; with ``token``, every request must carry it."""
+    app = FastAPI(title="retrieve", summary="Search audio by meaning: the HTTP API of `retrieve serve`.",
+                  version="1")
+    app.state.indexes = indexes
+    app.state.thumbnails = Thumbnails()
+    thumbs: Thumbnails = app.state.thumbnails
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    # -- cross-cutting: token, body size, timing, errors ----------------------------------
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        if token is not None and not _authorised(request, token):
+            response: Response = _error(401, "this server needs its token: send `Authorization: Bearer TOKEN`, "
+                                             "or open the page once as /?token=TOKEN")
+        else:
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limits.max_bytes + 65536:
+                response = _error(413, f"upload of {int(length) / 1e6:.1f} MB is over the "
+                                       f"{limits.max_bytes / 1e6:.0f} MB limit (--max-upload-mb)")
+            else:
+                response = await call_next(request)
+                if token is not None and request.query_params.get("token") and request.url.path == "/":
+                    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        response.headers.append("Server-Timing", f"app;dur={(time.perf_counter() - start) * 1e3:.2f}")
+        return response
+
+    @app.exception_handler(RetrievalError)
+    async def on_library_error(request: Request, exc: RetrievalError) -> JSONResponse:
+        status = 404 if isinstance(exc, IndexNotFoundError) else 413 if isinstance(exc, UploadTooLarge) else 400
+        return _error(status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _error(500, f"internal error ({type(exc).__name__}{': ' + line[:200] if line else ''})")
+
+    # -- the page --------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((HERE / "static" / "index.html").read_text(encoding="utf-8"))
+
+    # -- API -------------------------------------------------------------------------------
+
+    @app.get("/api/info", summary="What `retrieve info --json` prints, plus a `serve` block for the page")
+    def info(response: Response,
+             index: Annotated[str | None, Query(description="Index name; default: the first served")] = None
+             ) -> dict[str, Any]:
+        live = indexes.get(index)
+        with holding(live, response) as snap:
+            out = json.loads(json.dumps(snap.index.info(), default=str))
+            recipe = snap.index.recipe
+            has_text = entry(recipe.encoder).has_text
+            out["path"] = str(live.root)
+            out["serve"] = {
+                "index": live.name, "indexes": indexes.names, "encoder": recipe.encoder,
+                "sample_rate": recipe.sample_rate, "window_s": recipe.window_samples / recipe.sample_rate,
+                "hop_s": recipe.hop_samples / recipe.sample_rate, "has_text": has_text,
+                "text_disabled_reason": None if has_text else (
+                    f"text search needs an encoder with a text tower ({', '.join(text_encoders())}); "
+                    f"this index uses {recipe.encoder}"),
+                "filters": snap.filters(), "snapshot_taken_at": snap.taken_at,
+                "refresh_error": live.last_refresh_error,
+                "max_upload_mb": limits.max_bytes / 1e6, "max_upload_s": limits.max_duration_s,
+            }
+        return out
+
+    @app.post("/api/search", summary="Search by an uploaded clip, or by an indexed file or window "
+                                     "(\"more like this\"); the hits of `retrieve query --json`")
+    def search(response: Response,
+               file: Annotated[UploadFile | None, File(description="Audio clip to search with")] = None,
+               file_id: Annotated[int | None, Form(description="Search with this indexed file")] = None,
+               segment_id: Annotated[int | None, Form(description="Search with this indexed window")] = None,
+               k: Annotated[int, Form(ge=1, le=1000)] = 10,
+               where: Annotated[list[str] | None, Form(description="Metadata filter, as --where")] = None,
+               segments: Annotated[bool, Form(description="One row per window instead of per file")] = False,
+               start_s: Annotated[float | None, Form(description="Use the upload from this time")] = None,
+               end_s: Annotated[float | None, Form(description="Use the upload up to this time")] = None,
+               index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+        live = indexes.get(index)
+        if file is not None and file.filename:
+            audio, sr = _decode_upload(file, live, limits, start_s, end_s)
+            with live.use() as snap:
+                vector = snap.index.embed(audio, sample_rate=sr)  # no lock: the model and transform only read
+                with locked(snap, response):
+                    hits = snap.index.search_vector(vector, k, segments=segments, where=where)
+        elif file_id is not None or segment_id is not None:
+            with holding(live, response) as snap:
+                hits = snap.index.search_indexed(k, file_id=file_id, segment_id=segment_id, segments=segments,
+                                                 where=where)
+        else:
+            raise InputError("give an audio file (field `file`), or `file_id` or `segment_id` of an indexed one")
+        return _json(records(hits.to_dict(orient="records")), response)
+
+    @app.post("/api/text", summary="Search by a text description (CLAP indexes); the hits of `retrieve text --json`")
+    def text(response: Response,
+             text: Annotated[str, Form(min_length=1, max_length=1000)],
+             k: Annotated[int, Form(ge=1, le=1000)] = 10,
+             where: Annotated[list[str] | None, Form()] = None,
+             segments: Annotated[bool, Form()] = False,
+             index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+        with holding(indexes.get(index), response) as snap:
+            hits = snap.index.search_text(text, k, segments=segments, where=where)
+        return _json(records(hits.to_dict(orient="records")), response)
+
+    @app.post("/api/classify", summary="kNN label vote for a clip or an indexed file; "
+                                       "the rows of `retrieve classify --json`")
+    def classify(response: Response,
+                 file: Annotated[UploadFile | None, File()] = None,
+                 file_id: Annotated[int | None, Form(description="Classify this indexed file (it does not vote)")
+                                    ] = None,
+                 k: Annotated[int, Form(ge=1, le=1000)] = 10,
+                 label_column: Annotated[str, Form()] = "label",
+                 where: Annotated[list[str] | None, Form()] = None,
+                 index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+        live = indexes.get(index)
+        if file is not None and file.filename:
+            audio, sr = _decode_upload(file, live, limits, None, None)
+            with holding(live, response) as snap:
+                preds = snap.index.classify(audio, k, label_column=label_column, sample_rate=sr, where=where)
+                preds["clip"] = file.filename
+        elif file_id is not None:
+            with holding(live, response) as snap:
+                path = snap.audio_path(file_id)
+                own = str(snap.files.at[file_id, "path"]).replace("'", "''")
+                preds = snap.index.classify(path, k, label_column=label_column,
+                                            where=[*(where or []), f"path != '{own}'"])
+                preds["clip"] = str(snap.files.at[file_id, "path"])
+        else:
+            raise InputError("give an audio file (field `file`) or the `file_id` of an indexed one")
+        return _json(records(preds.to_dict(orient="records")), response)
+
+    @app.post("/api/locate", summary="Where in an indexed file a clip, window or text occurs: "
+                                     "`retrieve locate --json` plus the similarity curve")
+    def locate(response: Response,
+               target_id: Annotated[int, Form(description="The indexed (long) file to search in")],
+               file: Annotated[UploadFile | None, File()] = None,
+               segment_id: Annotated[int | None, Form(description="Query with this indexed window")] = None,
+               text: Annotated[str | None, Form()] = None,
+               threshold: Annotated[float | None, Form()] = None,
+               index: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        from retrieval.locate import locate_curve_with_index
+
+        live = indexes.get(index)
+        audio, sr = (_decode_upload(file, live, limits, None, None) if file is not None and file.filename
+                     else (None, None))
+        with holding(live, response) as snap:
+            long_file = snap.audio_path(target_id)
+            query: Any = audio
+            crop: dict[str, Any] = {"sample_rate": sr}
+            if audio is None and segment_id is not None:
+                owner, w_start_s, w_end_s = snap.window(segment_id)
+                query, crop = snap.audio_path(owner), {"start_s": w_start_s, "end_s": w_end_s}
+            if query is None and not text:
+                raise InputError("give an audio file (field `file`), a `segment_id` or a `text` to locate")
+            found = locate_curve_with_index(snap.index, query, long_file, text=text if query is None else None,
+                                            threshold=threshold, **crop)
+        a = found.events.attrs
+        curve = found.curve.to_frame()
+        return json.loads(json.dumps({
+            "query": text if query is None else (file.filename if file is not None else f"window {segment_id}"),
+            "long_file": str(snap.files.at[target_id, "path"]), "file_id": target_id,
+            **{key: a.get(key) for key in ("threshold", "background", "threshold_rule", "window_s", "hop_s",
+                                           "duration_s", "encoder", "pooling")},
+            "plot": None, "events": records(found.events.to_dict(orient="records")),
+            "curve": {"start_s": curve.start_s.round(4).tolist(), "end_s": curve.end_s.round(4).tolist(),
+                      "score": curve.score.round(5).tolist()},
+        }, default=str))
+
+    @app.get("/api/files/{file_id:int}/audio", summary="An indexed file's audio (HTTP Range), "
+                                                       "or just [start_s, end_s) as WAV",
+             response_class=Response)
+    def audio(file_id: int, start_s: Annotated[float | None, Query(ge=0)] = None,
+              end_s: Annotated[float | None, Query(gt=0)] = None,
+              index: Annotated[str | None, Query()] = None) -> Response:
+        with indexes.get(index).use() as snap:
+            path = snap.audio_path(file_id)
+        if start_s is None and end_s is None:
+            return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+                                headers={"Cache-Control": "private, max-age=60"})
+        return Response(audio_slice_wav(path, start_s or 0.0, end_s), media_type="audio/wav")
+
+    @app.get("/api/files/{file_id:int}/spectrogram.png", summary="Spectrogram thumbnail with "
+                                                                  "[start_s, end_s) marked", response_class=Response)
+    def spectrogram(file_id: int, start_s: Annotated[float | None, Query(ge=0)] = None,
+                    end_s: Annotated[float | None, Query(gt=0)] = None,
+                    width: Annotated[int, Query(ge=16, le=2048)] = 360,
+                    height: Annotated[int, Query(ge=16, le=1024)] = 72,
+                    index: Annotated[str | None, Query()] = None) -> Response:
+        with indexes.get(index).use() as snap:
+            path = snap.audio_path(file_id)
+            duration = float(snap.files.at[file_id, "duration_s"])
+        mark = None if start_s is None or end_s is None else (float(start_s), float(end_s))
+        png = thumbs.png(path, duration, mark, width=width, height=height)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    return app
+
+
+@contextlib.contextmanager
+def holding(live: LiveIndex, response: Response) -> Iterator[Snapshot]:
+    """The current snapshot, :func:`locked` for this request."""
+    with live.use() as snap, locked(snap, response):
+        yield snap
+
+
+@contextlib.contextmanager
+def locked(snap: Snapshot, response: Response) -> Iterator[Snapshot]:
+    """Hold ``snap``'s lock (DuckDB and FAISS are used by one thread at a time); the time it was
+    held goes into ``Server-Timing`` as ``index;dur=<ms>``."""
+    with snap.lock:
+        start = time.perf_counter()
+        try:
+            yield snap
+        finally:
+            response.headers.append("Server-Timing", f"index;dur={(time.perf_counter() - start) * 1e3:.2f}")
+
+
+def _authorised(request: Request, token: str) -> bool:
+    auth = request.headers.get("authorization", "")
+    given = [auth[7:] if auth.lower().startswith("bearer ") else "", request.headers.get("x-retrieve-token", ""),
+             request.query_params.get("token", ""), request.cookies.get(TOKEN_COOKIE, "")]
+    return any(g and hmac.compare_digest(g.encode(), token.encode()) for g in given)
+
+
+def _json(content: Any, response: Response) -> JSONResponse:
+    """``content`` as JSON, with the headers set on ``response`` (skips FastAPI's re-validation of every row)."""
+    out = JSONResponse(content)
+    for value in response.headers.getlist("server-timing"):
+        out.headers.append("Server-Timing", value)
+    return out
+
+
+def _named(message: str, tmp: str, filename: str | None) -> str:
+    """A decoder's message about the temporary copy, told about the upload's own name."""
+    return message.replace(tmp, filename or "upload").replace(Path(tmp).name, filename or "upload")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _decode_upload(file: UploadFile, live: LiveIndex, limits: Limits, start_s: float | None,
+                   end_s: float | None) -> tuple[Any, int]:
+    """An uploaded clip as ``((S,) float32 mono, rate)`` at the index's rate, within the limits.
+
+    Raises:
+        UploadTooLarge: over ``limits`` in bytes or in decoded seconds.
+        AudioError: not decodable (the decoder's reason).
+    """
+    data = file.file.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise UploadTooLarge(f"{file.filename} is over the {limits.max_bytes / 1e6:.0f} MB upload limit "
+                             "(--max-upload-mb)")
+    if not data:
+        raise AudioError(f"{file.filename} is empty")
+    suffix = "".join(c for c in Path(file.filename or "").suffix.lower() if c.isalnum() or c == ".")[:8]
+    sr = live.current().index.recipe.sample_rate
+    fd, tmp = tempfile.mkstemp(suffix=suffix or ".bin", prefix="retrieve-upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            duration = probe(Path(tmp)).duration_s
+        except AudioError as exc:
+            raise AudioError(_named(str(exc), tmp, file.filename)) from None
+        if duration > limits.max_duration_s:
+            raise UploadTooLarge(f"{file.filename} is {duration:.0f} s long; this server takes clips up to "
+                                 f"{limits.max_duration_s:.0f} s (--max-upload-s)")
+        try:
+            audio = clip_audio(tmp, sr, start_s=start_s, end_s=end_s)
+        except AudioError as exc:
+            raise AudioError(_named(str(exc), tmp, file.filename)) from None
+        return audio, sr
+    finally:
+        os.unlink(tmp)

@@ -1,0 +1,409 @@
+// The page of `retrieve serve`: plain JavaScript, no build step, no outside requests.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const state = { info: null, query: null, hits: [], results: 0 };
+
+// -- talking to the API ----------------------------------------------------------------------
+
+function indexName() { return $("#index").value || ""; }
+
+async function api(path, form) {
+  const opts = form ? { method: "POST", body: form } : {};
+  const res = await fetch(path, opts);
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (!res.ok) {
+    const msg = body && body.error ? body.error : `${res.status} ${res.statusText}`;
+    throw new Error(msg);
+  }
+  return { body, ms: serverMs(res) };
+}
+
+function serverMs(res) {
+  const m = /app;dur=([\d.]+)/.exec(res.headers.get("Server-Timing") || "");
+  return m ? parseFloat(m[1]) : null;
+}
+
+function showError(msg) {
+  const el = $("#error");
+  el.textContent = msg ? String(msg).split("\n")[0] : "";
+  el.hidden = !msg;
+}
+
+function fileUrl(id, extra = "") {
+  const q = new URLSearchParams();
+  if (indexName()) q.set("index", indexName());
+  return `/api/files/${id}/${extra}${q.toString() ? "?" + q : ""}`;
+}
+
+// -- index and filters -----------------------------------------------------------------------
+
+async function loadInfo() {
+  const q = indexName() ? `?index=${encodeURIComponent(indexName())}` : "";
+  const { body } = await api(`/api/info${q}`);
+  state.info = body;
+  const s = body.serve;
+  const sel = $("#index");
+  if (!sel.options.length) {
+    for (const name of s.indexes) sel.add(new Option(name, name));
+    sel.value = s.index;
+  }
+  $("#summary").textContent = `${body.files} files, ${body.segments} windows, ${s.encoder}, ` +
+    `window ${fmt(s.window_s, 2)} s`;
+  const text = $("#text");
+  text.disabled = !s.has_text;
+  $("#text-form button").disabled = !s.has_text;
+  $("#text-reason").textContent = s.text_disabled_reason || "";
+  text.title = s.text_disabled_reason || "";
+  buildFilters(s.filters);
+  const lc = $("#label-column");
+  lc.innerHTML = "";
+  for (const f of s.filters) lc.add(new Option(f.name, f.name));
+}
+
+function buildFilters(filters) {
+  const box = $("#filters");
+  box.innerHTML = "";
+  for (const f of filters) {
+    if (!f.distinct) continue;
+    const label = document.createElement("label");
+    label.textContent = f.name + " ";
+    let input;
+    if (f.values) {
+      input = document.createElement("select");
+      input.add(new Option("any", ""));
+      for (const v of f.values) input.add(new Option(v, v));
+    } else {
+      input = document.createElement("input");
+      input.type = "text";
+      input.placeholder = "any";
+      input.size = 8;
+    }
+    input.dataset.column = f.name;
+    input.dataset.numeric = /INT|DOUBLE|FLOAT|DECIMAL|REAL/.test(f.type) ? "1" : "";
+    input.addEventListener("change", rerun);
+    label.appendChild(input);
+    box.appendChild(label);
+  }
+}
+
+function whereClauses() {
+  const out = [];
+  for (const el of document.querySelectorAll("#filters [data-column]")) {
+    const v = el.value.trim();
+    if (!v) continue;
+    const lit = el.dataset.numeric && /^-?\d+(\.\d+)?$/.test(v) ? v : `'${v.replace(/'/g, "''")}'`;
+    out.push(`${el.dataset.column} = ${lit}`);
+  }
+  const free = $("#where").value.trim();
+  if (free) out.push(free);
+  return out;
+}
+
+function baseForm() {
+  const form = new FormData();
+  form.set("k", $("#k").value || "10");
+  if ($("#segments").checked) form.set("segments", "true");
+  if (indexName()) form.set("index", indexName());
+  for (const w of whereClauses()) form.append("where", w);
+  return form;
+}
+
+// -- queries ---------------------------------------------------------------------------------
+
+function queryForm(q) {
+  const form = baseForm();
+  if (q.kind === "file") form.set("file", q.blob, q.name);
+  if (q.kind === "segment") form.set("segment_id", q.id);
+  if (q.kind === "text") form.set("text", q.text);
+  return form;
+}
+
+async function run(q) {
+  state.query = q;
+  showError("");
+  const line = $("#query-line");
+  line.hidden = false;
+  $("#query-name").textContent = q.kind === "text" ? `“${q.text}”` : q.name;
+  const qa = $("#query-audio");
+  if (q.kind === "file") { qa.hidden = false; if (qa.dataset.blob !== q.name) { qa.src = URL.createObjectURL(q.blob); qa.dataset.blob = q.name; } }
+  else if (q.kind === "segment") { qa.hidden = false; qa.src = fileUrl(q.fileId, `audio`) + `${indexName() ? "&" : "?"}start_s=${q.start}&end_s=${q.end}`; qa.dataset.blob = ""; }
+  else { qa.hidden = true; }
+  $("#timing").textContent = "searching…";
+  const t0 = performance.now();
+  try {
+    const { body, ms } = await api(q.kind === "text" ? "/api/text" : "/api/search", queryForm(q));
+    state.hits = body;
+    renderHits(body);
+    $("#timing").textContent = `${body.length} results · server ${ms === null ? "?" : fmt(ms, 0)} ms · ` +
+      `page ${fmt(performance.now() - t0, 0)} ms`;
+  } catch (e) {
+    $("#timing").textContent = "";
+    showError(e.message);
+  }
+  if (!$("#classify").hidden) classify();
+}
+
+function rerun() { if (state.query) run(state.query); }
+
+function fmt(x, d) { return Number(x).toFixed(d); }
+
+// -- results ---------------------------------------------------------------------------------
+
+const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "file_id"]);
+
+function renderHits(hits) {
+  const box = $("#results");
+  box.innerHTML = "";
+  if (!hits.length) {
+    box.innerHTML = '<p class="muted empty">No results (check the filters).</p>';
+    return;
+  }
+  const tpl = $("#hit");
+  const windowS = state.info ? state.info.serve.window_s : 0;
+  for (const h of hits) {
+    const el = tpl.content.firstElementChild.cloneNode(true);
+    el.dataset.fileId = h.file_id;
+    el.dataset.segmentId = h.segment_id;
+    el.dataset.startS = h.start_s;
+    el.dataset.endS = h.end_s;
+    $(".rank", el).textContent = h.rank;
+    $(".score", el).textContent = fmt(h.score, 4);
+    $(".path", el).textContent = h.path;
+    $(".path", el).title = h.path;
+    $(".time", el).textContent = `${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s of ${fmt(h.duration_s, 2)} s`;
+    const meta = $(".meta", el);
+    for (const [k, v] of Object.entries(h)) {
+      if (HIDDEN.has(k) || v === null || v === "") continue;
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = `${k}: ${v}`;
+      meta.appendChild(chip);
+    }
+    const sep = indexName() ? "&" : "?";
+    $(".thumb", el).src = fileUrl(h.file_id, "spectrogram.png") + `${sep}start_s=${h.start_s}&end_s=${h.end_s}`;
+    const player = $(".player", el);
+    player.src = fileUrl(h.file_id, "audio");
+    $(".play", el).textContent = `▶ play ${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s`;
+    $(".play", el).addEventListener("click", () => playSpan(player, h.start_s, h.end_s));
+    $(".more", el).addEventListener("click", () => run({
+      kind: "segment", id: h.segment_id, fileId: h.file_id, start: h.start_s, end: h.end_s,
+      name: `more like ${h.path} @ ${fmt(h.start_s, 2)} s`,
+    }));
+    if (h.duration_s > 2 * windowS && windowS > 0) {
+      const btn = $(".where-in", el);
+      btn.hidden = false;
+      btn.addEventListener("click", () => locateIn(el, h, player));
+    }
+    box.appendChild(el);
+  }
+}
+
+let stopAt = null;
+
+async function playSpan(player, start, end) {
+  for (const a of document.querySelectorAll("audio")) if (a !== player) a.pause();
+  if (player.readyState < 1) {
+    player.preload = "metadata";
+    const ready = new Promise((ok, fail) => {
+      player.addEventListener("loadedmetadata", ok, { once: true });
+      player.addEventListener("error", () => fail(new Error("the browser cannot play this file")), { once: true });
+    });
+    player.load();
+    try { await ready; } catch (e) { showError(e.message); return; }
+  }
+  player.dataset.spanSeek = "1";
+  player.currentTime = start;
+  stopAt = end === null ? null : { player, end };
+  try { await player.play(); } catch (e) { showError(`cannot play: ${e.message}`); }
+}
+
+document.addEventListener("timeupdate", (ev) => {
+  if (stopAt && ev.target === stopAt.player && ev.target.currentTime >= stopAt.end) {
+    ev.target.pause();
+    stopAt = null;
+  }
+}, true);
+document.addEventListener("seeking", (ev) => {
+  // a seek by hand (native controls) means "play the whole file": drop the window's end
+  if (stopAt && ev.target === stopAt.player && !ev.target.dataset.spanSeek) stopAt = null;
+}, true);
+document.addEventListener("seeked", (ev) => { delete ev.target.dataset.spanSeek; }, true);
+
+async function locateIn(el, hit, player) {
+  const q = state.query;
+  if (!q) return;
+  const form = new FormData();
+  form.set("target_id", hit.file_id);
+  if (indexName()) form.set("index", indexName());
+  if (q.kind === "file") form.set("file", q.blob, q.name);
+  if (q.kind === "segment") form.set("segment_id", q.id);
+  if (q.kind === "text") form.set("text", q.text);
+  try {
+    const { body } = await api("/api/locate", form);
+    drawStrip(el, body, player);
+  } catch (e) { showError(e.message); }
+}
+
+function drawStrip(el, loc, player) {
+  const wrap = $(".strip-wrap", el);
+  wrap.hidden = false;
+  const canvas = $(".strip", el);
+  const ctx = canvas.getContext("2d");
+  const { start_s, end_s, score } = loc.curve;
+  const dur = loc.duration_s || (end_s.length ? end_s[end_s.length - 1] : 1);
+  const lo = Math.min(...score), hi = Math.max(...score);
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = "rgba(94,234,212,0.18)";
+  for (const ev of loc.events) ctx.fillRect(ev.start_s / dur * w, 0, (ev.end_s - ev.start_s) / dur * w, h);
+  ctx.strokeStyle = "#5eead4";
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  score.forEach((s, i) => {
+    const x = ((start_s[i] + end_s[i]) / 2) / dur * w;
+    const y = h - 3 - (hi > lo ? (s - lo) / (hi - lo) : 0.5) * (h - 6);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  canvas.onclick = (ev) => {
+    const r = canvas.getBoundingClientRect();
+    playSpan(player, (ev.clientX - r.left) / r.width * dur, null);
+  };
+}
+
+// -- classify --------------------------------------------------------------------------------
+
+async function classify() {
+  const q = state.query;
+  const out = $("#classify-out");
+  if (!q || q.kind === "text") {
+    out.innerHTML = '<p class="muted empty">Classify needs an audio query (upload, record, or “more like this”).</p>';
+    return;
+  }
+  const form = new FormData();
+  form.set("k", $("#k").value || "10");
+  form.set("label_column", $("#label-column").value || "label");
+  if (indexName()) form.set("index", indexName());
+  for (const w of whereClauses()) form.append("where", w);
+  if (q.kind === "file") form.set("file", q.blob, q.name); else form.set("file_id", q.fileId);
+  out.innerHTML = '<p class="muted">voting…</p>';
+  try {
+    const { body } = await api("/api/classify", form);
+    const row = body[0];
+    if (row.error) throw new Error(row.error);
+    const votes = Object.entries(row.votes).sort((a, b) => b[1] - a[1]);
+    const top = votes.length ? votes[0][1] : 1;
+    out.innerHTML = "";
+    const p = document.createElement("div");
+    p.className = "predicted";
+    p.textContent = `${row.predicted} (confidence ${fmt(row.confidence, 3)})`;
+    out.appendChild(p);
+    out.appendChild(table(["label", "vote", "share", ""], votes.map(([lab, v]) => [
+      lab, fmt(v, 3), fmt(row.scores[lab], 3), bar(v / top)])));
+    const h = document.createElement("div");
+    h.className = "muted";
+    h.textContent = "neighbours that voted";
+    out.appendChild(h);
+    out.appendChild(table(["path", "similarity", $("#label-column").value], row.neighbours.map(
+      ([path, sim, lab]) => [path, fmt(sim, 4), String(lab)])));
+  } catch (e) {
+    out.innerHTML = "";
+    showError(e.message);
+  }
+}
+
+function bar(share) {
+  const s = document.createElement("span");
+  s.className = "bar";
+  s.style.width = `${Math.round(share * 120)}px`;
+  return s;
+}
+
+function table(head, rows) {
+  const t = document.createElement("table");
+  t.className = "votes";
+  const tr = t.insertRow();
+  for (const c of head) { const th = document.createElement("th"); th.textContent = c; tr.appendChild(th); }
+  for (const r of rows) {
+    const row = t.insertRow();
+    for (const c of r) { const td = row.insertCell(); if (c instanceof Node) td.appendChild(c); else td.textContent = c; }
+  }
+  return t;
+}
+
+// -- input: drop, choose, record, text ----------------------------------------------------------
+
+function useFile(f) { if (f) run({ kind: "file", blob: f, name: f.name }); }
+
+function wireInputs() {
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    useFile(e.dataTransfer.files[0]);
+  });
+  $("#file").addEventListener("change", (e) => useFile(e.target.files[0]));
+  $("#text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const t = $("#text").value.trim();
+    if (t) run({ kind: "text", text: t, name: t });
+  });
+  for (const id of ["#k", "#segments", "#where"]) $(id).addEventListener("change", rerun);
+  $("#index").addEventListener("change", async () => { await loadInfo().catch((e) => showError(e.message)); rerun(); });
+  $("#label-column").addEventListener("change", classify);
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+      $("#results").hidden = tab.dataset.tab !== "results";
+      $("#classify").hidden = tab.dataset.tab !== "classify";
+      if (tab.dataset.tab === "classify") classify();
+    });
+  }
+  wireRecorder();
+}
+
+function wireRecorder() {
+  const btn = $("#record");
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    btn.disabled = true;
+    btn.title = "this browser (or a page not served from localhost or https) cannot record";
+    return;
+  }
+  let rec = null;
+  btn.addEventListener("click", async () => {
+    if (rec) { rec.stop(); return; }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const chunks = [];
+      rec = new MediaRecorder(stream);
+      rec.ondataavailable = (e) => chunks.push(e.data);
+      rec.onstop = () => {
+        stream.getTracks().forEach((t) => t.stop());
+        btn.classList.remove("on");
+        btn.textContent = "● record";
+        $("#record-state").textContent = "";
+        const type = rec.mimeType || "audio/webm";
+        const ext = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
+        rec = null;
+        useFile(new File(chunks, `recording.${ext}`, { type }));
+      };
+      rec.start();
+      btn.classList.add("on");
+      btn.textContent = "■ stop";
+      $("#record-state").textContent = "recording…";
+    } catch (e) {
+      rec = null;
+      showError(`cannot record: ${e.message}`);
+    }
+  });
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
+wireInputs();
+loadInfo().catch((e) => showError(e.message));
