@@ -719,7 +719,8 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
               help="Index to serve; repeat for several (the page picks one). Default: the only one under indexes/.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback needs --token.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="TCP port to listen on.")
 @click.option("--token", envvar="RETRIEVE_TOKEN", show_envvar=True,
               help="Secret every request must carry (Authorization: Bearer, or the page opened once as /?token=).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
