@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-import math
 import os
 import tempfile
 import time
@@ -61,18 +60,10 @@ class UploadTooLarge(InputError):
 
 
 def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """JSON-able copies of DataFrame records, as the CLI's ``--json`` writes them (NaN -> null)."""
-    out = []
-    for record in rows:
-        clean = {}
-        for key, value in record.items():
-            if hasattr(value, "item"):
-                value = value.item()
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            clean[key] = value
-        out.append(clean)
-    return json.loads(json.dumps(out, default=str, ensure_ascii=False))
+    """JSON-able copies of DataFrame records, exactly as the CLI's ``--json`` writes them."""
+    from retrieval.render import clean_record
+
+    return json.loads(json.dumps([clean_record(r) for r in rows], default=str, ensure_ascii=False))
 
 
 def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = Limits()) -> FastAPI:

@@ -121,3 +121,26 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory,
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(w2v)
     return {"logmel": None, "wav2vec2": str(w2v), "beats": str(tiny_beats_checkpoint(seed=1)),
             "clap": str(tiny_clap(tmp_path_factory))}
+
+
+@pytest.fixture(scope="module")
+def offline_one_thread() -> Iterator[None]:
+    """No hub, no checkpoint from the environment, one torch thread (tiny models are fastest
+    so on a shared machine). Modules take it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    from retrieval import encoders
+
+    try:
+        from tests.encoders._clap_models import set_offline
+    except ImportError:  # run from inside tests/encoders
+        from _clap_models import set_offline  # type: ignore[no-redef]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        set_offline(mp)
+        for name in encoders.names():
+            mp.delenv(f"RETRIEVE_{name.upper()}_MODEL", raising=False)
+        yield
+    torch.set_num_threads(before)

@@ -22,8 +22,6 @@ Fast precisions' closeness to fp32 and their batch invariance are in ``test_prec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -33,11 +31,6 @@ from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.encoders.precision import PRECISIONS
 from retrieval.errors import EncoderError, InputError, RetrievalError
 
-try:
-    from tests.encoders._clap_models import set_offline
-except ImportError:  # pytest run without the repository root on sys.path
-    from _clap_models import set_offline  # type: ignore[no-redef]
-
 NAMES = encoders.names()
 #: Same clip alone, in a batch, or with extra padding: float32 rounding of batched products only.
 TOL_BATCH = 1e-5
@@ -45,17 +38,7 @@ TOL_BATCH = 1e-5
 CLIP_S = (0.05, 1.37, 0.4, 1.37)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline_one_thread() -> Iterator[None]:
-    """No hub, no checkpoint from the environment, one torch thread (tiny models)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        set_offline(mp)
-        for name in NAMES:
-            mp.delenv(f"RETRIEVE_{name.upper()}_MODEL", raising=False)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ random models:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -33,11 +31,6 @@ from retrieval.encoders.precision import (
 from retrieval.errors import InputError, UnknownNameError
 from retrieval.pooling import pool_windows
 
-try:
-    from tests.encoders._clap_models import set_offline
-except ImportError:  # pytest run without the repository root on sys.path
-    from _clap_models import set_offline  # type: ignore[no-redef]
-
 #: What each family runs on the CPU (fp16 is CUDA only for all of them).
 CLAIMS: dict[str, tuple[str, ...]] = {
     "logmel": ("fp32",),
@@ -51,17 +44,7 @@ FAST = [(name, p) for name, claims in CLAIMS.items() for p in claims if p != "fp
 CLAIMED = [(name, p) for name, claims in CLAIMS.items() for p in claims]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline_one_thread() -> Iterator[None]:
-    """No hub, and one torch thread (tiny models are fastest so on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        set_offline(mp)
-        for name in ("WAV2VEC2", "BEATS"):
-            mp.delenv(f"RETRIEVE_{name}_MODEL", raising=False)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")
 
 
 @pytest.fixture(scope="module")
