@@ -729,13 +729,17 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
 @click.option("--max-upload-s", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               help="Longest accepted upload, in decoded seconds.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
+@click.option("--heavy-slots", type=click.IntRange(min=0), default=None,
+              help="Uploads, locates and thumbnail renders worked on at once; searches by an indexed file "
+                   "and audio slices never wait for them. Default: half the CPU cores, at least 1; 0: no limit.")
 def serve_cmd(indexes: tuple[str, ...], host: str, port: int, token: str | None, open_browser: bool,
-              max_upload_mb: float, max_upload_s: float, device: str) -> None:
+              max_upload_mb: float, max_upload_s: float, device: str, heavy_slots: int | None) -> None:
     """A local web page to search and listen to results, and a JSON API (docs at /docs). Needs the serve extra."""
     from retrieval.serve import serve
 
     serve(list(indexes), host=host, port=port, token=token or None, max_upload_mb=max_upload_mb,
-          max_upload_s=max_upload_s, device=device, open_browser=open_browser, echo=click.echo)
+          max_upload_s=max_upload_s, device=device, open_browser=open_browser, heavy_slots=heavy_slots,
+          echo=click.echo)
 
 
 def main() -> None:

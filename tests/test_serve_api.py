@@ -292,3 +292,52 @@ def test_thumbnail_of_a_long_file_shows_the_span_around_the_match() -> None:
     assert view_span(1200.0, (600.0, 604.0)) == (602.0 - THUMB_MAX_S / 2, 602.0 + THUMB_MAX_S / 2)
     assert view_span(1200.0, (1.0, 5.0)) == (0.0, THUMB_MAX_S)
     assert view_span(1200.0, (1196.0, 1200.0)) == (1200.0 - THUMB_MAX_S, 1200.0)
+
+
+def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexSet) -> None:
+    """With every heavy slot taken, a search by an indexed file still answers at once, while an
+    upload and an uncached thumbnail wait for the slot and report the wait in Server-Timing."""
+    import threading
+    import time
+
+    app = create_app(held, heavy_slots=1)
+    client = TestClient(app)
+    fid = file_id(client, "long/long_b.wav")
+    sem = app.state.heavy._sem
+    assert app.state.heavy.slots == 1
+    sem.acquire()  # every heavy slot is now taken
+    answers: dict[str, tuple[int, str, float]] = {}
+
+    def heavy(name: str, call) -> None:
+        t0 = time.perf_counter()
+        res = call()
+        answers[name] = (res.status_code, res.headers.get("server-timing", ""), time.perf_counter() - t0)
+
+    threads = [
+        threading.Thread(target=heavy, args=("upload", lambda: client.post(
+            "/api/search", files={"file": ("q.wav", wav_bytes(long_audio("long_b")[: 4 * SR]))}, data={"k": 3}))),
+        threading.Thread(target=heavy, args=("thumbnail", lambda: client.get(
+            f"/api/files/{fid}/spectrogram.png", params={"start_s": 1.0, "end_s": 5.0, "width": 99}))),
+    ]
+    try:
+        for th in threads:
+            th.start()
+        time.sleep(0.5)
+        assert not answers, "a heavy request ran while every slot was taken"
+        t0 = time.perf_counter()
+        cheap = client.post("/api/search", data={"file_id": fid, "k": 3})
+        cheap_s = time.perf_counter() - t0
+        assert cheap.status_code == 200 and len(cheap.json()) == 3
+        assert "queue;dur" not in cheap.headers["server-timing"]
+        assert not answers  # still waiting: the cheap search went past them
+    finally:
+        sem.release()
+    for th in threads:
+        th.join(60)
+    assert answers["upload"][0] == 200 and answers["thumbnail"][0] == 200
+    for name in ("upload", "thumbnail"):
+        waited = float(answers[name][1].split("queue;dur=")[1].split(",")[0]) / 1e3
+        assert waited >= 0.4, (name, answers[name])
+    assert cheap_s < 0.5 * min(a[2] for a in answers.values())
+    with pytest.raises(InputError, match="0 \\(no limit\\)"):
+        create_app(held, heavy_slots=-1)

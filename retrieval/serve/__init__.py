@@ -12,12 +12,18 @@ step, nothing fetched from elsewhere). Needs the ``serve`` extra:
 from __future__ import annotations
 
 import ipaddress
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from retrieval.errors import InputError, RetrievalError
 
+#: The server's GIL switch interval, seconds (Python's default is 0.005). A search by an
+#: indexed file releases the GIL many times (DuckDB, FAISS, numpy); with the default, each
+#: time it may wait up to 5 ms for a thread rendering a thumbnail or embedding an upload to
+#: hand the GIL back. A shorter interval keeps cheap requests cheap beside heavy ones.
+SWITCH_INTERVAL_S = 0.0005
 #: Environment variable holding the token (same as ``--token``).
 TOKEN_ENV = "RETRIEVE_TOKEN"
 
@@ -45,8 +51,11 @@ def check_bind(host: str, token: str | None) -> None:
 
 def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_upload_mb: float = 50.0, max_upload_s: float = 600.0, device: str = "cpu", open_browser: bool = False,
-          echo: Callable[[str], None] = print) -> None:
+          heavy_slots: int | None = None, echo: Callable[[str], None] = print) -> None:
     """Open ``indexes`` (names or paths; empty = the only one under indexes/) and serve until interrupted.
+
+    ``heavy_slots``: uploads, locates and thumbnail renders worked on at once (``None``: half
+    the CPU cores, at least 1; 0: no limit), so searches by an indexed file never wait for them.
 
     Raises:
         InputError: a non-loopback ``host`` without ``token``.
@@ -62,7 +71,8 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
         raise RetrievalError(f"retrieve serve needs the serve extra ({exc.name} is missing): "
                              "pip install 'retrieve[serve]'") from None
     held = IndexSet(list(indexes), device=device)
-    app = create_app(held, token=token, limits=Limits(int(max_upload_mb * 1e6), max_upload_s))
+    app = create_app(held, token=token, limits=Limits(int(max_upload_mb * 1e6), max_upload_s),
+                     heavy_slots=heavy_slots)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     echo(f"serving {', '.join(f'{n} ({li.root})' for n, li in held.live.items())}")
@@ -75,6 +85,7 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, [url + (f"?token={token}" if token else "")]).start()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

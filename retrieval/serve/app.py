@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,40 @@ _MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg"
                 ".aac": "audio/aac", ".webm": "audio/webm", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
 
 
+def default_heavy_slots() -> int:
+    """Heavy requests worked on at once by default: half the CPU cores, at least one."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class Bulkhead:
+    """At most ``slots`` heavy requests at once: decoding and embedding uploads, locating, and
+    rendering thumbnails that are not cached.
+
+    Cheap requests (a search by an indexed file or window, an audio slice, a cached thumbnail)
+    never take a slot, so on a small CPU they do not queue behind expensive ones: a sound
+    designer clicking "more like this" is answered while uploads are being embedded. The time a
+    request waited for a slot goes into ``Server-Timing`` as ``queue;dur=<ms>``. ``slots=0``
+    means no limit.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 0:
+            raise InputError(f"heavy request slots must be 0 (no limit) or more, got {slots}")
+        self.slots = slots
+        self._sem = threading.BoundedSemaphore(slots) if slots else None
+
+    @contextlib.contextmanager
+    def slot(self, response: Response) -> Iterator[None]:
+        """Hold one slot for the ``with`` block; the wait is reported in ``response``'s timing."""
+        if self._sem is None:
+            yield
+            return
+        start = time.perf_counter()
+        with self._sem:
+            response.headers.append("Server-Timing", f"queue;dur={(time.perf_counter() - start) * 1e3:.2f}")
+            yield
+
+
 @dataclass(frozen=True)
 class Limits:
     """Upload limits: ``max_bytes`` of the request body, ``max_duration_s`` of decoded audio."""
@@ -66,13 +101,20 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return json.loads(json.dumps([clean_record(r) for r in rows], default=str, ensure_ascii=False))
 
 
-def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = Limits()) -> FastAPI:
-    """The app serving ``indexes``; with ``token``, every request must carry it."""
+def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = Limits(),
+               heavy_slots: int | None = None) -> FastAPI:
+    """The app serving ``indexes``; with ``token``, every request must carry it.
+
+    ``heavy_slots``: heavy requests worked on at once (:class:`Bulkhead`; ``None`` =
+    :func:`default_heavy_slots`, 0 = no limit).
+    """
     app = FastAPI(title="retrieve", summary="Search audio by meaning: the HTTP API of `retrieve serve`.",
                   version="1")
     app.state.indexes = indexes
     app.state.thumbnails = Thumbnails()
     thumbs: Thumbnails = app.state.thumbnails
+    heavy = Bulkhead(default_heavy_slots() if heavy_slots is None else heavy_slots)
+    app.state.heavy = heavy
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # -- cross-cutting: token, body size, timing, errors ----------------------------------
@@ -160,9 +202,10 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
         live = indexes.get(index)
         if file is not None and file.filename:
-            audio, sr = _decode_upload(file, live, limits, start_s, end_s)
             with live.use() as snap:
-                vector = snap.index.embed(audio, sample_rate=sr)  # no lock: the model and transform only read
+                with heavy.slot(response):
+                    audio, sr = _decode_upload(file, live, limits, start_s, end_s)
+                    vector = snap.index.embed(audio, sample_rate=sr)  # no lock: the model and transform only read
                 with locked(snap, response):
                     hits = snap.index.search_vector(vector, k, segments=segments, where=where)
         elif file_id is not None or segment_id is not None:
@@ -196,12 +239,14 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                  index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
         live = indexes.get(index)
         if file is not None and file.filename:
-            audio, sr = _decode_upload(file, live, limits, None, None)
-            with holding(live, response) as snap:
-                preds = snap.index.classify(audio, k, label_column=label_column, sample_rate=sr, where=where)
-                preds["clip"] = file.filename
+            with heavy.slot(response):
+                audio, sr = _decode_upload(file, live, limits, None, None)
+                with holding(live, response) as snap:
+                    preds = snap.index.classify(audio, k, label_column=label_column, sample_rate=sr,
+                                                where=where)
+                    preds["clip"] = file.filename
         elif file_id is not None:
-            with holding(live, response) as snap:
+            with heavy.slot(response), holding(live, response) as snap:
                 path = snap.audio_path(file_id)
                 own = str(snap.files.at[file_id, "path"]).replace("'", "''")
                 preds = snap.index.classify(path, k, label_column=label_column,
@@ -223,19 +268,20 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
         from retrieval.locate import locate_curve_with_index
 
         live = indexes.get(index)
-        audio, sr = (_decode_upload(file, live, limits, None, None) if file is not None and file.filename
-                     else (None, None))
-        with holding(live, response) as snap:
-            long_file = snap.audio_path(target_id)
-            query: Any = audio
-            crop: dict[str, Any] = {"sample_rate": sr}
-            if audio is None and segment_id is not None:
-                owner, w_start_s, w_end_s = snap.window(segment_id)
-                query, crop = snap.audio_path(owner), {"start_s": w_start_s, "end_s": w_end_s}
-            if query is None and not text:
-                raise InputError("give an audio file (field `file`), a `segment_id` or a `text` to locate")
-            found = locate_curve_with_index(snap.index, query, long_file, text=text if query is None else None,
-                                            threshold=threshold, **crop)
+        with heavy.slot(response):
+            audio, sr = (_decode_upload(file, live, limits, None, None) if file is not None and file.filename
+                         else (None, None))
+            with holding(live, response) as snap:
+                long_file = snap.audio_path(target_id)
+                query: Any = audio
+                crop: dict[str, Any] = {"sample_rate": sr}
+                if audio is None and segment_id is not None:
+                    owner, w_start_s, w_end_s = snap.window(segment_id)
+                    query, crop = snap.audio_path(owner), {"start_s": w_start_s, "end_s": w_end_s}
+                if query is None and not text:
+                    raise InputError("give an audio file (field `file`), a `segment_id` or a `text` to locate")
+                found = locate_curve_with_index(snap.index, query, long_file, text=text if query is None else None,
+                                                threshold=threshold, **crop)
         a = found.events.attrs
         curve = found.curve.to_frame()
         return json.loads(json.dumps({
@@ -263,7 +309,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
     @app.get("/api/files/{file_id:int}/spectrogram.png", summary="Spectrogram thumbnail with "
                                                                   "[start_s, end_s) marked", response_class=Response)
-    def spectrogram(file_id: int, start_s: Annotated[float | None, Query(ge=0)] = None,
+    def spectrogram(response: Response, file_id: int, start_s: Annotated[float | None, Query(ge=0)] = None,
                     end_s: Annotated[float | None, Query(gt=0)] = None,
                     width: Annotated[int, Query(ge=16, le=2048)] = 360,
                     height: Annotated[int, Query(ge=16, le=1024)] = 72,
@@ -272,8 +318,11 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
             path = snap.audio_path(file_id)
             duration = float(snap.files.at[file_id, "duration_s"])
         mark = None if start_s is None or end_s is None else (float(start_s), float(end_s))
-        png = thumbs.png(path, duration, mark, width=width, height=height)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        png = thumbs.png(path, duration, mark, width=width, height=height, rendering=heavy.slot(response))
+        out = Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        for value in response.headers.getlist("server-timing"):
+            out.headers.append("Server-Timing", value)
+        return out
 
     return app
 

@@ -7,9 +7,11 @@ seen twice is rendered once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections import OrderedDict
+from typing import ContextManager
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,12 @@ class Thumbnails:
         self.rendered = 0
 
     def png(self, path: Path, duration_s: float, mark: tuple[float, float] | None, *, width: int = 360,
-            height: int = 72) -> bytes:
-        """A ``width`` x ``height`` PNG of ``path`` with ``mark = (start_s, end_s)`` highlighted."""
+            height: int = 72, rendering: ContextManager[object] | None = None) -> bytes:
+        """A ``width`` x ``height`` PNG of ``path`` with ``mark = (start_s, end_s)`` highlighted.
+
+        ``rendering`` is entered around the render only (not around a cache hit), e.g. a
+        slot of the server's bulkhead.
+        """
         if not (16 <= width <= 2048 and 16 <= height <= 1024):
             raise InputError(f"thumbnail size {width}x{height} is outside 16x16..2048x1024")
         st = path.stat()
@@ -72,7 +78,8 @@ class Thumbnails:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        data = render_spectrogram(path, duration_s, mark, width, height)
+        with rendering if rendering is not None else contextlib.nullcontext():
+            data = render_spectrogram(path, duration_s, mark, width, height)
         with self._lock:
             self.rendered += 1
             self._cache[key] = data
