@@ -19,11 +19,11 @@ from typing import Any
 import click
 
 from retrieval import progress as progress_bars
-from retrieval.configure import DEFAULT_POSTPROCESS
 from retrieval.encoders.precision import PRECISION_CHOICES, SlowPrecisionWarning
 from retrieval.errors import RetrievalError
+from retrieval.postprocess import DEFAULT_POSTPROCESS
 from retrieval.render import Output, emit, output_options, rounded, table as _table
-from retrieval.store.db import SEVERITIES
+from retrieval.store.severity import SEVERITIES
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
 _TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
@@ -202,7 +202,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
     With no CORPUS, --index X updates every folder of index X.
     """
     from retrieval.configure import Choices
-    from retrieval.index import index_path_for
+    from retrieval.index_paths import index_path_for
     from retrieval.ingest import IngestOptions, ingest
 
     choices = Choices(encoder=encoder, model=model, layer=layer, extra=_parse_opts(opts), window_s=window_s,
@@ -481,7 +481,7 @@ def compare_cmd(indexes: tuple[str, ...], label_column: str, group_column: str |
 def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path | None, device: str,
             as_json: bool) -> None:
     """Store each file's top AudioSet tags (fine-tuned BEATs) as metadata, for --where and eval."""
-    from retrieval.index import find_index
+    from retrieval.index_paths import find_index
     from retrieval.store import Store
     from retrieval.tags import tag_files
 
@@ -523,7 +523,7 @@ def _fit_line(mode: str, fit: dict | None) -> str:
 @json_option
 def info_cmd(index: str | None, as_json: bool) -> None:
     """Counts, recipe and health of an index (FAISS is rebuilt from DuckDB if stale)."""
-    from retrieval.index import find_index
+    from retrieval.index_paths import find_index
     from retrieval.store import Store
 
     with Store.open(find_index(index)) as store:

@@ -19,6 +19,7 @@ from retrieval.encoders.weights import absolute_model, is_local
 from retrieval.errors import InputError, WeightsNotFoundError
 from retrieval.pooling import check_mode as check_pooling
 from retrieval.pooling import pooled_dim
+from retrieval.postprocess import DEFAULT_POSTPROCESS
 from retrieval.postprocess import check_mode as check_postprocess
 from retrieval.recipe import Recipe
 
@@ -26,7 +27,6 @@ from retrieval.recipe import Recipe
 #: shrinkage, is label-free and lifted FSDD kNN accuracy@1 of the baseline from 0.659
 #: (none) and 0.724 (center) to 0.765 (docs/benchmarks.md). Text search is unaffected:
 #: it is scored against the raw vectors (see ``Index.search_text``).
-DEFAULT_POSTPROCESS = "whiten"
 #: Precision of new indexes when none is chosen. Not ``auto``: fp32 is the reference numerics,
 #: gives the same recipe (and hash) on every machine, and keeps the hashes of indexes built
 #: before ``auto`` existed; ``--precision auto`` is the documented way to go faster.

@@ -27,8 +27,9 @@ from retrieval.configure import encoder_for
 from retrieval.embed import embed_clip
 from retrieval.encoders.base import Encoder, text_unsupported
 from retrieval.encoders.registry import entry, text_encoders
-from retrieval.errors import IndexNotFoundError, InputError
+from retrieval.errors import InputError
 from retrieval.filters import compile_where
+from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
 from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
@@ -39,39 +40,6 @@ from retrieval.store.db import SEVERITIES, Severity, arrow_of, pandas_of, vector
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
 
-#: Folder of indexes when ``--index`` names no path (override with ``RETRIEVE_INDEXES``).
-DEFAULT_INDEXES = "indexes"
-
-
-def indexes_dir() -> Path:
-    return Path(os.environ.get("RETRIEVE_INDEXES", DEFAULT_INDEXES))
-
-
-def index_path_for(corpus: Path, index: str | None) -> Path:
-    """Where ``retrieve index CORPUS [--index X]`` writes: ``X`` if given, else ``indexes/<corpus name>``."""
-    if index:
-        return _as_path(index)
-    name = Path(corpus).resolve().name or "index"
-    return indexes_dir() / name
-
-
-def find_index(index: str | None) -> Path:
-    """Resolve ``--index`` for commands that read an index; omitted means "the only one"."""
-    if index:
-        path = _as_path(index)
-        if not (path / "meta.duckdb").is_file():
-            raise IndexNotFoundError(f"no index at {path}; build one with `retrieve index CORPUS --index {index}`")
-        return path
-    root = indexes_dir()
-    found = sorted(p for p in root.glob("*") if (p / "meta.duckdb").is_file()) if root.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise IndexNotFoundError(f"no index under {root}/; build one with `retrieve index CORPUS`")
-    raise IndexNotFoundError(
-        f"{len(found)} indexes under {root}/ ({', '.join(p.name for p in found)}); choose one with --index NAME")
-
-
 def _clip_hash(clip: str | Path | np.ndarray) -> str | None:
     """Content hash of a query file, as ingest stores it; None for arrays and non-regular files."""
     if isinstance(clip, np.ndarray) or not Path(clip).is_file():
@@ -79,11 +47,6 @@ def _clip_hash(clip: str | Path | np.ndarray) -> str | None:
     from retrieval.ingest import content_hash
 
     return content_hash(Path(clip))
-
-
-def _as_path(index: str) -> Path:
-    p = Path(index)
-    return p if (os.sep in index or p.exists() or index.startswith(".")) else indexes_dir() / index
 
 
 class Index:

@@ -415,18 +415,17 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
             labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
         pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
         encoder, recipe = resolved or resolve(choices, stored)
-        store.db.begin()
-        repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
+        with store.db.transaction():
+            repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
+            if options.index_type is not None:
+                store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
+            store.db.adopt_legacy_root()
+            store.db.set_roots(all_roots)
+            if options.labels_csv is not None:
+                store.db.set("labels_csv", str(Path(options.labels_csv).resolve()))
+                store.db.set("labels_key", options.labels_key or "")
         if repointed:
             warn(repointed)
-        if options.index_type is not None:
-            store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
-        store.db.adopt_legacy_root()
-        store.db.set_roots(all_roots)
-        if options.labels_csv is not None:
-            store.db.set("labels_csv", str(Path(options.labels_csv).resolve()))
-            store.db.set("labels_key", options.labels_key or "")
-        store.db.commit()
         summary.roots = all_roots
 
         summary.files_unchanged = plan.unchanged
@@ -613,19 +612,18 @@ def _plan(known: dict[Key, tuple[int, int, float, str]], found: list[RootedFile]
 def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callable[[str], None]) -> None:
     """Removals, moves, copies and discovery errors, in one transaction."""
     db = store.db
-    db.begin()
-    db.delete_files(fid for fid, _ in plan.removed)
-    db.clear_discovery_errors(plan.scanned_roots)  # discovery reruns in full on these: its rows are replaced
-    _clear_errors(db, [k for _, k in plan.removed] + plan.stale_errors + [(e.root, e.path) for e in plan.errors])
-    for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
-        db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
-    for src, f in plan.copies:
-        summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
-    _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
-    db.add_errors(plan.errors)
-    if plan.removed or plan.moved or plan.copies:
-        db.bump_generation()
-    db.commit()
+    with db.transaction():
+        db.delete_files(fid for fid, _ in plan.removed)
+        db.clear_discovery_errors(plan.scanned_roots)  # discovery reruns in full on these: its rows are replaced
+        _clear_errors(db, [k for _, k in plan.removed] + plan.stale_errors + [(e.root, e.path) for e in plan.errors])
+        for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
+            db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+        for src, f in plan.copies:
+            summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+        _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
+        db.add_errors(plan.errors)
+        if plan.removed or plan.moved or plan.copies:
+            db.bump_generation()
     for e in plan.errors:
         warn(f"skipped {e.path}: {e.reason}" if e.severity == "error" else f"{e.path}: {e.reason}")
     summary.files_removed = len(plan.removed)
@@ -859,17 +857,12 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
         rows.append(row)
     summary.warnings += sum(e.severity == "warning" for e in errors)
     db = store.db
-    db.begin()
-    try:
+    with db.transaction():
         db.delete_files(replaced)
         _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs])
         _, n_vectors = db.insert_files(rows, recipe.dim)
         db.add_errors(errors)
         db.bump_generation()
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
     summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
 
 
@@ -901,9 +894,8 @@ def _attach_labels(store: Store, table: pa.Table | None, warn: Callable[[str], N
     """Attach the rows of a labels CSV read (and checked) before the run; None does nothing."""
     if table is None:
         return
-    store.db.begin()
-    matched = store.db.attach_metadata(table)
-    store.db.commit()
+    with store.db.transaction():
+        matched = store.db.attach_metadata(table)
     if matched < table.num_rows:
         warn(f"{table.num_rows - matched} of {table.num_rows} rows in the labels CSV match no indexed file")
 

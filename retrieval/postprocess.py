@@ -25,6 +25,8 @@ from retrieval.errors import InputError, UnknownNameError
 
 PostprocessMode = Literal["none", "center", "whiten"]
 POSTPROCESS_MODES: tuple[str, ...] = get_args(PostprocessMode)
+#: What an index is post-processed with unless the user or the index says otherwise.
+DEFAULT_POSTPROCESS: PostprocessMode = "whiten"
 #: Fewer fitted vectors than this and centring/whitening fall back to the identity.
 MIN_FIT = 2
 #: Whitening divides component ``i`` by ``sqrt(var_i + shrinkage * mean(var))``. 1.0 is a

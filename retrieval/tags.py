@@ -74,9 +74,8 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
         scores.append(float(probs[best[0]]))
     table = pa.table({"path": pa.array(paths, pa.string()), column: pa.array(tags, pa.string()),
                       f"{column}_score": pa.array(scores, pa.float64())})
-    store.db.begin()
-    store.db.attach_metadata(table)
-    store.db.commit()
+    with store.db.transaction():
+        store.db.attach_metadata(table)
     return len(paths)
 
 

@@ -289,9 +289,8 @@ def synth_store(root: Path, encoder_choice: dict, n_segments: int, windows_per_f
     n_files = n_segments // windows_per_file
     spread = 0.15 * np.median(np.linalg.norm(centres, axis=1))
     with Store.create(root) as store:
-        store.db.begin()
-        store.set_recipe(recipe)
-        store.db.commit()
+        with store.db.transaction():
+            store.set_recipe(recipe)
         for a in range(0, n_files, 2000):
             rows = []
             for f in range(a, min(n_files, a + 2000)):
@@ -311,14 +310,12 @@ def synth_store(root: Path, encoder_choice: dict, n_segments: int, windows_per_f
                     rms_db=np.full(windows_per_file, -20.0, np.float32), silent=np.zeros(windows_per_file, bool),
                     n_frames=np.full(windows_per_file, 100, np.int64), window_vectors=w.astype(np.float32),
                     file_vector=w.mean(axis=0).astype(np.float32)))
-            store.db.begin()
-            store.db.insert_files(rows, dim)
-            store.db.bump_generation()
-            store.db.commit()
-        store.db.begin()
-        store.refit_postprocess()
-        store.db.set("fitted_generation", store.db.get("generation") or "0")
-        store.db.commit()
+            with store.db.transaction():
+                store.db.insert_files(rows, dim)
+                store.db.bump_generation()
+        with store.db.transaction():
+            store.refit_postprocess()
+            store.db.set("fitted_generation", store.db.get("generation") or "0")
         store.db.checkpoint()
 
 

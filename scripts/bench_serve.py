@@ -103,9 +103,8 @@ def build_store(root: Path, n_segments: int) -> tuple[Path, int, float]:
     for f in range(n_files):
         (corpus / "synthetic" / f"{f:06d}.wav").symlink_to(real / f"{f % 20:02d}.wav")
     with Store.open(ix, writable=True) as store:
-        store.db.begin()
-        store.db.set("corpus_root", str(corpus))
-        store.db.commit()
+        with store.db.transaction():
+            store.db.set("corpus_root", str(corpus))
         store.rebuild_all()
         store.db.checkpoint()
     return ix, n_files, time.perf_counter() - t

@@ -23,9 +23,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import scipy.fft
-import scipy.sparse
-import scipy.signal
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
 from retrieval.errors import InputError
@@ -119,7 +116,9 @@ class LogMelEncoder:
             raise InputError(f"logmel computes in numpy float64 and stores float32; precision {options.precision!r} "
                              "does not apply to it: choose one of: fp32 (drop --precision)")
         self.config = LogMelConfig(**options.extra)
-        self._window = scipy.signal.get_window("hann", self.win_samples, fftbins=True).astype(np.float64)
+        import scipy.sparse  # here, not at the top: a CLI start that needs no encoder does not pay for it
+
+        self._window = periodic_hann(self.win_samples)
         self._mel = mel_filterbank(self.sample_rate, self.n_fft, self.config.n_mels,
                                    self.config.fmin_hz, self.config.fmax_hz)
         # Sparse (each FFT bin feeds at most two bands) and BLAS-free: a dense (T, 257) @
@@ -167,6 +166,8 @@ class LogMelEncoder:
         else:
             feat = np.log(np.maximum(mel, 1e-10))
             if cfg.feature == "mfcc":
+                import scipy.fft
+
                 feat = scipy.fft.dct(feat, type=2, norm="ortho", axis=1)[:, : cfg.n_mfcc]
         feat = normalize(feat, keep, cfg.norm, cfg.feature)
         if cfg.deltas:
@@ -246,6 +247,21 @@ def normalize(feat: np.ndarray, keep: np.ndarray, norm: str, feature: str) -> np
     return feat
 
 
+def periodic_hann(n: int) -> np.ndarray:
+    """The periodic ("fftbins") Hann window of ``n`` samples, float64.
+
+    The same values, bit for bit, as ``scipy.signal.get_window("hann", n, fftbins=True)``
+    (a test checks it), without importing ``scipy.signal``, which costs about half a second.
+    """
+    if n == 1:
+        return np.ones(1)
+    fac = np.linspace(-np.pi, np.pi, n + 1)
+    w = np.zeros(n + 1)
+    for k, a in enumerate((0.5, 0.5)):
+        w += a * np.cos(k * fac)
+    return w[:-1]
+
+
 def deltas(feat: np.ndarray, width: int = 2) -> np.ndarray:
     """Regression deltas over ``±width`` frames, edges repeated: ``(T, D) -> (T, D)``."""
     t = feat.shape[0]
@@ -257,6 +273,8 @@ def deltas(feat: np.ndarray, width: int = 2) -> np.ndarray:
 def pcen(mel: np.ndarray, s: float = 0.025, alpha: float = 0.98, delta: float = 2.0,
          r: float = 0.5, eps: float = 1e-6) -> np.ndarray:
     """Per-channel energy normalisation (Wang et al., 2017) of ``(T, n_mels)`` mel power."""
+    import scipy.signal  # 0.4-0.6 s to import: only PCEN needs it
+
     scaled = mel * (2.0**31)  # PCEN constants assume int32-scaled magnitudes
     smooth = scipy.signal.lfilter([s], [1.0, s - 1.0], scaled, axis=0, zi=scaled[:1] * (1 - s))[0]
     return (scaled / (eps + smooth) ** alpha + delta) ** r - delta**r

@@ -1,7 +1,28 @@
 """DuckDB metadata (source of truth) + FAISS vectors (derived, rebuildable) + the recipe."""
 
-from retrieval.store.db import ErrorRow, FileRow, MetadataDB
-from retrieval.store.store import LEVELS, Level, Store
-from retrieval.store.vectors import VectorIndex
+from __future__ import annotations
 
-__all__ = ["LEVELS", "ErrorRow", "FileRow", "Level", "MetadataDB", "Store", "VectorIndex"]
+from typing import TYPE_CHECKING
+
+from retrieval._lazy import attach
+
+#: Public name -> the module that defines it. Imported on first use (PEP 562), so that
+#: importing one light submodule (or the package for its docstring) loads nothing heavy.
+_HOME = {
+    "ErrorRow": "retrieval.store.db",
+    "FileRow": "retrieval.store.db",
+    "LEVELS": "retrieval.store.store",
+    "Level": "retrieval.store.store",
+    "MetadataDB": "retrieval.store.db",
+    "Store": "retrieval.store.store",
+    "VectorIndex": "retrieval.store.vectors",
+}
+
+if TYPE_CHECKING:
+    from retrieval.store.db import ErrorRow, FileRow, MetadataDB
+    from retrieval.store.store import LEVELS, Level, Store
+    from retrieval.store.vectors import VectorIndex
+
+__all__ = ["ErrorRow", "FileRow", "LEVELS", "Level", "MetadataDB", "Store", "VectorIndex"]
+
+__getattr__, __dir__ = attach(__name__, _HOME)

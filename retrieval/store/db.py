@@ -16,7 +16,7 @@ FAISS file can never map an id onto the wrong vector. The class has no constrain
 or indexes: ingest is the single writer and keeps rows unique itself, which keeps
 bulk inserts and deletes fast.
 
-Durability: every :meth:`MetadataDB.commit` lands in DuckDB's write-ahead log
+Durability: every commit (:meth:`MetadataDB.transaction`) lands in DuckDB's write-ahead log
 (``meta.duckdb.wal``); the writer checkpoints it into ``meta.duckdb`` every
 :data:`CHECKPOINT_EVERY_COMMITS` commits or once the log passes
 :data:`CHECKPOINT_WAL_BYTES`, so a log damaged after a kill costs at most that much:
@@ -28,21 +28,23 @@ become :class:`~retrieval.errors.StoreError` with what happened and how to recov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from retrieval.errors import IndexLockedError, InputError, StoreError
+from retrieval.store.severity import SEVERITIES, Severity  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 #: The writer checkpoints the WAL into the database file after this many commits...
@@ -135,9 +137,6 @@ class FileRow:
     root: str | None = None
 
 
-#: How bad a row of ``errors`` is: the file is out of the index, or in it with a caveat.
-Severity = Literal["error", "warning"]
-SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 
 @dataclass(frozen=True)
@@ -483,6 +482,16 @@ class MetadataDB:
             "WHERE s.level = ? AND s.vector IS NOT NULL ORDER BY s.segment_id", params=[level]))
         return tbl.column("segment_id").to_numpy().astype(np.int64)
 
+    def count_ids(self, level: str, below: int) -> tuple[int, int]:
+        """``(all, under)``: how many rows :meth:`vector_ids` would return, and how many of
+        them have an id under ``below`` (counted in SQL, no ids read)."""
+        if not self.has_segments():
+            return 0, 0
+        total, under = self.con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE s.segment_id < ?) FROM segments s JOIN files f USING (file_id) "
+            "WHERE s.level = ? AND s.vector IS NOT NULL", [int(below), level]).fetchall()[0]
+        return int(total), int(under)
+
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`vectors`, for the given ``(m,)`` ids only: ``(ids (m',) int64, raw (m', dim) float32)``.
 
@@ -522,11 +531,20 @@ class MetadataDB:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def begin(self) -> None:
-        self.con.execute("BEGIN TRANSACTION")
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``with db.transaction():`` runs its block as one transaction: committed when the block ends,
+        rolled back when it raises (the one write idiom; sqlite-utils' ``Database.atomic`` is the model).
 
-    def commit(self) -> None:
-        """Commit, then checkpoint when :data:`CHECKPOINT_EVERY_COMMITS` or :data:`CHECKPOINT_WAL_BYTES` is reached."""
+        A commit checkpoints when :data:`CHECKPOINT_EVERY_COMMITS` or :data:`CHECKPOINT_WAL_BYTES` is
+        reached. Transactions do not nest: DuckDB has no savepoints.
+        """
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
         try:
             self.con.execute("COMMIT")
         except duckdb.Error as exc:
@@ -534,9 +552,6 @@ class MetadataDB:
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY_COMMITS or _size(self.wal_path) > CHECKPOINT_WAL_BYTES:
             self.checkpoint()
-
-    def rollback(self) -> None:
-        self.con.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file (DuckDB empties the WAL)."""

@@ -349,9 +349,11 @@ class Store:
         fitted_on, next_id = self.db.get("fitted_on"), self.db.get("fitted_next_id")
         if fitted_on is None or next_id is None:
             return None
-        ids = self.db.vector_ids("segment") if window_ids is None else window_ids
-        kept = int(np.searchsorted(ids, int(next_id)))
-        return FitDrift(int(fitted_on), added=int(ids.size) - kept, removed=max(0, int(fitted_on) - kept))
+        if window_ids is None:
+            total, kept = self.db.count_ids("segment", below=int(next_id))
+        else:
+            total, kept = int(window_ids.size), int(np.searchsorted(window_ids, int(next_id)))
+        return FitDrift(int(fitted_on), added=total - kept, removed=max(0, int(fitted_on) - kept))
 
     # -- FAISS -----------------------------------------------------------------------------
 
@@ -490,13 +492,8 @@ class Store:
         """Refit the post-processing (when forced, or anything changed since the last fit), then rebuild both levels."""
         refit = force or self._generation() != self.db.get("fitted_generation")
         if refit:
-            self.db.begin()
-            try:
+            with self.db.transaction():
                 self.refit_postprocess()
-                self.db.commit()
-            except BaseException:
-                self.db.rollback()
-                raise
         self.rebuild_all()
         return f"{'refitted post-processing and ' if refit else ''}rebuilt: {why}"
 

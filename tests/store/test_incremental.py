@@ -63,10 +63,9 @@ def _store(root, kind: str) -> Store:
     """A log-mel store of ``N_FILES`` synthetic files, fitted and synced once (a full build)."""
     _, recipe = resolve(Choices(encoder="logmel", pooling="mean"), None)
     store = Store.create(root)
-    store.db.begin()
-    store.set_recipe(recipe)
-    store.set_index_type(kind)
-    store.db.commit()
+    with store.db.transaction():
+        store.set_recipe(recipe)
+        store.set_index_type(kind)
     _add(store, 0, N_FILES)
     assert store.sync_vectors().startswith("refitted post-processing and rebuilt")
     return store
@@ -75,10 +74,9 @@ def _store(root, kind: str) -> Store:
 def _add(store: Store, first: int, n: int, seed: int = 0) -> None:
     """What an ingest commit does: insert files, bump the generation."""
     r = store.require_recipe()
-    store.db.begin()
-    store.db.insert_files(_rows(first, n, r.dim, r.hop_samples, r.window_samples, seed + first), r.dim)
-    store.db.bump_generation()
-    store.db.commit()
+    with store.db.transaction():
+        store.db.insert_files(_rows(first, n, r.dim, r.hop_samples, r.window_samples, seed + first), r.dim)
+        store.db.bump_generation()
 
 
 def _delete(store: Store, paths: list[str]) -> np.ndarray:
@@ -88,10 +86,9 @@ def _delete(store: Store, paths: list[str]) -> np.ndarray:
         [paths]).fetchall()
     fids = [f for (f,) in store.db.con.execute(
         "SELECT file_id FROM files WHERE path IN (SELECT unnest(?::VARCHAR[]))", [paths]).fetchall()]
-    store.db.begin()
-    store.db.delete_files(fids)
-    store.db.bump_generation()
-    store.db.commit()
+    with store.db.transaction():
+        store.db.delete_files(fids)
+        store.db.bump_generation()
     return np.array([i for (i,) in ids], np.int64)
 
 

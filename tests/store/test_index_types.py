@@ -241,11 +241,10 @@ def _synthetic_store(root, n_files: int, windows: int, seed: int = 0) -> Store:
                             rms_db=np.zeros(windows, np.float32), silent=np.zeros(windows, bool),
                             n_frames=np.ones(windows, np.int64), window_vectors=w, file_vector=w.mean(0)))
     store = Store.create(root)
-    store.db.begin()
-    store.set_recipe(recipe)
-    store.db.insert_files(rows, recipe.dim)
-    store.db.bump_generation()
-    store.db.commit()
+    with store.db.transaction():
+        store.set_recipe(recipe)
+        store.db.insert_files(rows, recipe.dim)
+        store.db.bump_generation()
     store.refit_postprocess()
     return store
 
@@ -264,10 +263,9 @@ def test_store_never_returns_an_id_duckdb_lost(kind, tmp_path, monkeypatch):
         victims = sorted({int(f) for (f,) in store.db.con.execute(
             "SELECT DISTINCT file_id FROM segments WHERE segment_id IN (SELECT unnest(?::BIGINT[]))",
             [hit.ravel().tolist()]).fetchall()})
-        store.db.begin()
-        store.db.delete_files(victims)
-        store.db.bump_generation()
-        store.db.commit()  # no explicit rebuild: the next search sees the new generation
+        with store.db.transaction():
+            store.db.delete_files(victims)
+            store.db.bump_generation()  # no explicit rebuild: the next search sees the new generation
         _, after = store.vectors("segment").search(q, 5)
         live = {int(i) for (i,) in store.db.con.execute("SELECT segment_id FROM segments").fetchall()}
         assert set(after.ravel().tolist()) <= live and store.vectors("segment").kind == kind

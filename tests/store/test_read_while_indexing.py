@@ -143,9 +143,8 @@ def test_a_reader_in_the_writing_process_reads_the_snapshot(corpus, tmp_path):
     ix = tmp_path / "ix"
     ingest(corpus, ix)
     with Store.open(ix, writable=True) as writer:
-        writer.db.begin()
-        writer.db.set("note", "uncommitted to readers until published")
-        writer.db.commit()
+        with writer.db.transaction():
+            writer.db.set("note", "uncommitted to readers until published")
         with Store.open(ix) as reader:  # DuckDB refuses a second, read-only connection in this process
             assert reader.snapshot_id is not None and reader.db.get("note") is None
             assert reader.info()["reading"].startswith("snapshot")

@@ -94,9 +94,8 @@ def test_a_full_disk_during_an_ingest_is_one_line(corpus, tmp_path):
 def test_long_ingests_checkpoint_so_the_database_file_holds_early_commits(tmp_path):
     db = MetadataDB(tmp_path / "m.duckdb")
     for i in range(CHECKPOINT_EVERY_COMMITS + 2):
-        db.begin()
-        db.con.execute("INSERT INTO errors (path, severity, stage, reason) VALUES (?, 'warning', 't', 'x')", [str(i)])
-        db.commit()
+        with db.transaction():
+            db.con.execute("INSERT INTO errors (path, severity, stage, reason) VALUES (?, 'warning', 't', 'x')", [str(i)])
     shutil.copy(tmp_path / "m.duckdb", tmp_path / "copy.duckdb")  # the file alone, as if the WAL were lost
     db.close()
     con = duckdb.connect(str(tmp_path / "copy.duckdb"), read_only=True)

@@ -1,0 +1,70 @@
+"""A CLI start loads only what the command needs (issue 16 item 9): checked by the modules a
+fresh interpreter holds after the command, not by timing (timings are in
+scripts/bench_startup.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.serve_fixtures import write_corpus
+
+HEAVY = ("torch", "transformers", "scipy", "sklearn", "pandas", "faiss", "duckdb", "matplotlib", "soxr")
+
+PROBE = """
+import json, sys
+from retrieval.cli import main
+sys.argv = ["retrieve", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit:
+    pass
+print("MODULES " + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
+"""
+
+
+def loaded(args: list[str]) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("MODULES "))
+    return set(json.loads(line[len("MODULES "):]))
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from retrieval.index import Index
+
+    root = tmp_path_factory.mktemp("cold")
+    Index.build(write_corpus(root / "corpus"), root / "ix").close()
+    return root / "ix"
+
+
+def test_help_loads_nothing_heavy() -> None:
+    assert not loaded(["--help"]) & set(HEAVY)
+    assert not loaded(["query", "--help"]) & set(HEAVY)
+
+
+def test_info_opens_duckdb_and_faiss_only(index: Path) -> None:
+    mods = loaded(["info", "--index", str(index)])
+    assert "duckdb" in mods  # it did read the index
+    assert not mods & {"torch", "transformers", "scipy", "sklearn", "pandas", "matplotlib", "soxr"}
+
+
+def test_logmel_query_loads_no_model_library(index: Path, tmp_path: Path) -> None:
+    clip = next((index.parent / "corpus").rglob("*.wav"))
+    mods = loaded(["query", str(clip), "--index", str(index), "-k", "3"])
+    assert "faiss" in mods and "pandas" in mods  # it did search
+    assert not mods & {"torch", "transformers", "sklearn", "matplotlib"}
+
+
+def test_logmel_query_does_not_import_scipy_signal(index: Path) -> None:
+    clip = next((index.parent / "corpus").rglob("*.wav"))
+    probe = PROBE.replace("m.split('.')[0] for m in sys.modules", "m for m in sys.modules if m.startswith('scipy')")
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(["query", str(clip), "--index", str(index)])],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    scipy_mods = set(json.loads(next(ln for ln in out.splitlines() if ln.startswith("MODULES "))[8:]))
+    assert "scipy.signal" not in scipy_mods and "scipy.stats" not in scipy_mods
