@@ -35,7 +35,7 @@ from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
 from retrieval.store import Level, Store
-from retrieval.store.db import SEVERITIES, Severity, arrow_of, pandas_of, vectors_of
+from retrieval.store.db import SEVERITIES, Severity, pandas_of, vectors_of
 
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
@@ -405,11 +405,7 @@ class Index:
         """
         r = self.recipe
         flt = compile_where(where, self.store.db.column_types())
-        tbl = arrow_of(self.store.db.con.sql(
-            "SELECT s.segment_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash) "
-            "FROM segments s JOIN files f USING (file_id) WHERE s.level = ? AND s.vector IS NOT NULL"
-            + (f" AND ({flt.sql})" if flt else "") + " ORDER BY s.segment_id",
-            params=[level, *(flt.params if flt else ())]))
+        tbl = self.store.db.vector_rows(level, flt.sql if flt else "", flt.params if flt else ())
         raw = vectors_of(tbl, "vector", r.dim)
         meta = pandas_of(tbl.drop(["vector"]))
         meta.insert(1, "start_s", meta.pop("start_sample") / r.sample_rate)
@@ -418,7 +414,7 @@ class Index:
         return meta, vecs
 
     def files(self) -> pd.DataFrame:
-        return pandas_of(arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")))
+        return pandas_of(self.store.db.files_table(by_path=True))
 
     def errors(self, severity: Severity | None = None) -> pd.DataFrame:
         """Files that failed (``error``) or went in with a caveat (``warning``), by path.
@@ -431,7 +427,7 @@ class Index:
         """
         if severity is not None and severity not in SEVERITIES:
             raise InputError(f"unknown severity {severity!r}; choose one of: {', '.join(SEVERITIES)}")
-        table = arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path, recorded_at")).to_pandas()
+        table = self.store.db.errors_table().to_pandas()
         return table if severity is None else table[table.severity == severity].reset_index(drop=True)
 
     def info(self) -> dict[str, Any]:
