@@ -31,7 +31,7 @@ from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
-from retrieval.pooling import lift
+from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
 from retrieval.store import Level, Store
@@ -214,24 +214,10 @@ class Index:
         if label_column not in meta.columns:
             raise InputError(f"no metadata column {label_column!r}; columns: {', '.join(self.store.db.metadata_columns())}")
         truth = meta[label_column]
-        if labels is None:
-            labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(zeroshot.LABEL_SEPARATOR)
-                             if p.strip()})
-            if not labels:
-                raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
-        labels = list(labels)
+        labels = zeroshot.labels_in(truth, label_column) if labels is None else list(labels)
         classes = zeroshot.class_vectors(self.text_vector, labels, templates or zeroshot.DEFAULT_TEMPLATES)
         scores = zeroshot.zero_shot_scores(vecs, classes, logit_scale=getattr(self.encoder, "logit_scale", None))
-        best = scores.probs.argmax(axis=1)
-        out = pd.DataFrame({"path": meta["path"], "predicted": [labels[i] for i in best],
-                            "probability": scores.probs[np.arange(len(best)), best], label_column: truth})
-        for j, lab in enumerate(labels):
-            out[f"p:{lab}"] = scores.probs[:, j]
-        metrics = None
-        if evaluate:
-            keep = truth.notna().to_numpy()
-            metrics = zeroshot.zero_shot_eval(scores.cosine[keep], truth[keep].astype(str).tolist(), labels)
-        return out, metrics
+        return zeroshot.prediction_table(meta["path"], truth, labels, scores, evaluate=evaluate)
 
     def classify(self, clips: str | Path | np.ndarray | Sequence[str | Path], k: int = 10, *,
                  label_column: str = "label", weighting: str = "similarity", sample_rate: int | None = None,
@@ -255,19 +241,12 @@ class Index:
             label)``), ``excluded_self`` (indexed files with the clip's content left out of
             its vote; 0 with ``include_self``), and ``error`` for clips that could not be read.
         """
-        from retrieval.audio.discover import discover
+        from retrieval.audio.discover import audio_clips
         from retrieval.audio.paths import to_stored
         from retrieval.errors import AudioError
         from retrieval.knn import classify as knn_classify
 
-        if isinstance(clips, np.ndarray):
-            items: list[Any] = [clips]
-        elif isinstance(clips, (str, Path)) and Path(clips).is_dir():
-            items = [f.path for f in discover(Path(clips)) if f.error is None and not f.folder]
-            if not items:
-                raise InputError(f"no audio files under {clips}")
-        else:
-            items = [clips] if isinstance(clips, (str, Path)) else list(clips)
+        items: list[Any] = [clips] if isinstance(clips, np.ndarray) else audio_clips(clips)
         meta, gallery = self._gallery(label_column, where)
         labels = meta[label_column].tolist()
         gallery_keys = None if include_self else self._content_hashes(meta["file_id"])
@@ -361,11 +340,8 @@ class Index:
         if len(meta):
             return meta, l2_normalize(vecs)
         meta, vecs = self.embeddings("segment", processed=False)
-        codes, uniq = pd.factorize(meta["file_id"])
-        sums = np.zeros((len(uniq), vecs.shape[1]), np.float64)
-        np.add.at(sums, codes, l2_normalize(vecs))
-        first = meta.groupby(codes).head(1).reset_index(drop=True)
-        return first, l2_normalize(sums)
+        first, means = group_means(vecs, meta["file_id"].to_numpy())
+        return meta.iloc[first].reset_index(drop=True), means
 
     def search_vector(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
                       where: str | Sequence[str] | None = None) -> pd.DataFrame:
