@@ -39,6 +39,7 @@ from retrieval.store.db import SEVERITIES, Severity, pandas_of, vectors_of
 
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
+    from retrieval.locate.options import LocateOptions
 
 def _clip_hash(clip: str | Path | np.ndarray) -> str | None:
     """Content hash of a query file, as ingest stores it; None for arrays and non-regular files."""
@@ -133,6 +134,11 @@ class Index:
         return self._encoder
 
     # -- queries ---------------------------------------------------------------------------
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pooled ``(n, D)`` float32 vectors -> the searched space ``(n, D')`` float32: the
+        index's post-processing, unit length."""
+        return self.store.postprocess.apply(raw)
 
     def embed(self, clip: str | Path | np.ndarray, *, sample_rate: int | None = None,
               start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
@@ -422,14 +428,16 @@ class Index:
 
     # -- localisation ----------------------------------------------------------------------
 
-    def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path, **options: Any) -> pd.DataFrame:
+    def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path,
+               options: LocateOptions | None = None, **changes: Any) -> pd.DataFrame:
         """Where ``query`` (a clip; or None with ``text=...``) occurs in ``long_file``, with this index's recipe.
 
         The encoder, window, hop, pooling and post-processing are the index's; the long file
-        need not be indexed. Options and the returned events DataFrame (``start_s``, ``end_s``,
+        need not be indexed. ``options`` (:class:`retrieval.locate.LocateOptions`, or its
+        fields as keywords) and the returned events DataFrame (``start_s``, ``end_s``,
         ``duration_s``, ``peak_s``, ``peak_score``, ``mean_score``) are those of
         :func:`retrieval.locate.locate_with_index`.
         """
         from retrieval.locate import locate_with_index
 
-        return locate_with_index(self, query, long_file, **options)
+        return locate_with_index(self, query, long_file, options, **changes)
