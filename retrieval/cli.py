@@ -673,21 +673,23 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
     if len(paths) != (1 if text is not None else 2):
         raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE")
     clip, long_file = (None, paths[0]) if text is not None else paths
-    shared = dict(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
-                  standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
-                  near_peak=near_peak, plot=plot)
+    from retrieval.locate.options import LocateOptions
+
+    how = LocateOptions(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
+                        standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s,
+                        min_dur_s=min_dur_s, near_peak=near_peak, plot=plot)
     if index is not None:
         if encoder or model or opts or pooling:
             raise click.UsageError("--encoder, --model, --opt and --pooling come from the index's recipe with --index")
         from retrieval.index import Index
 
         with Index.open(index, device=device) as idx:
-            events = idx.locate(clip, long_file, **shared)
+            events = idx.locate(clip, long_file, how)
     else:
         from retrieval.locate import locate
 
-        events = locate(clip, long_file, encoder or "logmel", model=model, options=_parse_opts(opts), device=device,
-                        pooling=pooling, **shared)
+        events = locate(clip, long_file, how, encoder=encoder or "logmel", model=model,
+                        encoder_options=_parse_opts(opts), device=device, pooling=pooling)
     a = events.attrs
     for line in a.get("warnings", []):
         click.echo(f"warning: {line}", err=True)

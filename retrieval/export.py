@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,8 @@ import pandas as pd
 from retrieval.errors import InputError
 
 if TYPE_CHECKING:
-    from retrieval.index import Index
+    from retrieval.recipe import Recipe
+    from retrieval.store import Store
 
 VectorKind = Literal["searched", "raw"]
 VECTOR_KINDS: tuple[str, ...] = get_args(VectorKind)
@@ -39,6 +40,21 @@ ExportLevel = Literal["file", "window", "both"]
 EXPORT_LEVELS: tuple[str, ...] = get_args(ExportLevel)
 #: Export level name -> store level name.
 _STORE_LEVEL = {"file": "file", "window": "segment"}
+
+
+class Exportable(Protocol):
+    """What an export reads of an index (:class:`retrieval.index.Index` is one)."""
+
+    @property
+    def recipe(self) -> Recipe: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def embeddings(self, level: Any = "file", *, processed: bool = True,
+                   where: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """``(meta, (n, D) float32 vectors)`` of one level (see ``Index.embeddings``)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ def check_target(out: Path) -> None:
         raise InputError(f"folder {out.parent} does not exist; create it first (mkdir -p {out.parent})")
 
 
-def export_vectors(index: Index, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+def export_vectors(index: Exportable, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
     """Write one Parquet row per vector of ``index`` to ``out`` (see the module docstring).
 
     The file is written under a temporary name in the same folder and moved into place,

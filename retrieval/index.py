@@ -31,14 +31,15 @@ from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
-from retrieval.pooling import lift
+from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
 from retrieval.store import Level, Store
-from retrieval.store.db import SEVERITIES, Severity, arrow_of, pandas_of, vectors_of
+from retrieval.store.db import SEVERITIES, Severity, pandas_of, vectors_of
 
 if TYPE_CHECKING:
     from retrieval.export import ExportSummary
+    from retrieval.locate.options import LocateOptions
 
 def _clip_hash(clip: str | Path | np.ndarray) -> str | None:
     """Content hash of a query file, as ingest stores it; None for arrays and non-regular files."""
@@ -134,6 +135,11 @@ class Index:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pooled ``(n, D)`` float32 vectors -> the searched space ``(n, D')`` float32: the
+        index's post-processing, unit length."""
+        return self.store.postprocess.apply(raw)
+
     def embed(self, clip: str | Path | np.ndarray, *, sample_rate: int | None = None,
               start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
         """The ``(D,)`` search vector of a clip (path or mono array), as the index would store it."""
@@ -214,24 +220,10 @@ class Index:
         if label_column not in meta.columns:
             raise InputError(f"no metadata column {label_column!r}; columns: {', '.join(self.store.db.metadata_columns())}")
         truth = meta[label_column]
-        if labels is None:
-            labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(zeroshot.LABEL_SEPARATOR)
-                             if p.strip()})
-            if not labels:
-                raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
-        labels = list(labels)
+        labels = zeroshot.labels_in(truth, label_column) if labels is None else list(labels)
         classes = zeroshot.class_vectors(self.text_vector, labels, templates or zeroshot.DEFAULT_TEMPLATES)
         scores = zeroshot.zero_shot_scores(vecs, classes, logit_scale=getattr(self.encoder, "logit_scale", None))
-        best = scores.probs.argmax(axis=1)
-        out = pd.DataFrame({"path": meta["path"], "predicted": [labels[i] for i in best],
-                            "probability": scores.probs[np.arange(len(best)), best], label_column: truth})
-        for j, lab in enumerate(labels):
-            out[f"p:{lab}"] = scores.probs[:, j]
-        metrics = None
-        if evaluate:
-            keep = truth.notna().to_numpy()
-            metrics = zeroshot.zero_shot_eval(scores.cosine[keep], truth[keep].astype(str).tolist(), labels)
-        return out, metrics
+        return zeroshot.prediction_table(meta["path"], truth, labels, scores, evaluate=evaluate)
 
     def classify(self, clips: str | Path | np.ndarray | Sequence[str | Path], k: int = 10, *,
                  label_column: str = "label", weighting: str = "similarity", sample_rate: int | None = None,
@@ -255,19 +247,12 @@ class Index:
             label)``), ``excluded_self`` (indexed files with the clip's content left out of
             its vote; 0 with ``include_self``), and ``error`` for clips that could not be read.
         """
-        from retrieval.audio.discover import discover
+        from retrieval.audio.discover import audio_clips
         from retrieval.audio.paths import to_stored
         from retrieval.errors import AudioError
         from retrieval.knn import classify as knn_classify
 
-        if isinstance(clips, np.ndarray):
-            items: list[Any] = [clips]
-        elif isinstance(clips, (str, Path)) and Path(clips).is_dir():
-            items = [f.path for f in discover(Path(clips)) if f.error is None and not f.folder]
-            if not items:
-                raise InputError(f"no audio files under {clips}")
-        else:
-            items = [clips] if isinstance(clips, (str, Path)) else list(clips)
+        items: list[Any] = [clips] if isinstance(clips, np.ndarray) else audio_clips(clips)
         meta, gallery = self._gallery(label_column, where)
         labels = meta[label_column].tolist()
         gallery_keys = None if include_self else self._content_hashes(meta["file_id"])
@@ -361,11 +346,8 @@ class Index:
         if len(meta):
             return meta, l2_normalize(vecs)
         meta, vecs = self.embeddings("segment", processed=False)
-        codes, uniq = pd.factorize(meta["file_id"])
-        sums = np.zeros((len(uniq), vecs.shape[1]), np.float64)
-        np.add.at(sums, codes, l2_normalize(vecs))
-        first = meta.groupby(codes).head(1).reset_index(drop=True)
-        return first, l2_normalize(sums)
+        first, means = group_means(vecs, meta["file_id"].to_numpy())
+        return meta.iloc[first].reset_index(drop=True), means
 
     def search_vector(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
                       where: str | Sequence[str] | None = None) -> pd.DataFrame:
@@ -405,11 +387,7 @@ class Index:
         """
         r = self.recipe
         flt = compile_where(where, self.store.db.column_types())
-        tbl = arrow_of(self.store.db.con.sql(
-            "SELECT s.segment_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash) "
-            "FROM segments s JOIN files f USING (file_id) WHERE s.level = ? AND s.vector IS NOT NULL"
-            + (f" AND ({flt.sql})" if flt else "") + " ORDER BY s.segment_id",
-            params=[level, *(flt.params if flt else ())]))
+        tbl = self.store.db.vector_rows(level, flt.sql if flt else "", flt.params if flt else ())
         raw = vectors_of(tbl, "vector", r.dim)
         meta = pandas_of(tbl.drop(["vector"]))
         meta.insert(1, "start_s", meta.pop("start_sample") / r.sample_rate)
@@ -418,7 +396,7 @@ class Index:
         return meta, vecs
 
     def files(self) -> pd.DataFrame:
-        return pandas_of(arrow_of(self.store.db.con.sql("SELECT * EXCLUDE (content_hash) FROM files ORDER BY path")))
+        return pandas_of(self.store.db.files_table(by_path=True))
 
     def errors(self, severity: Severity | None = None) -> pd.DataFrame:
         """Files that failed (``error``) or went in with a caveat (``warning``), by path.
@@ -431,7 +409,7 @@ class Index:
         """
         if severity is not None and severity not in SEVERITIES:
             raise InputError(f"unknown severity {severity!r}; choose one of: {', '.join(SEVERITIES)}")
-        table = arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path, recorded_at")).to_pandas()
+        table = self.store.db.errors_table().to_pandas()
         return table if severity is None else table[table.severity == severity].reset_index(drop=True)
 
     def info(self) -> dict[str, Any]:
@@ -450,14 +428,16 @@ class Index:
 
     # -- localisation ----------------------------------------------------------------------
 
-    def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path, **options: Any) -> pd.DataFrame:
+    def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path,
+               options: LocateOptions | None = None, **changes: Any) -> pd.DataFrame:
         """Where ``query`` (a clip; or None with ``text=...``) occurs in ``long_file``, with this index's recipe.
 
         The encoder, window, hop, pooling and post-processing are the index's; the long file
-        need not be indexed. Options and the returned events DataFrame (``start_s``, ``end_s``,
+        need not be indexed. ``options`` (:class:`retrieval.locate.LocateOptions`, or its
+        fields as keywords) and the returned events DataFrame (``start_s``, ``end_s``,
         ``duration_s``, ``peak_s``, ``peak_score``, ``mean_score``) are those of
         :func:`retrieval.locate.locate_with_index`.
         """
         from retrieval.locate import locate_with_index
 
-        return locate_with_index(self, query, long_file, **options)
+        return locate_with_index(self, query, long_file, options, **changes)

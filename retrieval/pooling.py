@@ -150,6 +150,32 @@ def lift(vectors: np.ndarray, mode: str) -> np.ndarray:
     return vectors
 
 
+def group_means(vectors: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean direction of each group's rows: the mean of its L2-normalised rows, L2-normalised.
+
+    What a file's vector is when the pooling keeps none (``none``): the mean of its
+    window vectors. Groups come in the order of their first row.
+
+    Args:
+        vectors: ``(n, D)`` float vectors.
+        groups: ``(n,)`` group key of each row (a file id).
+
+    Returns:
+        ``(first, means)``: ``(g,)`` int64 index of each group's first row and ``(g, D)``
+        float32 unit vectors.
+    """
+    from retrieval.postprocess import l2_normalize
+
+    vectors = np.asarray(vectors)
+    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # np.unique sorts by key; keep the order of appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    sums = np.zeros((len(first), vectors.shape[1]), np.float64)
+    np.add.at(sums, rank[inverse.ravel()], l2_normalize(vectors))
+    return first[order].astype(np.int64), l2_normalize(sums)
+
+
 def _meanstd_file(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Exact file ``[mean, std]`` ``(2D,)`` from window ``[mean, std]`` rows ``(w, 2D)`` and counts ``(w, 1)``.
 

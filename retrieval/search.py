@@ -13,7 +13,6 @@ import pandas as pd
 from retrieval.filters import Filter
 from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
-from retrieval.store.db import arrow_of, pandas_of
 
 #: Hidden columns of ``files`` not shown in results.
 _HIDDEN = {"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
@@ -24,10 +23,7 @@ def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | 
     """Vector ids whose file passes ``where``; None when there is no filter."""
     if where is None:
         return None
-    rows = store.db.con.execute(
-        "SELECT s.segment_id FROM segments s JOIN files f USING (file_id) "
-        f"WHERE s.level = ? AND s.vector IS NOT NULL AND ({where.sql})", [level, *where.params]).fetchall()
-    return np.array([r[0] for r in rows], np.int64)
+    return store.db.vector_ids(level, where.sql, where.params)
 
 
 def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
@@ -88,30 +84,11 @@ def _top_files(hits: pd.DataFrame, k: int) -> pd.DataFrame:
     return out
 
 
-def _metadata(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(windows indexed by segment_id, files indexed by file_id)``, cached on the store.
-
-    Looking hits up in DuckDB costs a scan of ``segments`` per query (10-40 ms at 100k
-    windows); the cache is rebuilt when the vectors (``generation``) or the metadata
-    (``metadata_version``) change, also when another process changed them.
-    """
-    key = (store.db.get("generation"), store.db.get("metadata_version"))
-    cached = getattr(store, "_search_metadata", None)
-    if cached is None or cached[0] != key:
-        con = store.db.con
-        windows = arrow_of(con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
-                                   "WHERE vector IS NOT NULL")).to_pandas().set_index("segment_id")
-        files = pandas_of(arrow_of(con.sql("SELECT * EXCLUDE (content_hash) FROM files"))).set_index("file_id")
-        cached = (key, windows, files)
-        store._search_metadata = cached  # type: ignore[attr-defined]
-    return cached[1], cached[2]
-
-
 def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     if ids.size == 0:
         return _empty(store)
     sr = store.require_recipe().sample_rate
-    windows, files = _metadata(store)
+    windows, files = store.hit_tables()
     win = windows.loc[ids]
     meta = files.loc[win["file_id"].to_numpy()]
     out = pd.DataFrame({
@@ -157,10 +134,7 @@ def indexed_query(store: Store, *, file_id: int | None = None,
 
     if (file_id is None) == (segment_id is None):
         raise InputError("give exactly one of file_id and segment_id")
-    owner = "?" if file_id is not None else "(SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment')"
-    rows = store.db.con.execute(  # the file's vector and window vectors in one pass (rows are stored by file)
-        f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
-        [int(file_id if file_id is not None else segment_id)]).fetchall()  # type: ignore[arg-type]
+    rows = store.db.file_vector_rows(file_id=file_id, segment_id=segment_id)
     windows = {r[0]: r[3] for r in rows if r[2] == "segment"}
     own = int(rows[0][1]) if rows else None
     if segment_id is not None:

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrieval import progress
 from retrieval.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The default prompt ensemble. ``{label}`` is replaced by the class name.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -194,6 +198,49 @@ def zero_shot_eval(scores: ZeroShotScores | np.ndarray, true_labels: Sequence[st
     aps = [average_precision(s[:, j], truth[:, j]) for j in range(s.shape[1]) if truth[:, j].any()]
     return {"accuracy": accuracy, "map": float(np.mean(aps)) if aps else float("nan"),
             "n": float(s.shape[0]), "classes": float(len(aps))}
+
+
+def labels_in(truth: pd.Series, label_column: str) -> list[str]:
+    """The classes named in a label column, sorted: its distinct values, multi-labels
+    (:data:`LABEL_SEPARATOR`) split, blanks left out.
+
+    Raises:
+        InputError: the column holds no label.
+    """
+    labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(LABEL_SEPARATOR) if p.strip()})
+    if not labels:
+        raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
+    return labels
+
+
+def prediction_table(paths: pd.Series, truth: pd.Series, labels: Sequence[str], scores: ZeroShotScores, *,
+                     evaluate: bool = False) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    """Zero-shot predictions of ``n`` files as a table, and their quality against ``truth``.
+
+    Args:
+        paths: ``(n,)`` the files' paths.
+        truth: ``(n,)`` the true labels (named after their column; NULL = unlabelled).
+        labels: the ``C`` classes scored.
+        scores: their :class:`ZeroShotScores`.
+        evaluate: also score the labelled files (:func:`zero_shot_eval`).
+
+    Returns:
+        ``(predictions, metrics)``: one row per file (``path, predicted, probability``,
+        the true label, one ``p:<class>`` column per class), and accuracy/mAP or None.
+    """
+    import pandas as pd
+
+    labels = list(labels)
+    best = scores.probs.argmax(axis=1)
+    out = pd.DataFrame({"path": paths, "predicted": [labels[i] for i in best],
+                        "probability": scores.probs[np.arange(len(best)), best], truth.name: truth})
+    for j, lab in enumerate(labels):
+        out[f"p:{lab}"] = scores.probs[:, j]
+    metrics = None
+    if evaluate:
+        keep = truth.notna().to_numpy()
+        metrics = zero_shot_eval(scores.cosine[keep], truth[keep].astype(str).tolist(), labels)
+    return out, metrics
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:

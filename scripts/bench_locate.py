@@ -329,7 +329,7 @@ def run(trials: int, events: int, snr_db: float, seed: int, event: str, configs:
             encoder.clear()
             for j, c in enumerate(configs):
                 t0 = time.perf_counter()
-                got = locate_curve(trial.query_path, trial.long_path, encoder, pooling=c.pooling,
+                got = locate_curve(trial.query_path, trial.long_path, encoder=encoder, pooling=c.pooling,
                                    window_s=c.window_s, hop_s=c.hop_s, standardize=c.standardize)
                 if j == 0:
                     default_s += time.perf_counter() - t0

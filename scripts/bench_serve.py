@@ -302,7 +302,7 @@ def main() -> None:
 
         with Store.open(ix) as store:
             seg = store.vectors("segment").describe()
-            file_ids = np.array(sorted(store.db.con.execute("SELECT file_id FROM files").fetchall()))[:, 0]
+            file_ids = np.array(sorted(fid for fid, *_ in store.db.known_files().values()), np.int64)
         log(f"store ready in {fill_s:.0f} s ({seg['index_type']})")
         from retrieval.serve.app import default_heavy_slots
 

@@ -1,8 +1,10 @@
 """``locate``: seeded long files with sounds planted at known times -> events at those times, within one hop."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
@@ -14,7 +16,7 @@ from retrieval.configure import Choices
 from retrieval.encoders import build
 from retrieval.errors import EncoderError, InputError
 from retrieval.ingest import ingest
-from retrieval.locate import Scan, locate, locate_curve, locate_curve_with_index
+from retrieval.locate import LocateOptions, Scan, locate, locate_curve, locate_curve_with_index
 from retrieval.locate.api import COLUMNS
 from retrieval.locate.curve import window_vectors
 from tests.conftest import write
@@ -203,7 +205,7 @@ def test_a_text_query_scores_each_window_by_its_cosine_to_the_text(tmp_path):
     path = write(tmp_path / "long.wav", np.concatenate([synth.noise(1.0, 48000, seed=1),
                                                        synth.chirp(500, 4000, 1.0, 48000)]), 48000)
     enc = build("clap", model=str(model))
-    got = locate_curve(None, path, enc, text="a rising chirp", window_s=1.0, hop_s=1.0, standardize=False)
+    got = locate_curve(None, path, encoder=enc, text="a rising chirp", window_s=1.0, hop_s=1.0, standardize=False)
     curve = got.curve
     assert curve.windows.tolist() == [[0, 48000], [48000, 96000]]
     audio = sf.read(path, dtype="float32")[0]
@@ -211,3 +213,45 @@ def test_a_text_query_scores_each_window_by_its_cosine_to_the_text(tmp_path):
     text = l2_normalize(enc.text_embeddings(["a rising chirp"]))[0]
     np.testing.assert_allclose(curve.scores, l2_normalize(vecs) @ text, atol=1e-5)
     assert got.events.attrs["encoder"] == "clap" and len(got.events) >= 1
+
+
+# -- LocateOptions: one value for every locate function -------------------------------------
+
+
+def test_options_object_and_keywords_are_the_same_call(tmp_path):
+    clip = synth.chirp(600, 2400, 0.5, SR)
+    path = long_file(tmp_path / "long.wav", 8.0, SR, [(3.0, clip)], seed=3)
+    how = LocateOptions(sample_rate=SR, window_s=0.5, hop_s=0.125, near_peak=0.9)
+    by_object = locate(clip, path, how)
+    by_keywords = locate(clip, path, sample_rate=SR, window_s=0.5, hop_s=0.125, near_peak=0.9)
+    pd.testing.assert_frame_equal(by_object, by_keywords)
+    changed = locate(clip, path, how, near_peak=1.0)  # keywords change fields of the object
+    pd.testing.assert_frame_equal(changed, locate(clip, path, sample_rate=SR, window_s=0.5, hop_s=0.125))
+    assert how.near_peak == 0.9  # the object itself is left as it was
+
+
+def test_options_are_checked_when_built():
+    with pytest.raises(InputError, match="hop_s must be a positive"):
+        LocateOptions(hop_s=0)
+    with pytest.raises(InputError, match="min_dur_s must be a number of seconds >= 0"):
+        LocateOptions(min_dur_s=-0.1)
+    with pytest.raises(InputError, match="batch_size"):
+        LocateOptions(batch_size=0)
+    with pytest.raises(InputError, match="unknown locate option.*windw_s; valid: .*window_s"):
+        locate(np.ones(1600, np.float32), "x.wav", sample_rate=SR, windw_s=1.0)
+    with pytest.raises(TypeError, match="encoder_options"):
+        locate(np.ones(1600, np.float32), "x.wav", {"n_mels": 64})  # the old encoder-settings dict
+
+
+def test_locate_with_index_takes_what_it_needs_from_any_index_view(fine_index):
+    """``locate_curve_with_index`` reads ``recipe``, ``encoder`` and ``transform`` only (the IndexView
+    protocol), so anything that has them works, and it never imports ``Index``."""
+    corpus, ix, event = fine_index
+    with Index.open(ix) as idx:
+        real = locate_curve_with_index(idx, event, corpus / "long.wav", standardize=False)
+        view = SimpleNamespace(recipe=idx.recipe, encoder=idx.encoder, transform=idx.transform)
+        fake = locate_curve_with_index(view, event, corpus / "long.wav", LocateOptions(standardize=False))
+        with pytest.raises(InputError, match="pooling come.*from the index's recipe"):
+            idx.locate(event, corpus / "long.wav", pooling="max")
+    np.testing.assert_array_equal(real.curve.scores, fake.curve.scores)
+    pd.testing.assert_frame_equal(real.events, fake.events)

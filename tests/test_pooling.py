@@ -10,6 +10,7 @@ from retrieval.pooling import (
     POOLING_MODES,
     PYRAMID_BLOCKS,
     check_mode,
+    group_means,
     keeps_file_vectors,
     lift,
     pool_file,
@@ -97,3 +98,18 @@ def test_lift_matches_pooling_a_constant_signal() -> None:
 def test_bad_shapes_raise() -> None:
     with pytest.raises(InputError, match=r"need embeddings \(n, T, D\) and mask \(n, T\)"):
         pool_windows(np.zeros((2, 3)), np.ones((2, 3), bool), "pyramid")
+
+
+def test_group_means_are_unit_mean_directions_in_order_of_appearance():
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(7, 5)).astype(np.float32) * rng.uniform(0.1, 9, size=(7, 1)).astype(np.float32)
+    groups = np.array([30, 30, 10, 20, 10, 30, 20])  # not sorted: the order of first rows is 30, 10, 20
+    first, means = group_means(vectors, groups)
+    assert first.tolist() == [0, 2, 3] and first.dtype == np.int64
+    assert means.shape == (3, 5) and means.dtype == np.float32
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for row, key in enumerate([30, 10, 20]):
+        mean = unit[groups == key].mean(axis=0)
+        np.testing.assert_allclose(means[row], mean / np.linalg.norm(mean), atol=1e-6)
+    first, means = group_means(np.zeros((0, 5), np.float32), np.zeros(0, np.int64))
+    assert first.shape == (0,) and means.shape == (0, 5)

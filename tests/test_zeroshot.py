@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrieval.errors import InputError
@@ -12,6 +13,8 @@ from retrieval.zeroshot import (
     average_precision,
     class_vectors,
     ensemble,
+    labels_in,
+    prediction_table,
     prompts,
     zero_shot_classify,
     zero_shot_eval,
@@ -112,3 +115,23 @@ def test_average_precision_counts_ties_as_one_threshold() -> None:
     assert average_precision(np.array([1.0, 1.0, 1.0, 1.0]), np.array([True, False, True, False])) == 0.5
     assert average_precision(np.array([0.3, 0.2, 0.1]), np.array([False, False, True])) == pytest.approx(1 / 3)
     assert np.isnan(average_precision(np.array([0.3]), np.array([False])))
+
+
+def test_labels_in_a_column_are_split_sorted_and_required():
+    truth = pd.Series(["dog;rain", " cat ", None, "dog", ";"], name="label")
+    assert labels_in(truth, "label") == ["cat", "dog", "rain"]
+    with pytest.raises(InputError, match="column 'tags' holds no labels; pass --labels"):
+        labels_in(pd.Series([None, " ; "], name="tags"), "tags")
+
+
+def test_prediction_table_names_the_best_class_and_scores_labelled_files():
+    cosine = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    scores = zero_shot_scores(cosine, np.eye(2, dtype=np.float32), logit_scale=10.0)
+    truth = pd.Series(["a", "a", None], name="kind")
+    table, metrics = prediction_table(pd.Series(["x.wav", "y.wav", "z.wav"]), truth, ["a", "b"], scores,
+                                      evaluate=True)
+    assert table.columns.tolist() == ["path", "predicted", "probability", "kind", "p:a", "p:b"]
+    assert table.predicted.tolist() == ["a", "b", "a"]
+    np.testing.assert_allclose(table.probability, scores.probs.max(axis=1))
+    assert metrics is not None and metrics["accuracy"] == pytest.approx(0.5)  # z.wav is unlabelled: left out
+    assert prediction_table(table.path, truth, ["a", "b"], scores)[1] is None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.audio.paths import to_stored
+from retrieval.errors import InputError
 
 #: Extensions libsndfile (through soundfile) decodes.
 SNDFILE_EXTENSIONS: frozenset[str] = frozenset({
@@ -128,6 +129,24 @@ def _walked_note(path: Path) -> str:
     else:
         what = "a folder already walked through a link"
     return f"{what}: {target}; not followed again, its files are indexed once, under their first path"
+
+
+def audio_clips(clips: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """The clips a ``classify`` call names: every audio file under a folder, one path, or a list.
+
+    A folder is walked as a corpus is (:func:`discover`): readable audio files only, in
+    discovery order. A path that is not a folder, and each path of a list, is kept as
+    given (a bad one fails when it is read, with the others still labelled).
+
+    Raises:
+        InputError: a folder holding no audio file.
+    """
+    if isinstance(clips, (str, Path)) and Path(clips).is_dir():
+        found: list[str | Path] = [f.path for f in discover(Path(clips)) if f.error is None and not f.folder]
+        if not found:
+            raise InputError(f"no audio files under {clips}")
+        return found
+    return [clips] if isinstance(clips, (str, Path)) else list(clips)
 
 
 def under(rel_path: str, folder: str) -> bool:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -47,12 +47,13 @@ from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.errors import InputError
 from retrieval.postprocess import l2_normalize
 from retrieval.locate.curve import Curve, Scan, similarity_curve
-from retrieval.locate.events import NEAR_PEAK, Threshold, adaptive_threshold, detect, fixed_threshold
+from retrieval.locate.events import Threshold, adaptive_threshold, detect, fixed_threshold
+from retrieval.locate.options import RECIPE_FIELDS, LocateOptions
 from retrieval.audio.clip import Clip, clip_audio
 from retrieval.locate.query import clip_vector, text_vector
 
 if TYPE_CHECKING:
-    from retrieval.index import Index
+    from retrieval.recipe import Recipe
 
 #: Default hop as a share of the window.
 HOP_SHARE = 1 / 8
@@ -80,134 +81,121 @@ class Located:
     plot: Path | None = None
 
 
-def locate(query: Clip | None, long_file: str | Path, encoder: str | Encoder = "logmel", *,
-           text: str | None = None, sample_rate: int | None = None, start_s: float | None = None,
-           end_s: float | None = None, model: str | None = None, options: dict[str, Any] | None = None,
-           device: str = "cpu", window_s: float | None = None, hop_s: float | None = None,
-           pooling: str | None = None, standardize: bool = True, threshold: float | None = None,
-           max_gap_s: float | None = None, min_dur_s: float | None = None, near_peak: float = NEAR_PEAK,
-           plot: str | Path | None = None, batch_size: int = 32) -> pd.DataFrame:
-    """Events where ``query`` (a clip) or ``text`` occurs in ``long_file``; see :func:`locate_curve`."""
-    return locate_curve(query, long_file, encoder, text=text, sample_rate=sample_rate, start_s=start_s,
-                        end_s=end_s, model=model, options=options, device=device, window_s=window_s,
-                        hop_s=hop_s, pooling=pooling, standardize=standardize, threshold=threshold,
-                        max_gap_s=max_gap_s, min_dur_s=min_dur_s, near_peak=near_peak, plot=plot,
-                        batch_size=batch_size).events
+class IndexView(Protocol):
+    """What locating with an index takes from it (:class:`retrieval.index.Index` is one)."""
+
+    @property
+    def recipe(self) -> Recipe: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pooled ``(n, D)`` float32 vectors -> the index's searched space ``(n, D')``."""
+        ...
 
 
-def locate_curve(query: Clip | None, long_file: str | Path, encoder: str | Encoder = "logmel", *,
-                 text: str | None = None, sample_rate: int | None = None, start_s: float | None = None,
-                 end_s: float | None = None, model: str | None = None, options: dict[str, Any] | None = None,
-                 device: str = "cpu", window_s: float | None = None, hop_s: float | None = None,
-                 pooling: str | None = None, standardize: bool = True, threshold: float | None = None,
-                 max_gap_s: float | None = None, min_dur_s: float | None = None, near_peak: float = NEAR_PEAK,
-                 plot: str | Path | None = None, batch_size: int = 32) -> Located:
+def locate(query: Clip | None, long_file: str | Path, options: LocateOptions | None = None,
+           **changes: Any) -> pd.DataFrame:
+    """Events where ``query`` (a clip) or ``options.text`` occurs in ``long_file``; see :func:`locate_curve`."""
+    return locate_curve(query, long_file, options, **changes).events
+
+
+def locate_curve(query: Clip | None, long_file: str | Path, options: LocateOptions | None = None,
+                 **changes: Any) -> Located:
     """Locate a clip or a text in a long file without an index.
 
     Args:
         query: the clip (audio file, or array with ``sample_rate``); None with ``text``.
         long_file: the recording to search; streamed, never loaded whole.
-        encoder: registry name or a loaded :class:`Encoder`.
-        text: a text query instead of a clip (needs an encoder with a text tower).
-        sample_rate: rate of an array ``query`` in Hz.
-        start_s, end_s: crop of the query clip, seconds.
-        model, options, device: checkpoint, encoder-specific settings and torch device
-            when ``encoder`` is a name.
-        window_s, hop_s: analysis window and hop (default: the clip's length and 1/8 of it).
-        pooling: frames -> window vector (default: the encoder's).
-        standardize: standardise each dimension over the long file's windows.
-        threshold: fixed score threshold; None adapts it to the curve.
-        max_gap_s: gaps shorter than this are filled (default: half the window).
-        min_dur_s: events shorter than this are dropped (default 0: keep all).
-        near_peak: an event spans the windows scoring within ``1 - near_peak`` of its peak height
-            (default 1: its best window; 0.9 covers a steady sound longer than the query).
-        plot: write a plot of the curve and events to this path.
-        batch_size: windows per encoder call.
+        options: how (:class:`~retrieval.locate.options.LocateOptions`; default: its defaults,
+            with the ``logmel`` encoder).
+        changes: fields of :class:`~retrieval.locate.options.LocateOptions` to change, as
+            keywords (``text="a dog"``, ``window_s=0.5``, ``encoder=...``).
 
     Returns:
         :class:`Located`; ``events`` has columns :data:`COLUMNS` in seconds and scores, and
         ``events.attrs["warnings"]`` (e.g. a query clip longer than ``long_file``).
 
     Raises:
-        InputError: neither or both of ``query`` and ``text``, bad window, hop or durations.
+        InputError: neither or both of ``query`` and ``text``, bad window, hop or durations,
+            an unknown option.
         AudioError: a file that cannot be decoded.
         EncoderError: a text query with an encoder that has no text tower.
     """
     from retrieval.encoders import build
     from retrieval.pooling import check_mode
 
-    _one_query(query, text)
+    o = LocateOptions.of(options, **changes)
+    _one_query(query, o.text)
+    encoder = o.encoder if o.encoder is not None else "logmel"
     enc = encoder if not isinstance(encoder, str) else build(
-        encoder, EncoderOptions(model=model, device=device, extra=dict(options or {})))
+        encoder, EncoderOptions(model=o.model, device=o.device, extra=dict(o.encoder_options or {})))
     sr = int(enc.sample_rate)
-    audio = None if query is None else clip_audio(query, sr, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
-    if window_s is not None:
-        window = to_samples(_positive(window_s, "window_s"), sr)
+    audio = None if query is None else clip_audio(query, sr, sample_rate=o.sample_rate, start_s=o.start_s,
+                                                  end_s=o.end_s)
+    if o.window_s is not None:
+        window = to_samples(o.window_s, sr)
     elif audio is not None:
         window = len(audio)
     else:
         window = to_samples(enc.default_window_s, sr)
-    hop = to_samples(_positive(hop_s, "hop_s"), sr) if hop_s is not None else _share(window, HOP_SHARE)
+    hop = to_samples(o.hop_s, sr) if o.hop_s is not None else _share(window, HOP_SHARE)
     check_window(window, hop)
-    scan = Scan(enc, window, hop, check_mode(pooling or enc.default_pooling), l2_normalize, standardize, batch_size)
-    return _run(scan, audio, text, Path(long_file), threshold, max_gap_s, min_dur_s, near_peak, plot)
+    scan = Scan(enc, window, hop, check_mode(o.pooling or enc.default_pooling), l2_normalize, o.standardize,
+                o.batch_size)
+    return _run(scan, audio, Path(long_file), o)
 
 
-def locate_with_index(index: Index, query: Clip | None, long_file: str | Path, *, text: str | None = None,
-                      sample_rate: int | None = None, start_s: float | None = None, end_s: float | None = None,
-                      window_s: float | None = None, hop_s: float | None = None, standardize: bool = True,
-                      threshold: float | None = None, max_gap_s: float | None = None,
-                      min_dur_s: float | None = None, near_peak: float = NEAR_PEAK, plot: str | Path | None = None,
-                      batch_size: int = 32) -> pd.DataFrame:
+def locate_with_index(index: IndexView, query: Clip | None, long_file: str | Path,
+                      options: LocateOptions | None = None, **changes: Any) -> pd.DataFrame:
     """:func:`locate` with an index's recipe: its encoder, window, hop, pooling and post-processing.
 
     ``window_s`` overrides the recipe's window (and then the hop defaults to 1/8 of it);
-    ``hop_s`` overrides the hop. The other arguments are those of :func:`locate_curve`.
+    ``hop_s`` overrides the hop. ``encoder``, ``model``, ``encoder_options`` and ``pooling``
+    come from the recipe and are refused. The rest is as in :func:`locate_curve`.
     """
-    return locate_curve_with_index(index, query, long_file, text=text, sample_rate=sample_rate, start_s=start_s,
-                                   end_s=end_s, window_s=window_s, hop_s=hop_s, standardize=standardize,
-                                   threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
-                                   near_peak=near_peak, plot=plot, batch_size=batch_size).events
+    return locate_curve_with_index(index, query, long_file, options, **changes).events
 
 
-def locate_curve_with_index(index: Index, query: Clip | None, long_file: str | Path, *, text: str | None = None,
-                            sample_rate: int | None = None, start_s: float | None = None,
-                            end_s: float | None = None, window_s: float | None = None, hop_s: float | None = None,
-                            standardize: bool = True, threshold: float | None = None,
-                            max_gap_s: float | None = None, min_dur_s: float | None = None,
-                            near_peak: float = NEAR_PEAK, plot: str | Path | None = None,
-                            batch_size: int = 32) -> Located:
+def locate_curve_with_index(index: IndexView, query: Clip | None, long_file: str | Path,
+                            options: LocateOptions | None = None, **changes: Any) -> Located:
     """:func:`locate_with_index`, returning the curve and threshold too (:class:`Located`)."""
-    _one_query(query, text)
+    o = LocateOptions.of(options, **changes)
+    fixed = [name for name in RECIPE_FIELDS if getattr(o, name) is not None]
+    if fixed:
+        raise InputError(f"{', '.join(fixed)} come(s) from the index's recipe when locating with an index; "
+                         "leave them unset, or locate without the index")
+    _one_query(query, o.text)
     r = index.recipe
-    window = to_samples(_positive(window_s, "window_s"), r.sample_rate) if window_s is not None else r.window_samples
-    if hop_s is not None:
-        hop = to_samples(_positive(hop_s, "hop_s"), r.sample_rate)
+    window = to_samples(o.window_s, r.sample_rate) if o.window_s is not None else r.window_samples
+    if o.hop_s is not None:
+        hop = to_samples(o.hop_s, r.sample_rate)
     else:
-        hop = _share(window, HOP_SHARE) if window_s is not None else r.hop_samples
+        hop = _share(window, HOP_SHARE) if o.window_s is not None else r.hop_samples
     check_window(window, hop)
-    scan = Scan(index.encoder, window, hop, r.pooling, index.store.postprocess.apply, standardize, batch_size)
-    audio = None if query is None else clip_audio(query, r.sample_rate, sample_rate=sample_rate,
-                                                  start_s=start_s, end_s=end_s)
-    return _run(scan, audio, text, Path(long_file), threshold, max_gap_s, min_dur_s, near_peak, plot)
+    scan = Scan(index.encoder, window, hop, r.pooling, index.transform, o.standardize, o.batch_size)
+    audio = None if query is None else clip_audio(query, r.sample_rate, sample_rate=o.sample_rate,
+                                                  start_s=o.start_s, end_s=o.end_s)
+    return _run(scan, audio, Path(long_file), o)
 
 
 # -- internals -----------------------------------------------------------------------------
 
 
-def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path, threshold: float | None,
-         max_gap_s: float | None, min_dur_s: float | None, near_peak: float, plot: str | Path | None) -> Located:
+def _run(scan: Scan, audio: np.ndarray | None, long_file: Path, o: LocateOptions) -> Located:
     sr = scan.sample_rate
-    max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else _seconds(max_gap_s, "max_gap_s", sr)
-    min_dur = 0 if min_dur_s is None else _seconds(min_dur_s, "min_dur_s", sr)
+    text = o.text
+    max_gap = _share(scan.window_samples, GAP_SHARE) if o.max_gap_s is None else to_samples(o.max_gap_s, sr)
+    min_dur = 0 if o.min_dur_s is None else to_samples(o.min_dur_s, sr)
     warnings = [] if audio is None else _swap_warnings(len(audio) / sr, long_file)
     qvec = text_vector(scan, text) if text is not None else clip_vector(scan, audio)  # type: ignore[arg-type]
     curve = similarity_curve(scan, qvec, long_file)
-    if threshold is None:
+    if o.threshold is None:
         thr = adaptive_threshold(curve.windows, curve.scores)
     else:
-        thr = fixed_threshold(curve.scores, threshold)
-    ev = detect(curve.windows, curve.scores, thr, max_gap, min_dur, near_peak)
+        thr = fixed_threshold(curve.scores, o.threshold)
+    ev = detect(curve.windows, curve.scores, thr, max_gap, min_dur, o.near_peak)
     iv = ev.intervals.astype(np.float64) / sr
     centre = curve.windows.mean(axis=1) / sr
     frame = pd.DataFrame({
@@ -221,11 +209,11 @@ def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path
         "warnings": warnings,
     })
     written = None
-    if plot is not None:
+    if o.plot is not None:
         from retrieval.locate.plot import plot_curve
 
         what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
-        written = plot_curve(curve, ev, thr, plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
+        written = plot_curve(curve, ev, thr, o.plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
     return Located(frame, curve, thr, written)
 
 
@@ -248,18 +236,5 @@ def _one_query(query: Clip | None, text: str | None) -> None:
                          + ("both" if query is not None else "neither") + ")")
 
 
-def _positive(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a positive number of seconds; got {value!r}")
-    return float(value)
-
-
 def _share(window: int, share: float) -> int:
     return max(int(round(window * share)), 1)
-
-
-def _seconds(value_s: float, name: str, sr: int) -> int:
-    """A duration ``>= 0`` in seconds as samples."""
-    if not (isinstance(value_s, (int, float)) and np.isfinite(value_s) and value_s >= 0):
-        raise InputError(f"{name} must be a number of seconds >= 0; got {value_s!r}")
-    return to_samples(value_s, sr)

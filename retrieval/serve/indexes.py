@@ -97,13 +97,11 @@ class Snapshot:
         Raises:
             IndexNotFoundError: no window with that id.
         """
-        rows = self.index.store.db.con.execute(
-            "SELECT file_id, start_sample, end_sample FROM segments WHERE segment_id = ? AND level = 'segment'",
-            [int(segment_id)]).fetchall()
-        if not rows:
+        found = self.index.store.db.window(segment_id)
+        if found is None:
             raise IndexNotFoundError(f"no window with id {segment_id} in this index")
         rate = self.index.recipe.sample_rate
-        return int(rows[0][0]), rows[0][1] / rate, rows[0][2] / rate
+        return found[0], found[1] / rate, found[2] / rate
 
     def filters(self) -> list[dict[str, Any]]:
         """One entry per metadata column: ``name``, ``type``, and ``values`` when there are few."""

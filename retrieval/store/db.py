@@ -380,6 +380,22 @@ class MetadataDB:
             "SELECT count(*) FROM segments WHERE file_id = ? AND vector IS NOT NULL AND level = 'segment'",
             [first]).fetchall()[0][0])
 
+    def files_table(self, *, by_path: bool = False) -> pa.Table:
+        """Every column of ``files`` but ``content_hash``, one row per file (by path when ``by_path``)."""
+        return arrow_of(self.con.sql("SELECT * EXCLUDE (content_hash) FROM files" + (" ORDER BY path" if by_path else "")))
+
+    def file_counts(self) -> tuple[int, int, float]:
+        """``(files, silent files, seconds of audio)``."""
+        n, silent, seconds = self.con.execute(
+            "SELECT count(*), count(*) FILTER (status = 'silent'), coalesce(sum(duration_s), 0) FROM files").fetchall()[0]
+        return int(n), int(silent), float(seconds)
+
+    def silent_windows(self) -> int:
+        """How many windows were kept out of the vector index as silent."""
+        if not self.has_segments():
+            return 0
+        return int(self.con.execute("SELECT count(*) FROM segments WHERE silent").fetchall()[0][0])
+
     def file_columns(self) -> list[str]:
         return [r[0] for r in self.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'files' ORDER BY ordinal_position"
@@ -453,6 +469,17 @@ class MetadataDB:
         return {r[0] for r in self.con.execute(f"SELECT DISTINCT path FROM errors WHERE {col} = ?",
                                                [legacy, root]).fetchall()}
 
+    def errors_table(self) -> pa.Table:
+        """Every row of ``errors``, by path then time recorded."""
+        return arrow_of(self.con.sql("SELECT * FROM errors ORDER BY path, recorded_at"))
+
+    def error_counts(self) -> tuple[int, int]:
+        """``(errors, warnings)``: rows of ``errors`` by severity."""
+        errors, warnings = self.con.execute(
+            "SELECT count(*) FILTER (severity = 'error'), count(*) FILTER (severity = 'warning') FROM errors"
+        ).fetchall()[0]
+        return int(errors), int(warnings)
+
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
         for r in rows:
             self.con.execute("INSERT INTO errors (path, severity, stage, reason, size, mtime, root) "
@@ -461,25 +488,46 @@ class MetadataDB:
 
     # -- vectors ---------------------------------------------------------------------------
 
+    def _vector_rows(self, select: str, level: str, where_sql: str = "", params: Sequence[Any] = (), *,
+                     join: str = "", order: bool = True) -> pa.Table:
+        """``SELECT select`` over the rows that hold a vector of ``level``, each joined to its file.
+
+        The one segments-join-files query: ``segments`` is aliased ``s``, ``files`` ``f``;
+        ``where_sql`` is an extra parameterised condition (on ``f``'s columns, for
+        ``--where``), ``join`` an extra join. Rows come in id order unless ``order=False``.
+        """
+        sql = (f"SELECT {select} FROM segments s JOIN files f USING (file_id){join} "
+               "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
+               + (" ORDER BY s.segment_id" if order else ""))
+        return arrow_of(self.con.sql(sql, params=[level, *params]))
+
     def vectors(self, level: str, dim: int, where_sql: str = "", params: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,) int64, raw vectors (n, dim) float32)`` of one level, in id order.
 
         ``where_sql`` is an extra parameterised condition on ``files`` (alias ``f``).
         """
-        sql = ("SELECT s.segment_id, s.vector FROM segments s JOIN files f USING (file_id) "
-               "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
-               + " ORDER BY s.segment_id")
-        tbl = arrow_of(self.con.sql(sql, params=[level, *params]))
+        tbl = self._vector_rows("s.segment_id, s.vector", level, where_sql, params)
         ids = tbl.column("segment_id").to_numpy().astype(np.int64)
         return ids, vectors_of(tbl, "vector", dim)
 
-    def vector_ids(self, level: str) -> np.ndarray:
-        """``(n,)`` int64 sorted ids of the rows :meth:`vectors` returns for ``level`` (no vectors read)."""
+    def vector_rows(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> pa.Table:
+        """Each vector of ``level`` with its window and its file's columns, in id order.
+
+        Columns: ``segment_id, start_sample, end_sample, vector`` (``FLOAT[dim]``, raw
+        pooled), then every column of ``files`` but ``content_hash``. ``where_sql``: as in
+        :meth:`vectors`.
+        """
+        return self._vector_rows("s.segment_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash)",
+                                 level, where_sql, params)
+
+    def vector_ids(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> np.ndarray:
+        """``(n,)`` int64 sorted ids of the rows :meth:`vectors` returns for ``level`` (no vectors read).
+
+        ``where_sql``: as in :meth:`vectors`.
+        """
         if not self.has_segments():
             return np.zeros(0, np.int64)
-        tbl = arrow_of(self.con.sql(
-            "SELECT s.segment_id FROM segments s JOIN files f USING (file_id) "
-            "WHERE s.level = ? AND s.vector IS NOT NULL ORDER BY s.segment_id", params=[level]))
+        tbl = self._vector_rows("s.segment_id", level, where_sql, params)
         return tbl.column("segment_id").to_numpy().astype(np.int64)
 
     def count_ids(self, level: str, below: int) -> tuple[int, int]:
@@ -487,10 +535,9 @@ class MetadataDB:
         them have an id under ``below`` (counted in SQL, no ids read)."""
         if not self.has_segments():
             return 0, 0
-        total, under = self.con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE s.segment_id < ?) FROM segments s JOIN files f USING (file_id) "
-            "WHERE s.level = ? AND s.vector IS NOT NULL", [int(below), level]).fetchall()[0]
-        return int(total), int(under)
+        tbl = self._vector_rows(f"count(*) AS total, count(*) FILTER (WHERE s.segment_id < {int(below)}) AS under",
+                                level, order=False)
+        return int(tbl.column("total")[0].as_py()), int(tbl.column("under")[0].as_py())
 
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`vectors`, for the given ``(m,)`` ids only: ``(ids (m',) int64, raw (m', dim) float32)``.
@@ -500,13 +547,39 @@ class MetadataDB:
         want = pa.table({"segment_id": np.unique(np.asarray(ids, np.int64))})
         self.con.register("_wanted_ids", want)
         try:
-            tbl = arrow_of(self.con.sql(
-                "SELECT s.segment_id, s.vector FROM segments s JOIN files f USING (file_id) "
-                "JOIN _wanted_ids w USING (segment_id) WHERE s.level = ? AND s.vector IS NOT NULL "
-                "ORDER BY s.segment_id", params=[level]))
+            tbl = self._vector_rows("s.segment_id, s.vector", level, join=" JOIN _wanted_ids w USING (segment_id)")
         finally:
             self.con.unregister("_wanted_ids")
         return tbl.column("segment_id").to_numpy().astype(np.int64), vectors_of(tbl, "vector", dim)
+
+    def file_vector_rows(self, *, file_id: int | None = None,
+                         segment_id: int | None = None) -> list[tuple[int, int, str, list[float]]]:
+        """``(segment_id, file_id, level, vector)`` of every row with a vector of one file, both levels.
+
+        The file is ``file_id``, or the file that owns window ``segment_id`` (give one);
+        no rows when there is no such file or window. Rows are stored by file, so this is
+        one pass.
+        """
+        if (file_id is None) == (segment_id is None):
+            raise InputError("give exactly one of file_id and segment_id")
+        owner = "?" if file_id is not None else \
+            "(SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment')"
+        key = int(file_id if file_id is not None else segment_id)  # type: ignore[arg-type]
+        return [(int(r[0]), int(r[1]), r[2], r[3]) for r in self.con.execute(
+            f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
+            [key]).fetchall()]
+
+    def window(self, segment_id: int) -> tuple[int, int, int] | None:
+        """``(file_id, start_sample, end_sample)`` of window ``segment_id``, or None when there is none."""
+        rows = self.con.execute(
+            "SELECT file_id, start_sample, end_sample FROM segments WHERE segment_id = ? AND level = 'segment'",
+            [int(segment_id)]).fetchall()
+        return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else None
+
+    def window_bounds(self) -> pa.Table:
+        """``segment_id, file_id, start_sample, end_sample`` of every row with a vector (both levels)."""
+        return arrow_of(self.con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
+                                     "WHERE vector IS NOT NULL"))
 
     def count_vectors(self, level: str) -> int:
         if not self.has_segments():

@@ -34,7 +34,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -42,8 +42,11 @@ from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalErro
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store import snapshot
-from retrieval.store.db import MetadataDB
+from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, choose_index_type, sidecar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Level = Literal["segment", "file"]
 LEVELS: tuple[Level, ...] = ("segment", "file")
@@ -102,6 +105,7 @@ class Store:
         self._vectors: dict[str, VectorIndex] = {}
         self._postprocess: Postprocess | None = None
         self._digest: tuple[Postprocess, str] | None = None
+        self._hit_tables: tuple[tuple[str | None, str | None], pd.DataFrame, pd.DataFrame] | None = None
         self.repaired: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -542,16 +546,29 @@ class Store:
     def search_dim(self) -> int:
         return self.postprocess.out_dim or self.require_recipe().dim
 
+    def hit_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(windows by segment_id, files by file_id)``: what search results are looked up in.
+
+        ``windows`` holds ``file_id, start_sample, end_sample`` of every row with a vector;
+        ``files`` every column of ``files`` but ``content_hash``. Looking hits up in DuckDB
+        costs a scan of ``segments`` per query (10-40 ms at 100k windows), so both are
+        kept until the vectors (``generation``) or the metadata (``metadata_version``)
+        change, also when another process changed them.
+        """
+        key = (self.db.get("generation"), self.db.get("metadata_version"))
+        if self._hit_tables is None or self._hit_tables[0] != key:
+            windows = self.db.window_bounds().to_pandas().set_index("segment_id")
+            files = pandas_of(self.db.files_table()).set_index("file_id")
+            self._hit_tables = (key, windows, files)
+        return self._hit_tables[1], self._hit_tables[2]
+
     # -- reporting -------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """Counts, recipe and consistency, as plain JSON-able values."""
         recipe = self.recipe
-        con = self.db.con
-        files = con.execute("SELECT count(*), count(*) FILTER (status = 'silent'), coalesce(sum(duration_s), 0) "
-                            "FROM files").fetchall()[0]
-        errors = con.execute("SELECT count(*) FILTER (severity = 'error'), count(*) FILTER (severity = 'warning') "
-                             "FROM errors").fetchall()[0]
+        files = self.db.file_counts()
+        errors = self.db.error_counts()
         out: dict[str, Any] = {
             "path": str(self.root),
             "corpus_root": self.db.get("corpus_root"),
@@ -565,9 +582,8 @@ class Store:
             "snapshot": snapshot.describe(self.lease.pointer if self.lease else snapshot.read_pointer(self.root)),
         }
         if recipe is not None:
-            seg_silent = con.execute("SELECT count(*) FROM segments WHERE silent").fetchall()[0][0]
             out.update({
-                "segments_silent": seg_silent,
+                "segments_silent": self.db.silent_windows(),
                 "recipe": json.loads(recipe.to_json()),
                 "recipe_hash": recipe.hash(),
                 "dim": recipe.dim,

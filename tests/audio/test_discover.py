@@ -1,8 +1,10 @@
 import os
 
 import numpy as np
+import pytest
 
-from retrieval.audio.discover import discover
+from retrieval.audio.discover import audio_clips, discover
+from retrieval.errors import InputError
 from tests.conftest import write
 
 
@@ -31,3 +33,15 @@ def test_dangling_link_is_reported_not_dropped(tmp_path):
     os.symlink(tmp_path / "gone.wav", tmp_path / "link.wav")
     (f,) = list(discover(tmp_path))
     assert f.rel_path == "link.wav" and f.error and "stat" in f.error
+
+
+def test_audio_clips_walks_a_folder_and_keeps_paths_as_given(tmp_path):
+    write(tmp_path / "a" / "one.wav", np.zeros(800, np.float32), 8000)
+    write(tmp_path / "a" / "sub" / "two.flac", np.zeros(800, np.float32), 8000)
+    (tmp_path / "a" / "notes.txt").write_text("not audio")
+    assert sorted(p.name for p in audio_clips(tmp_path / "a")) == ["one.wav", "two.flac"]
+    assert audio_clips(str(tmp_path / "missing.wav")) == [str(tmp_path / "missing.wav")]  # fails when read
+    assert audio_clips([tmp_path / "x.wav", "y.wav"]) == [tmp_path / "x.wav", "y.wav"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no audio files under"):
+        audio_clips(tmp_path / "empty")
