@@ -31,6 +31,7 @@ from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
+from retrieval.options import LEVELS, check_choice
 from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
@@ -215,7 +216,7 @@ class Index:
             raise InputError(f"no metadata column {label_column!r}; columns: {', '.join(self.store.db.metadata_columns())}")
         truth = meta[label_column]
         if labels is None:
-            labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(zeroshot.LABEL_SEPARATOR)
+            labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(zeroshot.LABEL_SEP)
                              if p.strip()})
             if not labels:
                 raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
@@ -317,6 +318,7 @@ class Index:
         """
         from retrieval.evaluate import evaluate as run_evaluate
 
+        check_choice("level", level, LEVELS)
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
         paths = meta["path"] if len(self.store.db.roots()) < 2 else meta["root"] + "/" + meta["path"]  # unique
@@ -429,8 +431,8 @@ class Index:
         Raises:
             InputError: a severity other than those in :data:`SEVERITIES`.
         """
-        if severity is not None and severity not in SEVERITIES:
-            raise InputError(f"unknown severity {severity!r}; choose one of: {', '.join(SEVERITIES)}")
+        if severity is not None:
+            check_choice("severity", severity, SEVERITIES)
         table = arrow_of(self.store.db.con.sql("SELECT * FROM errors ORDER BY path, recorded_at")).to_pandas()
         return table if severity is None else table[table.severity == severity].reset_index(drop=True)
 

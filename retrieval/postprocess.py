@@ -17,16 +17,10 @@ Modes:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
-
 import numpy as np
 
-from retrieval.errors import InputError, UnknownNameError
-
-PostprocessMode = Literal["none", "center", "whiten"]
-POSTPROCESS_MODES: tuple[str, ...] = get_args(PostprocessMode)
-#: What an index is post-processed with unless the user or the index says otherwise.
-DEFAULT_POSTPROCESS: PostprocessMode = "whiten"
+from retrieval.errors import InputError
+from retrieval.options import DEFAULT_POSTPROCESS, POSTPROCESS_MODES, PostprocessMode, check_choice  # noqa: F401
 #: Fewer fitted vectors than this and centring/whitening fall back to the identity.
 MIN_FIT = 2
 #: Whitening divides component ``i`` by ``sqrt(var_i + shrinkage * mean(var))``. 1.0 is a
@@ -37,9 +31,8 @@ DEFAULT_SHRINKAGE = 1.0
 
 
 def check_mode(mode: str) -> PostprocessMode:
-    if mode not in POSTPROCESS_MODES:
-        raise UnknownNameError(f"unknown post-processing {mode!r}; choose one of: {', '.join(POSTPROCESS_MODES)}")
-    return mode  # type: ignore[return-value]
+    """Return ``mode`` if valid; an unknown mode lists the valid ones (:class:`~retrieval.errors.ChoiceError`)."""
+    return check_choice("post-processing", mode, POSTPROCESS_MODES)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

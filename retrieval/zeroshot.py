@@ -26,6 +26,7 @@ import numpy as np
 
 from retrieval import progress
 from retrieval.errors import InputError
+from retrieval.options import LABEL_SEP
 
 #: The default prompt ensemble. ``{label}`` is replaced by the class name.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -36,8 +37,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 #: CLAP's initial logit scale (1 / 0.07), used when the model's own is not given.
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
-#: Separator of several true labels of one file (``"dog;rain"``).
-LABEL_SEPARATOR = ";"
 #: Prompts embedded per text-tower call (rounded down to whole labels), so a progress bar can move.
 PROMPTS_PER_CALL = 256
 
@@ -178,7 +177,7 @@ def zero_shot_eval(scores: ZeroShotScores | np.ndarray, true_labels: Sequence[st
     truth = np.zeros(s.shape, bool)
     unknown: set[str] = set()
     for i, entry in enumerate(true_labels):
-        parts = [p.strip() for p in str(entry).split(LABEL_SEPARATOR) if p.strip()]
+        parts = [p.strip() for p in str(entry).split(LABEL_SEP) if p.strip()]
         if not parts:
             raise InputError(f"file {i} has no true label; label it or leave it out of the evaluation")
         for p in parts:

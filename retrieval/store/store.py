@@ -34,19 +34,18 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalError, StoreError
+from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retrieval.store)
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store import snapshot
 from retrieval.store.db import MetadataDB
 from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, choose_index_type, sidecar
 
-Level = Literal["segment", "file"]
-LEVELS: tuple[Level, ...] = ("segment", "file")
 DB_NAME = "meta.duckdb"
 #: Manifest key of the requested index kind; ``faiss_<level>`` keys hold each build's description.
 INDEX_TYPE_KEY = "index_type"
