@@ -35,11 +35,12 @@ def check_mode(mode: str) -> PostprocessMode:
     return check_choice("post-processing", mode, POSTPROCESS_MODES)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero rows stay zero. ``(n, D)`` float32."""
-    x = np.asarray(x, np.float32)
+def l2_normalize(x: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero. ``(n, D)`` in ``dtype`` (float32 by
+    default; float64 where scores are computed in double, as zero-shot does)."""
+    x = np.asarray(x, dtype)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return (x / np.maximum(norms, 1e-12)).astype(dtype)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from retrieval.errors import InputError
 from retrieval.zeroshot import (
     DEFAULT_LOGIT_SCALE,
     DEFAULT_TEMPLATES,
-    average_precision,
     class_vectors,
     ensemble,
     prompts,
@@ -105,10 +104,3 @@ def test_eval_refuses_unknown_or_missing_labels() -> None:
         zero_shot_eval(scores, ["dog", " ; "], LABELS)
     with pytest.raises(InputError, match="2 files scored but 1"):
         zero_shot_eval(scores, ["dog"], LABELS)
-
-
-def test_average_precision_counts_ties_as_one_threshold() -> None:
-    # all tied: precision at the single threshold is 2/4 for both positives
-    assert average_precision(np.array([1.0, 1.0, 1.0, 1.0]), np.array([True, False, True, False])) == 0.5
-    assert average_precision(np.array([0.3, 0.2, 0.1]), np.array([False, False, True])) == pytest.approx(1 / 3)
-    assert np.isnan(average_precision(np.array([0.3]), np.array([False])))
