@@ -363,13 +363,14 @@ def _pr_curve(rel_sorted: np.ndarray, n_rel: np.ndarray) -> tuple[np.ndarray, np
     prec = cum / np.arange(1, g + 1)[None, :]
     # Interpolated precision: best precision at any rank at or beyond the given recall.
     best_after = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
-    _, where = np.nonzero(rel_sorted)  # ranks of the relevant items, row by row
-    first = np.concatenate([[0], np.cumsum(n_rel)[:-1]])  # where each row's relevant items start in ``where``
+    _, ranks = np.nonzero(rel_sorted)  # ranks of the relevant items, row by row
+    ranks = ranks if ranks.size else np.zeros(1, np.int64)
+    first = np.concatenate([[0], np.cumsum(n_rel)[:-1]])  # where each row's relevant items start in ``ranks``
     curve = np.zeros((b, PR_LEVELS.size))
     for i, level in enumerate(PR_LEVELS):
         need = np.ceil(level * n_rel - 1e-9).astype(np.int64)  # relevant items needed to reach the level
         # the rank of the need-th relevant item (rank 0 when none is needed)
-        pos = np.where(need > 0, where[np.minimum(first + need - 1, max(where.size - 1, 0))] if where.size else 0, 0)
+        pos = np.where(need > 0, ranks[np.clip(first + need - 1, 0, ranks.size - 1)], 0)
         curve[:, i] = np.where(ok, best_after[np.arange(b), pos], 0.0)
     return curve, ok
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.errors import InputError
-from retrieval.options import EXPORT_LEVELS, VECTOR_KINDS, ExportLevel, VectorKind, check_choice  # noqa: F401
+from retrieval.options import EXPORT_LEVELS, VECTOR_KINDS, ExportLevel, VectorKind, check_choice
 
 if TYPE_CHECKING:
     from retrieval.index import Index
@@ -84,7 +84,8 @@ def check_target(out: Path) -> None:
         raise InputError(f"folder {out.parent} does not exist; create it first (mkdir -p {out.parent})")
 
 
-def export_vectors(index: Index, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+def export_vectors(index: Index, out: str | Path, *, vectors: VectorKind = "searched",
+                   level: ExportLevel = "both") -> ExportSummary:
     """Write one Parquet row per vector of ``index`` to ``out`` (see the module docstring).
 
     The file is written under a temporary name in the same folder and moved into place,

@@ -31,7 +31,7 @@ from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
-from retrieval.options import LEVELS, check_choice
+from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
@@ -439,7 +439,8 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.store.info()
 
-    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+    def export(self, out: str | Path, *, vectors: VectorKind = "searched",
+               level: ExportLevel = "both") -> ExportSummary:
         """Write one Parquet row per vector to ``out``: ``vectors`` ``searched`` (post-processed,
         unit length) or ``raw`` (pooled, as stored), ``level`` ``file``, ``window`` or ``both``.
 
