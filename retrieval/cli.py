@@ -19,11 +19,20 @@ from typing import Any
 import click
 
 from retrieval import progress as progress_bars
-from retrieval.encoders.precision import PRECISION_CHOICES, SlowPrecisionWarning
+from retrieval.encoders.precision import SlowPrecisionWarning
 from retrieval.errors import RetrievalError
-from retrieval.postprocess import DEFAULT_POSTPROCESS
+from retrieval.options import (
+    DEFAULT_POSTPROCESS,
+    EXPORT_LEVELS,
+    INDEX_TYPE_CHOICES,
+    LEVELS,
+    POOLING_MODES,
+    POSTPROCESS_MODES,
+    PRECISION_CHOICES,
+    SEVERITIES,
+    VECTOR_KINDS,
+)
 from retrieval.render import Output, emit, output_options, rounded, table as _table
-from retrieval.store.severity import SEVERITIES
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
 _TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
@@ -151,12 +160,12 @@ def _is_number(text: str) -> bool:
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Encoder-specific setting, e.g. feature=pcen.")
 @click.option("--window-s", type=float, help="Analysis window in seconds (default: the encoder's).")
 @click.option("--hop-s", type=float, help="Hop between windows in seconds (default: the encoder's).")
-@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "pyramid", "none"]),
+@click.option("--pooling", type=click.Choice(POOLING_MODES),
               help="How frames become window and file vectors (default: the encoder's). "
                    "'pyramid' adds the means of halves and quarters; 'none' keeps window vectors only.")
-@click.option("--postprocess", type=click.Choice(["none", "center", "whiten"]),
+@click.option("--postprocess", type=click.Choice(POSTPROCESS_MODES),
               help=f"Label-free post-processing fitted on the corpus [default: {DEFAULT_POSTPROCESS}, or the index's].")
-@click.option("--precision", type=click.Choice(list(PRECISION_CHOICES)),
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES),
               help="Inference precision of model encoders (default fp32, or the index's). 'auto': the fastest "
                    "mode measured on this kind of CPU within 0.999 cosine of fp32 (bf16 with AMX, else int8 "
                    "with AVX2, else fp32; the index records the mode it picked). fp16 on CUDA only, int8 on "
@@ -172,7 +181,7 @@ def _is_number(text: str) -> bool:
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Decoding processes running beside the encoder (0: decode in the main process).")
-@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
+@click.option("--index-type", type=click.Choice(INDEX_TYPE_CHOICES),
               help="FAISS index for search [auto: picks by corpus size; see `retrieve info`]. "
                    "Omitted on an existing index: keep its kind.")
 @click.option("--refit", is_flag=True,
@@ -383,7 +392,7 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @click.option("--label-column", required=True, help="Metadata column with the labels (a;b = multi-label).")
 @click.option("--group-column", help="Neighbours from the same group (speaker, recording, site) never count.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
-@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True,
+@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -436,7 +445,7 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
 @click.option("--group-column", help="Exclude same-group neighbours, and resample whole groups in the bootstrap.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
 @click.option("--metric", default="knn_accuracy@1", show_default=True, help="Metric that names the winner.")
-@click.option("--level", type=click.Choice(["file", "segment"]), default="file", show_default=True,
+@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Bootstrap resamples behind the confidence interval and p-value of the winner's margin.")
@@ -566,7 +575,7 @@ def info_cmd(index: str | None, as_json: bool) -> None:
 
 @cli.command("errors")
 @index_option
-@click.option("--severity", type=click.Choice(list(SEVERITIES)),
+@click.option("--severity", type=click.Choice(SEVERITIES),
               help="Only files that failed (error: not in the index) or went in with a caveat (warning). "
                    "Default: both.")
 @output_options
@@ -585,11 +594,11 @@ def errors_cmd(index: str | None, severity: str | None, output: Output) -> None:
 @cli.command("export")
 @index_option
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--vectors", type=click.Choice(["searched", "raw"]), default="searched", show_default=True,
+@click.option("--vectors", type=click.Choice(VECTOR_KINDS), default="searched", show_default=True,
               help="searched: what the index searches, post-processed as its recipe says (center/whiten, "
                    "fitted on this corpus) and L2-normalised, so a dot product is the query score. raw: the "
                    "pooled encoder output as stored, before post-processing and normalisation.")
-@click.option("--level", type=click.Choice(["file", "window", "both"]), default="both", show_default=True,
+@click.option("--level", type=click.Choice(EXPORT_LEVELS), default="both", show_default=True,
               help="file: one vector per file; window: one per analysis window (start_s/end_s); both: both, "
                    "told apart by the 'level' column.")
 @json_option
@@ -642,7 +651,7 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--encoder", type=click.Choice(_encoder_names()), help="Encoder family without --index [logmel].")
 @click.option("--model", help="Checkpoint without --index: hub id or local path.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Encoder-specific setting without --index.")
-@click.option("--pooling", type=click.Choice(["mean", "max", "meanmax", "meanstd", "pyramid", "none"]),
+@click.option("--pooling", type=click.Choice(POOLING_MODES),
               help="Frames -> window vector without --index (default: the encoder's).")
 @click.option("--window-s", type=float, help="Analysis window in seconds (default: the clip's length, or the index's).")
 @click.option("--hop-s", type=float, help="Hop in seconds (default: 1/8 of the window, or the index's).")

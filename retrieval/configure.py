@@ -17,10 +17,17 @@ from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.encoders.precision import choose
 from retrieval.encoders.weights import absolute_model, is_local
 from retrieval.errors import InputError, WeightsNotFoundError
-from retrieval.pooling import check_mode as check_pooling
+from retrieval.options import (
+    DEFAULT_POSTPROCESS,
+    POOLING_MODES,
+    POSTPROCESS_MODES,
+    PRECISION_CHOICES,
+    PoolingMode,
+    PostprocessMode,
+    PrecisionChoice,
+    check_choice,
+)
 from retrieval.pooling import pooled_dim
-from retrieval.postprocess import DEFAULT_POSTPROCESS
-from retrieval.postprocess import check_mode as check_postprocess
 from retrieval.recipe import Recipe
 
 #: Default post-processing for new indexes. PCA-whitening fitted on the corpus, with
@@ -39,7 +46,8 @@ DEFAULT_SILENCE_DB = -60.0
 class Choices:
     """What a user asked for; None means "the index's value, else the default".
 
-    ``silence_db`` uses ``float('-inf')`` for "keep every window".
+    ``silence_db`` uses ``float('-inf')`` for "keep every window". Pooling, post-processing
+    and precision are checked when the object is built (:class:`~retrieval.errors.ChoiceError`).
     """
 
     encoder: str | None = None
@@ -48,11 +56,18 @@ class Choices:
     extra: dict[str, Any] = field(default_factory=dict)
     window_s: float | None = None
     hop_s: float | None = None
-    pooling: str | None = None
-    postprocess: str | None = None
-    precision: str | None = None  # a precision or "auto" (resolved here; the recipe never says "auto")
+    pooling: PoolingMode | None = None
+    postprocess: PostprocessMode | None = None
+    precision: PrecisionChoice | None = None  # a precision or "auto" (resolved here; the recipe never says "auto")
     silence_db: float | None = None
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("pooling", self.pooling, POOLING_MODES),
+                                   ("post-processing", self.postprocess, POSTPROCESS_MODES),
+                                   ("precision", self.precision, PRECISION_CHOICES)):
+            if value is not None:
+                check_choice(name, value, valid)
 
 
 def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
@@ -84,8 +99,8 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
     limit = getattr(encoder, "check_window", None)
     if limit is not None:  # e.g. CLAP cannot see more than 10 s: refuse at index time, not per batch
         limit(window / sr)
-    pooling = check_pooling(choices.pooling or (inherit.pooling if inherit else encoder.default_pooling))
-    post = check_postprocess(choices.postprocess or (inherit.postprocess if inherit else DEFAULT_POSTPROCESS))
+    pooling = choices.pooling or (inherit.pooling if inherit else encoder.default_pooling)  # Recipe checks both
+    post = choices.postprocess or (inherit.postprocess if inherit else DEFAULT_POSTPROCESS)
     if choices.silence_db is not None:
         silence = None if choices.silence_db == float("-inf") else float(choices.silence_db)
     else:

@@ -25,6 +25,27 @@ class UnknownNameError(RetrievalError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InputError(RetrievalError):
+    """A user-supplied value (shape, sample rate, option) is out of range."""
+
+
+class ChoiceError(UnknownNameError, InputError):
+    """A value is not one of an option set's choices (``retrieval.options``); the message lists them.
+
+    Attributes:
+        option: what the value is (``pooling``, ``--index-type``).
+        value: the value given.
+        choices: the valid values.
+    """
+
+    def __init__(self, option: str, value: object, choices: tuple[str, ...]) -> None:
+        super().__init__(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
+        self.option, self.value, self.choices = option, value, tuple(choices)
+
+    def __reduce__(self) -> tuple:  # picklable across worker processes despite the 3-argument init
+        return type(self), (self.option, self.value, self.choices)
+
+
 class WeightsNotFoundError(EncoderError):
     """A checkpoint is not available locally and cannot be downloaded."""
 
@@ -35,10 +56,6 @@ class RecipeMismatchError(RetrievalError):
 
 class IndexNotFoundError(RetrievalError):
     """No index at the given path, or no unique default index."""
-
-
-class InputError(RetrievalError):
-    """A user-supplied value (shape, sample rate, option) is out of range."""
 
 
 class StoreError(RetrievalError):

@@ -16,12 +16,15 @@ Metrics (``EvalResult.metrics``; ``@k`` for each requested ``k``):
     map              mean of full-ranking AP = sum_j P@j rel_j / R
     label_map@K      mean over labels of the AP of ranking all queries by their kNN score
                      for that label at K = ``per_class_k`` ("sigmoid-style": each label is
-                     scored on its own; the standard multi-label metric)
+                     scored on its own; the standard multi-label metric). Queries with equal
+                     scores form one threshold (sklearn's rule), so it does not depend on
+                     the order of the rows.
     macro_f1@K       mean over labels of the per-class F1 at K
     chance_accuracy  accuracy of always answering the most frequent label
     chance_precision expected precision of a random ranking: mean of R / eligible items
     n_items, n_labelled, n_queries, n_classes, n_no_neighbours, n_no_relevant
-Recall and AP are undefined for a query with no relevant eligible item; such queries
+Scoring is :mod:`retrieval.metrics` (scikit-learn where it defines the metric); this
+module ranks, excludes and votes. Recall and AP are undefined for a query with no relevant eligible item; such queries
 are left out of those means and counted in ``n_no_relevant``. Because precision@k and
 accuracy keep them (as misses), ``map@k`` can read higher than ``precision@1`` when
 group exclusion leaves many queries without a relevant item. ``EvalResult.coverage``
@@ -57,6 +60,15 @@ from retrieval.knn import (
     rank_top_k,
     tally,
     vote_weights,
+)
+from retrieval.metrics import (
+    average_precision_at_k,
+    confusion_counts,
+    label_average_precisions,
+    per_class_scores,
+    precision_at_k,
+    ranked_average_precision,
+    recall_at_k,
 )
 from retrieval.postprocess import l2_normalize
 
@@ -209,8 +221,8 @@ def evaluate(
             order = np.argsort(-s, axis=1, kind="stable")
             top = order[:, :kk]
             rel_sorted = np.take_along_axis(rel, order, axis=1)
-            ap, curve, ok = _full_ranking(rel_sorted, n_rel[rows])
-            ap_full[rows] = ap
+            ap_full[rows] = ranked_average_precision(np.take_along_axis(s, order, axis=1), rel_sorted)
+            curve, ok = _pr_curve(rel_sorted, n_rel[rows])
             pr_sum += curve.sum(axis=0)
             pr_n += int(ok.sum())
         else:
@@ -234,15 +246,10 @@ def evaluate(
         if k in ks:
             hit = np.where(win >= 0, members[np.arange(m), np.maximum(win, 0)], False)
             rel_k = top_rel[:, :kc]
-            hits = rel_k.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                qcols[f"knn_accuracy@{k}"] = hit.astype(np.float64)
-                qcols[f"precision@{k}"] = hits / np.maximum(np.minimum(k, n_elig), 1)
-                qcols[f"recall@{k}"] = np.where(n_rel > 0, hits / np.maximum(n_rel, 1), np.nan)
-                cum = np.cumsum(rel_k, axis=1)
-                prec_at = cum / np.arange(1, kc + 1)[None, :]
-                ap_k = (prec_at * rel_k).sum(axis=1) / np.maximum(np.minimum(k, n_rel), 1)
-                qcols[f"map@{k}"] = np.where(n_rel > 0, ap_k, np.nan)
+            qcols[f"knn_accuracy@{k}"] = hit.astype(np.float64)
+            qcols[f"precision@{k}"] = precision_at_k(rel_k, k, n_elig)
+            qcols[f"recall@{k}"] = recall_at_k(rel_k, k, n_rel)
+            qcols[f"map@{k}"] = average_precision_at_k(rel_k, k, n_rel)
     if full_map:
         qcols["map"] = ap_full
 
@@ -257,7 +264,8 @@ def evaluate(
         predicted_sets[np.flatnonzero(has), win[has]] = True
 
     per_class = _per_class(members, predicted_sets, scores, classes)
-    cm = _confusion_matrix(members, predicted_sets, classes, multi)
+    cm = pd.DataFrame(confusion_counts(members, predicted_sets, multi), index=pd.Index(classes, name="true"),
+                      columns=pd.Index(classes, name="predicted"))
     confusions = _confusions(cm, members.sum(axis=0))
 
     metrics: dict[str, float | int] = {}
@@ -338,80 +346,39 @@ def _mean(values: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def _full_ranking(rel_sorted: np.ndarray, n_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full-ranking AP and interpolated PR curve per query.
+def _pr_curve(rel_sorted: np.ndarray, n_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision-recall curve per query.
 
     Args:
         rel_sorted: ``(b, g)`` bool relevance in ranked order (excluded items are never relevant).
         n_rel: ``(b,)`` relevant items per query.
 
     Returns:
-        ``(ap, curve, ok)``: ``(b,)`` AP (NaN without relevant items), ``(b, L)`` interpolated
-        precision at :data:`PR_LEVELS` (zero rows where not ``ok``), and ``(b,)`` bool ``ok``.
+        ``(curve, ok)``: ``(b, L)`` interpolated precision at :data:`PR_LEVELS` (zero rows where
+        not ``ok``) and ``(b,)`` bool ``ok`` (the query has a relevant item).
     """
     b, g = rel_sorted.shape
     ok = n_rel > 0
     cum = np.cumsum(rel_sorted, axis=1, dtype=np.int64)
     prec = cum / np.arange(1, g + 1)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.where(ok, (prec * rel_sorted).sum(axis=1) / np.maximum(n_rel, 1), np.nan)
     # Interpolated precision: best precision at any rank at or beyond the given recall.
     best_after = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+    _, ranks = np.nonzero(rel_sorted)  # ranks of the relevant items, row by row
+    ranks = ranks if ranks.size else np.zeros(1, np.int64)
+    first = np.concatenate([[0], np.cumsum(n_rel)[:-1]])  # where each row's relevant items start in ``ranks``
     curve = np.zeros((b, PR_LEVELS.size))
     for i, level in enumerate(PR_LEVELS):
         need = np.ceil(level * n_rel - 1e-9).astype(np.int64)  # relevant items needed to reach the level
-        reached = cum >= np.maximum(need, 0)[:, None]
-        pos = reached.argmax(axis=1)
+        # the rank of the need-th relevant item (rank 0 when none is needed)
+        pos = np.where(need > 0, ranks[np.clip(first + need - 1, 0, ranks.size - 1)], 0)
         curve[:, i] = np.where(ok, best_after[np.arange(b), pos], 0.0)
-    return ap, curve, ok
+    return curve, ok
 
 
 def _per_class(members: np.ndarray, predicted: np.ndarray, scores: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """Per-label table from ``(m, C)`` truth, prediction sets and kNN scores."""
-    support = members.sum(axis=0)
-    n_pred = predicted.sum(axis=0)
-    tp = (members & predicted).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(n_pred > 0, tp / np.maximum(n_pred, 1), 0.0)
-        recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    ap = np.array([label_ap(scores[:, c], members[:, c]) for c in range(len(classes))])
-    return pd.DataFrame({"label": classes, "support": support, "predicted": n_pred, "tp": tp,
-                         "precision": precision, "recall": recall, "f1": f1, "ap": ap})
-
-
-def label_ap(scores: np.ndarray, truth: np.ndarray) -> float:
-    """AP of ranking items by ``scores`` (highest first) against bool ``truth``.
-
-    Items with equal scores are ranked by position (stable), so ties are deterministic.
-    NaN when no item is positive.
-    """
-    truth = np.asarray(truth, bool)
-    n_pos = int(truth.sum())
-    if n_pos == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    rel = truth[order]
-    cum = np.cumsum(rel)
-    return float((cum / np.arange(1, rel.size + 1))[rel].sum() / n_pos)
-
-
-def _confusion_matrix(members: np.ndarray, predicted: np.ndarray, classes: list[str], multi: bool) -> pd.DataFrame:
-    """``(C, C)`` counts: for each query, each true label it missed x each wrong label it got.
-
-    Single-label: the usual confusion matrix, diagonal included (a hit counts on the
-    diagonal). Multi-label: a hit label counts on the diagonal; pairs of a missed true
-    label and a wrongly predicted label count off it.
-    """
-    mf = members.astype(np.int64)
-    pf = predicted.astype(np.int64)
-    if multi:
-        hit = mf & pf
-        cm = (mf - hit).T @ (pf - hit)
-        cm[np.diag_indices_from(cm)] = hit.sum(axis=0)
-    else:
-        cm = mf.T @ pf
-    return pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
+    """Per-label table from ``(m, C)`` truth, prediction sets and kNN scores (:mod:`retrieval.metrics`)."""
+    counts = per_class_scores(members, predicted)
+    return pd.DataFrame({"label": classes, **counts, "ap": label_average_precisions(scores, members)})
 
 
 def _confusions(cm: pd.DataFrame, support: np.ndarray) -> pd.DataFrame:

@@ -23,21 +23,18 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from retrieval.errors import InputError
+from retrieval.options import EXPORT_LEVELS, VECTOR_KINDS, ExportLevel, VectorKind, check_choice
 
 if TYPE_CHECKING:
     from retrieval.recipe import Recipe
     from retrieval.store import Store
 
-VectorKind = Literal["searched", "raw"]
-VECTOR_KINDS: tuple[str, ...] = get_args(VectorKind)
-ExportLevel = Literal["file", "window", "both"]
-EXPORT_LEVELS: tuple[str, ...] = get_args(ExportLevel)
 #: Export level name -> store level name.
 _STORE_LEVEL = {"file": "file", "window": "segment"}
 
@@ -95,12 +92,6 @@ class ExportSummary:
                 f"dim {self.dim}")
 
 
-def check_choice(value: str, valid: tuple[str, ...], name: str) -> str:
-    if value not in valid:
-        raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
-    return value
-
-
 def check_target(out: Path) -> None:
     """A one-line :class:`InputError` unless ``out`` can be created as a file."""
     if out.is_dir():
@@ -109,7 +100,8 @@ def check_target(out: Path) -> None:
         raise InputError(f"folder {out.parent} does not exist; create it first (mkdir -p {out.parent})")
 
 
-def export_vectors(index: Exportable, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+def export_vectors(index: Exportable, out: str | Path, *, vectors: VectorKind = "searched",
+                   level: ExportLevel = "both") -> ExportSummary:
     """Write one Parquet row per vector of ``index`` to ``out`` (see the module docstring).
 
     The file is written under a temporary name in the same folder and moved into place,
@@ -122,8 +114,8 @@ def export_vectors(index: Exportable, out: str | Path, *, vectors: str = "search
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    check_choice(vectors, VECTOR_KINDS, "--vectors")
-    check_choice(level, EXPORT_LEVELS, "--level")
+    check_choice("--vectors", vectors, VECTOR_KINDS)
+    check_choice("--level", level, EXPORT_LEVELS)
     out = Path(out)
     check_target(out)
     processed = vectors == "searched"

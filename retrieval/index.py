@@ -31,6 +31,7 @@ from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
 from retrieval.knn import split_label
+from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
 from retrieval.search import indexed_query, search_exact, search_files, search_segments
@@ -302,6 +303,7 @@ class Index:
         """
         from retrieval.evaluate import evaluate as run_evaluate
 
+        check_choice("level", level, LEVELS)
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
         paths = meta["path"] if len(self.store.db.roots()) < 2 else meta["root"] + "/" + meta["path"]  # unique
@@ -407,15 +409,16 @@ class Index:
         Raises:
             InputError: a severity other than those in :data:`SEVERITIES`.
         """
-        if severity is not None and severity not in SEVERITIES:
-            raise InputError(f"unknown severity {severity!r}; choose one of: {', '.join(SEVERITIES)}")
+        if severity is not None:
+            check_choice("severity", severity, SEVERITIES)
         table = self.store.db.errors_table().to_pandas()
         return table if severity is None else table[table.severity == severity].reset_index(drop=True)
 
     def info(self) -> dict[str, Any]:
         return self.store.info()
 
-    def export(self, out: str | Path, *, vectors: str = "searched", level: str = "both") -> ExportSummary:
+    def export(self, out: str | Path, *, vectors: VectorKind = "searched",
+               level: ExportLevel = "both") -> ExportSummary:
         """Write one Parquet row per vector to ``out``: ``vectors`` ``searched`` (post-processed,
         unit length) or ``raw`` (pooled, as stored), ``level`` ``file``, ``window`` or ``both``.
 

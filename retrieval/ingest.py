@@ -65,6 +65,7 @@ from retrieval.embed import Batching, embed_each, single_threaded_blas
 from retrieval.encoders.base import Encoder
 from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
+from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
 from retrieval.pipeline import (WORKER_EMBEDDED, DecodedFile, DecodePool, WindowSpec, decode_failure,
                                 group_files, iter_windows)
@@ -128,8 +129,9 @@ class IngestOptions:
         progress: show a progress bar on stderr.
         workers: decoding processes beside the encoder (0 decodes in the main process);
             see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
-        index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``);
-            None keeps the index's recorded kind (``auto`` for a new index).
+        index_type: FAISS index kind for search (:data:`~retrieval.options.INDEX_TYPE_CHOICES`:
+            ``auto``, ``flat``, ``hnsw``, ``ivfpq``; checked when the object is built); None keeps
+            the index's recorded kind (``auto`` for a new index).
         refit: refit the post-processing and rebuild FAISS even when the change since the
             last fit is small enough to update the indexes in place.
         on_warning: called with each warning line (the CLI prints them).
@@ -147,13 +149,17 @@ class IngestOptions:
     batch_size: int = 16
     progress: bool = False
     workers: int = 0
-    index_type: str | None = None
+    index_type: IndexTypeChoice | None = None
     refit: bool = False
     on_warning: Callable[[str], None] | None = None
     labels_key: str | None = None
     replace: bool = False
     allow_removals: bool = False
     dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.index_type is not None:
+            check_choice("index type", self.index_type, INDEX_TYPE_CHOICES)
 
 
 def check_options(choices: Choices, options: IngestOptions) -> None:

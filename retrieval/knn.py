@@ -24,18 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from retrieval.errors import InputError, UnknownNameError
+from retrieval.errors import InputError
+from retrieval.options import LABEL_SEP, WEIGHTINGS, Weighting, check_choice
 from retrieval.postprocess import l2_normalize
 
-#: Separator between the labels of a multi-label item (``"dog;bark"``).
-LABEL_SEP = ";"
-Weighting = Literal["similarity", "uniform"]
-WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 #: Votes closer than this fraction of the total weight count as tied.
 TIE_TOLERANCE = 1e-9
 #: Queries scored per block: bounds memory at about ``block * gallery`` floats.
@@ -243,9 +240,8 @@ def _key_pairs(
 
 
 def check_weighting(weighting: str) -> Weighting:
-    if weighting not in WEIGHTINGS:
-        raise UnknownNameError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
-    return weighting  # type: ignore[return-value]
+    """Return ``weighting`` if valid; an unknown one lists the valid ones (:class:`~retrieval.errors.ChoiceError`)."""
+    return check_choice("weighting", weighting, WEIGHTINGS)
 
 
 def vote_weights(similarities: np.ndarray, weighting: str = "similarity") -> np.ndarray:

@@ -29,14 +29,10 @@ average window shape. A file of one window gets exactly its window vector.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import numpy as np
 
-from retrieval.errors import InputError, UnknownNameError
-
-PoolingMode = Literal["mean", "max", "meanmax", "meanstd", "pyramid", "none"]
-POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
+from retrieval.errors import InputError
+from retrieval.options import POOLING_MODES, PoolingMode, check_choice
 #: Parts per pyramid level below the whole window (the whole window is level 0).
 PYRAMID_PARTS: tuple[int, ...] = (2, 4)
 #: Blocks of size ``D`` in a pyramid vector: mean, std, then one per part.
@@ -44,10 +40,8 @@ PYRAMID_BLOCKS = 2 + sum(PYRAMID_PARTS)
 
 
 def check_mode(mode: str) -> PoolingMode:
-    """Return ``mode`` if valid; an unknown mode lists the valid ones."""
-    if mode not in POOLING_MODES:
-        raise UnknownNameError(f"unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}")
-    return mode  # type: ignore[return-value]
+    """Return ``mode`` if valid; an unknown mode lists the valid ones (:class:`~retrieval.errors.ChoiceError`)."""
+    return check_choice("pooling", mode, POOLING_MODES)
 
 
 def pooled_dim(mode: str, dim: int) -> int:

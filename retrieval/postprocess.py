@@ -17,16 +17,10 @@ Modes:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
-
 import numpy as np
 
-from retrieval.errors import InputError, UnknownNameError
-
-PostprocessMode = Literal["none", "center", "whiten"]
-POSTPROCESS_MODES: tuple[str, ...] = get_args(PostprocessMode)
-#: What an index is post-processed with unless the user or the index says otherwise.
-DEFAULT_POSTPROCESS: PostprocessMode = "whiten"
+from retrieval.errors import InputError
+from retrieval.options import DEFAULT_POSTPROCESS, POSTPROCESS_MODES, PostprocessMode, check_choice  # noqa: F401
 #: Fewer fitted vectors than this and centring/whitening fall back to the identity.
 MIN_FIT = 2
 #: Whitening divides component ``i`` by ``sqrt(var_i + shrinkage * mean(var))``. 1.0 is a
@@ -37,16 +31,16 @@ DEFAULT_SHRINKAGE = 1.0
 
 
 def check_mode(mode: str) -> PostprocessMode:
-    if mode not in POSTPROCESS_MODES:
-        raise UnknownNameError(f"unknown post-processing {mode!r}; choose one of: {', '.join(POSTPROCESS_MODES)}")
-    return mode  # type: ignore[return-value]
+    """Return ``mode`` if valid; an unknown mode lists the valid ones (:class:`~retrieval.errors.ChoiceError`)."""
+    return check_choice("post-processing", mode, POSTPROCESS_MODES)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero rows stay zero. ``(n, D)`` float32."""
-    x = np.asarray(x, np.float32)
+def l2_normalize(x: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero. ``(n, D)`` in ``dtype`` (float32 by
+    default; float64 where scores are computed in double, as zero-shot does)."""
+    x = np.asarray(x, dtype)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return (x / np.maximum(norms, 1e-12)).astype(dtype)
 
 
 @dataclass

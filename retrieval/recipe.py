@@ -27,6 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import RecipeMismatchError
+from retrieval.options import (
+    POOLING_MODES,
+    POSTPROCESS_MODES,
+    PRECISIONS,
+    PoolingMode,
+    PostprocessMode,
+    Precision,
+    check_choice,
+)
 
 #: ``encoder_params`` key of a local checkpoint's content digest (``weights.weights_digest``).
 DIGEST_KEY = "checkpoint_sha256"
@@ -62,7 +71,7 @@ class Recipe:
         window_samples, hop_samples: analysis window and hop at ``sample_rate``.
         pooling: pooling mode (``retrieval.pooling``).
         postprocess: post-processing mode (``retrieval.postprocess``).
-        precision: ``fp32``, ``bf16`` or ``int8``.
+        precision: a resolved precision (``fp32``, ``fp16``, ``bf16`` or ``int8``; never ``auto``).
         frame_dim: size of one frame vector ``D``.
         dim: size of a stored (pooled) vector ``P``.
         silence_db: windows quieter than this RMS level (dBFS) are kept out of the
@@ -76,13 +85,19 @@ class Recipe:
     sample_rate: int
     window_samples: int
     hop_samples: int
-    pooling: str
-    postprocess: str
-    precision: str
+    pooling: PoolingMode
+    postprocess: PostprocessMode
+    precision: Precision
     frame_dim: int
     dim: int
     silence_db: float | None
     versions: dict[str, str | None] = field(default_factory=library_versions, compare=False)
+
+    def __post_init__(self) -> None:
+        """Check the option sets once, here; code holding a Recipe trusts them (ChoiceError lists the valid values)."""
+        check_choice("pooling", self.pooling, POOLING_MODES)
+        check_choice("post-processing", self.postprocess, POSTPROCESS_MODES)
+        check_choice("precision", self.precision, PRECISIONS)
 
     @property
     def window_s(self) -> float:

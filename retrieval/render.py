@@ -12,14 +12,12 @@ import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import click
 
+from retrieval.options import OUTPUTS, Output
 from retrieval.safecsv import neutralise
-
-Output = Literal["table", "json", "csv", "nl"]
-OUTPUTS: tuple[Output, ...] = get_args(Output)
 
 #: Cell formatter of a table column: value -> text.
 Formatter = Callable[[Any], str]

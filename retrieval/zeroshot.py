@@ -27,6 +27,9 @@ import numpy as np
 
 from retrieval import progress
 from retrieval.errors import InputError
+from retrieval.metrics import label_average_precisions
+from retrieval.options import LABEL_SEP
+from retrieval.postprocess import l2_normalize
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,8 +43,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 #: CLAP's initial logit scale (1 / 0.07), used when the model's own is not given.
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
-#: Separator of several true labels of one file (``"dog;rain"``).
-LABEL_SEPARATOR = ";"
 #: Prompts embedded per text-tower call (rounded down to whole labels), so a progress bar can move.
 PROMPTS_PER_CALL = 256
 
@@ -89,8 +90,8 @@ def ensemble(text_vectors: np.ndarray, n_templates: int) -> np.ndarray:
     x = np.asarray(text_vectors, np.float64)
     if x.ndim != 2 or n_templates < 1 or x.shape[0] % n_templates:
         raise InputError(f"need (C * K, D) text vectors with K = {n_templates}; got shape {x.shape}")
-    x = _unit(x).reshape(x.shape[0] // n_templates, n_templates, x.shape[1]).mean(axis=1)
-    return _unit(x).astype(np.float32)
+    x = l2_normalize(x, np.float64).reshape(x.shape[0] // n_templates, n_templates, x.shape[1]).mean(axis=1)
+    return l2_normalize(x, np.float64).astype(np.float32)
 
 
 def class_vectors(embed_text: Callable[[list[str]], np.ndarray], labels: Sequence[str],
@@ -133,7 +134,7 @@ def zero_shot_scores(audio_vectors: np.ndarray, class_vecs: np.ndarray, *, logit
         raise InputError(
             f"the softmax scale must be positive; got logit_scale={logit_scale}, temperature={temperature}"
         )
-    cosine = _unit(a) @ _unit(c).T
+    cosine = l2_normalize(a, np.float64) @ l2_normalize(c, np.float64).T
     logits = cosine * scale
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
@@ -182,7 +183,7 @@ def zero_shot_eval(scores: ZeroShotScores | np.ndarray, true_labels: Sequence[st
     truth = np.zeros(s.shape, bool)
     unknown: set[str] = set()
     for i, entry in enumerate(true_labels):
-        parts = [p.strip() for p in str(entry).split(LABEL_SEPARATOR) if p.strip()]
+        parts = [p.strip() for p in str(entry).split(LABEL_SEP) if p.strip()]
         if not parts:
             raise InputError(f"file {i} has no true label; label it or leave it out of the evaluation")
         for p in parts:
@@ -195,19 +196,20 @@ def zero_shot_eval(scores: ZeroShotScores | np.ndarray, true_labels: Sequence[st
                          f"(e.g. {list(labels)[:5]}); add them to the labels or fix their spelling")
     top = np.argsort(-s, axis=1, kind="stable")[:, 0]
     accuracy = float(truth[np.arange(len(top)), top].mean()) if len(top) else float("nan")
-    aps = [average_precision(s[:, j], truth[:, j]) for j in range(s.shape[1]) if truth[:, j].any()]
-    return {"accuracy": accuracy, "map": float(np.mean(aps)) if aps else float("nan"),
-            "n": float(s.shape[0]), "classes": float(len(aps))}
+    aps = label_average_precisions(s, truth)  # NaN for a class no file carries
+    scored = aps[np.isfinite(aps)]
+    return {"accuracy": accuracy, "map": float(scored.mean()) if scored.size else float("nan"),
+            "n": float(s.shape[0]), "classes": float(scored.size)}
 
 
 def labels_in(truth: pd.Series, label_column: str) -> list[str]:
     """The classes named in a label column, sorted: its distinct values, multi-labels
-    (:data:`LABEL_SEPARATOR`) split, blanks left out.
+    (:data:`LABEL_SEP`) split, blanks left out.
 
     Raises:
         InputError: the column holds no label.
     """
-    labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(LABEL_SEPARATOR) if p.strip()})
+    labels = sorted({p.strip() for v in truth.dropna() for p in str(v).split(LABEL_SEP) if p.strip()})
     if not labels:
         raise InputError(f"column {label_column!r} holds no labels; pass --labels a,b,c")
     return labels
@@ -243,26 +245,8 @@ def prediction_table(paths: pd.Series, truth: pd.Series, labels: Sequence[str], 
     return out, metrics
 
 
-def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """AP of ranking ``(n,)`` scores against ``(n,)`` bool relevance: sum over distinct score
-    thresholds of (recall gain) x precision. NaN when there is no positive."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], positive[order].astype(np.float64)
-    if not y.sum():
-        return float("nan")
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall_gain = np.diff(np.r_[0.0, tp]) / y.sum()
-    return float((recall_gain * precision).sum())
-
-
 def _matrix(scores: ZeroShotScores | np.ndarray, labels: Sequence[str]) -> np.ndarray:
     s = np.asarray(scores.cosine if isinstance(scores, ZeroShotScores) else scores, np.float64)
     if s.ndim != 2 or s.shape[1] != len(labels):
         raise InputError(f"scores must be (n, {len(labels)}) for {len(labels)} labels; got shape {s.shape}")
     return s
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

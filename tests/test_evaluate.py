@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from retrieval.errors import InputError
-from retrieval.evaluate import evaluate, label_ap
+from retrieval.evaluate import evaluate
 
 
 def arc(*degrees: float) -> np.ndarray:
@@ -148,13 +148,6 @@ def test_gaussian_mixture_is_perfect() -> None:
     assert r.pr_curve["precision"].tolist() == pytest.approx([1.0] * 21)
 
 
-def test_label_ap_by_hand() -> None:
-    # Ranked truth [1, 0, 1, 0]: (1/1 + 2/3) / 2.
-    assert label_ap(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0], bool)) == pytest.approx(5 / 6)
-    # Ties keep input order: [0, 1, 0, 1] -> (1/2 + 2/4) / 2.
-    assert label_ap(np.zeros(4), np.array([0, 1, 0, 1], bool)) == pytest.approx(0.5)
-    assert np.isnan(label_ap(np.zeros(3), np.zeros(3, bool)))
-
 
 def test_multi_label_by_hand() -> None:
     # q0 (0 deg, a;b)  q1 (10, a)  q2 (30, b)  q3 (70, c); nearest at k=1:
@@ -165,13 +158,14 @@ def test_multi_label_by_hand() -> None:
     assert m["knn_accuracy@1"] == pytest.approx(2 / 4)  # q0 a in {a,b}, q1 a in {a}
     assert m["precision@1"] == pytest.approx(2 / 4)  # relevance = shares a label
     assert m["n_no_relevant"] == 1  # nobody else is "c"
-    # Per-label AP of the k=1 scores, each label on its own:
-    #   a: scores [1,1,1,0], truth [1,1,0,0] -> 1
-    #   b: scores [0,1,0,1], truth [1,0,1,0] -> ranked [0,0,1,1] -> (1/3 + 2/4)/2 = 5/12
+    # Per-label AP of the k=1 scores, each label on its own; tied scores are one threshold (sklearn):
+    #   a: scores [1,1,1,0], truth [1,1,0,0] -> at 1: precision 2/3, recall 1 -> 2/3
+    #   b: scores [0,1,0,1], truth [1,0,1,0] -> at 1: recall 0; at 0: precision 2/4, recall 1 -> 1/2
     #   c: scores [0,0,0,0], truth [0,0,0,1] -> 1/4
+    # (ranking tied queries by row, as before, gave a 1 and b 5/12: it depended on the row order)
     ap = r.per_class.set_index("label")["ap"]
-    assert ap.tolist() == pytest.approx([1.0, 5 / 12, 1 / 4])
-    assert m["label_map@1"] == pytest.approx((1 + 5 / 12 + 1 / 4) / 3)
+    assert ap.tolist() == pytest.approx([2 / 3, 1 / 2, 1 / 4])
+    assert m["label_map@1"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 4) / 3)
     # Predicted sets (score >= 0.5): {a}, {a,b}, {a}, {b}.
     assert r.predictions["predicted"].tolist() == ["a", "a;b", "a", "b"]
     pc = r.per_class.set_index("label")

@@ -10,7 +10,6 @@ from retrieval.errors import InputError
 from retrieval.zeroshot import (
     DEFAULT_LOGIT_SCALE,
     DEFAULT_TEMPLATES,
-    average_precision,
     class_vectors,
     ensemble,
     labels_in,
@@ -108,13 +107,6 @@ def test_eval_refuses_unknown_or_missing_labels() -> None:
         zero_shot_eval(scores, ["dog", " ; "], LABELS)
     with pytest.raises(InputError, match="2 files scored but 1"):
         zero_shot_eval(scores, ["dog"], LABELS)
-
-
-def test_average_precision_counts_ties_as_one_threshold() -> None:
-    # all tied: precision at the single threshold is 2/4 for both positives
-    assert average_precision(np.array([1.0, 1.0, 1.0, 1.0]), np.array([True, False, True, False])) == 0.5
-    assert average_precision(np.array([0.3, 0.2, 0.1]), np.array([False, False, True])) == pytest.approx(1 / 3)
-    assert np.isnan(average_precision(np.array([0.3]), np.array([False])))
 
 
 def test_labels_in_a_column_are_split_sorted_and_required():

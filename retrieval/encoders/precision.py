@@ -44,16 +44,12 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Mapping
-from typing import Any, ContextManager, Literal, get_args
+from typing import Any, ContextManager
 
 from retrieval.encoders.cpu import CpuSupport, cpu_support
-from retrieval.errors import InputError, UnknownNameError
-
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-#: What a user may ask for: a precision, or ``auto`` (resolved by :func:`choose`).
-PrecisionChoice = Literal["fp32", "fp16", "bf16", "int8", "auto"]
-PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionChoice)
+from retrieval.errors import InputError
+# Precision and PRECISIONS, PrecisionChoice and PRECISION_CHOICES (``auto`` is resolved by :func:`choose`)
+from retrieval.options import PRECISION_CHOICES, PRECISIONS, Precision, PrecisionChoice, check_choice  # noqa: F401
 #: ``auto`` only picks a mode whose stated worst cosine to fp32 (an encoder's
 #: ``precision_cosine``) is at least this.
 AUTO_MIN_COSINE = 0.999
@@ -75,7 +71,7 @@ def check_precision(precision: str, device: str) -> Precision:
     """Return ``precision`` if valid on ``device``; an unknown one lists the valid ones.
 
     Raises:
-        UnknownNameError: not one of :data:`PRECISIONS`.
+        ChoiceError: not one of :data:`PRECISIONS`.
         InputError: ``int8`` on a non-CPU device; ``fp16`` on the CPU; ``auto`` (resolve it
             first with :func:`choose`).
 
@@ -87,8 +83,7 @@ def check_precision(precision: str, device: str) -> Precision:
     if precision == "auto":
         raise InputError("precision 'auto' must be resolved before an encoder is built: pass a concrete one "
                          f"({', '.join(PRECISIONS)}) or use retrieval.encoders.precision.choose()")
-    if precision not in PRECISIONS:
-        raise UnknownNameError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_CHOICES)}")
+    check_choice("precision", precision, PRECISIONS)
     if precision == "fp16" and torch.device(device).type == "cpu":
         raise InputError("precision fp16 is for GPUs without bfloat16 (T4, V100); on the CPU float16 has no fast "
                          "kernels and ran slower than fp32 (BEATs 1.6x): use --precision bf16 on the CPU "

@@ -11,8 +11,8 @@ from retrieval._lazy import attach
 _HOME = {
     "ErrorRow": "retrieval.store.db",
     "FileRow": "retrieval.store.db",
-    "LEVELS": "retrieval.store.store",
-    "Level": "retrieval.store.store",
+    "LEVELS": "retrieval.options",
+    "Level": "retrieval.options",
     "MetadataDB": "retrieval.store.db",
     "Store": "retrieval.store.store",
     "VectorIndex": "retrieval.store.vectors",
@@ -20,7 +20,8 @@ _HOME = {
 
 if TYPE_CHECKING:
     from retrieval.store.db import ErrorRow, FileRow, MetadataDB
-    from retrieval.store.store import LEVELS, Level, Store
+    from retrieval.options import LEVELS, Level
+    from retrieval.store.store import Store
     from retrieval.store.vectors import VectorIndex
 
 __all__ = ["ErrorRow", "FileRow", "LEVELS", "Level", "MetadataDB", "Store", "VectorIndex"]

@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.errors import IndexLockedError, InputError, StoreError
-from retrieval.store.severity import SEVERITIES, Severity  # noqa: F401  (re-exported)
+from retrieval.options import SEVERITIES, Severity  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 #: The writer checkpoints the WAL into the database file after this many commits...

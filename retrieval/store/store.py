@@ -34,11 +34,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalError, StoreError
+from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retrieval.store)
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store import snapshot
@@ -48,8 +49,6 @@ from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, ch
 if TYPE_CHECKING:
     import pandas as pd
 
-Level = Literal["segment", "file"]
-LEVELS: tuple[Level, ...] = ("segment", "file")
 DB_NAME = "meta.duckdb"
 #: Manifest key of the requested index kind; ``faiss_<level>`` keys hold each build's description.
 INDEX_TYPE_KEY = "index_type"

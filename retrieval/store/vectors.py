@@ -42,18 +42,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import faiss
 import numpy as np
 import xxhash
 
-from retrieval.errors import InputError, UnknownNameError
-
-IndexType = Literal["flat", "hnsw", "ivfpq"]
-INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
-#: What ``--index-type`` accepts: a kind, or ``auto`` (chosen by :func:`choose_index_type`).
-REQUESTED_TYPES: tuple[str, ...] = ("auto", *INDEX_TYPES)
+from retrieval.errors import ChoiceError, InputError
+from retrieval.options import INDEX_TYPE_CHOICES, INDEX_TYPES, IndexType, check_choice
 
 #: ``auto`` stays exact below this many vectors: one flat query over 100k x 512 float32
 #: (200 MB) took 31 ms on 2 cores, over 100k x 160 16 ms, about what the API spends on
@@ -118,10 +114,9 @@ CHECKSUM_CHUNK = 1 << 22
 
 
 def check_index_type(name: str) -> str:
-    """``name`` if it is a valid ``--index-type``; else :class:`UnknownNameError` listing them."""
-    if name not in REQUESTED_TYPES:
-        raise UnknownNameError(f"unknown index type {name!r}; choose one of: {', '.join(REQUESTED_TYPES)}")
-    return name
+    """``name`` if it is a valid ``--index-type`` (:data:`~retrieval.options.INDEX_TYPE_CHOICES`: a kind,
+    or ``auto``, chosen by :func:`choose_index_type`); else :class:`~retrieval.errors.ChoiceError` listing them."""
+    return check_choice("index type", name, INDEX_TYPE_CHOICES)
 
 
 def hnsw_bytes_per_vector(dim: int, m: int = HNSW_M) -> int:
@@ -236,8 +231,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, np.int64)
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise InputError(f"build needs (n, D) vectors and (n,) ids; got {vectors.shape} and {ids.shape}")
-        if kind not in INDEX_TYPES:
-            raise UnknownNameError(f"unknown index type {kind!r}; choose one of: {', '.join(INDEX_TYPES)}")
+        check_choice("index type", kind, INDEX_TYPES)
         n, dim = vectors.shape
         if kind == "ivfpq" and n < IVFPQ_MIN_VECTORS:
             raise InputError(f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train; got {n} "
@@ -640,7 +634,7 @@ def _new_index(kind: IndexType, dim: int, params: dict[str, Any]) -> faiss.Index
                                          faiss.METRIC_INNER_PRODUCT)  # keeps a reference to the quantizer
         index.by_residual = False  # codes of the unit vectors themselves: one look-up table per query
         return index
-    raise UnknownNameError(f"unknown index type {kind!r}; choose one of: {', '.join(INDEX_TYPES)}")
+    raise ChoiceError("index type", kind, INDEX_TYPES)
 
 
 def two_level_kmeans(x: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
