@@ -37,14 +37,16 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from retrieval.errors import IndexLockedError, InputError, StoreError
 from retrieval.store.severity import SEVERITIES, Severity  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:  # pyarrow is imported where rows go in or out in bulk: `retrieve info` never needs it
+    import pyarrow as pa
 
 SCHEMA_VERSION = 1
 #: The writer checkpoints the WAL into the database file after this many commits...
@@ -84,6 +86,7 @@ def pandas_of(table: pa.Table) -> Any:
     ``Int64`` dtype (NULL = ``pd.NA``) instead. Other columns convert as pandas does.
     """
     import pandas as pd
+    import pyarrow as pa
 
     df = table.to_pandas()
     for name, col in zip(table.column_names, table.columns):
@@ -161,6 +164,7 @@ class MetadataDB:
         # file lock), so what it reads of the manifest and the schema is read once: a search
         # asks for both several times, and each read costs about 0.5 ms.
         self._read_once: dict[tuple[str, str], object] = {}
+        self._has_segments = False  # once created, ``segments`` is never dropped
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
             if not read_only:
@@ -203,8 +207,12 @@ class MetadataDB:
         )
 
     def has_segments(self) -> bool:
-        return bool(self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+        """Whether ``segments`` exists (it is created with the recipe). Asked once per connection
+        until it answers yes: counting a level asks it first."""
+        if not self._has_segments:
+            self._has_segments = bool(self.con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+        return self._has_segments
 
     # -- manifest --------------------------------------------------------------------------
 
@@ -331,6 +339,8 @@ class MetadataDB:
                 seg["n_frames"].append(int(r.n_frames.sum()))
                 vecs.append(r.file_vector.reshape(1, dim))
                 valid.append(True)
+        import pyarrow as pa
+
         files_tbl = pa.table(files)
         self.con.register("_files_batch", files_tbl)
         names = ", ".join(files_tbl.column_names)
@@ -497,6 +507,8 @@ class MetadataDB:
 
         Ids without a vector at ``level`` are left out; the result is in id order.
         """
+        import pyarrow as pa
+
         want = pa.table({"segment_id": np.unique(np.asarray(ids, np.int64))})
         self.con.register("_wanted_ids", want)
         try:
@@ -507,6 +519,27 @@ class MetadataDB:
         finally:
             self.con.unregister("_wanted_ids")
         return tbl.column("segment_id").to_numpy().astype(np.int64), vectors_of(tbl, "vector", dim)
+
+    def files_of(self, segment_ids: np.ndarray) -> np.ndarray:
+        """``(n,)`` int64: the file id of each of the ``(n,)`` vector ids, in the order given."""
+        ids = np.asarray(segment_ids, np.int64)
+        if not ids.size:
+            return np.zeros(0, np.int64)
+        owner = dict(self.con.execute("SELECT segment_id, file_id FROM segments "
+                                      "WHERE segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()]).fetchall())
+        return np.array([owner[i] for i in ids.tolist()], np.int64)
+
+    def hit_rows(self, segment_ids: np.ndarray, file_columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """``segment_id -> {file_id, start_sample, end_sample, *file_columns}`` for the given vector
+        ids (the rows of a few search hits, read without loading the tables)."""
+        ids = np.asarray(segment_ids, np.int64)
+        cols = list(file_columns)
+        sel = ", ".join(f"f.{quote_ident(c)}" for c in cols)
+        cur = self.con.execute(
+            f"SELECT s.segment_id, s.file_id, s.start_sample, s.end_sample, {sel} FROM segments s "
+            "JOIN files f USING (file_id) WHERE s.segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()])
+        keys = ["file_id", "start_sample", "end_sample", *cols]
+        return {r[0]: dict(zip(keys, r[1:])) for r in cur.fetchall()}
 
     def count_vectors(self, level: str) -> int:
         if not self.has_segments():

@@ -543,7 +543,9 @@ class VectorIndex:
                 if vi._exact.shape != (vi._exact_ids.size, vi.dim):
                     return None
             else:
-                vi._ids = np.setdiff1d(np.sort(faiss.vector_to_array(index.id_map).astype(np.int64)), vi._dead)
+                # ids are unique (never reused): assume_unique skips np.unique, which imports numpy.ma
+                vi._ids = np.setdiff1d(np.sort(faiss.vector_to_array(index.id_map).astype(np.int64)), vi._dead,
+                                       assume_unique=True)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError):
             return None
         if int(meta.get("ntotal", -1)) != vi.ntotal or index.ntotal != vi.ntotal + vi._dead.size:
