@@ -190,12 +190,9 @@ class MetadataDB:
         self.con.execute(f"CREATE TABLE IF NOT EXISTS files ({cols})")
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS errors (path VARCHAR, severity VARCHAR, stage VARCHAR, reason VARCHAR, "
-            "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp)"
+            "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp, root VARCHAR)"
         )
         self.con.execute("CREATE TABLE IF NOT EXISTS transforms (name VARCHAR, data BLOB)")
-        # indexes made before several roots were allowed have no root columns (one root: the manifest's)
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS root VARCHAR")
-        self.con.execute("ALTER TABLE errors ADD COLUMN IF NOT EXISTS root VARCHAR")
         if self.get("schema_version") is None:
             self.set("schema_version", str(SCHEMA_VERSION))
 
@@ -254,45 +251,27 @@ class MetadataDB:
     # -- corpus roots ----------------------------------------------------------------------
 
     def roots(self) -> list[str]:
-        """The absolute corpus roots of the index, in the order they were added.
-
-        Indexes made before several roots were allowed record one ``corpus_root``.
-        """
+        """The absolute corpus roots of the index, in the order they were added."""
         text = self.get("corpus_roots")
-        if text:
-            return list(json.loads(text))
-        legacy = self.get("corpus_root")
-        return [legacy] if legacy else []
+        return list(json.loads(text)) if text else []
 
     def set_roots(self, roots: Sequence[str]) -> None:
-        """Record the corpus roots; ``corpus_root`` keeps the first for older readers."""
+        """Record the corpus roots; ``corpus_root`` names the first (what ``retrieve info`` and
+        the server show as the corpus)."""
         self.set("corpus_roots", json.dumps(list(roots)))
         if roots:
             self.set("corpus_root", roots[0])
 
-    def adopt_legacy_root(self) -> None:
-        """Give rows written before roots were recorded per row the index's single root."""
-        legacy = self.get("corpus_root")
-        if legacy:
-            self.con.execute("UPDATE files SET root = ? WHERE root IS NULL", [legacy])
-            self.con.execute("UPDATE errors SET root = ? WHERE root IS NULL", [legacy])
-
     def file_locations(self, where_sql: str = "TRUE") -> list[tuple[str, str]]:
-        """``(root, relative path)`` of the files passing ``where_sql``, by root then path.
-
-        Rows of an index made before roots were recorded per row take the manifest's root.
-        """
-        legacy = self.get("corpus_root") or "."
-        root = "coalesce(root, ?)" if "root" in self.file_columns() else "?"
+        """``(root, relative path)`` of the files passing ``where_sql``, by root then path."""
         return [(r[0], r[1]) for r in self.con.execute(
-            f"SELECT {root} AS r, path FROM files WHERE {where_sql} ORDER BY r, path", [legacy]).fetchall()]
+            f"SELECT root, path FROM files WHERE {where_sql} ORDER BY root, path").fetchall()]
 
     # -- files -----------------------------------------------------------------------------
 
-    def known_files(self) -> dict[tuple[str | None, str], tuple[int, int, float, str]]:
+    def known_files(self) -> dict[tuple[str, str], tuple[int, int, float, str]]:
         """``(root, path) -> (file_id, size, mtime, content_hash)`` for every indexed file."""
-        root = "root" if "root" in self.file_columns() else "NULL"  # an index made before roots per file
-        rows = self.con.execute(f"SELECT {root}, path, file_id, size, mtime, content_hash FROM files").fetchall()
+        rows = self.con.execute("SELECT root, path, file_id, size, mtime, content_hash FROM files").fetchall()
         return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
     def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
@@ -449,19 +428,14 @@ class MetadataDB:
 
     def clear_discovery_errors(self, roots: Sequence[str]) -> None:
         """Delete the rows discovery recorded under ``roots``; each run walks those roots in full
-        and records them again. Rows of an index made before roots were kept per row go too."""
+        and records them again."""
         if roots:
             self.con.execute("DELETE FROM errors WHERE stage = 'discover' "
-                             "AND (root IS NULL OR root IN (SELECT unnest(?::VARCHAR[])))", [list(roots)])
+                             "AND root IN (SELECT unnest(?::VARCHAR[]))", [list(roots)])
 
     def error_paths(self, root: str) -> set[str]:
         """Paths under ``root`` that have error or warning rows."""
-        columns = {r[0] for r in self.con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'errors'").fetchall()}
-        legacy = self.get("corpus_root")  # rows of an index made before roots per row belong to its one root
-        col = "coalesce(root, ?)" if "root" in columns else "?"
-        return {r[0] for r in self.con.execute(f"SELECT DISTINCT path FROM errors WHERE {col} = ?",
-                                               [legacy, root]).fetchall()}
+        return {r[0] for r in self.con.execute("SELECT DISTINCT path FROM errors WHERE root = ?", [root]).fetchall()}
 
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
         for r in rows:
