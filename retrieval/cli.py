@@ -32,7 +32,7 @@ from retrieval.options import (
     SEVERITIES,
     VECTOR_KINDS,
 )
-from retrieval.render import Output, emit, output_options, rounded, table as _table
+from retrieval.render import Output, clean, emit, output_options, rounded, table as _table
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
 _TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
@@ -266,8 +266,9 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
     if not clip.is_file():
         raise click.ClickException(f"query clip {clip} does not exist or is not a file")
     with Index.open(index) as idx:
-        hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s)
-    _render_hits(hits, output)
+        rows, warnings = idx.search_rows(clip, k, segments=segments, where=list(where), start_s=start_s,
+                                         end_s=end_s)
+    _render_rows(rows, warnings, output)
 
 
 @cli.command("text")
@@ -504,13 +505,17 @@ def tag_cmd(index: str | None, model: str, top: int, column: str, ontology: Path
 
 
 def _render_hits(hits: Any, output: Output) -> None:
+    """A DataFrame of hits as rows (see :func:`_render_rows`)."""
+    _render_rows(hits.to_dict(orient="records"), hits.attrs.get("warnings") or [], output)
+
+
+def _render_rows(records: list[dict[str, Any]], warnings: list[str], output: Output) -> None:
     """Hits as rows; a query warning (a silent clip) goes to stderr and into every machine-readable row."""
-    warnings = hits.attrs.get("warnings") or []
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
-    records = hits.to_dict(orient="records")
     if output == "table":
-        extra = [c for c in hits.columns if c not in _TABLE_SKIP and hits[c].notna().any()]
+        columns = list(dict.fromkeys(c for r in records for c in r))
+        extra = [c for c in columns if c not in _TABLE_SKIP and any(clean(r.get(c)) is not None for r in records)]
         rows = [{**r, "time": f"{r['start_s']:.2f}-{r['end_s']:.2f}s"} for r in records]
         emit(output, rows, ["rank", "score", "path", "time"] + extra, formats={"score": rounded(4)})
     else:

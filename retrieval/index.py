@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from retrieval import progress
 from retrieval.audio.clip import clip_audio, silence_warning
@@ -30,15 +29,16 @@ from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
-from retrieval.knn import split_label
 from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
-from retrieval.search import indexed_query, search_exact, search_files, search_segments
+from retrieval.search import indexed_query, search_exact, search_files, search_rows, search_segments
 from retrieval.store import Level, Store
 from retrieval.store.db import SEVERITIES, Severity, pandas_of, vectors_of
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from retrieval.export import ExportSummary
     from retrieval.locate.options import LocateOptions
 
@@ -156,12 +156,34 @@ class Index:
 
         A silent clip still returns hits, with a warning in ``hits.attrs["warnings"]``.
         """
+        vector, warnings = self._clip_query(clip, sample_rate, start_s, end_s)
+        hits = self.search_vector(vector, k, segments=segments, where=where)
+        hits.attrs["warnings"] = warnings
+        return hits
+
+    def search_rows(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
+                    where: str | Sequence[str] | None = None, sample_rate: int | None = None,
+                    start_s: float | None = None, end_s: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """:meth:`search` as ``(rows, warnings)``: one dict per hit, with the DataFrame's columns.
+
+        Reads only the hits' rows from DuckDB and never imports pandas: what a one-off
+        search (``retrieve query``) needs. :meth:`search` keeps the tables in memory instead,
+        which pays off from the second query on.
+        """
+        if k < 1:
+            raise InputError(f"k must be at least 1; got {k}")
+        vector, warnings = self._clip_query(clip, sample_rate, start_s, end_s)
+        flt = compile_where(where, self.store.db.column_types())
+        return search_rows(self.store, vector, k, flt, by_file=not segments), warnings
+
+    def _clip_query(self, clip: str | Path | np.ndarray, sample_rate: int | None, start_s: float | None,
+                    end_s: float | None) -> tuple[np.ndarray, list[str]]:
+        """The search vector of ``clip`` (``(D,)`` float32) and its warnings (a silent clip)."""
         r = self.recipe
         audio = clip_audio(clip, r.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
-        hits = self.search_vector(self.embed(audio, sample_rate=r.sample_rate), k, segments=segments, where=where)
+        vector = np.asarray(self.embed(audio, sample_rate=r.sample_rate), np.float32)
         warning = silence_warning(audio, r.window_samples, r.hop_samples, r.silence_db)
-        hits.attrs["warnings"] = [warning] if warning else []
-        return hits
+        return vector, [warning] if warning else []
 
     def search_text(self, text: str, k: int = 10, *, segments: bool = False,
                     where: str | Sequence[str] | None = None) -> pd.DataFrame:
@@ -248,10 +270,12 @@ class Index:
             label)``), ``excluded_self`` (indexed files with the clip's content left out of
             its vote; 0 with ``include_self``), and ``error`` for clips that could not be read.
         """
+        import pandas as pd
+
         from retrieval.audio.discover import audio_clips
         from retrieval.audio.paths import to_stored
         from retrieval.errors import AudioError
-        from retrieval.knn import classify as knn_classify
+        from retrieval.knn import classify as knn_classify, split_label
 
         items: list[Any] = [clips] if isinstance(clips, np.ndarray) else audio_clips(clips)
         meta, gallery = self._gallery(label_column, where)

@@ -391,15 +391,12 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
                  labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, found: list[RootedFile] | None,
                  summary: IngestSummary, warn: Callable[[str], None]) -> None:
     """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already."""
-    # a dry run only reads: it neither takes the write lock nor migrates an older schema
+    # a dry run only reads: it does not take the write lock
     opened = Store.open(index_dir) if options.dry_run else Store.create(index_dir)
     with opened as store, ExitStack() as stack:
         stored = store.recipe
         known = store.db.known_files()
         stored_roots = store.db.roots()
-        legacy = store.db.get("corpus_root")
-        if legacy and any(k[0] is None for k in known):  # made before roots were kept per row
-            known = {(k[0] or legacy, k[1]): v for k, v in known.items()}
         all_roots, scope = _check_roots(roots, stored_roots if known else [], index_dir, options)
         found = found if found is not None else _discover(roots, roots)
         counts: dict[str, int] = {}
@@ -425,7 +422,6 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
             if options.index_type is not None:
                 store.set_index_type(options.index_type)  # FAISS kind for this and later builds (retrieve info)
-            store.db.adopt_legacy_root()
             store.db.set_roots(all_roots)
             if options.labels_csv is not None:
                 store.db.set("labels_csv", str(Path(options.labels_csv).resolve()))

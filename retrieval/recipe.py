@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,8 @@ VERSIONED = ("retrieve", "torch", "transformers", "numpy", "faiss-cpu", "duckdb"
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions of :data:`VERSIONED`, None for the missing ones (no imports)."""
+    from importlib import metadata  # ~30 ms to import; only a new recipe asks for versions
+
     out: dict[str, str | None] = {}
     for name in VERSIONED:
         try:

@@ -3,16 +3,30 @@
 Results follow ``sentence_transformers.util.semantic_search``: best first, one row per
 hit, with the score (cosine of post-processed unit vectors), the file's path, the
 window's ``start_s`` / ``end_s`` and the file's label and metadata columns.
+
+The same hits come two ways. The ``search_*`` functions return a DataFrame and keep the
+window and file tables in memory (:meth:`Store.hit_tables`), for a process that answers many
+queries (the API, ``retrieve serve``). :func:`search_rows` returns plain rows and reads
+only its hits' rows from DuckDB, without pandas: what one ``retrieve query`` needs, whose
+cold start pandas alone would double.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import pandas as pd
 
 from retrieval.filters import Filter
 from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: ``(n,)`` vector ids -> ``(n,)`` int64 ids of their files.
+FileOf = Callable[[np.ndarray], np.ndarray]
 
 #: Hidden columns of ``files`` not shown in results.
 _HIDDEN = {"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
@@ -28,29 +42,57 @@ def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | 
 
 def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
     """The ``k`` windows most similar to ``query`` (a ``(D,)`` post-processed unit vector)."""
-    allowed = allowed_ids(store, "segment", where)
-    if allowed is not None and allowed.size == 0:
-        return _empty(store)
-    scores, ids = store.vectors("segment").search(query[None], k, allowed)
-    keep = ids[0] >= 0
-    return _hits(store, ids[0][keep], scores[0][keep])
+    return _hits(store, *ranked(store, query, k, where, by_file=False, file_of=_cached_file_of(store)))
 
 
 def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
     """The ``k`` files whose best window is most similar to ``query``; each row names that window."""
+    return _hits(store, *ranked(store, query, k, where, by_file=True, file_of=_cached_file_of(store)))
+
+
+def search_rows(store: Store, query: np.ndarray, k: int, where: Filter | None = None, *,
+                by_file: bool = True) -> list[dict[str, Any]]:
+    """:func:`search_files` (or, ``by_file=False``, :func:`search_segments`) as plain rows, one
+    dict per hit with the same keys and values as the DataFrame's records; no pandas."""
+    ids, scores = ranked(store, query, k, where, by_file=by_file, file_of=store.db.files_of)
+    return hit_rows(store, ids, scores)
+
+
+def ranked(store: Store, query: np.ndarray, k: int, where: Filter | None, *, by_file: bool,
+           file_of: FileOf) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (n,) int64, scores (n,) float32)`` of the best ``n <= k`` windows, best first;
+    ``by_file``: the best window of each of the best ``k`` files (FAISS is asked for more
+    windows until ``k`` files are found or none is left)."""
     vi = store.vectors("segment")
     allowed = allowed_ids(store, "segment", where)
+    none = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if vi.ntotal == 0 or (allowed is not None and allowed.size == 0):
-        return _empty(store)
+        return none
     limit = vi.ntotal if allowed is None else allowed.size
-    fetch = min(limit, max(4 * k, k + 32))
+    fetch = min(limit, max(4 * k, k + 32)) if by_file else k
     while True:
         scores, ids = vi.search(query[None], fetch, allowed)
         keep = ids[0] >= 0
-        out = _top_files(_hits(store, ids[0][keep], scores[0][keep]), k)
-        if len(out) >= k or fetch >= limit:
-            return out
+        ids, scores = ids[0][keep].astype(np.int64), scores[0][keep]
+        if not by_file:
+            return ids, scores
+        first = first_per_file(file_of(ids), k)
+        if len(first) >= k or fetch >= limit:
+            return ids[first], scores[first]
         fetch = min(limit, fetch * 4)
+
+
+def first_per_file(file_ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the first ``k`` distinct values of ``file_ids`` (best-first hits), in order."""
+    seen: set[int] = set()
+    out: list[int] = []
+    for pos, fid in enumerate(file_ids.tolist()):
+        if fid not in seen:
+            seen.add(fid)
+            out.append(pos)
+            if len(out) == k:
+                break
+    return np.asarray(out, np.int64)
 
 
 def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int,
@@ -70,21 +112,23 @@ def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.n
     if not by_file:
         order = order[:k]
         return _hits(store, ids[order], scores[order])
+    file_of = _cached_file_of(store)
     head = order[: max(4 * k, k + 32)]
-    out = _top_files(_hits(store, ids[head], scores[head]), k)
-    if len(out) < k and len(order) > len(head):
-        out = _top_files(_hits(store, ids[order], scores[order]), k)
-    return out
+    first = first_per_file(file_of(ids[head]), k)
+    if len(first) < k and len(order) > len(head):
+        head = order
+        first = first_per_file(file_of(ids[head]), k)
+    return _hits(store, ids[head[first]], scores[head[first]])
 
 
-def _top_files(hits: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The first ``k`` files of best-first window ``hits``, each with its best window, ranked 1..n."""
-    out = hits.drop_duplicates("path", keep="first").head(k).reset_index(drop=True)
-    out["rank"] = np.arange(1, len(out) + 1)
-    return out
+def _cached_file_of(store: Store) -> FileOf:
+    windows, _ = store.hit_tables()
+    return lambda ids: windows["file_id"].loc[ids].to_numpy(np.int64)
 
 
 def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     if ids.size == 0:
         return _empty(store)
     sr = store.require_recipe().sample_rate
@@ -98,7 +142,7 @@ def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         "start_s": win["start_sample"].to_numpy() / sr,
         "end_s": win["end_sample"].to_numpy() / sr,
     })
-    extra = [c for c in meta.columns if c not in _HIDDEN and c not in out.columns and c != "duration_s"]
+    extra = shown_columns(list(meta.columns))
     for c in extra:
         out[c] = meta[c].array  # keeps nullable integers integer (to_numpy() would make them float)
     if "root" in meta.columns and len(store.db.roots()) > 1:  # paths are relative to their root
@@ -110,9 +154,46 @@ def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 
 def _empty(store: Store) -> pd.DataFrame:
+    import pandas as pd
+
     cols = ["rank", "score", "path", "start_s", "end_s"] + store.db.metadata_columns() + [
         "duration_s", "segment_id", "file_id"]
     return pd.DataFrame({c: [] for c in cols})
+
+
+#: Keys of a hit that do not come from the file's metadata columns.
+_HIT_KEYS = ("rank", "score", "path", "root", "start_s", "end_s", "duration_s", "segment_id", "file_id")
+
+
+def shown_columns(file_columns: list[str]) -> list[str]:
+    """The columns of ``files`` a hit shows between ``end_s`` and ``duration_s``: the label and
+    metadata columns, in table order."""
+    return [c for c in file_columns if c not in _HIDDEN and c not in _HIT_KEYS and c != "content_hash"]
+
+
+def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """The rows :func:`_hits` makes, as dicts, read for these ``ids`` only (no pandas).
+
+    Values are Python scalars; a NULL is None (the DataFrame holds ``pd.NA`` or NaN there).
+    """
+    if ids.size == 0:
+        return []
+    sr = store.require_recipe().sample_rate
+    extra = shown_columns(store.db.file_columns())
+    found = store.db.hit_rows(ids, ["path", "root", "duration_s", *extra])
+    multi_root = len(store.db.roots()) > 1
+    rows = []
+    for rank, (sid, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1):
+        hit = found[sid]
+        row: dict[str, Any] = {"rank": rank, "score": float(score), "path": hit["path"]}
+        if multi_root:
+            row["root"] = hit["root"]
+        row["start_s"] = hit["start_sample"] / sr
+        row["end_s"] = hit["end_sample"] / sr
+        row.update({c: hit[c] for c in extra})
+        row.update({"duration_s": hit["duration_s"], "segment_id": sid, "file_id": hit["file_id"]})
+        rows.append(row)
+    return rows
 
 
 

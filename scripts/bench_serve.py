@@ -104,7 +104,7 @@ def build_store(root: Path, n_segments: int) -> tuple[Path, int, float]:
         (corpus / "synthetic" / f"{f:06d}.wav").symlink_to(real / f"{f % 20:02d}.wav")
     with Store.open(ix, writable=True) as store:
         with store.db.transaction():
-            store.db.set("corpus_root", str(corpus))
+            store.db.set_roots([str(corpus)])
         store.rebuild_all()
         store.db.checkpoint()
     return ix, n_files, time.perf_counter() - t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,27 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     """No test touches the real indexes/ folder or the network."""
     monkeypatch.setenv("RETRIEVE_INDEXES", str(tmp_path_factory.mktemp("indexes")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every name lookup or TCP connect the code under test tries, each refused with OSError.
+
+    "Fails fast" is then a count, not a stopwatch: a test asserts the list stays empty
+    (nothing waited on the network) or holds exactly the probes it expects.
+    """
+    attempts: list[tuple] = []
+
+    def refuse(what: str):
+        def call(*args, **kwargs):
+            attempts.append((what, args[0] if args else kwargs))
+            raise OSError(f"network refused by the network_attempts fixture ({what})")
+
+        return call
+
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    return attempts
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -173,14 +172,21 @@ def test_multi_label_by_hand() -> None:
     assert pc.loc["b", ["support", "predicted", "tp"]].tolist() == [2, 2, 0]
 
 
-def test_three_thousand_items_under_ten_seconds() -> None:
+def test_three_thousand_items_match_brute_force() -> None:
+    """At FSDD's size (3000 items, 6 groups) the chunked leave-one-group-out search gives the
+    brute-force nearest neighbour of every item (its speed is in scripts/bench_baseline.py)."""
     rng = np.random.default_rng(0)
-    v = rng.normal(size=(3000, 256)).astype(np.float32)
-    labels = rng.integers(0, 10, 3000).astype(str)
-    start = time.perf_counter()
-    r = evaluate(v, labels, np.arange(3000), rng.integers(0, 6, 3000), ks=(1, 5, 10))
-    assert time.perf_counter() - start < 10.0
-    assert r.metrics["n_queries"] == 3000
+    n = 3000
+    v = rng.normal(size=(n, 64)).astype(np.float32)
+    labels = rng.integers(0, 10, n).astype(str)
+    groups = rng.integers(0, 6, n)
+    r = evaluate(v, labels, np.arange(n), groups, ks=(1, 5, 10))
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    sim[groups[:, None] == groups[None, :]] = -np.inf  # same group (and self) never seen
+    nearest = sim.argmax(axis=1)
+    assert r.metrics["n_queries"] == n
+    assert r.metrics["knn_accuracy@1"] == pytest.approx(float((labels[nearest] == labels).mean()), abs=1e-12)
 
 
 def test_bad_inputs_raise_typed_errors() -> None:

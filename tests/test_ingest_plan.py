@@ -31,10 +31,9 @@ def _state(index):
     """Everything a run could change: rows of files, errors and the manifest's roots."""
     with Store.open(index) as s:
         con = s.db.con
-        root = "root" if "root" in s.db.file_columns() else "NULL AS root"  # also reads an older schema
-        files = con.execute(f"SELECT {root}, path, file_id FROM files ORDER BY root, path").fetchall()
-        errors = con.execute(f"SELECT {root}, path, reason FROM errors ORDER BY root, path").fetchall()
-        roots = json.loads(s.db.get("corpus_roots") or json.dumps([s.db.get("corpus_root")]))
+        files = con.execute("SELECT root, path, file_id FROM files ORDER BY root, path").fetchall()
+        errors = con.execute("SELECT root, path, reason FROM errors ORDER BY root, path").fetchall()
+        roots = s.db.roots()
         return files, errors, roots, s.db.get("generation")
 
 
@@ -138,26 +137,6 @@ def test_dry_run_prints_the_plan_and_changes_nothing(corpus, tmp_path):
     fresh = tmp_path / "fresh"
     res = runner.invoke(cli, ["index", str(corpus), "--index", str(fresh), "--dry-run", "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)["new"]) == 20 and not fresh.exists()
-
-
-def test_an_index_made_before_roots_were_kept_per_file_still_works(corpus, tmp_path):
-    ix = tmp_path / "ix"
-    _run(corpus, ix)
-    with Store.open(ix, writable=True) as s:  # the schema and manifest of a single-root index
-        s.db.con.execute("ALTER TABLE files DROP COLUMN root")
-        s.db.con.execute("ALTER TABLE errors DROP COLUMN root")
-        s.db.con.execute("DELETE FROM manifest WHERE key = 'corpus_roots'")
-    with Index.open(ix) as idx:
-        assert idx.search(corpus / "tone" / "tone_01.wav", k=1).path[0] == "tone/tone_01.wav"
-        assert idx.info()["corpus_roots"] == [str(corpus.resolve())]
-    os.remove(corpus / "clicks" / "clicks_03.wav")
-    assert _run(corpus, ix, dry_run=True).plan["removed"] == ["clicks/clicks_03.wav"]
-    with Store.open(ix) as s:
-        assert "root" not in s.db.file_columns()  # the dry run left the older schema alone
-    s = _run(corpus, ix)
-    assert (s.files_unchanged, s.files_removed, s.files_indexed) == (19, 1, 0)
-    files, _, roots, _ = _state(ix)
-    assert roots == [str(corpus.resolve())] and {r for r, _, _ in files} == {str(corpus.resolve())}
 
 
 # -- items 2, 3, 16: validate first, create nothing on failure, empty and vanished roots ---------

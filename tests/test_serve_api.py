@@ -306,12 +306,11 @@ def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexS
     sem = app.state.heavy._sem
     assert app.state.heavy.slots == 1
     sem.acquire()  # every heavy slot is now taken
-    answers: dict[str, tuple[int, str, float]] = {}
+    answers: dict[str, tuple[int, str]] = {}
 
     def heavy(name: str, call) -> None:
-        t0 = time.perf_counter()
         res = call()
-        answers[name] = (res.status_code, res.headers.get("server-timing", ""), time.perf_counter() - t0)
+        answers[name] = (res.status_code, res.headers.get("server-timing", ""))
 
     threads = [
         threading.Thread(target=heavy, args=("upload", lambda: client.post(
@@ -324,9 +323,7 @@ def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexS
             th.start()
         time.sleep(0.5)
         assert not answers, "a heavy request ran while every slot was taken"
-        t0 = time.perf_counter()
         cheap = client.post("/api/search", data={"file_id": fid, "k": 3})
-        cheap_s = time.perf_counter() - t0
         assert cheap.status_code == 200 and len(cheap.json()) == 3
         assert "queue;dur" not in cheap.headers["server-timing"]
         assert not answers  # still waiting: the cheap search went past them
@@ -338,6 +335,5 @@ def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexS
     for name in ("upload", "thumbnail"):
         waited = float(answers[name][1].split("queue;dur=")[1].split(",")[0]) / 1e3
         assert waited >= 0.4, (name, answers[name])
-    assert cheap_s < 0.5 * min(a[2] for a in answers.values())
     with pytest.raises(InputError, match="0 \\(no limit\\)"):
         create_app(held, heavy_slots=-1)

@@ -28,7 +28,6 @@ import shutil
 import socket
 import threading
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -174,6 +173,8 @@ def hub_cache_dir() -> Path:
 
 def _console_scripts() -> set[str]:
     """Names of the commands the installed huggingface_hub declares (empty if it is not installed)."""
+    from importlib import metadata  # only an error message needs it; a cold start does not
+
     try:
         entry_points = metadata.distribution("huggingface_hub").entry_points
     except metadata.PackageNotFoundError:

@@ -37,14 +37,16 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from retrieval.errors import IndexLockedError, InputError, StoreError
 from retrieval.options import SEVERITIES, Severity  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:  # pyarrow is imported where rows go in or out in bulk: `retrieve info` never needs it
+    import pyarrow as pa
 
 SCHEMA_VERSION = 1
 #: The writer checkpoints the WAL into the database file after this many commits...
@@ -84,6 +86,7 @@ def pandas_of(table: pa.Table) -> Any:
     ``Int64`` dtype (NULL = ``pd.NA``) instead. Other columns convert as pandas does.
     """
     import pandas as pd
+    import pyarrow as pa
 
     df = table.to_pandas()
     for name, col in zip(table.column_names, table.columns):
@@ -161,6 +164,7 @@ class MetadataDB:
         # file lock), so what it reads of the manifest and the schema is read once: a search
         # asks for both several times, and each read costs about 0.5 ms.
         self._read_once: dict[tuple[str, str], object] = {}
+        self._has_segments = False  # once created, ``segments`` is never dropped
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
             if not read_only:
@@ -186,12 +190,9 @@ class MetadataDB:
         self.con.execute(f"CREATE TABLE IF NOT EXISTS files ({cols})")
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS errors (path VARCHAR, severity VARCHAR, stage VARCHAR, reason VARCHAR, "
-            "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp)"
+            "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp, root VARCHAR)"
         )
         self.con.execute("CREATE TABLE IF NOT EXISTS transforms (name VARCHAR, data BLOB)")
-        # indexes made before several roots were allowed have no root columns (one root: the manifest's)
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS root VARCHAR")
-        self.con.execute("ALTER TABLE errors ADD COLUMN IF NOT EXISTS root VARCHAR")
         if self.get("schema_version") is None:
             self.set("schema_version", str(SCHEMA_VERSION))
 
@@ -203,8 +204,12 @@ class MetadataDB:
         )
 
     def has_segments(self) -> bool:
-        return bool(self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+        """Whether ``segments`` exists (it is created with the recipe). Asked once per connection
+        until it answers yes: counting a level asks it first."""
+        if not self._has_segments:
+            self._has_segments = bool(self.con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
+        return self._has_segments
 
     # -- manifest --------------------------------------------------------------------------
 
@@ -246,45 +251,27 @@ class MetadataDB:
     # -- corpus roots ----------------------------------------------------------------------
 
     def roots(self) -> list[str]:
-        """The absolute corpus roots of the index, in the order they were added.
-
-        Indexes made before several roots were allowed record one ``corpus_root``.
-        """
+        """The absolute corpus roots of the index, in the order they were added."""
         text = self.get("corpus_roots")
-        if text:
-            return list(json.loads(text))
-        legacy = self.get("corpus_root")
-        return [legacy] if legacy else []
+        return list(json.loads(text)) if text else []
 
     def set_roots(self, roots: Sequence[str]) -> None:
-        """Record the corpus roots; ``corpus_root`` keeps the first for older readers."""
+        """Record the corpus roots; ``corpus_root`` names the first (what ``retrieve info`` and
+        the server show as the corpus)."""
         self.set("corpus_roots", json.dumps(list(roots)))
         if roots:
             self.set("corpus_root", roots[0])
 
-    def adopt_legacy_root(self) -> None:
-        """Give rows written before roots were recorded per row the index's single root."""
-        legacy = self.get("corpus_root")
-        if legacy:
-            self.con.execute("UPDATE files SET root = ? WHERE root IS NULL", [legacy])
-            self.con.execute("UPDATE errors SET root = ? WHERE root IS NULL", [legacy])
-
     def file_locations(self, where_sql: str = "TRUE") -> list[tuple[str, str]]:
-        """``(root, relative path)`` of the files passing ``where_sql``, by root then path.
-
-        Rows of an index made before roots were recorded per row take the manifest's root.
-        """
-        legacy = self.get("corpus_root") or "."
-        root = "coalesce(root, ?)" if "root" in self.file_columns() else "?"
+        """``(root, relative path)`` of the files passing ``where_sql``, by root then path."""
         return [(r[0], r[1]) for r in self.con.execute(
-            f"SELECT {root} AS r, path FROM files WHERE {where_sql} ORDER BY r, path", [legacy]).fetchall()]
+            f"SELECT root, path FROM files WHERE {where_sql} ORDER BY root, path").fetchall()]
 
     # -- files -----------------------------------------------------------------------------
 
-    def known_files(self) -> dict[tuple[str | None, str], tuple[int, int, float, str]]:
+    def known_files(self) -> dict[tuple[str, str], tuple[int, int, float, str]]:
         """``(root, path) -> (file_id, size, mtime, content_hash)`` for every indexed file."""
-        root = "root" if "root" in self.file_columns() else "NULL"  # an index made before roots per file
-        rows = self.con.execute(f"SELECT {root}, path, file_id, size, mtime, content_hash FROM files").fetchall()
+        rows = self.con.execute("SELECT root, path, file_id, size, mtime, content_hash FROM files").fetchall()
         return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
     def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
@@ -331,6 +318,8 @@ class MetadataDB:
                 seg["n_frames"].append(int(r.n_frames.sum()))
                 vecs.append(r.file_vector.reshape(1, dim))
                 valid.append(True)
+        import pyarrow as pa
+
         files_tbl = pa.table(files)
         self.con.register("_files_batch", files_tbl)
         names = ", ".join(files_tbl.column_names)
@@ -455,19 +444,14 @@ class MetadataDB:
 
     def clear_discovery_errors(self, roots: Sequence[str]) -> None:
         """Delete the rows discovery recorded under ``roots``; each run walks those roots in full
-        and records them again. Rows of an index made before roots were kept per row go too."""
+        and records them again."""
         if roots:
             self.con.execute("DELETE FROM errors WHERE stage = 'discover' "
-                             "AND (root IS NULL OR root IN (SELECT unnest(?::VARCHAR[])))", [list(roots)])
+                             "AND root IN (SELECT unnest(?::VARCHAR[]))", [list(roots)])
 
     def error_paths(self, root: str) -> set[str]:
         """Paths under ``root`` that have error or warning rows."""
-        columns = {r[0] for r in self.con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'errors'").fetchall()}
-        legacy = self.get("corpus_root")  # rows of an index made before roots per row belong to its one root
-        col = "coalesce(root, ?)" if "root" in columns else "?"
-        return {r[0] for r in self.con.execute(f"SELECT DISTINCT path FROM errors WHERE {col} = ?",
-                                               [legacy, root]).fetchall()}
+        return {r[0] for r in self.con.execute("SELECT DISTINCT path FROM errors WHERE root = ?", [root]).fetchall()}
 
     def errors_table(self) -> pa.Table:
         """Every row of ``errors``, by path then time recorded."""
@@ -496,10 +480,14 @@ class MetadataDB:
         ``where_sql`` is an extra parameterised condition (on ``f``'s columns, for
         ``--where``), ``join`` an extra join. Rows come in id order unless ``order=False``.
         """
-        sql = (f"SELECT {select} FROM segments s JOIN files f USING (file_id){join} "
-               "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
-               + (" ORDER BY s.segment_id" if order else ""))
-        return arrow_of(self.con.sql(sql, params=[level, *params]))
+        return arrow_of(self.con.sql(self._vector_sql(select, where_sql, join, order), params=[level, *params]))
+
+    @staticmethod
+    def _vector_sql(select: str, where_sql: str = "", join: str = "", order: bool = True) -> str:
+        """The SQL text of :meth:`_vector_rows` (its first parameter is the level)."""
+        return (f"SELECT {select} FROM segments s JOIN files f USING (file_id){join} "
+                "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
+                + (" ORDER BY s.segment_id" if order else ""))
 
     def vectors(self, level: str, dim: int, where_sql: str = "", params: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,) int64, raw vectors (n, dim) float32)`` of one level, in id order.
@@ -535,15 +523,17 @@ class MetadataDB:
         them have an id under ``below`` (counted in SQL, no ids read)."""
         if not self.has_segments():
             return 0, 0
-        tbl = self._vector_rows(f"count(*) AS total, count(*) FILTER (WHERE s.segment_id < {int(below)}) AS under",
-                                level, order=False)
-        return int(tbl.column("total")[0].as_py()), int(tbl.column("under")[0].as_py())
+        sql = self._vector_sql("count(*), count(*) FILTER (WHERE s.segment_id < ?)", order=False)
+        total, under = self.con.execute(sql, [int(below), level]).fetchone()  # a tuple: no pyarrow
+        return int(total), int(under)
 
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`vectors`, for the given ``(m,)`` ids only: ``(ids (m',) int64, raw (m', dim) float32)``.
 
         Ids without a vector at ``level`` are left out; the result is in id order.
         """
+        import pyarrow as pa
+
         want = pa.table({"segment_id": np.unique(np.asarray(ids, np.int64))})
         self.con.register("_wanted_ids", want)
         try:
@@ -580,6 +570,27 @@ class MetadataDB:
         """``segment_id, file_id, start_sample, end_sample`` of every row with a vector (both levels)."""
         return arrow_of(self.con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
                                      "WHERE vector IS NOT NULL"))
+
+    def files_of(self, segment_ids: np.ndarray) -> np.ndarray:
+        """``(n,)`` int64: the file id of each of the ``(n,)`` vector ids, in the order given."""
+        ids = np.asarray(segment_ids, np.int64)
+        if not ids.size:
+            return np.zeros(0, np.int64)
+        owner = dict(self.con.execute("SELECT segment_id, file_id FROM segments "
+                                      "WHERE segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()]).fetchall())
+        return np.array([owner[i] for i in ids.tolist()], np.int64)
+
+    def hit_rows(self, segment_ids: np.ndarray, file_columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """``segment_id -> {file_id, start_sample, end_sample, *file_columns}`` for the given vector
+        ids (the rows of a few search hits, read without loading the tables)."""
+        ids = np.asarray(segment_ids, np.int64)
+        cols = list(file_columns)
+        sel = ", ".join(f"f.{quote_ident(c)}" for c in cols)
+        cur = self.con.execute(
+            f"SELECT s.segment_id, s.file_id, s.start_sample, s.end_sample, {sel} FROM segments s "
+            "JOIN files f USING (file_id) WHERE s.segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()])
+        keys = ["file_id", "start_sample", "end_sample", *cols]
+        return {r[0]: dict(zip(keys, r[1:])) for r in cur.fetchall()}
 
     def count_vectors(self, level: str) -> int:
         if not self.has_segments():

@@ -406,8 +406,7 @@ class Store:
     def _consistent(self, level: Level, vi: VectorIndex) -> bool:
         if vi.generation != self._generation():
             return False
-        fit = vi.stats.get("postprocess_fit")  # absent in files written before fits were recorded
-        if fit is not None and fit != self.fit_digest():
+        if vi.stats.get("postprocess_fit") != self.fit_digest():
             return False
         n = self.db.count_vectors(level)
         return vi.ntotal == n and vi.kind == self.planned_index_type(n)[0]

@@ -505,8 +505,8 @@ class VectorIndex:
     def load(cls, path: Path) -> VectorIndex | None:
         """Read an index and its sidecar; None when anything is missing, unreadable, damaged or disagrees.
 
-        Damaged: a file's checksum differs from the one its sidecar recorded (sidecars
-        written before checksums were recorded are trusted as they were).
+        Damaged: a file's checksum differs from the one its sidecar recorded, or the
+        sidecar recorded none.
         """
         path = Path(path)
         try:
@@ -537,7 +537,9 @@ class VectorIndex:
                 if vi._exact.shape != (vi._exact_ids.size, vi.dim):
                     return None
             else:
-                vi._ids = np.setdiff1d(np.sort(faiss.vector_to_array(index.id_map).astype(np.int64)), vi._dead)
+                # ids are unique (never reused): assume_unique skips np.unique, which imports numpy.ma
+                vi._ids = np.setdiff1d(np.sort(faiss.vector_to_array(index.id_map).astype(np.int64)), vi._dead,
+                                       assume_unique=True)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError):
             return None
         if int(meta.get("ntotal", -1)) != vi.ntotal or index.ntotal != vi.ntotal + vi._dead.size:
@@ -606,8 +608,9 @@ def file_checksum(path: Path) -> str:
 
 
 def _checksum_matches(path: Path, recorded: Any) -> bool:
-    """True when no checksum was recorded (older sidecars) or the file's bytes still give it."""
-    return recorded is None or file_checksum(path) == recorded
+    """True when the file's bytes still give the checksum its sidecar recorded (every save
+    records one: a sidecar without it is not trusted, and the file is rebuilt)."""
+    return recorded is not None and file_checksum(path) == recorded
 
 
 def _default_params(kind: IndexType, n: int, dim: int) -> dict[str, Any]:

@@ -105,12 +105,3 @@ def test_bad_settings_raise() -> None:
     with pytest.raises(InputError, match="n_mfcc \\(80\\) cannot exceed n_mels \\(64\\)"):
         LogMelEncoder(EncoderOptions(extra={"n_mfcc": 80}))
     assert LogMelEncoder(EncoderOptions(extra={"trim_db": "none"})).config.trim_db is None
-
-
-def test_periodic_hann_is_scipys_window_bit_for_bit() -> None:
-    import scipy.signal
-
-    from retrieval.encoders.logmel import periodic_hann
-
-    for n in (1, 2, 3, 255, 256, 400, 512, 1023, 1024, 2048):
-        assert np.array_equal(periodic_hann(n), scipy.signal.get_window("hann", n, fftbins=True)), n

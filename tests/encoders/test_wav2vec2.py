@@ -8,7 +8,6 @@ pooled clip vectors at cosine >= 0.999 (the contract the brief states; measured 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,12 +180,12 @@ def test_hub_id_from_cache_records_revision(tiny: dict[str, Path], tmp_path: Pat
     assert enc.recipe()["checkpoint"] == "tiny-org/tiny-w2v" and enc.recipe()["revision"] == commit
 
 
-def test_missing_hub_id_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_hub_id_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   network_attempts: list[tuple]) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    start = time.monotonic()
     with pytest.raises(WeightsNotFoundError) as err:
         encoder("nobody-here/no-such-wav2vec2")
-    assert time.monotonic() - start < 5.0
+    assert network_attempts == []  # offline: nothing waited on the network
     assert "--model" in str(err.value) and "RETRIEVE_WAV2VEC2_MODEL" in str(err.value)
 
 

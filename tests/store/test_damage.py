@@ -64,6 +64,16 @@ def test_the_checksum_is_recorded_and_verified(tmp_path):
     assert VectorIndex.load(tmp_path / "s.faiss") is None
 
 
+def test_a_sidecar_without_a_checksum_is_not_trusted(tmp_path):
+    """Every save records one; a sidecar without it did not come from a save, and the file is rebuilt."""
+    x = l2_normalize(np.random.default_rng(1).standard_normal((50, 8))).astype(np.float32)
+    VectorIndex.build(np.arange(50, dtype=np.int64), x, "1").save(tmp_path / "s.faiss")
+    meta = json.loads(sidecar(tmp_path / "s.faiss").read_text())
+    del meta["checksum"]
+    sidecar(tmp_path / "s.faiss").write_text(json.dumps(meta))
+    assert VectorIndex.load(tmp_path / "s.faiss") is None
+
+
 @pytest.mark.parametrize("text", ["[]", "[1, 2]", '"text"', "null", "{not json", '{"generation": 1, "stats": []}'])
 def test_a_malformed_sidecar_counts_as_stale(indexed, text):
     _, ix = indexed
