@@ -524,7 +524,7 @@ class MetadataDB:
         if not self.has_segments():
             return 0, 0
         sql = self._vector_sql("count(*), count(*) FILTER (WHERE s.segment_id < ?)", order=False)
-        total, under = self.con.execute(sql, [int(below), level]).fetchone()  # a tuple: no pyarrow
+        total, under = self.con.execute(sql, [int(below), level]).fetchall()[0]  # tuples: no pyarrow
         return int(total), int(under)
 
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
