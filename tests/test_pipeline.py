@@ -68,7 +68,7 @@ LONG_SAMPLES = 200_000
 def test_workers_give_the_same_rows_and_vectors(mixed, tmp_path, monkeypatch, embed_in_workers):
     monkeypatch.setattr(pipeline, "LONG_FILE_SAMPLES", LONG_SAMPLES)  # read by ingest when it sets up a run
     if not embed_in_workers:  # the workers only decode; the encoder runs here, as for model encoders
-        monkeypatch.setattr(ing, "WORKER_EMBEDDED", frozenset())
+        monkeypatch.setattr(ing, "embeds_in_workers", lambda encoder: False)
     opts = dict(commit_every=5, batch_size=4)
     s0 = ingest(mixed, tmp_path / "w0", Choices(), IngestOptions(workers=0, **opts))
     s2 = ingest(mixed, tmp_path / "w2", Choices(), IngestOptions(workers=2, **opts))
