@@ -125,7 +125,10 @@ class IngestOptions:
         batch_size: windows per encoder call.
         progress: show a progress bar on stderr.
         workers: decoding processes beside the encoder (0 decodes in the main process);
-            see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
+            see :mod:`retrieval.pipeline`. None picks with :func:`auto_workers` (the CLI's
+            default). The library's default stays 0 because workers re-import the calling
+            script: one that starts them needs the ``if __name__ == "__main__":`` guard.
+            Vectors and rows do not depend on it.
         index_type: FAISS index kind for search (``auto``, ``flat``, ``hnsw``, ``ivfpq``);
             None keeps the index's recorded kind (``auto`` for a new index).
         refit: refit the post-processing and rebuild FAISS even when the change since the
@@ -144,7 +147,7 @@ class IngestOptions:
     commit_every: int = 64
     batch_size: int = 16
     progress: bool = False
-    workers: int = 0
+    workers: int | None = 0
     index_type: str | None = None
     refit: bool = False
     on_warning: Callable[[str], None] | None = None
@@ -173,7 +176,7 @@ def check_options(choices: Choices, options: IngestOptions) -> None:
     for name, value in (("--batch-size", options.batch_size), ("--commit-every", options.commit_every)):
         if value < 1:
             raise InputError(f"{name} must be at least 1; got {value}")
-    if options.workers < 0:
+    if options.workers is not None and options.workers < 0:
         raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
 
 
@@ -405,7 +408,11 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         stored_labels = store.db.get("labels_csv")
         if labels is None and stored_labels:
             labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
-        pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
+        workers = options.workers
+        if workers is None:
+            name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
+            workers = auto_workers(name, len(plan.to_embed))
+        pool = _start_pool(stack, workers, warn) if plan.to_embed else None
         encoder, recipe = resolved or resolve(choices, stored)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
@@ -536,6 +543,31 @@ def _stored_labels(csv: Path, key: str | None, warn: Callable[[str], None]) -> p
     except InputError as exc:
         warn(f"{exc}; metadata left as it was (pass --labels with a fixed CSV)")
         return None
+
+
+#: Files to embed below which ``auto_workers`` decodes in the main process: starting a pool
+#: (a fork server, then the workers, about 0.5-1 s of CPU) costs more than it saves on a few files.
+AUTO_WORKERS_MIN_FILES = 64
+#: Most workers ``auto_workers`` starts.
+AUTO_WORKERS_MAX = 8
+
+
+def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
+    """Decoding processes for a run that leaves ``--workers`` unset.
+
+    * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
+    * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
+      one worker per usable core, at most :data:`AUTO_WORKERS_MAX`: the main process then
+      only writes rows, so the work spreads over every core;
+    * a model encoder gets one worker: decoding is a small part of its cost, and its torch
+      threads keep the cores (see :func:`torch_threads_for`).
+
+    Vectors do not depend on the choice (``tests/test_pipeline.py``).
+    """
+    cores = cores or _usable_cores()
+    if files < AUTO_WORKERS_MIN_FILES or cores < 2:
+        return 0
+    return min(cores, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:

@@ -325,3 +325,43 @@ def test_torch_threads_are_restored(corpus, tmp_path):
 def test_negative_workers_are_refused(corpus, tmp_path):
     with pytest.raises(InputError, match="workers must be 0"):
         ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=-1))
+
+
+# -- choosing the workers ------------------------------------------------------------------
+
+
+def test_auto_workers_spread_worker_embedded_encoders_over_the_cores():
+    assert ing.auto_workers("logmel", 3000, cores=2) == 2
+    assert ing.auto_workers("logmel", 3000, cores=64) == ing.AUTO_WORKERS_MAX
+    assert ing.auto_workers("wav2vec2", 3000, cores=8) == 1  # the model stays here; one worker decodes
+    assert ing.auto_workers("logmel", ing.AUTO_WORKERS_MIN_FILES - 1, cores=8) == 0  # a pool costs more
+    assert ing.auto_workers("logmel", 3000, cores=1) == 0
+
+
+def test_the_cli_leaves_workers_to_auto_and_the_library_keeps_zero(corpus, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrieval.cli import cli
+
+    seen: list = []
+
+    def fake_ingest(corpus, target, choices, options):
+        seen.append(options.workers)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(ing, "ingest", fake_ingest)
+    CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix")])
+    CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix"), "--workers", "3"])
+    assert seen == [None, 3] and IngestOptions().workers == 0
+
+
+def test_encoders_run_by_workers_load_neither_torch_nor_transformers():
+    from retrieval.encoders.registry import entry, worker_embedded
+
+    assert worker_embedded(), "no encoder is flagged embeds_in_workers"
+    for name in worker_embedded():
+        module = entry(name).target.partition(":")[0]
+        code = (f"import sys, {module}\nfrom retrieval.encoders import build\nbuild({name!r})\n"
+                "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]", name
