@@ -370,7 +370,9 @@ def _context() -> mp.context.BaseContext:
         from retrieval.encoders.registry import entry, worker_embedded
 
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__, *(entry(n).target.partition(":")[0] for n in worker_embedded())])
+        encoders = [entry(n) for n in worker_embedded()]
+        ctx.set_forkserver_preload([__name__, *(e.target.partition(":")[0] for e in encoders),
+                                    *(m for e in encoders for m in e.worker_preload)])
         return ctx
     return mp.get_context("spawn")
 

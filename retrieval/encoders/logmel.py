@@ -116,17 +116,28 @@ class LogMelEncoder:
             raise InputError(f"logmel computes in numpy float64 and stores float32; precision {options.precision!r} "
                              "does not apply to it: choose one of: fp32 (drop --precision)")
         self.config = LogMelConfig(**options.extra)
-        import scipy.sparse  # here, not at the top: a CLI start that needs no encoder does not pay for it
-
         self._window = periodic_hann(self.win_samples)
         self._mel = mel_filterbank(self.sample_rate, self.n_fft, self.config.n_mels,
                                    self.config.fmin_hz, self.config.fmax_hz)
-        # Sparse (each FFT bin feeds at most two bands) and BLAS-free: a dense (T, 257) @
-        # (257, 64) product through a multi-threaded BLAS is slower by orders of magnitude
-        # on a busy machine, where BLAS threads spin waiting for cores.
-        self._mel_t = scipy.sparse.csr_matrix(self._mel.T)
+        self._mel_sparse = None  # built on first use: see _mel_t
         base = self.config.n_mfcc if self.config.feature == "mfcc" else self.config.n_mels
         self.dim = base * (3 if self.config.deltas else 1)
+
+    @property
+    def _mel_t(self) -> Any:
+        """``(n_mels, n_fft // 2 + 1)`` sparse filterbank, built (and scipy.sparse imported, 0.5 s) on
+        first use, so a process that only needs the recipe (ingest's main process, when the
+        workers embed) never pays for it.
+
+        Sparse (each FFT bin feeds at most two bands) and BLAS-free: a dense (T, 257) @
+        (257, 64) product through a multi-threaded BLAS is slower by orders of magnitude
+        on a busy machine, where BLAS threads spin waiting for cores.
+        """
+        if self._mel_sparse is None:
+            import scipy.sparse
+
+            self._mel_sparse = scipy.sparse.csr_matrix(self._mel.T)
+        return self._mel_sparse
 
     def recipe(self) -> dict[str, Any]:
         return {"checkpoint": None, "frame_s": self.win_samples / self.sample_rate,

@@ -28,6 +28,8 @@ class EncoderEntry:
             vectors, so the main process only writes. For encoders that need no weights,
             import neither torch nor transformers, and are bit-exact batch invariant (the
             log-mel baseline); a model stays in the main process, one copy of its weights.
+        worker_preload: modules the encoder imports when it first runs, which the workers'
+            fork server imports once up front (instead of once in every worker).
     """
 
     name: str
@@ -36,6 +38,7 @@ class EncoderEntry:
     default_model: str | None
     has_text: bool = False
     embeds_in_workers: bool = False
+    worker_preload: tuple[str, ...] = ()
 
     def load_class(self) -> type[Encoder]:
         module_name, _, class_name = self.target.partition(":")
@@ -91,6 +94,7 @@ def build(name: str, options: EncoderOptions | None = None, **kwargs: Any) -> En
 register(EncoderEntry(
     "logmel", "retrieval.encoders.logmel:LogMelEncoder",
     "spectral baseline: log-mel / MFCC statistics, no weights needed", None, embeds_in_workers=True,
+    worker_preload=("scipy.sparse", "scipy.fft"),
 ))
 register(EncoderEntry(
     "wav2vec2", "retrieval.encoders.wav2vec2:Wav2Vec2Encoder",
