@@ -59,7 +59,8 @@ from _bench import CachedResolve, write_full_clap
 # re-import this script as their __main__, and should not load torch for nothing.
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# the checkout's sibling shared/ folder (a worktree one level deeper finds it a level up)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT.parent / "shared")
 FSDD = SHARED / "data" / "fsdd" / "recordings"
 BEATS_MANIFEST = SHARED / "golden" / "beats" / "weights_manifest_full.json"
 DOC = ROOT / "docs" / "bench_ingest.md"
@@ -340,7 +341,9 @@ def cli_index(corpus: Path, work: Path, extra: tuple[str, ...] = ()) -> Callable
         shutil.rmtree(ix)
         try:
             out = subprocess.run([sys.executable, "-m", "retrieval", "index", str(corpus), "--index", str(ix),
-                                  "--no-progress", "--json", *extra], check=True, capture_output=True, text=True)
+                                  "--no-progress", "--json", *extra], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"retrieve index failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
         finally:
             shutil.rmtree(ix, ignore_errors=True)
         summary = json.loads(out.stdout.strip().splitlines()[-1])
