@@ -179,8 +179,9 @@ def _is_number(text: str) -> bool:
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
 @click.option("--commit-every", type=int, default=64, show_default=True, help="Files per transaction.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Decoding processes running beside the encoder (0: decode in the main process).")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
+                   "one per core for logmel, one for model encoders, none for under 64 files to embed.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPE_CHOICES),
               help="FAISS index for search [auto: picks by corpus size; see `retrieve info`]. "
                    "Omitted on an existing index: keep its kind.")
@@ -202,7 +203,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              workers: int, index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
+              workers: int | None, index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
               allow_removals: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS, one folder or several (re-runs embed only new or changed files).
 

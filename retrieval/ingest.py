@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrieval import pipeline
-from retrieval.audio.decode import AudioInfo, DecodeReport, probe, truncation
+from retrieval.audio.decode import truncation
 from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.audio.paths import to_os, to_stored
 from retrieval.configure import Choices, resolve
@@ -67,9 +67,7 @@ from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
 from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
-from retrieval.pipeline import (WORKER_EMBEDDED, DecodedFile, DecodePool, WindowSpec, decode_failure,
-                                group_files, iter_windows)
-from retrieval.pooling import pool_file
+from retrieval.pipeline import DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
 from retrieval.recipe import Recipe
 from retrieval.store import ErrorRow, FileRow, Store
 
@@ -128,7 +126,10 @@ class IngestOptions:
         batch_size: windows per encoder call.
         progress: show a progress bar on stderr.
         workers: decoding processes beside the encoder (0 decodes in the main process);
-            see :mod:`retrieval.pipeline`. Vectors and rows do not depend on it.
+            see :mod:`retrieval.pipeline`. None picks with :func:`auto_workers` (the CLI's
+            default). The library's default stays 0 because workers re-import the calling
+            script: one that starts them needs the ``if __name__ == "__main__":`` guard.
+            Vectors and rows do not depend on it.
         index_type: FAISS index kind for search (:data:`~retrieval.options.INDEX_TYPE_CHOICES`:
             ``auto``, ``flat``, ``hnsw``, ``ivfpq``; checked when the object is built); None keeps
             the index's recorded kind (``auto`` for a new index).
@@ -148,7 +149,7 @@ class IngestOptions:
     commit_every: int = 64
     batch_size: int = 16
     progress: bool = False
-    workers: int = 0
+    workers: int | None = 0
     index_type: IndexTypeChoice | None = None
     refit: bool = False
     on_warning: Callable[[str], None] | None = None
@@ -181,7 +182,7 @@ def check_options(choices: Choices, options: IngestOptions) -> None:
     for name, value in (("--batch-size", options.batch_size), ("--commit-every", options.commit_every)):
         if value < 1:
             raise InputError(f"{name} must be at least 1; got {value}")
-    if options.workers < 0:
+    if options.workers is not None and options.workers < 0:
         raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
 
 
@@ -315,26 +316,20 @@ def _describe(plan: _Plan, roots: list[str], several: bool) -> IngestPlan:
     )
 
 
-_NOT_POOLED = object()
-
-
+@dataclass
 class _FileJob:
-    """A file being embedded: its windows' bounds, levels and (once embedded) vectors."""
+    """A file being ingested: which file it is, and its one record, a :class:`DecodedFile`.
 
-    def __init__(self, found: RootedFile, digest: str, old_id: int | None, info: AudioInfo) -> None:
-        self.found, self.digest, self.old_id, self.info = found, digest, old_id, info
-        self.report = DecodeReport()
-        # lists while this process streams the file; a worker's arrays when it decoded it
-        self.starts: list[int] | np.ndarray = []
-        self.ends: list[int] | np.ndarray = []
-        self.levels: list[float] | np.ndarray = []
-        self.silent: list[bool] | np.ndarray = []
-        self.vectors: dict[int, np.ndarray] = {}
-        self.counts: dict[int, int] = {}
-        self.file_vector: np.ndarray | None | object = _NOT_POOLED  # pooled by a worker, when it embedded
-        self.pending = 0  # windows queued for the encoder
-        self.decoded = False
-        self.error: str | None = None
+    The record comes from a worker (``--workers N``) or from :func:`scan_file` run here; the
+    vectors the main process computes for its windows collect in ``embedded`` until the
+    file is committed, when :func:`_finish` moves them into the record.
+    """
+
+    found: RootedFile
+    digest: str
+    old_id: int | None
+    file: DecodedFile
+    embedded: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)  # window index -> (vector, frames)
 
 
 def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | None = None,
@@ -416,7 +411,11 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         stored_labels = store.db.get("labels_csv")
         if labels is None and stored_labels:
             labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
-        pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
+        workers = options.workers
+        if workers is None:
+            name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
+            workers = auto_workers(name, len(plan.to_embed))
+        pool = _start_pool(stack, workers, warn) if plan.to_embed else None
         encoder, recipe = resolved or resolve(choices, stored)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
@@ -548,6 +547,31 @@ def _stored_labels(csv: Path, key: str | None, warn: Callable[[str], None]) -> p
         return None
 
 
+#: Files to embed below which ``auto_workers`` decodes in the main process: starting a pool
+#: (a fork server, then the workers, about 0.5-1 s of CPU) costs more than it saves on a few files.
+AUTO_WORKERS_MIN_FILES = 64
+#: Most workers ``auto_workers`` starts.
+AUTO_WORKERS_MAX = 8
+
+
+def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
+    """Decoding processes for a run that leaves ``--workers`` unset.
+
+    * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
+    * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
+      one worker per usable core, at most :data:`AUTO_WORKERS_MAX`: the main process then
+      only writes rows, so the work spreads over every core;
+    * a model encoder gets one worker: decoding is a small part of its cost, and its torch
+      threads keep the cores (see :func:`torch_threads_for`).
+
+    Vectors do not depend on the choice (``tests/test_pipeline.py``).
+    """
+    cores = cores or _usable_cores()
+    if files < AUTO_WORKERS_MIN_FILES or cores < 2:
+        return 0
+    return min(cores, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
+
+
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
     """Start the decoding workers now, so they boot while the encoder loads."""
     if workers <= 0:
@@ -658,7 +682,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
     queued = [0]  # samples in the queue
     batching = Batching(options.batch_size)
     bar = _progress(len(todo), options.progress)
-    embed_in_workers = pool is not None and recipe.encoder in WORKER_EMBEDDED
+    embed_in_workers = pool is not None and embeds_in_workers(recipe.encoder)
     spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
                       embed_recipe=recipe if embed_in_workers else None, batch_size=options.batch_size,
                       long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES)
@@ -666,17 +690,15 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
     def flush() -> None:
         if queue:
             _embed_queue(encoder, recipe.pooling, queue, batching)
-            for job, _, _ in queue:
-                job.pending -= 1
             queue.clear()
             queued[0] = 0
 
-    def enqueue(job: _FileJob, index: int, audio: np.ndarray) -> None:
-        job.pending += 1
+    def enqueue(job: _FileJob, index: int, audio: np.ndarray) -> bool:
         queue.append((job, index, audio))
         queued[0] += audio.size
         if len(queue) >= QUEUE_BATCHES * options.batch_size or queued[0] >= QUEUE_SAMPLES:
             flush()
+        return True
 
     def commit() -> None:
         flush()
@@ -687,12 +709,15 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
 
     with _torch_threads():
         for (f, digest, old_id), pre in _decoded(todo, spec, pool):
-            job = _FileJob(f, digest, old_id, pre.info if pre is not None and pre.info else _NO_INFO)
-            if pre is None or pre.long:
-                _stream_into(job, spec, enqueue)
+            if pre is None or pre.long:  # this process decodes it, streaming its windows into the queue
+                job = _FileJob(f, digest, old_id, DecodedFile(info=pre.info if pre is not None else None))
+                scan_file(f.path, spec, job.file, lambda index, audio, job=job: enqueue(job, index, audio))
             else:
-                _take(job, pre, enqueue)
-            job.decoded = True
+                job = _FileJob(f, digest, old_id, pre)
+                if pre.error is None and pre.vectors is None:  # decoded by a worker, embedded here
+                    for index, audio in zip(np.flatnonzero(~pre.silent).tolist(), pre.windows()):
+                        enqueue(job, index, audio)
+                    pre.audio = _NO_AUDIO  # the queue holds views of it for as long as it needs them
             open_jobs.append(job)
             if len(open_jobs) >= options.commit_every:
                 commit()
@@ -706,7 +731,15 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
 QUEUE_BATCHES = 8
 #: ... or this many queued samples (64 MB of float32), whichever comes first.
 QUEUE_SAMPLES = 16_000_000
-_NO_INFO = AudioInfo(0, 0, 0, "unknown")
+_NO_AUDIO = np.zeros(0, np.float32)
+
+
+def embeds_in_workers(encoder: str) -> bool:
+    """Whether decoding workers also run ``encoder`` (its registry entry says so: numpy only,
+    no weights, bit-exact batch invariance), so the main process only writes."""
+    from retrieval.encoders.registry import entry
+
+    return entry(encoder).embeds_in_workers
 
 
 def _decoded(todo: list[tuple[RootedFile, str, int | None]], spec: WindowSpec,
@@ -716,54 +749,6 @@ def _decoded(todo: list[tuple[RootedFile, str, int | None]], spec: WindowSpec,
         return ((entry, None) for entry in todo)
     groups = group_files(((str(e[0].path), e) for e in todo), lambda pair: pair[1][0].size)
     return pool.results(groups, spec)
-
-
-def _stream_into(job: _FileJob, spec: WindowSpec, enqueue: Callable[[_FileJob, int, np.ndarray], None]) -> None:
-    """Decode ``job``'s file here, block by block, queueing its windows as they come."""
-    try:
-        if job.info is _NO_INFO:
-            job.info = probe(job.found.path)
-        windows = iter_windows(job.found.path, spec, job.report, job.info)
-    except Exception as exc:  # a bad file is an error row, whatever it raised
-        job.error = decode_failure(exc)
-        return
-    while True:
-        try:
-            item = next(windows, None)
-        except Exception as exc:
-            job.error = job.error or decode_failure(exc)
-            return
-        if item is None:
-            return
-        w, level, silent = item
-        job.starts.append(w.start)
-        job.ends.append(w.end)
-        job.levels.append(level)
-        job.silent.append(silent)
-        if not silent:
-            enqueue(job, len(job.starts) - 1, w.audio)
-
-
-def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.ndarray], None]) -> None:
-    """Adopt what a worker decoded (and, for worker-embedded encoders, embedded)."""
-    job.report = pre.report
-    if pre.error is not None:
-        job.error = pre.error
-        return
-    job.starts, job.ends, job.levels, job.silent = pre.starts, pre.ends, pre.levels, pre.silent
-    loud = np.flatnonzero(~pre.silent)
-    if pre.vectors is not None:
-        for k, idx in enumerate(loud.tolist()):
-            err = pre.window_errors[k] if pre.window_errors else None
-            if err is not None:
-                job.error = err
-            else:
-                job.vectors[idx] = pre.vectors[k]
-                job.counts[idx] = int(pre.counts[k])
-        job.file_vector = pre.file_vector
-        return
-    for idx, audio in zip(loud.tolist(), pre.windows()):
-        enqueue(job, idx, audio)
 
 
 @contextmanager
@@ -811,14 +796,33 @@ def _usable_cores() -> int:
 def _embed_queue(encoder: Encoder, pooling: str, queue: list[tuple[_FileJob, int, np.ndarray]],
                  batching: Batching) -> None:
     """Embed queued windows into their jobs; a batch that fails is retried window by window."""
-    live = [(j, i, a) for j, i, a in queue if j.error is None]
+    live = [(j, i, a) for j, i, a in queue if j.file.error is None]
     results = embed_each(encoder, [a for _, _, a in live], pooling, batching)
     for (job, idx, _), (vec, count, err) in zip(live, results):
         if err is not None:
-            job.error = err
+            job.file.error = job.file.error or err
         else:
-            job.vectors[idx] = vec
-            job.counts[idx] = int(count)
+            job.embedded[idx] = (vec, int(count))
+
+
+def _finish(job: _FileJob, recipe: Recipe) -> str | None:
+    """Complete ``job.file`` for its row: vectors and file vector of windows embedded here, and the
+    first failure of a window a worker embedded. Returns why the file cannot be indexed, or None."""
+    d = job.file
+    if d.error is None and d.window_errors:
+        d.error = next((e for e in d.window_errors if e is not None), None)
+    if d.error is None and d.report.out_samples == 0:
+        d.error = "holds no audio samples"
+    if d.error is not None or d.vectors is not None:  # a worker embedded and pooled it
+        return d.error
+    loud = np.flatnonzero(~d.silent).tolist()
+    d.vectors = np.zeros((len(loud), recipe.dim), np.float32)
+    d.counts = np.zeros(len(loud), np.int64)
+    for k, i in enumerate(loud):
+        d.vectors[k], d.counts[k] = job.embedded[i]
+    job.embedded.clear()
+    d.file_vector = pool_decoded(d, recipe.pooling)
+    return None
 
 
 def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestSummary,
@@ -827,29 +831,28 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
     errors: list[ErrorRow] = []
     replaced: list[int] = []
     for job in jobs:
-        f = job.found
+        f, d = job.found, job.file
         if job.old_id is not None:
             replaced.append(job.old_id)
-        if job.error is None and job.report.out_samples == 0:
-            job.error = "holds no audio samples"
-        cut = truncation(job.info, job.report) if job.error is None else None
+        error = _finish(job, recipe)
+        cut = truncation(d.info, d.report) if error is None else None
         if cut is not None and cut[0] == "error":
-            job.error = cut[1]
-        if job.error is not None:
-            errors.append(ErrorRow(f.rel_path, "error", "decode", job.error, f.size, f.mtime, f.root))
+            error = cut[1]
+        if error is not None:
+            errors.append(ErrorRow(f.rel_path, "error", "decode", error, f.size, f.mtime, f.root))
             summary.files_failed += 1
-            warn(f"skipped {f.rel_path}: {job.error}")
+            warn(f"skipped {f.rel_path}: {error}")
             continue
         row = _file_row(job, recipe)
         if cut is not None:  # a warning: indexed as what it holds
             errors.append(ErrorRow(f.rel_path, "warning", "decode", cut[1], f.size, f.mtime, f.root))
             warn(f"{f.rel_path}: {cut[1]}")
-        if job.report.nonfinite:
-            reason = f"{job.report.nonfinite} NaN/Inf samples replaced by 0"
+        if d.report.nonfinite:
+            reason = f"{d.report.nonfinite} NaN/Inf samples replaced by 0"
             errors.append(ErrorRow(f.rel_path, "warning", "decode", reason, f.size, f.mtime, f.root))
             warn(f"{f.rel_path}: {reason}")
         if row.status == "silent":
-            reason = f"silent throughout (loudest window {max(job.levels):.1f} dBFS < {recipe.silence_db} dBFS)"
+            reason = f"silent throughout (loudest window {d.levels.max():.1f} dBFS < {recipe.silence_db} dBFS)"
             errors.append(ErrorRow(f.rel_path, "warning", "level", reason, f.size, f.mtime, f.root))
             warn(f"{f.rel_path}: {reason}")
             summary.files_silent += 1
@@ -869,26 +872,19 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
 
 
 def _file_row(job: _FileJob, recipe: Recipe) -> FileRow:
-    w = len(job.starts)
-    silent = np.array(job.silent, bool)
-    vectors = np.zeros((w, recipe.dim), np.float32)
-    counts = np.zeros(w, np.int64)
-    for i, v in job.vectors.items():
-        vectors[i] = v
-        counts[i] = job.counts[i]
-    if job.file_vector is not _NOT_POOLED:
-        file_vector = job.file_vector
-    else:
-        file_vector = pool_file(vectors[~silent], counts[~silent], recipe.pooling) if (~silent).any() else None
-    f = job.found
+    """The ``files`` row and its window rows of a finished job (silent windows get zero vectors)."""
+    d, f = job.file, job.found
+    vectors = np.zeros((len(d.starts), recipe.dim), np.float32)
+    counts = np.zeros(len(d.starts), np.int64)
+    vectors[~d.silent] = d.vectors
+    counts[~d.silent] = d.counts
     return FileRow(
         path=f.rel_path, size=f.size, mtime=f.mtime, content_hash=job.digest,
-        duration_s=job.info.duration_s, sample_rate=job.info.sample_rate, channels=job.info.channels,
-        format=job.info.format, n_samples=job.report.out_samples,
-        status="silent" if silent.all() else "ok", label=folder_label(f.rel_path),
-        starts=np.array(job.starts, np.int64), ends=np.array(job.ends, np.int64),
-        rms_db=np.array(job.levels, np.float32), silent=silent, n_frames=counts,
-        window_vectors=vectors, file_vector=file_vector, root=f.root,
+        duration_s=d.info.duration_s, sample_rate=d.info.sample_rate, channels=d.info.channels,
+        format=d.info.format, n_samples=d.report.out_samples,
+        status="silent" if d.silent.all() else "ok", label=folder_label(f.rel_path),
+        starts=d.starts, ends=d.ends, rms_db=d.levels.astype(np.float32), silent=d.silent, n_frames=counts,
+        window_vectors=vectors, file_vector=d.file_vector, root=f.root,
     )
 
 

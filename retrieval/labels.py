@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path, PurePosixPath
-
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from retrieval.errors import InputError
+
+if TYPE_CHECKING:  # pandas and pyarrow load with a labels CSV only: 1.5 s of a cold `retrieve index`
+    import pyarrow as pa
 
 KEY_COLUMNS = ("file", "path")
 #: Columns of ``files`` a CSV may not set (ingest owns them); ``label`` is allowed.
@@ -54,6 +55,9 @@ def read_labels_csv(path: Path, key: str | None = None) -> pa.Table:
         InputError: the file is missing or unreadable, has no (or an ambiguous) key column,
             repeats a path, or has a column that clashes with a built-in one.
     """
+    import pandas as pd
+    import pyarrow as pa
+
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype_backend="pyarrow")

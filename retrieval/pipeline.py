@@ -32,8 +32,8 @@ Design choices:
   submitted again as a new task. At most ``IN_FLIGHT_PER_WORKER * N`` tasks are submitted
   and not yet consumed. So at most ``2 * N * (16 + 16) MB`` of decoded windows wait for the
   encoder, whatever the corpus (typically far less: FSDD tasks hold about 0.5 MB).
-* **Workers that embed.** For encoders listed in :data:`WORKER_EMBEDDED` (pure numpy, no
-  weights, bit-exact batch invariance: the log-mel baseline), the workers also embed
+* **Workers that embed.** For encoders whose registry entry sets ``embeds_in_workers`` (pure
+  numpy, no weights, bit-exact batch invariance: the log-mel baseline), the workers also embed
   and send back vectors, so the main process only writes; for model encoders the model
   stays in the main process (one copy of the weights, all torch threads).
 * **A worker dies.** Every future of a broken pool fails together, so the files in flight
@@ -71,8 +71,6 @@ from retrieval.errors import AudioError, InputError
 
 log = logging.getLogger(__name__)
 
-#: Encoders the workers run themselves (numpy only, no weights, bit-exact batch invariance).
-WORKER_EMBEDDED: frozenset[str] = frozenset({"logmel"})
 #: Files per worker task: amortises inter-process overhead over short files.
 FILES_PER_TASK = 16
 #: A worker hands a file back to the main process to stream when its windows would hold
@@ -104,7 +102,7 @@ class WindowSpec:
         window_samples, hop_samples: analysis window and hop at ``sample_rate``.
         silence_db: windows quieter than this RMS level (dBFS) are silent; None keeps all.
         embed_recipe: when set, workers build this recipe's encoder and return vectors
-            instead of audio (see :data:`WORKER_EMBEDDED`).
+            instead of audio (encoders whose registry entry sets ``embeds_in_workers``).
         batch_size: windows per encoder call in a worker.
         long_samples, task_samples: :data:`LONG_FILE_SAMPLES` and :data:`TASK_SAMPLES` for
             this run (None: the module's values).
@@ -190,6 +188,46 @@ def decode_failure(exc: BaseException) -> str:
     return f"decoder failed: {type(exc).__name__}: {exc}"
 
 
+def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
+              take: Callable[[int, np.ndarray], bool]) -> bool:
+    """The one window loop: decode ``path`` into ``out``'s window bounds, levels and silence flags.
+
+    Each non-silent window is handed to ``take(index, audio)`` as it is cut (``index`` counts
+    every window, silent ones included); ``take`` returning False stops the scan. The main
+    process (streaming into the encoder queue) and the workers (collecting whole files) both
+    run this loop, so a file gives the same windows whichever process cut it. ``out.info`` is
+    probed when it is None.
+
+    Never raises for a bad file: the reason is in ``out.error``.
+
+    Returns:
+        False when ``take`` stopped the scan, else True (also when the file failed).
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    levels: list[float] = []
+    silent: list[bool] = []
+    complete = True
+    try:
+        if out.info is None:
+            out.info = probe(path)
+        for w, level, quiet in iter_windows(path, spec, out.report, out.info):
+            starts.append(w.start)
+            ends.append(w.end)
+            levels.append(level)
+            silent.append(quiet)
+            if not quiet and not take(len(starts) - 1, w.audio):
+                complete = False
+                break
+    except Exception as exc:  # a bad file is a row in the errors table, whatever it raised
+        out.error = decode_failure(exc)
+    out.starts = np.array(starts, np.int64)
+    out.ends = np.array(ends, np.int64)
+    out.levels = np.array(levels, np.float64)
+    out.silent = np.array(silent, bool)
+    return complete
+
+
 def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
     """Decode and cut one file, or mark it ``long`` when its windows exceed ``spec.long_samples``.
 
@@ -199,29 +237,39 @@ def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
     out = DecodedFile()
     try:
         out.info = probe(path)
-        if spec.window_samples_of(out.info) > budget:
-            return DecodedFile(info=out.info, long=True)
-        starts, ends, levels, silent, chunks = [], [], [], [], []
-        total = 0
-        for w, level, quiet in iter_windows(path, spec, out.report, out.info):
-            starts.append(w.start)
-            ends.append(w.end)
-            levels.append(level)
-            silent.append(quiet)
-            if not quiet:
-                chunks.append(w.audio)
-                total += w.audio.size
-                if total > budget:  # the header under-stated the length
-                    return DecodedFile(info=out.info, long=True)
-    except Exception as exc:  # a bad file is a row in the errors table, whatever it raised
+    except Exception as exc:
         out.error = decode_failure(exc)
         return out
-    out.starts = np.array(starts, np.int64)
-    out.ends = np.array(ends, np.int64)
-    out.levels = np.array(levels, np.float64)
-    out.silent = np.array(silent, bool)
-    out.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if spec.window_samples_of(out.info) > budget:
+        return DecodedFile(info=out.info, long=True)
+    chunks: list[np.ndarray] = []
+    total = [0]
+
+    def keep(_: int, audio: np.ndarray) -> bool:
+        chunks.append(audio)
+        total[0] += audio.size
+        return total[0] <= budget  # over it: the header under-stated the length
+
+    if not scan_file(path, spec, out, keep):
+        return DecodedFile(info=out.info, long=True)
+    if out.error is None:
+        out.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return out
+
+
+def pool_decoded(d: DecodedFile, pooling: str) -> np.ndarray | None:
+    """The file vector of an embedded file: its non-silent windows' vectors pooled, the one place
+    ingest pools a file (in a worker or in the main process).
+
+    Returns:
+        ``(P,)`` float32, or None for a silent file, a failed window, or a pooling without
+        file vectors.
+    """
+    from retrieval.pooling import pool_file
+
+    if d.vectors is None or not len(d.vectors) or any(d.window_errors or ()):
+        return None
+    return pool_file(d.vectors, d.counts, pooling)
 
 
 def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
@@ -251,7 +299,6 @@ def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
     """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
     from retrieval.configure import encoder_for
     from retrieval.embed import Batching, embed_each
-    from retrieval.pooling import pool_file
 
     recipe = spec.embed_recipe
     if not _ENCODER or _ENCODER[0][0] != recipe:
@@ -272,8 +319,7 @@ def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
             if vec is not None:
                 d.vectors[i] = vec
                 d.counts[i] = count
-        if k and not any(d.window_errors):  # as ingest pools a file it embedded itself
-            d.file_vector = pool_file(d.vectors, d.counts, recipe.pooling)
+        d.file_vector = pool_decoded(d, recipe.pooling)
         d.audio = np.zeros(0, np.float32)
 
 
@@ -317,14 +363,16 @@ def _context() -> mp.context.BaseContext:
     """The fork server, preloading this module and the encoders workers may run; else spawn.
 
     The fork server starts with the first pool of the process and serves every later one,
-    so its preload list is fixed: it holds every :data:`WORKER_EMBEDDED` encoder (a second
-    or two of imports, paid once, instead of once per worker).
+    so its preload list is fixed: it holds every encoder whose registry entry sets
+    ``embeds_in_workers`` (a second or two of imports, paid once, instead of once per worker).
     """
     if "forkserver" in mp.get_all_start_methods():
-        from retrieval.encoders.registry import entry
+        from retrieval.encoders.registry import entry, worker_embedded
 
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__, *(entry(n).target.partition(":")[0] for n in sorted(WORKER_EMBEDDED))])
+        encoders = [entry(n) for n in worker_embedded()]
+        ctx.set_forkserver_preload([__name__, *(e.target.partition(":")[0] for e in encoders),
+                                    *(m for e in encoders for m in e.worker_preload)])
         return ctx
     return mp.get_context("spawn")
 

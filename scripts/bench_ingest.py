@@ -59,7 +59,8 @@ from _bench import CachedResolve, write_full_clap
 # re-import this script as their __main__, and should not load torch for nothing.
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# the checkout's sibling shared/ folder (a worktree one level deeper finds it a level up)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT.parent / "shared")
 FSDD = SHARED / "data" / "fsdd" / "recordings"
 BEATS_MANIFEST = SHARED / "golden" / "beats" / "weights_manifest_full.json"
 DOC = ROOT / "docs" / "bench_ingest.md"
@@ -300,6 +301,80 @@ def cold_cli(work: Path, files: list[Path], workers: int) -> Result:
     print(f"  logmel   {res.method:34s} {wall:7.2f} s wall {cpu.seconds:7.2f} s CPU {res.speed:8.1f} x realtime")
     shutil.rmtree(ix, ignore_errors=True)
     return res
+
+
+# -- against reading the audio -------------------------------------------------------------
+
+
+def bare_read_loop(files: list[Path], sample_rate: int = 16000, win: int = 400, hop: int = 160,
+                   n_fft: int = 512) -> float:
+    """The floor for any ingest: decode, resample and take a power STFT of every file, one core.
+
+    What the log-mel front end must do at the least (25 ms Hann frames every 10 ms at 16 kHz,
+    as :class:`~retrieval.encoders.logmel.LogMelEncoder`), with nothing written anywhere.
+    Imports are warm: only the loop is timed. Returns audio seconds.
+    """
+    import soundfile as sf
+    import soxr
+    from threadpoolctl import threadpool_limits
+
+    window = np.hanning(win)
+    audio_s = 0.0
+    with threadpool_limits(1):
+        for f in files:
+            x, sr = sf.read(str(f), dtype="float32", always_2d=True)
+            x = x.mean(axis=1)
+            audio_s += len(x) / sr
+            y = x if sr == sample_rate else soxr.resample(x, sr, sample_rate)
+            if len(y) < win:
+                y = np.pad(y, (0, win - len(y)))
+            frames = np.lib.stride_tricks.sliding_window_view(y, win)[::hop]
+            np.abs(np.fft.rfft(frames * window, n=n_fft, axis=1)) ** 2
+    return audio_s
+
+
+def cli_index(corpus: Path, work: Path, extra: tuple[str, ...] = ()) -> Callable[[], float]:
+    """``retrieve index CORPUS`` in a fresh process, default options: imports, pool start-up and all."""
+
+    def run() -> float:
+        ix = Path(tempfile.mkdtemp(dir=work, prefix="cli-"))
+        shutil.rmtree(ix)
+        try:
+            out = subprocess.run([sys.executable, "-m", "retrieval", "index", str(corpus), "--index", str(ix),
+                                  "--no-progress", "--json", *extra], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"retrieve index failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+        finally:
+            shutil.rmtree(ix, ignore_errors=True)
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        if summary["files_failed"]:
+            raise RuntimeError(f"{summary['files_failed']} files failed in the benchmark corpus")
+        return summary["audio_seconds"]
+
+    return run
+
+
+def bench_read(work: Path, files: list[Path], repeats: int) -> list[Result]:
+    """(f) the bare read loop against (g) a cold ``retrieve index`` with default options, interleaved."""
+    corpus = work / "logmel-corpus"
+    if not corpus.exists():
+        link_corpus(files, corpus)
+    return run_interleaved("logmel", {
+        "(f) bare decode+resample+STFT, 1 core": lambda: bare_read_loop(files),
+        "(g) cold `retrieve index`, defaults": cli_index(corpus, work),
+        "(h) cold `retrieve index --workers 0`": cli_index(corpus, work, ("--workers", "0")),
+    }, repeats)
+
+
+def read_table(results: list[Result]) -> str:
+    """The read-loop rows and each ingest's throughput as a share of the bare loop's."""
+    base = next(r for r in results if r.method.startswith("(f)"))
+    lines = ["| method | audio s | wall s (best) | CPU s, all processes (main) | audio s / wall s | vs (f) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.method} | {r.audio_s:.1f} | {r.wall_s:.2f} | {r.cpu_s:.2f} ({r.main_cpu_s:.2f}) | "
+                     f"{r.speed:.1f} | {r.speed / base.speed:.2f}x |")
+    return "\n".join(lines)
 
 
 def write_wav2vec2(folder: Path) -> Path:
@@ -683,8 +758,8 @@ def main() -> None:
         memory_child(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="throughput,memory,precision",
-                        help="comma-separated: throughput, memory, precision")
+    parser.add_argument("--sections", default="throughput,read,memory,precision",
+                        help="comma-separated: throughput, read, memory, precision")
     parser.add_argument("--encoders", default="logmel,wav2vec2,beats,clap", help="encoders for throughput")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes for (d) on FSDD / logmel")
     parser.add_argument("--model-workers", type=int, default=1, help="decoding processes for model encoders")
@@ -710,6 +785,7 @@ def main() -> None:
     results: list[Result] = []
     memory: list[dict[str, Any]] = []
     precision: list[dict[str, Any]] = []
+    reading: list[Result] = []
     checkpoints: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
@@ -733,6 +809,10 @@ def main() -> None:
                     results += bench_model(name, checkpoints[name], work, fsdd_files(n), args.model_workers,
                                            args.repeats, cached)
             print(throughput_table(results))
+        if "read" in sections:
+            print("against reading the audio (FSDD, audio seconds per wall second):", flush=True)
+            reading = bench_read(work, fsdd_files(), args.repeats)
+            print(read_table(reading))
         if "memory" in sections:
             print("memory (peak RSS):", flush=True)
             memory = bench_memory(work, args.workers)
@@ -743,12 +823,12 @@ def main() -> None:
     elapsed, load_after = time.perf_counter() - began, os.getloadavg()[0]
     print(f"done in {elapsed:.0f} s; 1-minute load average {load_before:.1f} before, {load_after:.1f} after")
     if not args.no_doc:
-        write_doc(args, results, memory, precision, cached.load_s, elapsed, load_before, load_after)
+        write_doc(args, results, memory, precision, cached.load_s, elapsed, load_before, load_after, reading)
 
 
 def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict[str, Any]],
               precision: list[dict[str, Any]], load_s: dict[str, float], elapsed: float,
-              load_before: float, load_after: float) -> None:
+              load_before: float, load_after: float, reading: list[Result] | None = None) -> None:
     """Replace the sections of docs/bench_ingest.md's generated block that this run measured.
 
     Each section carries the command line, date, machine and load of the run that made it;
@@ -764,6 +844,8 @@ def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict
         if load_s:
             fresh["Throughput"] += ["Encoder load (once per run, not in the rows above): "
                                     + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items()), ""]
+    if reading:
+        fresh["Against reading the audio"] = [read_table(reading), ""]
     if memory:
         fresh["Peak memory (logmel)"] = [memory_table(memory), ""]
     if precision:
@@ -774,7 +856,7 @@ def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict
     block, _, tail = rest.partition(end)
     kept = _generated_sections(block)
     generated = [f"{begin}; do not edit between these markers -->", ""]
-    for name in ("Throughput", "Peak memory (logmel)", "Precision"):
+    for name in ("Throughput", "Against reading the audio", "Peak memory (logmel)", "Precision"):
         if name in fresh:
             generated += [f"### {name}", "", run_line, "", *fresh[name]]
         elif name in kept:

@@ -33,12 +33,14 @@ def failing_init() -> None:
 def hanging_task(paths: list[str], spec: WindowSpec) -> list[DecodedFile]:
     """A decode task that never returns on any file named *hang* (as a decoder stuck in a loop).
 
-    Each attempt on such a task appends a line to the file ``$HANG_LOG`` names, when set.
+    Each attempt appends the task's file count to ``<that file>.attempts`` beside it (a file,
+    not an environment variable: workers fork from a fork server started by an earlier test,
+    whose environment they inherit).
     """
-    if any("hang" in Path(p).name for p in paths):
-        if os.environ.get("HANG_LOG"):
-            with open(os.environ["HANG_LOG"], "a") as log:
+    for p in paths:
+        if "hang" in Path(p).name:
+            with open(f"{p}.attempts", "a") as log:
                 log.write(f"{len(paths)}\n")
-        while True:
-            time.sleep(1)
+            while True:
+                time.sleep(1)
     return decode_task(paths, spec)

@@ -68,7 +68,7 @@ LONG_SAMPLES = 200_000
 def test_workers_give_the_same_rows_and_vectors(mixed, tmp_path, monkeypatch, embed_in_workers):
     monkeypatch.setattr(pipeline, "LONG_FILE_SAMPLES", LONG_SAMPLES)  # read by ingest when it sets up a run
     if not embed_in_workers:  # the workers only decode; the encoder runs here, as for model encoders
-        monkeypatch.setattr(ing, "WORKER_EMBEDDED", frozenset())
+        monkeypatch.setattr(ing, "embeds_in_workers", lambda encoder: False)
     opts = dict(commit_every=5, batch_size=4)
     s0 = ingest(mixed, tmp_path / "w0", Choices(), IngestOptions(workers=0, **opts))
     s2 = ingest(mixed, tmp_path / "w2", Choices(), IngestOptions(workers=2, **opts))
@@ -118,12 +118,11 @@ def test_a_worker_that_hangs_costs_one_file(corpus, tmp_path, monkeypatch):
     write(corpus / "tone" / "hang.wav", synth.sine(440, 0.8, 16000), 16000)
     monkeypatch.setattr(pipeline, "decode_task", hanging_task)
     monkeypatch.setattr(pipeline, "TASK_TIMEOUT_S", 8.0)  # generous: a fresh pool starts slowly on a loaded machine
-    monkeypatch.setenv("HANG_LOG", str(tmp_path / "hang.log"))
     s = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2))
     assert s.files_failed == 1 and s.files_indexed == 20
     # two timeouts, not a hang: once in its task, then once alone, and never again
-    assert [int(n) for n in (tmp_path / "hang.log").read_text().split()][-1] == 1
-    assert len((tmp_path / "hang.log").read_text().split()) == 2
+    assert [int(n) for n in (corpus / "tone" / "hang.wav.attempts").read_text().split()][-1] == 1
+    assert len((corpus / "tone" / "hang.wav.attempts").read_text().split()) == 2
     with Index.open(tmp_path / "ix") as idx:
         errors = idx.errors()
         assert list(errors.path) == ["tone/hang.wav"] and "did not finish within 8 s" in errors.reason[0]
@@ -327,3 +326,43 @@ def test_torch_threads_are_restored(corpus, tmp_path):
 def test_negative_workers_are_refused(corpus, tmp_path):
     with pytest.raises(InputError, match="workers must be 0"):
         ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=-1))
+
+
+# -- choosing the workers ------------------------------------------------------------------
+
+
+def test_auto_workers_spread_worker_embedded_encoders_over_the_cores():
+    assert ing.auto_workers("logmel", 3000, cores=2) == 2
+    assert ing.auto_workers("logmel", 3000, cores=64) == ing.AUTO_WORKERS_MAX
+    assert ing.auto_workers("wav2vec2", 3000, cores=8) == 1  # the model stays here; one worker decodes
+    assert ing.auto_workers("logmel", ing.AUTO_WORKERS_MIN_FILES - 1, cores=8) == 0  # a pool costs more
+    assert ing.auto_workers("logmel", 3000, cores=1) == 0
+
+
+def test_the_cli_leaves_workers_to_auto_and_the_library_keeps_zero(corpus, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrieval.cli import cli
+
+    seen: list = []
+
+    def fake_ingest(corpus, target, choices, options):
+        seen.append(options.workers)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(ing, "ingest", fake_ingest)
+    CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix")])
+    CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix"), "--workers", "3"])
+    assert seen == [None, 3] and IngestOptions().workers == 0
+
+
+def test_encoders_run_by_workers_load_neither_torch_nor_transformers():
+    from retrieval.encoders.registry import entry, worker_embedded
+
+    assert worker_embedded(), "no encoder is flagged embeds_in_workers"
+    for name in worker_embedded():
+        module = entry(name).target.partition(":")[0]
+        code = (f"import sys, {module}\nfrom retrieval.encoders import build\nbuild({name!r})\n"
+                "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]", name

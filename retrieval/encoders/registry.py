@@ -24,6 +24,12 @@ class EncoderEntry:
         summary: one line for ``retrieve models``.
         default_model: default checkpoint (hub id or path), None when no weights are needed.
         has_text: whether the family has a text tower.
+        embeds_in_workers: ingest's decoding workers also run this encoder and send back
+            vectors, so the main process only writes. For encoders that need no weights,
+            import neither torch nor transformers, and are bit-exact batch invariant (the
+            log-mel baseline); a model stays in the main process, one copy of its weights.
+        worker_preload: modules the encoder imports when it first runs, which the workers'
+            fork server imports once up front (instead of once in every worker).
     """
 
     name: str
@@ -31,6 +37,8 @@ class EncoderEntry:
     summary: str
     default_model: str | None
     has_text: bool = False
+    embeds_in_workers: bool = False
+    worker_preload: tuple[str, ...] = ()
 
     def load_class(self) -> type[Encoder]:
         module_name, _, class_name = self.target.partition(":")
@@ -67,6 +75,11 @@ def entry(name: str) -> EncoderEntry:
         raise UnknownNameError(f"unknown encoder {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
 
 
+def worker_embedded() -> list[str]:
+    """Names of the families ingest's decoding workers run themselves (``embeds_in_workers``)."""
+    return [e.name for e in _REGISTRY.values() if e.embeds_in_workers]
+
+
 def text_encoders() -> list[str]:
     """Names of the families that can embed text."""
     return [e.name for e in _REGISTRY.values() if e.has_text]
@@ -80,7 +93,8 @@ def build(name: str, options: EncoderOptions | None = None, **kwargs: Any) -> En
 
 register(EncoderEntry(
     "logmel", "retrieval.encoders.logmel:LogMelEncoder",
-    "spectral baseline: log-mel / MFCC statistics, no weights needed", None,
+    "spectral baseline: log-mel / MFCC statistics, no weights needed", None, embeds_in_workers=True,
+    worker_preload=("retrieval.encoders.logmel",),
 ))
 register(EncoderEntry(
     "wav2vec2", "retrieval.encoders.wav2vec2:Wav2Vec2Encoder",

@@ -100,8 +100,17 @@ def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     col = table.column(column).combine_chunks()
     if len(col) == 0:
         return np.zeros((0, dim), np.float32)
-    values = col.flatten().to_numpy(zero_copy_only=False)
+    from retrieval.store.columns import to_numpy
+
+    values = to_numpy(col.flatten())
     return np.ascontiguousarray(values.reshape(len(col), dim), dtype=np.float32)
+
+
+def _ids_of(table: pa.Table) -> np.ndarray:
+    """The ``segment_id`` column as ``(n,)`` int64."""
+    from retrieval.store.columns import to_numpy
+
+    return to_numpy(table.column("segment_id")).astype(np.int64)
 
 
 @dataclass
@@ -278,63 +287,71 @@ class MetadataDB:
         """Insert files and their vectors; returns ``(files, segment vectors)`` written."""
         if not rows:
             return 0, 0
-        n_seg = sum(len(r.starts) for r in rows) + sum(r.file_vector is not None for r in rows)
-        first_id = self.allocate_ids(len(rows) + n_seg)
-        file_ids = np.arange(first_id, first_id + len(rows), dtype=np.int64)
-        next_seg = first_id + len(rows)
-        files = {k: [] for k in FILE_COLUMNS if k != "indexed_at"}
-        seg: dict[str, list[Any]] = {k: [] for k in SEGMENT_COLUMNS}
-        vecs: list[np.ndarray] = []
-        valid: list[bool] = []
-        for fid, r in zip(file_ids, rows):
-            for k, v in (("file_id", int(fid)), ("path", r.path), ("size", r.size), ("mtime", r.mtime),
-                         ("content_hash", r.content_hash), ("duration_s", r.duration_s),
-                         ("sample_rate", r.sample_rate), ("channels", r.channels), ("format", r.format),
-                         ("n_samples", r.n_samples), ("status", r.status),
-                         ("n_segments", int((~r.silent).sum())), ("label", r.label), ("root", r.root)):
-                files[k].append(v)
-            w = len(r.starts)
-            ids = np.arange(next_seg, next_seg + w)
-            next_seg += w
-            seg["segment_id"] += ids.tolist()
-            seg["file_id"] += [int(fid)] * w
-            seg["level"] += ["segment"] * w
-            seg["start_sample"] += r.starts.tolist()
-            seg["end_sample"] += r.ends.tolist()
-            seg["rms_db"] += r.rms_db.tolist()
-            seg["silent"] += r.silent.tolist()
-            seg["n_frames"] += r.n_frames.tolist()
-            vecs.append(r.window_vectors.reshape(w, dim))
-            valid += (~r.silent).tolist()
-            if r.file_vector is not None:
-                seg["segment_id"].append(next_seg)
-                next_seg += 1
-                seg["file_id"].append(int(fid))
-                seg["level"].append("file")
-                seg["start_sample"].append(0)
-                seg["end_sample"].append(r.n_samples)
-                seg["rms_db"].append(float(np.max(r.rms_db)))
-                seg["silent"].append(False)
-                seg["n_frames"].append(int(r.n_frames.sum()))
-                vecs.append(r.file_vector.reshape(1, dim))
-                valid.append(True)
-        import pyarrow as pa
+        from retrieval.store import columns as col
 
-        files_tbl = pa.table(files)
-        self.con.register("_files_batch", files_tbl)
-        names = ", ".join(files_tbl.column_names)
+        widths = np.array([len(r.starts) for r in rows], np.int64)  # window rows per file
+        pooled = np.array([r.file_vector is not None for r in rows], bool)
+        first_id = self.allocate_ids(len(rows) + int(widths.sum() + pooled.sum()))
+        file_ids = np.arange(first_id, first_id + len(rows), dtype=np.int64)
+        files = col.table({
+            "file_id": col.numeric(file_ids, "int64"),
+            "path": col.strings([r.path for r in rows]),
+            "size": col.numeric(np.array([r.size for r in rows]), "int64"),
+            "mtime": col.numeric(np.array([r.mtime for r in rows]), "float64"),
+            "content_hash": col.strings([r.content_hash for r in rows]),
+            "duration_s": col.numeric(np.array([r.duration_s for r in rows]), "float64"),
+            "sample_rate": col.numeric(np.array([r.sample_rate for r in rows]), "int32"),
+            "channels": col.numeric(np.array([r.channels for r in rows]), "int32"),
+            "format": col.strings([r.format for r in rows]),
+            "n_samples": col.numeric(np.array([r.n_samples for r in rows]), "int64"),
+            "status": col.strings([r.status for r in rows]),
+            "n_segments": col.numeric(np.array([int((~r.silent).sum()) for r in rows]), "int32"),
+            "label": col.strings([r.label for r in rows]),
+            "root": col.strings([r.root for r in rows]),
+        })
+        # Segment rows, file by file: its windows, then its pooled row (when it has one).
+        per_file = widths + pooled
+        owner = np.repeat(np.arange(len(rows)), per_file)
+        is_file = np.zeros(len(owner), bool)
+        is_file[(np.cumsum(per_file) - 1)[pooled]] = True
+        win = ~is_file
+        cat = np.concatenate
+        starts, ends = np.zeros(len(owner), np.int64), np.zeros(len(owner), np.int64)
+        levels, frames = np.zeros(len(owner), np.float32), np.zeros(len(owner), np.int64)
+        silent = np.zeros(len(owner), bool)
+        vecs = np.zeros((len(owner), dim), np.float32)
+        starts[win] = cat([r.starts for r in rows])
+        ends[win] = cat([r.ends for r in rows])
+        levels[win] = cat([r.rms_db for r in rows])
+        silent[win] = cat([r.silent for r in rows])
+        frames[win] = cat([r.n_frames for r in rows])
+        vecs[win] = cat([r.window_vectors.reshape(len(r.starts), dim) for r in rows])
+        with_vector = [r for r in rows if r.file_vector is not None]
+        if with_vector:
+            ends[is_file] = [r.n_samples for r in with_vector]
+            levels[is_file] = [np.max(r.rms_db) for r in with_vector]
+            frames[is_file] = [int(r.n_frames.sum()) for r in with_vector]
+            vecs[is_file] = np.stack([r.file_vector.reshape(dim) for r in with_vector])
+        segments = col.table({
+            "segment_id": col.numeric(first_id + len(rows) + np.arange(len(owner)), "int64"),
+            "file_id": col.numeric(file_ids[owner], "int64"),
+            "level": col.strings(np.where(is_file, "file", "segment").tolist()),
+            "start_sample": col.numeric(starts, "int64"),
+            "end_sample": col.numeric(ends, "int64"),
+            "rms_db": col.numeric(levels, "float32"),
+            "silent": col.booleans(silent),
+            "n_frames": col.numeric(frames, "int32"),
+            "vector": col.vectors(vecs, null=silent),
+        })
+        self.con.register("_files_batch", files)
+        names = ", ".join(files.column_names)
         self.con.execute(
             f"INSERT INTO files ({names}, indexed_at) SELECT {names}, current_timestamp FROM _files_batch").fetchall()
         self.con.unregister("_files_batch")
-        flat = np.concatenate(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
-        vec_arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), dim)
-        mask = pa.array(~np.array(valid, bool))
-        vec_arr = pa.FixedSizeListArray.from_arrays(vec_arr.values, dim, mask=mask) if len(vec_arr) else vec_arr
-        seg_tbl = pa.table({**{k: seg[k] for k in SEGMENT_COLUMNS}, "vector": vec_arr})
-        self.con.register("_seg_batch", seg_tbl)
+        self.con.register("_seg_batch", segments)
         self.con.execute("INSERT INTO segments SELECT * FROM _seg_batch").fetchall()
         self.con.unregister("_seg_batch")
-        return len(rows), int(sum(valid))
+        return len(rows), int((~silent).sum())
 
     def delete_files(self, file_ids: Iterable[int]) -> None:
         ids = list(file_ids)
@@ -495,8 +512,7 @@ class MetadataDB:
         ``where_sql`` is an extra parameterised condition on ``files`` (alias ``f``).
         """
         tbl = self._vector_rows("s.segment_id, s.vector", level, where_sql, params)
-        ids = tbl.column("segment_id").to_numpy().astype(np.int64)
-        return ids, vectors_of(tbl, "vector", dim)
+        return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
     def vector_rows(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> pa.Table:
         """Each vector of ``level`` with its window and its file's columns, in id order.
@@ -515,8 +531,7 @@ class MetadataDB:
         """
         if not self.has_segments():
             return np.zeros(0, np.int64)
-        tbl = self._vector_rows("s.segment_id", level, where_sql, params)
-        return tbl.column("segment_id").to_numpy().astype(np.int64)
+        return _ids_of(self._vector_rows("s.segment_id", level, where_sql, params))
 
     def count_ids(self, level: str, below: int) -> tuple[int, int]:
         """``(all, under)``: how many rows :meth:`vector_ids` would return, and how many of
@@ -532,15 +547,15 @@ class MetadataDB:
 
         Ids without a vector at ``level`` are left out; the result is in id order.
         """
-        import pyarrow as pa
+        from retrieval.store import columns as col
 
-        want = pa.table({"segment_id": np.unique(np.asarray(ids, np.int64))})
+        want = col.table({"segment_id": col.numeric(np.unique(np.asarray(ids, np.int64)), "int64")})
         self.con.register("_wanted_ids", want)
         try:
             tbl = self._vector_rows("s.segment_id, s.vector", level, join=" JOIN _wanted_ids w USING (segment_id)")
         finally:
             self.con.unregister("_wanted_ids")
-        return tbl.column("segment_id").to_numpy().astype(np.int64), vectors_of(tbl, "vector", dim)
+        return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
     def file_vector_rows(self, *, file_id: int | None = None,
                          segment_id: int | None = None) -> list[tuple[int, int, str, list[float]]]:
