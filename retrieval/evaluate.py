@@ -13,7 +13,8 @@ Metrics (``EvalResult.metrics``; ``@k`` for each requested ``k``):
     precision@k      relevant among the top ``k``, over ``min(k, eligible items)``
     recall@k         relevant among the top ``k``, over all relevant eligible items
     map@k            mean of AP@k = sum_{j<=k} P@j rel_j / min(k, R)  (R = relevant items)
-    map              mean of full-ranking AP = sum_j P@j rel_j / R
+    map              mean of full-ranking AP = sum_j P@j rel_j / R (equal similarities count
+                     as one threshold, as in sklearn)
     label_map@K      mean over labels of the AP of ranking all queries by their kNN score
                      for that label at K = ``per_class_k`` ("sigmoid-style": each label is
                      scored on its own; the standard multi-label metric). Queries with equal
@@ -24,12 +25,12 @@ Metrics (``EvalResult.metrics``; ``@k`` for each requested ``k``):
     chance_precision expected precision of a random ranking: mean of R / eligible items
     n_items, n_labelled, n_queries, n_classes, n_no_neighbours, n_no_relevant
 Scoring is :mod:`retrieval.metrics` (scikit-learn where it defines the metric); this
-module ranks, excludes and votes. Recall and AP are undefined for a query with no relevant eligible item; such queries
-are left out of those means and counted in ``n_no_relevant``. Because precision@k and
-accuracy keep them (as misses), ``map@k`` can read higher than ``precision@1`` when
-group exclusion leaves many queries without a relevant item. ``EvalResult.coverage``
-says, for every metric, how many queries (or labels) it averages, how many were left
-out, and why.
+module ranks, excludes and votes. Recall and AP are undefined for a query with no
+relevant eligible item; such queries are left out of those means and counted in
+``n_no_relevant``. Because precision@k and accuracy keep them (as misses), ``map@k`` can
+read higher than ``precision@1`` when group exclusion leaves many queries without a
+relevant item. ``EvalResult.coverage`` says, for every metric, how many queries (or
+labels) it averages, how many were left out, and why.
 
 The per-class table and the confusions use the vote at ``per_class_k``, by default the
 largest ``k``: the label transfer ``retrieve classify`` would make with that ``k``. For

@@ -23,6 +23,7 @@ from retrieval.audio.paths import real_path
 from retrieval.audio.windows import cut_stream, to_samples
 from retrieval.encoders.base import EncoderOptions
 from retrieval.errors import AudioError, InputError
+from retrieval.options import LABEL_SEP
 from retrieval.store import Store
 
 #: BEATs was fine-tuned on 10 s AudioSet clips.
@@ -70,7 +71,7 @@ def tag_files(store: Store, model: str, *, top: int = 5, column: str = "audioset
             continue
         best = np.argsort(-probs, kind="stable")[:top]
         paths.append(rel)
-        tags.append(";".join(names[i] for i in best))
+        tags.append(LABEL_SEP.join(names[i] for i in best))  # multi-label, as eval and --where read it
         scores.append(float(probs[best[0]]))
     table = pa.table({"path": pa.array(paths, pa.string()), column: pa.array(tags, pa.string()),
                       f"{column}_score": pa.array(scores, pa.float64())})
