@@ -23,7 +23,7 @@ from retrieval.index import Index
 from retrieval.ingest import IngestOptions, ingest
 from retrieval.pipeline import DecodePool, WindowSpec, decode_task, group_files
 from retrieval.store import Store
-from tests._pipeline_tasks import crashing_task, deferring_task, failing_init, hanging_task
+from tests._pipeline_tasks import attempts_log, crashing_task, deferring_task, failing_init, hanging_task
 from tests.conftest import write
 
 
@@ -118,12 +118,14 @@ def test_a_worker_that_hangs_costs_one_file(corpus, tmp_path, monkeypatch):
     write(corpus / "tone" / "hang.wav", synth.sine(440, 0.8, 16000), 16000)
     monkeypatch.setattr(pipeline, "decode_task", hanging_task)
     monkeypatch.setattr(pipeline, "TASK_TIMEOUT_S", 2.0)
-    monkeypatch.setenv("HANG_LOG", str(tmp_path / "hang.log"))
+    log = attempts_log(corpus / "tone" / "hang.wav")
+    log.unlink(missing_ok=True)
     s = ingest(corpus, tmp_path / "ix", Choices(), IngestOptions(workers=2))
     assert s.files_failed == 1 and s.files_indexed == 20
     # two timeouts, not a hang: once in its task, then once alone, and never again
-    assert [int(n) for n in (tmp_path / "hang.log").read_text().split()][-1] == 1
-    assert len((tmp_path / "hang.log").read_text().split()) == 2
+    sizes = [int(n) for n in log.read_text().split()]
+    log.unlink()
+    assert len(sizes) == 2 and sizes[-1] == 1
     with Index.open(tmp_path / "ix") as idx:
         errors = idx.errors()
         assert list(errors.path) == ["tone/hang.wav"] and "did not finish within 2 s" in errors.reason[0]
