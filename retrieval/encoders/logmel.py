@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from retrieval.encoders.base import EncoderOptions, FrameEmbeddings, check_batch, text_unsupported
-from retrieval.encoders.dsp import dct2_ortho_basis, one_pole_smooth, periodic_hann
+from retrieval.encoders.dsp import BandMatrix, dct2_ortho_basis, one_pole_smooth, periodic_hann
 from retrieval.errors import InputError
 
 Feature = Literal["logmel", "mfcc", "pcen"]
@@ -121,12 +121,11 @@ class LogMelEncoder:
         self._window = periodic_hann(self.win_samples)
         self._mel = mel_filterbank(self.sample_rate, self.n_fft, self.config.n_mels,
                                    self.config.fmin_hz, self.config.fmax_hz)
-        # Products with the filterbank and the DCT go through BLAS. Callers run the encoder
-        # with one BLAS thread (retrieval.embed.single_threaded_blas, ingest's workers): on a
-        # busy machine BLAS threads spinning for cores make these small products slower by
-        # orders of magnitude. One thread also keeps each frame's result independent of how
-        # the work is split. Measured against scipy.sparse (the product's previous home) and
-        # a numpy gather-and-reduceat (no BLAS): 0.44, 0.17-0.36 and 1.0-2.1 ms CPU per 4 s window.
+        # Sparse (each FFT bin feeds at most two bands) and BLAS-free, as is the DCT (einsum's
+        # own loops): a frame's features do not depend on how many frames are computed at once
+        # (a BLAS product rounds rows differently with their number), and a busy machine's BLAS
+        # threads cannot stall them.
+        self._mel_bands = BandMatrix(self._mel)
         self._dct = dct2_ortho_basis(self.config.n_mels, self.config.n_mfcc)
         base = self.config.n_mfcc if self.config.feature == "mfcc" else self.config.n_mels
         self.dim = base * (3 if self.config.deltas else 1)
@@ -169,7 +168,7 @@ class LogMelEncoder:
         else:
             feat = np.log(np.maximum(mel, 1e-10))
             if cfg.feature == "mfcc":
-                feat = feat @ self._dct
+                feat = np.einsum("tm,mk->tk", feat, self._dct)
         feat = normalize(feat, keep, cfg.norm, cfg.feature)
         if cfg.deltas:
             d1 = deltas(feat)
@@ -190,7 +189,7 @@ class LogMelEncoder:
             step = frames[a:a + MEL_FRAMES_PER_STEP].astype(np.float64)  # exact, slice by slice
             spec = np.fft.rfft(step * self._window, n=self.n_fft, axis=1)
             power = spec.real**2 + spec.imag**2
-            mel[a:a + MEL_FRAMES_PER_STEP] = power @ self._mel
+            mel[a:a + MEL_FRAMES_PER_STEP] = self._mel_bands.apply(power)
         return mel
 
 

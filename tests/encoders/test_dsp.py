@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from retrieval.encoders.base import EncoderOptions
-from retrieval.encoders.dsp import dct2_ortho_basis, one_pole_smooth, periodic_hann
+from retrieval.encoders.dsp import BandMatrix, dct2_ortho_basis, one_pole_smooth, periodic_hann
 from retrieval.encoders.logmel import LogMelEncoder, normalize, trim_mask
 
 scipy_fft = pytest.importorskip("scipy.fft")
@@ -69,3 +69,16 @@ def test_features_match_the_scipy_pipeline(feature: str) -> None:
     ours = enc.frame_embeddings(x[None], np.array([x.size])).embeddings[0].astype(np.float64)
     ref = _scipy_features(enc, x)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6 * np.abs(ref).max())  # float32 storage
+
+
+def test_band_matrix_is_a_csr_product_row_by_row() -> None:
+    from retrieval.encoders.logmel import mel_filterbank
+
+    weights = mel_filterbank(16000, 512, 64, 50.0, 8000.0)
+    weights[:, 5] = 0.0  # a band with no bins gives zeros
+    x = np.random.default_rng(2).random((333, weights.shape[0]))
+    ours = BandMatrix(weights).apply(x)
+    ref = (scipy_sparse.csr_matrix(weights.T) @ x.T).T
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
+    assert not ours[:, 5].any()
+    assert np.array_equal(BandMatrix(weights).apply(x[100:101])[0], ours[100])  # a row alone: the same bits
