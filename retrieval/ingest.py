@@ -140,6 +140,9 @@ class IngestOptions:
         allow_removals: let the run remove more than :data:`MAX_REMOVAL_SHARE` of the
             indexed files, or every file of a root that is now empty.
         dry_run: plan only: ``summary.plan`` says what would change; nothing is written.
+        embedder: decodes, embeds and commits the planned files in place of this process
+            (called as :func:`_embed_all` is, e.g. :class:`retrieval.ray_ingest.RayEngine`);
+            None embeds here. Planning, the store writes and FAISS are the same either way.
     """
 
     labels_csv: Path | None = None
@@ -154,6 +157,7 @@ class IngestOptions:
     replace: bool = False
     allow_removals: bool = False
     dry_run: bool = False
+    embedder: Callable[..., None] | None = None
 
 
 def check_options(choices: Choices, options: IngestOptions) -> None:
@@ -413,7 +417,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         stored_labels = store.db.get("labels_csv")
         if labels is None and stored_labels:
             labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
-        pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
+        pool = _start_pool(stack, options.workers, warn) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
@@ -430,7 +434,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
 
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
-        _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
+        (options.embedder or _embed_all)(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
         _attach_labels(store, labels, warn)
         # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
         # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
@@ -700,6 +704,23 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
         warn(f"the encoder ran out of memory; batch size lowered from {options.batch_size} to {batching.size}")
 
 
+def adopt_decoded(entry: tuple[RootedFile, str, int | None], pre: DecodedFile) -> _FileJob:
+    """A planned ``(file, hash, old id)`` and what another process decoded and embedded, as a job to commit.
+
+    For engines that embed elsewhere (:mod:`retrieval.ray_ingest`); ``pre`` must hold vectors.
+    """
+    def refuse(*_: object) -> None:
+        raise ValueError("adopt_decoded needs a DecodedFile with vectors; its windows were not embedded")
+
+    f, digest, old_id = entry
+    job = _FileJob(f, digest, old_id, pre.info if pre.info else _NO_INFO)
+    if pre.long:
+        refuse()
+    _take(job, pre, refuse)
+    job.decoded = True
+    return job
+
+
 #: The encoder queue is flushed at this many batches of windows ...
 QUEUE_BATCHES = 8
 #: ... or this many queued samples (64 MB of float32), whichever comes first.
@@ -904,3 +925,7 @@ def _progress(total: int, enabled: bool):  # -> tqdm-like
     from retrieval import progress
 
     return progress.bar(total=total, desc="embedding", unit="file", enabled=enabled)
+
+
+#: Commits a batch of jobs (from :func:`adopt_decoded`) in one transaction, as local ingest does.
+commit_jobs = _commit

@@ -134,7 +134,7 @@ def write_shard(folder: Path, number: int, files: Sequence[ShardFile], recipe_ha
     tmp = final.with_name(final.name + ".tmp")
     rows = [_row(f, recipe_hash) for f in files]
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, compression="none", use_dictionary=False)  # vectors do not compress
     with open(tmp, "rb") as fh:  # the bytes on disk before the name says "complete"
         os.fsync(fh.fileno())
     os.replace(tmp, final)
