@@ -11,7 +11,9 @@ files to embed:
    embedded again. Other shards are stale and deleted.
 2. **Decode on CPU tasks.** A Ray Data dataset of the remaining paths is decoded and cut
    into windows by ``map_batches`` tasks running :func:`retrieval.pipeline.decode_file`
-   (the same code local ingest runs, so the windows are identical).
+   (the same code local ingest runs, so the windows are identical). When the actors need
+   no GPU, Ray Data's optimizer fuses this step into the actors (seen in its execution
+   plan), so decoded audio never crosses the object store.
 3. **Embed on an actor pool.** ``map_batches`` with a callable class, ``concurrency`` actors
    and ``num_gpus`` each: every actor builds the encoder once from the recipe and embeds
    and pools as local ingest does (long files are streamed block by block in the actor).
