@@ -81,7 +81,7 @@ def test_write_replaces_nothing_until_complete(tmp_path: Path, monkeypatch: pyte
     """A write that fails midway leaves no file under the complete name."""
     import retrieval.shards as shards
 
-    def broken(table, where) -> None:  # noqa: ANN001
+    def broken(table, where, **options) -> None:  # noqa: ANN001, ANN003
         Path(where).write_bytes(b"PAR1")
         raise OSError(28, "No space left on device")
 
