@@ -182,6 +182,15 @@ def _is_number(text: str) -> bool:
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
                    "one per core for logmel, one for model encoders, none for under 64 files to embed.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where files are decoded and embedded: this process, or a Ray cluster (pip install "
+                   "'retrieve[ray]'; planning, the index and its summary are the same).")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="With --engine ray: the cluster's head (default: start a Ray on this machine).")
+@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --engine ray: embedding actors, each loading the encoder once.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --engine ray: GPUs each actor reserves; above 0 the actors run the encoder on cuda.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPE_CHOICES),
               help="FAISS index for search [auto: picks by corpus size; see `retrieve info`]. "
                    "Omitted on an existing index: keep its kind.")
@@ -203,7 +212,8 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
-              workers: int | None, index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
+              workers: int | None, engine: str, ray_address: str | None, actors: int, gpus_per_actor: float,
+              index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
               allow_removals: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS, one folder or several (re-runs embed only new or changed files).
 
@@ -225,6 +235,13 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
                             labels_key=labels_key, replace=replace, allow_removals=allow_removals, dry_run=dry_run)
     if not corpus and not index:
         raise click.UsageError("name a CORPUS folder, or --index X to update every folder of index X")
+    if engine != "ray" and (ray_address or actors != 1 or gpus_per_actor):
+        raise click.UsageError("--ray-address, --actors and --gpus-per-actor go with --engine ray")
+    if engine == "ray":  # the only place the CLI reaches for Ray
+        from retrieval.ray_ingest import RayEngine
+
+        options.embedder = RayEngine(ray_address, actors, gpus_per_actor)
+        options.embedder.check_address()
     target = index_path_for(corpus[0], index) if corpus else index_path_for(Path("."), index)
     summary = ingest(list(corpus), target, choices, options)
     if dry_run:

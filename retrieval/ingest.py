@@ -143,6 +143,9 @@ class IngestOptions:
         allow_removals: let the run remove more than :data:`MAX_REMOVAL_SHARE` of the
             indexed files, or every file of a root that is now empty.
         dry_run: plan only: ``summary.plan`` says what would change; nothing is written.
+        embedder: decodes, embeds and commits the planned files in place of this process
+            (called as :func:`_embed_all` is, e.g. :class:`retrieval.ray_ingest.RayEngine`);
+            None embeds here. Planning, the store writes and FAISS are the same either way.
     """
 
     labels_csv: Path | None = None
@@ -157,6 +160,7 @@ class IngestOptions:
     replace: bool = False
     allow_removals: bool = False
     dry_run: bool = False
+    embedder: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         if self.index_type is not None:
@@ -415,7 +419,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
             workers = auto_workers(name, len(plan.to_embed))
-        pool = _start_pool(stack, workers, warn) if plan.to_embed else None
+        pool = _start_pool(stack, workers, warn) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
@@ -431,7 +435,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
 
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
-        _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
+        (options.embedder or _embed_all)(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
         _attach_labels(store, labels, warn)
         # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
         # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
@@ -727,6 +731,17 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
         warn(f"the encoder ran out of memory; batch size lowered from {options.batch_size} to {batching.size}")
 
 
+def adopt_decoded(entry: tuple[RootedFile, str, int | None], pre: DecodedFile) -> _FileJob:
+    """A planned ``(file, hash, old id)`` and what another process decoded and embedded, as a job to commit.
+
+    For engines that embed elsewhere (:mod:`retrieval.ray_ingest`); ``pre`` must hold vectors.
+    """
+    f, digest, old_id = entry
+    if pre.long or (pre.error is None and pre.vectors is None):
+        raise ValueError("adopt_decoded needs a DecodedFile with vectors; its windows were not embedded")
+    return _FileJob(f, digest, old_id, pre)
+
+
 #: The encoder queue is flushed at this many batches of windows ...
 QUEUE_BATCHES = 8
 #: ... or this many queued samples (64 MB of float32), whichever comes first.
@@ -902,3 +917,7 @@ def _progress(total: int, enabled: bool):  # -> tqdm-like
     from retrieval import progress
 
     return progress.bar(total=total, desc="embedding", unit="file", enabled=enabled)
+
+
+#: Commits a batch of jobs (from :func:`adopt_decoded`) in one transaction, as local ingest does.
+commit_jobs = _commit

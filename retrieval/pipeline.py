@@ -106,6 +106,7 @@ class WindowSpec:
         batch_size: windows per encoder call in a worker.
         long_samples, task_samples: :data:`LONG_FILE_SAMPLES` and :data:`TASK_SAMPLES` for
             this run (None: the module's values).
+        device: torch device for the encoder a worker builds from ``embed_recipe``.
     """
 
     sample_rate: int
@@ -116,6 +117,7 @@ class WindowSpec:
     batch_size: int = 16
     long_samples: int | None = None
     task_samples: int | None = None
+    device: str = "cpu"  # torch device of the encoder a worker builds (a Ray actor with a GPU: cuda)
 
     def window_samples_of(self, info: AudioInfo) -> int:
         """Estimated samples in all of a file's windows (overlap counted), from its header."""
@@ -292,18 +294,25 @@ def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
     return results
 
 
-_ENCODER: list[Any] = []  # [(recipe, encoder)]: the last encoder this worker built
+_ENCODER: list[Any] = []  # [((recipe, device), encoder)]: the last encoder this worker built
+
+
+def worker_encoder(spec: WindowSpec) -> Any:
+    """The encoder of ``spec.embed_recipe`` on ``spec.device``, built once per process and kept."""
+    from retrieval.configure import encoder_for
+
+    recipe = spec.embed_recipe
+    if not _ENCODER or _ENCODER[0][0] != (recipe, spec.device):
+        _ENCODER[:] = [((recipe, spec.device), encoder_for(recipe, spec.device))]
+    return _ENCODER[0][1]
 
 
 def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
     """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
-    from retrieval.configure import encoder_for
     from retrieval.embed import Batching, embed_each
 
     recipe = spec.embed_recipe
-    if not _ENCODER or _ENCODER[0][0] != recipe:
-        _ENCODER[:] = [(recipe, encoder_for(recipe, "cpu"))]
-    encoder = _ENCODER[0][1]
+    encoder = worker_encoder(spec)
     live = [d for d in results if d.error is None and not d.long and not d.deferred]
     windows = [w for d in live for w in d.windows()]
     embedded = embed_each(encoder, windows, recipe.pooling, Batching(spec.batch_size))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One command from a fresh clone: install the dev and serve extras and run the whole test suite.
+# One command from a fresh clone: install the dev, serve and ray extras and run the whole test suite.
 source "$(dirname "$0")/_venv.sh"
-step "installing retrieve with its dev and serve extras"
-pip_install -e '.[dev,serve]' || true
+step "installing retrieve with its dev, serve and ray extras"
+pip_install -e '.[dev,serve,ray]' || true
 done_step
 # The browser test of `retrieve serve` drives Debian's chromium through Playwright (which
 # cannot download its own browser here). Install it when missing and we may; otherwise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import soundfile as sf
 from retrieval import synth
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("RETRIEVE_SHARED") or REPO.parent / "shared")  # a worktree elsewhere: point at it
 FSDD = SHARED / "data" / "fsdd"
 
 

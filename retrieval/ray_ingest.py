@@ -1,0 +1,367 @@
+"""``retrieve index --engine ray``: plan on the driver, decode and embed on a Ray cluster, write on the driver.
+
+The driver (the process running ``retrieve index``) discovers and plans exactly as local
+ingest does (:mod:`retrieval.ingest`: new, changed, moved and removed files by content
+hash) and loads the encoder once to fix the recipe. :class:`RayEngine` then takes the
+files to embed:
+
+1. **Shards first.** Complete shards left by an earlier run that was killed
+   (``<index>/shards/part-XXXXX.parquet``, :mod:`retrieval.shards`) are merged for every
+   file whose recipe hash, size, mtime and content hash still match; those files are not
+   embedded again. Other shards are stale and deleted.
+2. **Decode on CPU tasks.** A Ray Data dataset of the remaining paths is decoded and cut
+   into windows by ``map_batches`` tasks running :func:`retrieval.pipeline.decode_file`
+   (the same code local ingest runs, so the windows are identical). When the actors need
+   no GPU, Ray Data's optimizer fuses this step into the actors (seen in its execution
+   plan), so decoded audio never crosses the object store.
+3. **Embed on an actor pool.** ``map_batches`` with a callable class, ``concurrency`` actors
+   and ``num_gpus`` each: every actor builds the encoder once from the recipe and embeds
+   and pools as local ingest does (long files are streamed block by block in the actor).
+4. **Write on the driver.** Results stream back in plan order; every ``commit_every`` files
+   are written to a shard (temporary name, then renamed), merged into DuckDB in one
+   transaction through the same commit as local ingest (:func:`retrieval.ingest.commit_jobs`),
+   and the shard is then deleted. FAISS follows DuckDB at the end, as after local ingest.
+
+Faults: Ray retries the blocks of a task or actor that dies (Ray Data restarts pool actors),
+and the driver merges each file once, by its place in the plan, so nothing is lost or
+written twice. A killed driver leaves committed files (the next run sees them unchanged)
+and complete shards (the next run merges them). A file that fails to decode comes back with
+its error and becomes an ``errors`` row. An address that cannot be reached is a one-line
+error naming it, before anything is written.
+
+Paths: every worker opens the corpus at the driver's absolute paths, so the corpus must be
+on a filesystem every node mounts at the same place; the engine checks that a worker can
+open one sample file before starting and says so when it cannot.
+
+``import ray`` happens only here, and only when the engine runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrieval.errors import InputError
+from retrieval.pipeline import (FILES_PER_TASK, LONG_FILE_SAMPLES, DecodedFile, WindowSpec, decode_failure,
+                                decode_file, iter_windows, worker_encoder, _embed_in_worker)
+from retrieval.shards import SHARDS_DIR, ShardFile, complete_shards, next_number, read_shard, remove_partial, \
+    write_shard
+
+if TYPE_CHECKING:
+    from retrieval.encoders.base import Encoder
+    from retrieval.ingest import IngestOptions, IngestSummary, RootedFile
+    from retrieval.recipe import Recipe
+    from retrieval.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Seconds the TCP pre-check waits for the cluster's address to answer.
+CONNECT_TIMEOUT_S = 5.0
+#: Windows a long file's stream hands the encoder at a time, inside an actor.
+STREAM_WINDOWS = 256
+#: The port ``ray start --head`` listens on when none is named.
+DEFAULT_PORT = 6379
+
+Entry = tuple["RootedFile", str, "int | None"]  # (file, content hash, old file id): one planned file
+
+
+@dataclass
+class RayEngine:
+    """Where and how wide to embed on Ray; called by ingest in place of local embedding.
+
+    Attributes:
+        address: ``None`` starts a Ray on this machine; ``auto`` joins the cluster this
+            machine is part of; ``HOST:PORT`` (or ``ray://HOST:PORT``) a cluster's head.
+        actors: embedding actors (each loads the encoder once).
+        gpus_per_actor: GPUs each actor reserves; above 0 the actors run the encoder on ``cuda``.
+        cpus_per_actor: CPUs each actor reserves.
+    """
+
+    address: str | None = None
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.actors < 1:
+            raise InputError(f"--actors must be at least 1; got {self.actors}")
+        if self.gpus_per_actor < 0:
+            raise InputError(f"--gpus-per-actor must be 0 or more; got {self.gpus_per_actor:g}")
+
+    @property
+    def device(self) -> str:
+        """The torch device the actors run the encoder on."""
+        return "cuda" if self.gpus_per_actor > 0 else "cpu"
+
+    def check_address(self) -> None:
+        """Refuse a ``HOST:PORT`` that does not answer, in one line naming it (nothing else is tried).
+
+        Raises:
+            InputError: the address is malformed or nothing listens there.
+        """
+        if self.address in (None, "auto", "local"):
+            return
+        host, port = parse_address(self.address)
+        try:
+            with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise InputError(f"cannot reach the Ray cluster at {self.address} ({why}); start it there with "
+                             f"`ray start --head --port {port}`, or pass the head's --ray-address") from None
+
+    def connect(self) -> None:
+        """Join (or start) the Ray cluster; an already initialised Ray in this process is used as is.
+
+        Raises:
+            InputError: Ray is not installed, or the cluster cannot be reached.
+        """
+        self.check_address()
+        ray = import_ray()
+        if ray.is_initialized():
+            return
+        address = None if self.address in (None, "local") else self.address
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot join the Ray cluster at {self.address or 'a new local Ray'} ({first}); "
+                             "check --ray-address, or start one with `ray start --head`") from None
+
+    def __call__(self, store: Store, encoder: Encoder, recipe: Recipe, todo: list[Entry], options: IngestOptions,
+                 summary: IngestSummary, warn: Callable[[str], None], pool: Any = None) -> None:
+        embed_on_ray(self, store, recipe, todo, options, summary, warn)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT``, ``ray://HOST:PORT`` or ``HOST`` (port :data:`DEFAULT_PORT`).
+
+    Raises:
+        InputError: the port is not a number.
+    """
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest, DEFAULT_PORT
+    if not port.isdigit():
+        raise InputError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    return host.strip("[]"), int(port)
+
+
+def import_ray() -> Any:
+    """``ray`` (with Ray Data), or an error naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"--engine ray needs Ray Data ({exc.name or exc}): pip install 'retrieve[ray]'") from None
+    return ray
+
+
+def embed_on_ray(engine: RayEngine, store: Store, recipe: Recipe, todo: list[Entry], options: IngestOptions,
+                 summary: IngestSummary, warn: Callable[[str], None]) -> None:
+    """Merge usable shards, then decode and embed the rest of ``todo`` on Ray and commit it in plan order."""
+    from retrieval.ingest import _progress
+
+    folder = Path(store.root) / SHARDS_DIR
+    remove_partial(folder)
+    rest = _merge_old_shards(folder, store, recipe, todo, options, summary, warn)
+    if not rest:
+        return
+    engine.connect()
+    check_readable(rest[0][0].path)
+    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
+                      embed_recipe=recipe, batch_size=options.batch_size, long_samples=LONG_FILE_SAMPLES,
+                      device=engine.device)
+    bar = _progress(len(rest), options.progress)
+    number = next_number(folder)
+    batch: list[tuple[Entry, DecodedFile]] = []
+    for i, decoded in _run(engine, spec, rest):
+        batch.append((rest[i], decoded))
+        if len(batch) >= options.commit_every:
+            _write_and_merge(folder, number, batch, store, recipe, summary, warn)
+            number += 1
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        _write_and_merge(folder, number, batch, store, recipe, summary, warn)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _write_and_merge(folder: Path, number: int, batch: list[tuple[Entry, DecodedFile]], store: Store,
+                     recipe: Recipe, summary: IngestSummary, warn: Callable[[str], None]) -> None:
+    """Write ``batch`` as shard ``number``, merge it into DuckDB in one transaction, then delete it."""
+    files = [ShardFile(f.root, f.rel_path, f.size, f.mtime, digest, d) for (f, digest, _), d in batch]
+    path = write_shard(folder, number, files, recipe.hash())
+    merge(store, recipe, batch, summary, warn)
+    path.unlink(missing_ok=True)
+
+
+def merge(store: Store, recipe: Recipe, batch: list[tuple[Entry, DecodedFile]], summary: IngestSummary,
+          warn: Callable[[str], None]) -> None:
+    """Commit embedded files in one transaction, exactly as local ingest commits them."""
+    from retrieval.ingest import adopt_decoded, commit_jobs
+
+    commit_jobs(store, recipe, [adopt_decoded(entry, d) for entry, d in batch], summary, warn)
+
+
+def _merge_old_shards(folder: Path, store: Store, recipe: Recipe, todo: list[Entry], options: IngestOptions,
+                      summary: IngestSummary, warn: Callable[[str], None]) -> list[Entry]:
+    """Merge what earlier runs' complete shards hold for files still planned; return the files left to embed.
+
+    A shard row is used when its recipe hash is this run's and the file's size, mtime and
+    content hash are what the plan found. Every old shard is deleted once merged (rows that
+    were not used are stale: their file changed, or was committed before the driver died).
+    """
+    shards = complete_shards(folder)
+    if not shards:
+        return todo
+    wanted = {(f.root, f.rel_path): (f, digest, old) for f, digest, old in todo}
+    recipe_hash = recipe.hash()
+    found: list[tuple[Entry, DecodedFile]] = []
+    for path in shards:
+        try:
+            hashes, files = read_shard(path, recipe.dim)
+        except Exception as exc:  # a damaged shard is only lost work: its files are embedded again
+            warn(f"shard {path.name} cannot be read ({type(exc).__name__}: {exc}); its files are embedded again")
+            continue
+        for h, sf in zip(hashes, files):
+            entry = wanted.get((sf.root, sf.path))
+            if entry is None or h != recipe_hash:
+                continue
+            f, digest, _ = entry
+            if (f.size, f.mtime, digest) == (sf.size, sf.mtime, sf.content_hash):
+                found.append((entry, sf.decoded))
+                del wanted[(sf.root, sf.path)]
+    for start in range(0, len(found), options.commit_every):
+        merge(store, recipe, found[start:start + options.commit_every], summary, warn)
+    for path in shards:
+        path.unlink(missing_ok=True)
+    if found:
+        warn(f"merged {len(found)} files embedded by an earlier run (complete shards in {folder})")
+    return [e for e in todo if (e[0].root, e[0].rel_path) in wanted]
+
+
+def check_readable(path: Path) -> None:
+    """Have one Ray worker open ``path``; refuse to start when it cannot (the corpus is not shared).
+
+    Raises:
+        InputError: the worker's error, its node, and what to do.
+    """
+    ray = import_ray()
+    probe = ray.remote(num_cpus=0)(_open_on_worker)
+    where, error = ray.get(probe.remote(os.fsencode(path)))
+    if error is not None:
+        raise InputError(f"a Ray worker on {where} cannot open {path} ({error}); every node must see the corpus "
+                         "at the same absolute path (a shared filesystem such as NFS, mounted alike on each node)")
+
+
+def _open_on_worker(path: bytes) -> tuple[str, str | None]:
+    host = socket.gethostname()
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return host, exc.strerror or str(exc)
+    return host, None
+
+
+def _run(engine: RayEngine, spec: WindowSpec, rest: list[Entry]) -> Iterator[tuple[int, DecodedFile]]:
+    """``(index into rest, embedded DecodedFile)`` for every file, in ``rest`` order."""
+    ray = import_ray()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # merge in plan order: the same ids as local ingest
+    ctx.enable_progress_bars = False
+    items = [{"i": i, "path": os.fsencode(f.path)} for i, (f, _, _) in enumerate(rest)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // FILES_PER_TASK)))
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"spec": replace(spec, embed_recipe=None)},
+                        batch_size=FILES_PER_TASK, batch_format="numpy", num_cpus=1)
+    remote: dict[str, Any] = {"num_cpus": engine.cpus_per_actor}
+    if engine.gpus_per_actor > 0:
+        remote["num_gpus"] = engine.gpus_per_actor
+    ds = ds.map_batches(Embedder, fn_constructor_kwargs={"spec": spec}, batch_size=FILES_PER_TASK,
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=engine.actors), **remote)
+    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, payload in zip(out["i"].tolist(), out["payload"]):
+            yield i, pickle.loads(payload)
+
+
+def _decode_batch(batch: dict[str, np.ndarray], spec: WindowSpec) -> dict[str, np.ndarray]:
+    """A Ray Data task: decode and cut each path; long files come back marked for the actor to stream."""
+    payloads = [pickle.dumps(decode_file(Path(os.fsdecode(p)), spec), protocol=5) for p in batch["path"]]
+    return {"i": batch["i"], "path": batch["path"], "payload": np.array(payloads, dtype=object)}
+
+
+class Embedder:
+    """A Ray Data actor: builds the recipe's encoder once, then embeds and pools decoded files.
+
+    Each call gets ``i``, ``path`` and ``payload`` (pickled :class:`DecodedFile` with audio)
+    and returns ``i`` and ``payload`` (the same files with vectors, audio dropped).
+    """
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self.encoder = worker_encoder(spec)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        decoded: list[DecodedFile] = [pickle.loads(p) for p in batch["payload"]]
+        for k, d in enumerate(decoded):
+            if d.long:
+                decoded[k] = self._stream(Path(os.fsdecode(batch["path"][k])), d)
+        _embed_in_worker([d for d in decoded if d.vectors is None], self.spec)
+        return {"i": batch["i"], "payload": np.array([pickle.dumps(d, protocol=5) for d in decoded], dtype=object)}
+
+    def _stream(self, path: Path, head: DecodedFile) -> DecodedFile:
+        """A long file, decoded block by block and embedded :data:`STREAM_WINDOWS` windows at a time."""
+        from retrieval.embed import Batching, embed_each
+        from retrieval.pooling import pool_file
+
+        recipe = self.spec.embed_recipe
+        out = DecodedFile(info=head.info)
+        starts, ends, levels, silent = [], [], [], []
+        vectors: list[np.ndarray] = []
+        counts: list[int] = []
+        errors: list[str | None] = []
+        chunk: list[np.ndarray] = []
+        batching = Batching(self.spec.batch_size)
+
+        def flush() -> None:
+            if not chunk:
+                return
+            for vec, count, err in embed_each(self.encoder, chunk, recipe.pooling, batching):
+                vectors.append(vec if vec is not None else np.zeros(recipe.dim, np.float32))
+                counts.append(int(count) if vec is not None else 0)
+                errors.append(err)
+            chunk.clear()
+
+        try:
+            for w, level, quiet in iter_windows(path, self.spec, out.report, head.info):
+                starts.append(w.start)
+                ends.append(w.end)
+                levels.append(level)
+                silent.append(quiet)
+                if not quiet:
+                    chunk.append(w.audio)
+                    if len(chunk) >= STREAM_WINDOWS:
+                        flush()
+            flush()
+        except Exception as exc:  # a bad file is an error row, whatever it raised
+            out.error = decode_failure(exc)
+            return out
+        out.starts, out.ends = np.array(starts, np.int64), np.array(ends, np.int64)
+        out.levels, out.silent = np.array(levels, np.float64), np.array(silent, bool)
+        out.vectors = np.array(vectors, np.float32).reshape(len(vectors), recipe.dim)
+        out.counts = np.array(counts, np.int64)
+        out.window_errors = errors
+        if vectors and not any(errors):
+            out.file_vector = pool_file(out.vectors, out.counts, recipe.pooling)
+        return out
