@@ -127,7 +127,8 @@ class WindowSpec:
 
 @dataclass
 class DecodedFile:
-    """One file, decoded and cut by a worker.
+    """One file's windows, levels and vectors: ingest's one record of a file, whoever decoded it
+    (a worker, or the main process streaming it through :func:`scan_file`).
 
     Attributes:
         info: the file's header, None when it could not be read.
@@ -137,11 +138,12 @@ class DecodedFile:
         silent: ``(w,)`` bool, True for windows below the silence threshold.
         audio: ``(sum of non-silent window lengths,)`` float32, the non-silent windows end to end.
         vectors, counts: ``(k, P)`` float32 and ``(k,)`` int64 for the ``k`` non-silent windows
-            when the worker embedded them, else None.
+            once embedded (by a worker, or by the main process at commit), else None.
         file_vector: ``(P,)`` float32 file vector pooled from them (None for a silent file or a
             pooling without file vectors).
         window_errors: per non-silent window, the encoder's error or None (worker-embedded only).
-        error: why the file could not be decoded, or None.
+        error: why the file cannot be indexed (a decode failure, or an encoder failure on one of
+            its windows when the main process embeds it), or None.
         long: the file is too long to send whole; the main process streams it.
         deferred: not decoded because the task was full; submitted again.
     """
