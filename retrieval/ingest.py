@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,6 +140,8 @@ class IngestOptions:
         allow_removals: let the run remove more than :data:`MAX_REMOVAL_SHARE` of the
             indexed files, or every file of a root that is now empty.
         dry_run: plan only: ``summary.plan`` says what would change; nothing is written.
+        copies: also compute copy frames (``retrieve duplicates``, ``locate --match copy``) from
+            the same decode; recorded in the recipe (outside its hash) and kept on by later runs.
     """
 
     labels_csv: Path | None = None
@@ -154,6 +156,7 @@ class IngestOptions:
     replace: bool = False
     allow_removals: bool = False
     dry_run: bool = False
+    copies: bool = False
 
 
 def check_options(choices: Choices, options: IngestOptions) -> None:
@@ -327,6 +330,7 @@ class _FileJob:
         self.counts: dict[int, int] = {}
         self.file_vector: np.ndarray | None | object = _NOT_POOLED  # pooled by a worker, when it embedded
         self.pending = 0  # windows queued for the encoder
+        self.copy_frames: np.ndarray | None = None  # (T, BANDS) uint8 with --copies
         self.decoded = False
         self.error: str | None = None
 
@@ -415,6 +419,8 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
             labels = _stored_labels(Path(stored_labels), store.db.get("labels_key"), warn)
         pool = _start_pool(stack, options.workers, warn) if plan.to_embed else None
         encoder, recipe = resolved or resolve(choices, stored)
+        if options.copies or (stored is not None and stored.copies):
+            recipe = replace(recipe, copies=True)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
             if options.index_type is not None:
@@ -431,6 +437,10 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
         _embed_all(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
+        if recipe.copies:  # files indexed before --copies, and byte-identical copies
+            from retrieval.copies.frames import fill_missing
+
+            fill_missing(store, warn)
         _attach_labels(store, labels, warn)
         # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
         # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
@@ -659,7 +669,8 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
     embed_in_workers = pool is not None and recipe.encoder in WORKER_EMBEDDED
     spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
                       embed_recipe=recipe if embed_in_workers else None, batch_size=options.batch_size,
-                      long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES)
+                      long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES,
+                      copies=recipe.copies)
 
     def flush() -> None:
         if queue:
@@ -721,7 +732,8 @@ def _stream_into(job: _FileJob, spec: WindowSpec, enqueue: Callable[[_FileJob, i
     try:
         if job.info is _NO_INFO:
             job.info = probe(job.found.path)
-        windows = iter_windows(job.found.path, spec, job.report, job.info)
+        copies = pipeline.copy_stream(job.info) if spec.copies else None
+        windows = iter_windows(job.found.path, spec, job.report, job.info, copies.add if copies else None)
     except Exception as exc:  # a bad file is an error row, whatever it raised
         job.error = decode_failure(exc)
         return
@@ -732,6 +744,7 @@ def _stream_into(job: _FileJob, spec: WindowSpec, enqueue: Callable[[_FileJob, i
             job.error = job.error or decode_failure(exc)
             return
         if item is None:
+            job.copy_frames = copies.finish() if copies is not None else None
             return
         w, level, silent = item
         job.starts.append(w.start)
@@ -745,6 +758,7 @@ def _stream_into(job: _FileJob, spec: WindowSpec, enqueue: Callable[[_FileJob, i
 def _take(job: _FileJob, pre: DecodedFile, enqueue: Callable[[_FileJob, int, np.ndarray], None]) -> None:
     """Adopt what a worker decoded (and, for worker-embedded encoders, embedded)."""
     job.report = pre.report
+    job.copy_frames = pre.copy_frames
     if pre.error is not None:
         job.error = pre.error
         return
@@ -861,9 +875,24 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
         db.delete_files(replaced)
         _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs])
         _, n_vectors = db.insert_files(rows, recipe.dim)
+        if recipe.copies:
+            _put_copy_frames(store, jobs)
         db.add_errors(errors)
         db.bump_generation()
     summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
+
+
+def _put_copy_frames(store: Store, jobs: list[_FileJob]) -> None:
+    """Store the copy frames of the committed jobs (inside the caller's transaction)."""
+    from retrieval.copies.features import FEATURE_VERSION
+    from retrieval.store.copies import CopyStore
+
+    done = [j for j in jobs if j.error is None and j.copy_frames is not None]
+    if done:
+        cs = CopyStore(store.db)
+        ids = cs.ids_of([(j.found.root, j.found.rel_path) for j in done])
+        cs.put_frames([(ids[(j.found.root, j.found.rel_path)], j.copy_frames) for j in done
+                       if (j.found.root, j.found.rel_path) in ids], FEATURE_VERSION)
 
 
 def _file_row(job: _FileJob, recipe: Recipe) -> FileRow:

@@ -118,6 +118,7 @@ class WindowSpec:
     batch_size: int = 16
     long_samples: int | None = None
     task_samples: int | None = None
+    copies: bool = False  # also compute copy frames (retrieval.copies.features) from the same decode
 
     def window_samples_of(self, info: AudioInfo) -> int:
         """Estimated samples in all of a file's windows (overlap counted), from its header."""
@@ -144,6 +145,7 @@ class DecodedFile:
         error: why the file could not be decoded, or None.
         long: the file is too long to send whole; the main process streams it.
         deferred: not decoded because the task was full; submitted again.
+        copy_frames: ``(T, BANDS)`` uint8 copy frames when ``spec.copies``, else None.
     """
 
     info: AudioInfo | None = None
@@ -160,6 +162,7 @@ class DecodedFile:
     error: str | None = None
     long: bool = False
     deferred: bool = False
+    copy_frames: np.ndarray | None = None
 
     def windows(self) -> list[np.ndarray]:
         """The non-silent windows' audio, as views into :attr:`audio`."""
@@ -169,13 +172,16 @@ class DecodedFile:
 
 
 def iter_windows(path: Path, spec: WindowSpec, report: DecodeReport,
-                 info: AudioInfo) -> Iterator[tuple[Window, float, bool]]:
+                 info: AudioInfo, tap: Callable[[np.ndarray], None] | None = None
+                 ) -> Iterator[tuple[Window, float, bool]]:
     """Stream a file's windows with their RMS level (dBFS) and silence flag.
+
+    ``tap`` sees every decoded block before the mix to mono (:func:`retrieval.audio.decode.stream`).
 
     Raises:
         AudioError: the file cannot be decoded.
     """
-    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info),
+    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info, tap=tap),
                         spec.window_samples, spec.hop_samples):
         level = rms_db(w.audio)
         yield w, level, spec.silence_db is not None and level < spec.silence_db
@@ -203,7 +209,8 @@ def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
             return DecodedFile(info=out.info, long=True)
         starts, ends, levels, silent, chunks = [], [], [], [], []
         total = 0
-        for w, level, quiet in iter_windows(path, spec, out.report, out.info):
+        copies = copy_stream(out.info) if spec.copies else None
+        for w, level, quiet in iter_windows(path, spec, out.report, out.info, copies.add if copies else None):
             starts.append(w.start)
             ends.append(w.end)
             levels.append(level)
@@ -221,7 +228,15 @@ def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
     out.levels = np.array(levels, np.float64)
     out.silent = np.array(silent, bool)
     out.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    out.copy_frames = copies.finish() if copies is not None else None
     return out
+
+
+def copy_stream(info: AudioInfo) -> Any:
+    """A :class:`retrieval.copies.features.CopyStream` for a file with this header (imported late)."""
+    from retrieval.copies.features import CopyStream
+
+    return CopyStream(info.sample_rate, info.channels)
 
 
 def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
