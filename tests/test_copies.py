@@ -246,3 +246,16 @@ def test_locate_cli_match_copy_and_its_refusals(tmp_path):
     r = runner.invoke(cli, ["locate", str(tmp_path / "clip.wav"), str(tmp_path / "long.wav"), "--match", "copy",
                             "--threshold", "3"])
     assert r.exit_code != 0 and "(0, 1]" in r.output
+
+
+def test_direct_and_fft_correlation_agree(monkeypatch):
+    """Short pairs are correlated by matrix products, long ones by FFT: the same numbers either way."""
+    import retrieval.copies.match as match
+
+    a, b = prepare(copy_frames(word(5), SR)), prepare(copy_frames(noisy(word(5), 20)[2000:], SR))
+    direct = match.scores(a, b)
+    monkeypatch.setattr(match, "DIRECT_CELLS", 0)
+    fft = match.scores(a, b)
+    np.testing.assert_allclose(direct[0], fft[0], atol=1e-5)
+    np.testing.assert_array_equal(direct[1], fft[1])
+    assert direct[2] == fft[2]

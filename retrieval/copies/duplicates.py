@@ -153,15 +153,7 @@ def find_duplicates(store: Any, min_overlap_s: float = MIN_OVERLAP_S, threshold:
     if files and not frames:
         raise InputError("this index has no copy frames; run `retrieve index --copies --index ...` on it once "
                          "(the vectors are kept; only the copy frames are computed), then `retrieve duplicates`")
-    ids = sorted(frames)
-    prepared = [prepare(frames[i]) for i in ids]
-    cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
-                   neighbours)
-    matches: list[Match] = []
-    for i, j in cand.tolist():
-        m = verify(ids[i], ids[j], prepared[i], prepared[j], min_overlap_s, threshold)
-        if m is not None:
-            matches.append(m)
+    matches, n_cand = match_frames(frames, min_overlap_s, threshold, neighbours)
     dur = {f[0]: f[3] for f in files}
     for group in cs.identical_groups():
         first = group[0]
@@ -172,7 +164,22 @@ def find_duplicates(store: Any, min_overlap_s: float = MIN_OVERLAP_S, threshold:
     if write and not store.db.read_only:
         with store.db.transaction():
             cs.replace_pairs(pairs, duplicate_of)
-    return DuplicateReport(len(files), int(cand.shape[0]), pairs, groups)
+    return DuplicateReport(len(files), n_cand, pairs, groups)
+
+
+def match_frames(frames: dict[int, np.ndarray], min_overlap_s: float = MIN_OVERLAP_S,
+                 threshold: float = MATCH_THRESHOLD, neighbours: int = NEIGHBOURS) -> tuple[list[Match], int]:
+    """Propose and verify over ``file id -> (T, BANDS) uint8`` frames: ``(matches, candidates checked)``."""
+    ids = sorted(frames)
+    prepared = [prepare(frames[i]) for i in ids]
+    cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
+                   neighbours)
+    matches: list[Match] = []
+    for i, j in cand.tolist():
+        m = verify(ids[i], ids[j], prepared[i], prepared[j], min_overlap_s, threshold)
+        if m is not None:
+            matches.append(m)
+    return matches, int(cand.shape[0])
 
 
 def group_rows(matches: list[Match], files: list[tuple[int, str, str | None, float]]

@@ -23,6 +23,7 @@ forgive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -121,20 +122,45 @@ def scores(a: Prepared, b: Prepared) -> tuple[np.ndarray, np.ndarray, int]:
     offset ``k + first`` (``first = -(Tb - 1)``). Offsets with fewer than :data:`MIN_CELLS`
     cells score 0 and have 0 cells.
     """
-    from scipy.signal import fftconvolve, oaconvolve
-
     ta, tb = a.n_frames, b.n_frames
-    conv = oaconvolve if ta > 8 * tb else fftconvolve
-    rb = slice(None, None, -1)
-    dot = conv(a.d, b.d[rb], axes=0, mode="full").sum(axis=1)
-    na = conv(a.d * a.d, b.w[rb], axes=0, mode="full").sum(axis=1)  # a's energy on cells both trust
-    nb = conv(a.w, (b.d * b.d)[rb], axes=0, mode="full").sum(axis=1)
-    cells = np.rint(conv(a.w, b.w[rb], axes=0, mode="full").sum(axis=1))
-    # row k of the full correlation is offset k - (tb - 1)
+    if ta * tb <= DIRECT_CELLS:
+        dot, na, nb, cells = _direct(a, b)
+    else:
+        from scipy.signal import fftconvolve, oaconvolve
+
+        conv = oaconvolve if ta > 8 * tb else fftconvolve
+        rb = slice(None, None, -1)
+        dot = conv(a.d, b.d[rb], axes=0, mode="full").sum(axis=1)
+        na = conv(a.d * a.d, b.w[rb], axes=0, mode="full").sum(axis=1)  # a's energy on cells both trust
+        nb = conv(a.w, (b.d * b.d)[rb], axes=0, mode="full").sum(axis=1)
+        cells = np.rint(conv(a.w, b.w[rb], axes=0, mode="full").sum(axis=1))
+    # entry k is offset k - (tb - 1)
     den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
     ok = (cells >= MIN_CELLS) & (den > 1e-3)
     score = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), 0.0)
     return score, np.where(ok, cells, 0), -(tb - 1)
+
+
+#: Pairs with at most this many frame pairs (``Ta * Tb``) are correlated directly (matrix
+#: products and diagonal sums), larger ones by FFT; the direct way is ~20x faster for words.
+DIRECT_CELLS = 250_000
+
+
+@lru_cache(maxsize=256)
+def _diagonals(ta: int, tb: int) -> np.ndarray:
+    """``(ta * tb,)`` int64: the full-correlation entry (offset + tb - 1) of each (i, j) frame pair."""
+    return (np.arange(ta)[:, None] - np.arange(tb)[None, :] + tb - 1).ravel()
+
+
+def _direct(a: Prepared, b: Prepared) -> tuple[np.ndarray, ...]:
+    ta, tb = a.n_frames, b.n_frames
+    idx = _diagonals(ta, tb)
+    n = ta + tb - 1
+    out = []
+    for x, y in ((a.d, b.d), (a.d * a.d, b.w), (a.w, b.d * b.d), (a.w, b.w)):
+        out.append(np.bincount(idx, weights=(x @ y.T).ravel(), minlength=n))
+    out[3] = np.rint(out[3])
+    return tuple(out)
 
 
 def align(a: Prepared, b: Prepared, min_cells: int = MIN_CELLS) -> Alignment | None:
