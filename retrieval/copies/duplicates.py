@@ -31,7 +31,7 @@ from retrieval.store.copies import CopyStore, PairRow
 
 #: Correlation of aligned frames above which a pair is a copy. Chosen on the tuning half of
 #: ``scripts/bench_copies.py`` (speakers it does not report on); see ``docs/bench_copies.md``.
-MATCH_THRESHOLD = 0.85
+MATCH_THRESHOLD = 0.91
 #: Candidates proposed per file.
 NEIGHBOURS = 48
 #: Default least overlap of loud audio, seconds.
