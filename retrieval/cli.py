@@ -23,9 +23,11 @@ from retrieval.encoders.precision import SlowPrecisionWarning
 from retrieval.errors import RetrievalError
 from retrieval.options import (
     DEFAULT_POSTPROCESS,
+    ENGINES,
     EXPORT_LEVELS,
     INDEX_TYPE_CHOICES,
     LEVELS,
+    MATCH_MODES,
     POOLING_MODES,
     POSTPROCESS_MODES,
     PRECISION_CHOICES,
@@ -182,7 +184,7 @@ def _is_number(text: str) -> bool:
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
                    "one per core for logmel, one for model encoders, none for under 64 files to embed.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="Where files are decoded and embedded: this process, or a Ray cluster (pip install "
                    "'retrieve[ray]'; planning, the index and its summary are the same).")
 @click.option("--ray-address", metavar="auto|HOST:PORT",
@@ -204,6 +206,9 @@ def _is_number(text: str) -> bool:
 @click.option("--allow-removals", is_flag=True,
               help="Let the run remove more than 20% of the indexed files, or every file of a root that is "
                    "now empty. Without it such a run stops before changing anything.")
+@click.option("--copies", is_flag=True,
+              help="Also compute copy frames (content identity, about 2 kB per second of audio) for `retrieve "
+                   "duplicates` and `locate --match copy`. Kept on by later runs; changes no vector.")
 @click.option("--dry-run", is_flag=True,
               help="Print what would be added, changed, moved, removed and kept, and change nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
@@ -214,7 +219,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
               silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
               workers: int | None, engine: str, ray_address: str | None, actors: int, gpus_per_actor: float,
               index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
-              allow_removals: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:
+              allow_removals: bool, copies: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:
     """Index every audio file under CORPUS, one folder or several (re-runs embed only new or changed files).
 
     Paths are kept relative to their folder. On an existing index the folders named are
@@ -232,7 +237,8 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
                             workers=workers, index_type=index_type, refit=refit,
                             progress=sys.stderr.isatty() if progress is None else progress,
                             on_warning=lambda line: click.echo(f"warning: {line}", err=True),
-                            labels_key=labels_key, replace=replace, allow_removals=allow_removals, dry_run=dry_run)
+                            labels_key=labels_key, replace=replace, allow_removals=allow_removals, dry_run=dry_run,
+                            copies=copies)
     if not corpus and not index:
         raise click.UsageError("name a CORPUS folder, or --index X to update every folder of index X")
     if engine != "ray" and (ray_address or actors != 1 or gpus_per_actor):
@@ -693,13 +699,20 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of the similarity over time with the events shaded and the threshold line.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
+@click.option("--match", "match", type=click.Choice(MATCH_MODES), default="similar", show_default=True,
+              help="similar: windows that sound like CLIP (any take of the same word, any bark). copy: CLIP "
+                   "itself, re-encoded, resampled, trimmed, louder or in noise, never a look-alike; events carry "
+                   "offset_s and confidence; --threshold is then a correlation [0.91]. similar stays the default "
+                   "because copy answers a narrower question: on docs/bench_copies.md it finds copies that "
+                   "similar misses, and finds no other take.")
 @output_options
 @progress_option
 def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
                opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
                threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, near_peak: float,
                no_standardize: bool,
-               start_s: float | None, end_s: float | None, plot: Path | None, device: str, output: Output) -> None:
+               start_s: float | None, end_s: float | None, plot: Path | None, device: str, match: str,
+               output: Output) -> None:
     """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
     of every window of LONG_FILE (streamed) to the query."""
     if len(paths) != (1 if text is not None else 2):
@@ -710,7 +723,9 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
     how = LocateOptions(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
                         standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s,
                         min_dur_s=min_dur_s, near_peak=near_peak, plot=plot)
-    if index is not None:
+    if match == "copy":
+        events = _locate_copy(clip, long_file, text, start_s, end_s, threshold, plot)
+    elif index is not None:
         if encoder or model or opts or pooling:
             raise click.UsageError("--encoder, --model, --opt and --pooling come from the index's recipe with --index")
         from retrieval.index import Index
@@ -728,7 +743,7 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
     records = events.to_dict(orient="records")
     if output != "table":
         emit(output, records, document={
-            "query": text if text is not None else str(clip), "long_file": str(long_file),
+            "query": text if text is not None else str(clip), "long_file": str(long_file), "match": match,
             **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s", "duration_s",
                                  "encoder", "pooling")},
             "plot": None if plot is None else str(plot), "warnings": a.get("warnings", []), "events": records})
@@ -738,11 +753,66 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
     if len(events):
         seconds, score = rounded(3), rounded(4)
         emit(output, [{"#": i + 1, **r} for i, r in enumerate(records)],
-             ["#", "start_s", "end_s", "peak_s", "peak_score", "mean_score"],
+             ["#", "start_s", "end_s", "offset_s", "confidence", "gain_db"] if match == "copy"
+             else ["#", "start_s", "end_s", "peak_s", "peak_score", "mean_score"],
              formats={"start_s": seconds, "end_s": seconds, "peak_s": seconds, "peak_score": score,
-                      "mean_score": score})
+                      "mean_score": score, "offset_s": seconds, "confidence": score, "gain_db": rounded(1)})
     if plot is not None:
         click.echo(f"wrote {plot}")
+
+
+def _locate_copy(clip: Path | None, long_file: Path, text: str | None, start_s: float | None, end_s: float | None,
+                 threshold: float | None, plot: Path | None) -> Any:
+    if text is not None or clip is None:
+        raise click.UsageError("--match copy needs a CLIP (a text has no recording to copy)")
+    if plot is not None:
+        raise click.UsageError("--plot draws the similarity curve of --match similar; --match copy has none")
+    from retrieval.copies.locate import locate_copies
+
+    return locate_copies(clip, long_file, start_s=start_s, end_s=end_s, threshold=threshold)
+
+
+# -- duplicates ----------------------------------------------------------------------------
+
+
+@cli.command("duplicates")
+@index_option
+@click.option("--min-overlap-s", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Least duration of loud audio two files must share to count as the same recording.")
+@output_options
+def duplicates_cmd(index: str | None, min_overlap_s: float, output: Output) -> None:
+    """Groups of files holding the same recording (re-encodes, trims, gain, resampling), never other takes.
+
+    Needs copy frames (`retrieve index --copies`). Deletes nothing: the pairs are stored, and
+    every file but a group's first gets duplicate_of (its path), for --where and the page.
+    """
+    from retrieval.copies.duplicates import find_duplicates
+    from retrieval.index import Index
+
+    with Index.open(index, writable=True) as idx:
+        report = find_duplicates(idx.store, min_overlap_s=min_overlap_s)
+    rows = [{"group": g["group_id"], "first": g["first"], "a": p["a"], "b": p["b"],
+             "kind": "whole" if p["whole"] else "part",
+             "a_start_s": p["a_start_s"], "a_end_s": p["a_end_s"], "b_start_s": p["b_start_s"],
+             "b_end_s": p["b_end_s"], "confidence": p["confidence"], "group_confidence": g["confidence"],
+             "gain_db": p["gain_db"], "offset_s": p["offset_s"], "duration_ratio": p["duration_ratio"]}
+            for g in report.groups for p in g["pairs"]]
+    if output == "json":
+        click.echo(json.dumps({"files": report.files, "candidates": report.candidates,
+                               "groups": report.groups}, default=str))
+        return
+    if output == "table":
+        click.echo(f"{len(report.groups)} group(s) among {report.files} files ({report.candidates} pairs checked)")
+        for g in report.groups:
+            click.echo(f"group {g['group_id']}: {len(g['files'])} files, confidence {g['confidence']:.3f}")
+            for p in g["pairs"]:
+                where = ("the same recording" if p["whole"] else
+                         f"contains {p['b']} at {p['a_start_s']:.2f}-{p['a_end_s']:.2f} s")
+                click.echo(f"  {p['a']} ~ {p['b']}: {where}; confidence {p['confidence']:.3f}, "
+                           f"gain {p['gain_db']:+.1f} dB, offset {p['offset_s']:+.3f} s, "
+                           f"duration ratio {p['duration_ratio']:.3f}")
+        return
+    emit(output, rows)
 
 
 # -- serve ---------------------------------------------------------------------------------

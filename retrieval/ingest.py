@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,8 @@ class IngestOptions:
         embedder: decodes, embeds and commits the planned files in place of this process
             (called as :func:`_embed_all` is, e.g. :class:`retrieval.ray_ingest.RayEngine`);
             None embeds here. Planning, the store writes and FAISS are the same either way.
+        copies: also compute copy frames (``retrieve duplicates``, ``locate --match copy``) from
+            the same decode; recorded in the recipe (outside its hash) and kept on by later runs.
     """
 
     labels_csv: Path | None = None
@@ -160,6 +162,7 @@ class IngestOptions:
     replace: bool = False
     allow_removals: bool = False
     dry_run: bool = False
+    copies: bool = False
     embedder: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
@@ -421,6 +424,8 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
             workers = auto_workers(name, len(plan.to_embed))
         pool = _start_pool(stack, workers, warn) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
+        if options.copies or (stored is not None and stored.copies):
+            recipe = replace(recipe, copies=True)
         with store.db.transaction():
             repointed = store.set_recipe(recipe)  # a moved checkpoint with the same digest: say so
             if options.index_type is not None:
@@ -436,6 +441,10 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         summary.files_unchanged = plan.unchanged
         _apply_plan(store, plan, summary, warn)
         (options.embedder or _embed_all)(store, encoder, recipe, plan.to_embed, options, summary, warn, pool)
+        if recipe.copies:  # files indexed before --copies, and byte-identical copies
+            from retrieval.copies.frames import fill_missing
+
+            fill_missing(store, warn)
         _attach_labels(store, labels, warn)
         # One BLAS thread: a refit's whitening SVD of FSDD's vectors takes 0.1 s so, 1-3 s with
         # OpenBLAS's threads on a busy 2-core machine (measured; see retrieval.embed).
@@ -689,7 +698,8 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
     embed_in_workers = pool is not None and embeds_in_workers(recipe.encoder)
     spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
                       embed_recipe=recipe if embed_in_workers else None, batch_size=options.batch_size,
-                      long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES)
+                      long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES,
+                      copies=recipe.copies)
 
     def flush() -> None:
         if queue:
@@ -881,9 +891,24 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
         db.delete_files(replaced)
         _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs])
         _, n_vectors = db.insert_files(rows, recipe.dim)
+        if recipe.copies:
+            _put_copy_frames(store, jobs)
         db.add_errors(errors)
         db.bump_generation()
     summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
+
+
+def _put_copy_frames(store: Store, jobs: list[_FileJob]) -> None:
+    """Store the copy frames of the committed jobs (inside the caller's transaction)."""
+    from retrieval.copies.features import FEATURE_VERSION
+    from retrieval.store.copies import CopyStore
+
+    done = [j for j in jobs if j.file.error is None and j.file.copy_frames is not None]
+    if done:
+        cs = CopyStore(store.db)
+        ids = cs.ids_of([(j.found.root, j.found.rel_path) for j in done])
+        cs.put_frames([(ids[(j.found.root, j.found.rel_path)], j.file.copy_frames) for j in done
+                       if (j.found.root, j.found.rel_path) in ids], FEATURE_VERSION)
 
 
 def _file_row(job: _FileJob, recipe: Recipe) -> FileRow:

@@ -53,6 +53,14 @@ VECTOR_KINDS: tuple[VectorKind, ...] = get_args(VectorKind)
 ExportLevel = Literal["file", "window", "both"]
 EXPORT_LEVELS: tuple[ExportLevel, ...] = get_args(ExportLevel)
 
+#: ``retrieve locate --match``: windows that sound like the clip, or the clip's own recording.
+Match = Literal["similar", "copy"]
+MATCH_MODES: tuple[Match, ...] = get_args(Match)
+
+#: ``retrieve index --engine``: embed in this process, or on a Ray cluster.
+Engine = Literal["local", "ray"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+
 #: kNN vote weighting (:mod:`retrieval.knn`).
 Weighting = Literal["similarity", "uniform"]
 WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)

@@ -118,6 +118,7 @@ class WindowSpec:
     long_samples: int | None = None
     task_samples: int | None = None
     device: str = "cpu"  # torch device of the encoder a worker builds (a Ray actor with a GPU: cuda)
+    copies: bool = False  # also compute copy frames (retrieval.copies.features) from the same decode
 
     def window_samples_of(self, info: AudioInfo) -> int:
         """Estimated samples in all of a file's windows (overlap counted), from its header."""
@@ -146,6 +147,7 @@ class DecodedFile:
             its windows when the main process embeds it), or None.
         long: the file is too long to send whole; the main process streams it.
         deferred: not decoded because the task was full; submitted again.
+        copy_frames: ``(T, BANDS)`` uint8 copy frames when ``spec.copies``, else None.
     """
 
     info: AudioInfo | None = None
@@ -162,6 +164,7 @@ class DecodedFile:
     error: str | None = None
     long: bool = False
     deferred: bool = False
+    copy_frames: np.ndarray | None = None
 
     def windows(self) -> list[np.ndarray]:
         """The non-silent windows' audio, as views into :attr:`audio`."""
@@ -171,13 +174,16 @@ class DecodedFile:
 
 
 def iter_windows(path: Path, spec: WindowSpec, report: DecodeReport,
-                 info: AudioInfo) -> Iterator[tuple[Window, float, bool]]:
+                 info: AudioInfo, tap: Callable[[np.ndarray], None] | None = None
+                 ) -> Iterator[tuple[Window, float, bool]]:
     """Stream a file's windows with their RMS level (dBFS) and silence flag.
+
+    ``tap`` sees every decoded block before the mix to mono (:func:`retrieval.audio.decode.stream`).
 
     Raises:
         AudioError: the file cannot be decoded.
     """
-    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info),
+    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info, tap=tap),
                         spec.window_samples, spec.hop_samples):
         level = rms_db(w.audio)
         yield w, level, spec.silence_db is not None and level < spec.silence_db
@@ -215,7 +221,8 @@ def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
     try:
         if out.info is None:
             out.info = probe(path)
-        for w, level, quiet in iter_windows(path, spec, out.report, out.info):
+        copies = copy_stream(out.info) if spec.copies else None  # content-identity frames from the same decode
+        for w, level, quiet in iter_windows(path, spec, out.report, out.info, copies.add if copies else None):
             starts.append(w.start)
             ends.append(w.end)
             levels.append(level)
@@ -223,6 +230,8 @@ def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
             if not quiet and not take(len(starts) - 1, w.audio):
                 complete = False
                 break
+        if complete and copies is not None:
+            out.copy_frames = copies.finish()
     except Exception as exc:  # a bad file is a row in the errors table, whatever it raised
         out.error = decode_failure(exc)
     out.starts = np.array(starts, np.int64)
@@ -274,6 +283,13 @@ def pool_decoded(d: DecodedFile, pooling: str) -> np.ndarray | None:
     if d.vectors is None or not len(d.vectors) or any(d.window_errors or ()):
         return None
     return pool_file(d.vectors, d.counts, pooling)
+
+
+def copy_stream(info: AudioInfo) -> Any:
+    """A :class:`retrieval.copies.features.CopyStream` for a file with this header (imported late)."""
+    from retrieval.copies.features import CopyStream
+
+    return CopyStream(info.sample_rate, info.channels)
 
 
 def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:

@@ -77,6 +77,9 @@ class Recipe:
         dim: size of a stored (pooled) vector ``P``.
         silence_db: windows quieter than this RMS level (dBFS) are kept out of the
             vector index; None keeps every window.
+        copies: copy frames (:mod:`retrieval.copies`) are computed at ingest. Not hashed and
+            not compared: they sit beside the vectors and change none, so turning them on
+            keeps every vector.
         versions: library versions when the index was made (not hashed).
     """
 
@@ -92,6 +95,7 @@ class Recipe:
     frame_dim: int
     dim: int
     silence_db: float | None
+    copies: bool = field(default=False, compare=False)
     versions: dict[str, str | None] = field(default_factory=library_versions, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +126,7 @@ class Recipe:
         """The fields that shape the vectors; with a digest, the checkpoint's locations are left out."""
         d = asdict(self)
         d.pop("versions")
+        d.pop("copies")
         if self.digest:
             d["encoder_options"] = _without(d["encoder_options"], LOCATION_OPTIONS)
             d["encoder_params"] = _without(d["encoder_params"], LOCATION_PARAMS)
@@ -175,6 +180,7 @@ class Recipe:
             return self.hashed_fields()
         d = asdict(self)
         d.pop("versions")
+        d.pop("copies")
         d["encoder_params"] = _without(d["encoder_params"], (DIGEST_KEY,))
         return d
 

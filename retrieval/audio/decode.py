@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -119,6 +119,7 @@ def stream(
     end_s: float | None = None,
     report: DecodeReport | None = None,
     info: AudioInfo | None = None,
+    tap: Callable[[np.ndarray], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at ``target_sr``.
 
@@ -128,6 +129,8 @@ def stream(
         start_s, end_s: optional crop, in seconds of the source.
         report: filled with the non-finite count and output length as blocks are read.
         info: the file's :func:`probe` result, when the caller already has it.
+        tap: called with every block as read, ``(n, channels)`` float32 at the file's own
+            rate, before the mix to mono (copy frames are computed from it in the same pass).
 
     Raises:
         AudioError: the file cannot be decoded, or the crop is empty.
@@ -148,6 +151,8 @@ def stream(
     )
     for block in blocks:
         report.in_frames += len(block)
+        if tap is not None:
+            tap(block)
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].astype(np.float32)
         bad = ~np.isfinite(mono)
         if bad.any():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,8 +297,12 @@ class Store:
         if current is not None:
             current.check_same(recipe)
             moved = current.relocated(recipe)
+            if recipe.copies and not current.copies:  # turned on later: recorded, nothing re-hashed
+                current = replace(current, copies=True)
+                self.db.set("recipe", (moved or current).to_json())
             if moved is None:
                 return None
+            moved = replace(moved, copies=current.copies)
             self.db.set("recipe", moved.to_json())
             return (f"re-pointed the {moved.encoder} checkpoint from {current.location} to {moved.location} "
                     f"(same weights, sha256 {moved.digest}; recipe hash {moved.hash()} unchanged)")

@@ -1,0 +1,217 @@
+"""``retrieve duplicates``: groups of files that hold the same recording.
+
+Steps, for an index whose files have copy frames (``retrieve index --copies``):
+
+1. **Propose** (:func:`propose`): each file gets a short summary of its spectrum (mean and
+   spread of the gain-free band levels over its loud frames, :func:`summary`); a FAISS
+   inner-product search returns each file's :data:`NEIGHBOURS` nearest. Copies share the
+   summary almost exactly; so do other takes of the same word, which is why verification
+   follows.
+2. **Verify** (:func:`verify`): the pair is aligned (:func:`retrieval.copies.match.align`);
+   it is a copy when the aligned frames correlate at least :data:`MATCH_THRESHOLD` over at
+   least ``min_overlap_s`` seconds of loud audio.
+3. **Group**: byte-identical files (same content hash) and verified pairs are joined
+   (union-find). A group's confidence is its weakest pair's; its first file is the longest
+   (then the smallest id), and every other member gets ``duplicate_of`` = that file's path.
+
+Nothing is deleted. The pairs are stored (:class:`~retrieval.store.copies.CopyStore`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
+from retrieval.copies.match import Prepared, align, gain_db, loud_frames, prepare
+from retrieval.errors import InputError
+from retrieval.store.copies import CopyStore, PairRow
+
+#: Correlation of aligned frames above which a pair is a copy. Chosen on the tuning half of
+#: ``scripts/bench_copies.py`` (speakers it does not report on); see ``docs/bench_copies.md``.
+MATCH_THRESHOLD = 0.91
+#: Candidates proposed per file.
+NEIGHBOURS = 48
+#: Default least overlap of loud audio, seconds.
+MIN_OVERLAP_S = 0.1
+#: A pair is a whole-file copy (not "A contains B") when B is at least this share of A's length.
+WHOLE_RATIO = 0.9
+
+
+def summary(frames: np.ndarray) -> np.ndarray:
+    """``(T, BANDS)`` uint8 frames -> ``(2 * BANDS,)`` float32 unit vector: mean and std over loud
+    frames of the band levels less each frame's mean (gain-free spectral shape)."""
+    e = dequantise(frames).astype(np.float64)
+    if len(e) == 0:
+        return np.zeros(2 * BANDS, np.float32)
+    level = 10.0 * np.log10(np.sum(10.0 ** (e / 10.0), axis=1) + 1e-12)
+    loud = loud_frames(level)
+    x = e[loud] if loud.any() else e
+    x = x - x.mean(axis=1, keepdims=True)
+    v = np.concatenate([x.mean(axis=0), x.std(axis=0)])
+    v -= v.mean()
+    n = np.linalg.norm(v)
+    return (v / n if n > 0 else v).astype(np.float32)
+
+
+def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """``(n, S)`` float32 unit summaries -> ``(m, 2)`` int64 candidate pairs ``i < j``, unique."""
+    import faiss
+
+    n = summaries.shape[0]
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    index = faiss.IndexFlatIP(summaries.shape[1])
+    index.add(np.ascontiguousarray(summaries, np.float32))
+    _, nn = index.search(np.ascontiguousarray(summaries, np.float32), min(k + 1, n))
+    i = np.repeat(np.arange(n), nn.shape[1])
+    j = nn.ravel()
+    keep = (j >= 0) & (j != i)
+    a, b = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    return np.unique(np.stack([a, b], 1), axis=0)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A verified pair: ``b`` lies in ``a`` (``a`` is the longer)."""
+
+    a: int
+    b: int
+    a_start_s: float
+    a_end_s: float
+    b_start_s: float
+    b_end_s: float
+    confidence: float
+    gain_db: float
+    offset_s: float
+    duration_ratio: float
+
+
+def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: float,
+           threshold: float = MATCH_THRESHOLD) -> Match | None:
+    """Align ``pb`` in ``pa`` (swapped so that ``a`` is the longer); a :class:`Match` or None."""
+    if pb.n_frames > pa.n_frames:
+        a_id, b_id, pa, pb = b_id, a_id, pb, pa
+    al = align(pa, pb)
+    if al is None or al.score < threshold:
+        return None
+    ib = np.arange(pb.n_frames)
+    ia = ib + al.offset
+    both = (ia >= 0) & (ia < pa.n_frames)
+    both[both] &= (pa.loud[ia[both]] > 0) & (pb.loud[ib[both]] > 0)
+    on = np.flatnonzero(both)
+    b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
+    if (b1 - b0) * HOP_S < min_overlap_s:
+        return None
+    return Match(a_id, b_id, (b0 + al.offset) * HOP_S, (b1 + al.offset) * HOP_S, b0 * HOP_S, b1 * HOP_S,
+                 round(al.score, 4), round(gain_db(pa, pb, al.offset), 2), round(al.offset_s, 4),
+                 round(pb.n_frames / max(pa.n_frames, 1), 4))
+
+
+class _Groups:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def join(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    """What :func:`find_duplicates` found. ``groups``: one dict per group (see :func:`group_rows`)."""
+
+    files: int
+    candidates: int
+    pairs: list[PairRow]
+    groups: list[dict[str, Any]]
+
+
+def find_duplicates(store: Any, min_overlap_s: float = MIN_OVERLAP_S, threshold: float = MATCH_THRESHOLD,
+                    neighbours: int = NEIGHBOURS, write: bool = True) -> DuplicateReport:
+    """Find, group and (with ``write``) store the duplicates of an index's files.
+
+    Raises:
+        InputError: the index has no copy frames (it was built without ``--copies``), or an
+            option is out of range.
+    """
+    if not (min_overlap_s >= 0):
+        raise InputError(f"--min-overlap-s must be 0 or more seconds; got {min_overlap_s}")
+    cs = CopyStore(store.db)
+    frames = cs.frames(BANDS, FEATURE_VERSION)
+    files = cs.file_table()
+    if files and not frames:
+        raise InputError("this index has no copy frames; run `retrieve index --copies --index ...` on it once "
+                         "(the vectors are kept; only the copy frames are computed), then `retrieve duplicates`")
+    matches, n_cand = match_frames(frames, min_overlap_s, threshold, neighbours)
+    dur = {f[0]: f[3] for f in files}
+    for group in cs.identical_groups():
+        first = group[0]
+        for other in group[1:]:
+            d = float(dur.get(first) or 0.0)
+            matches.append(Match(first, other, 0.0, d, 0.0, d, 1.0, 0.0, 0.0, 1.0))
+    pairs, duplicate_of, groups = group_rows(matches, files)
+    if write and not store.db.read_only:
+        with store.db.transaction():
+            cs.replace_pairs(pairs, duplicate_of)
+    return DuplicateReport(len(files), n_cand, pairs, groups)
+
+
+def match_frames(frames: dict[int, np.ndarray], min_overlap_s: float = MIN_OVERLAP_S,
+                 threshold: float = MATCH_THRESHOLD, neighbours: int = NEIGHBOURS) -> tuple[list[Match], int]:
+    """Propose and verify over ``file id -> (T, BANDS) uint8`` frames: ``(matches, candidates checked)``."""
+    ids = sorted(frames)
+    prepared = [prepare(frames[i]) for i in ids]
+    cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
+                   neighbours)
+    matches: list[Match] = []
+    for i, j in cand.tolist():
+        m = verify(ids[i], ids[j], prepared[i], prepared[j], min_overlap_s, threshold)
+        if m is not None:
+            matches.append(m)
+    return matches, int(cand.shape[0])
+
+
+def group_rows(matches: list[Match], files: list[tuple[int, str, str | None, float]]
+               ) -> tuple[list[PairRow], dict[int, str], list[dict[str, Any]]]:
+    """Join matches into groups: ``(pair rows, file id -> its group's first path, group dicts)``."""
+    best: dict[tuple[int, int], Match] = {}
+    for m in matches:  # a byte-identical pair may also have been verified: keep its best evidence
+        key = (min(m.a, m.b), max(m.a, m.b))
+        if key not in best or m.confidence > best[key].confidence:
+            best[key] = m
+    matches = list(best.values())
+    g = _Groups()
+    for m in matches:
+        g.join(m.a, m.b)
+    by_id = {f[0]: f for f in files}
+    members: dict[int, list[int]] = {}
+    for fid in list(g.parent):
+        members.setdefault(g.find(fid), []).append(fid)
+    pairs, duplicate_of, groups = [], {}, []
+    for root, ids in sorted(members.items()):
+        ids.sort(key=lambda i: (-(by_id[i][3] or 0.0) if i in by_id else 0.0, i))
+        first = ids[0]
+        mine = [m for m in matches if g.find(m.a) == root]
+        for m in mine:
+            pairs.append(PairRow(m.a, m.b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.confidence,
+                                 m.gain_db, m.offset_s, m.duration_ratio, root))
+        for i in ids[1:]:
+            duplicate_of[i] = by_id[first][1] if first in by_id else str(first)
+        groups.append({
+            "group_id": root, "files": [by_id[i][1] for i in ids if i in by_id], "first": by_id[first][1],
+            "confidence": min(m.confidence for m in mine),
+            "pairs": [{**asdict(m), "a": by_id[m.a][1], "b": by_id[m.b][1],
+                       "whole": m.duration_ratio >= WHOLE_RATIO} for m in mine],
+        })
+    return pairs, duplicate_of, groups

@@ -1,0 +1,116 @@
+"""``locate --match copy``: every occurrence of the clip itself in a long recording.
+
+The clip's and the long file's copy frames (:mod:`retrieval.copies.features`) are
+correlated at every offset (:func:`retrieval.copies.match.scores`); offsets scoring at
+least the threshold, with at least :data:`MIN_COVERAGE` of the clip's loud frames
+loud in the long file too, are events, strongest first, each suppressing the others
+within one clip length. An event spans the part of the clip found (both sides loud), and
+carries ``offset_s`` (where the clip's time zero lies in the long file), ``confidence``
+(the correlation) and ``gain_db`` (level of the occurrence minus the clip's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retrieval.copies.features import COPY_RATE, HOP_S, HOP_SAMPLES
+from retrieval.copies.frames import frames_of_path
+from retrieval.copies.match import Prepared, gain_db, prepare, scores
+from retrieval.errors import InputError
+
+#: Default least correlation of an occurrence (:data:`retrieval.copies.duplicates.MATCH_THRESHOLD`).
+from retrieval.copies.duplicates import MATCH_THRESHOLD  # noqa: E402
+
+#: Least share of the clip's loud frames an occurrence must cover (a trim of up to about
+#: half the clip still counts).
+MIN_COVERAGE = 0.4
+#: Phases the clip is framed at (zeros before it, samples at ``COPY_RATE``): a copy lies at
+#: any sample, and a copy framed half a hop off loses up to 0.15 of its correlation.
+LEADS = tuple(range(0, HOP_SAMPLES, HOP_SAMPLES // 4))
+COLUMNS = ("start_s", "end_s", "duration_s", "peak_s", "peak_score", "mean_score", "offset_s", "confidence",
+           "gain_db")
+
+
+def locate_copies(clip: str | Path, long_file: str | Path, *, start_s: float | None = None,
+                  end_s: float | None = None, threshold: float | None = None,
+                  min_coverage: float = MIN_COVERAGE) -> pd.DataFrame:
+    """Events where the clip itself (not a look-alike) occurs in ``long_file``, in time order.
+
+    Returns:
+        DataFrame with :data:`COLUMNS` (seconds; ``peak_score`` = ``mean_score`` =
+        ``confidence``, so the columns of ``--match similar`` keep their meaning);
+        ``attrs``: threshold, duration_s, match, warnings.
+
+    Raises:
+        InputError: a threshold outside (0, 1], or a clip with no loud audio.
+        AudioError: a file that cannot be decoded.
+    """
+    thr = MATCH_THRESHOLD if threshold is None else float(threshold)
+    if not (0.0 < thr <= 1.0):
+        raise InputError(f"--threshold for --match copy is a correlation in (0, 1]; got {threshold}")
+    phases = frames_of_path(Path(clip), start_s, end_s, leads=LEADS)
+    qs = [prepare(f) for f in phases]
+    if qs[0].w.sum() == 0:
+        raise InputError(f"the clip {Path(clip).name} has no loud audio to match (silent, or shorter than 20 ms)")
+    lf = prepare(frames_of_path(Path(long_file)))
+    events = find_occurrences(qs, lf, thr, min_coverage)
+    q = qs[0]
+    frame = pd.DataFrame(events, columns=list(COLUMNS))
+    frame.attrs.update({"threshold": thr, "background": 0.0, "threshold_rule": "fixed correlation",
+                        "window_s": q.n_frames * HOP_S, "hop_s": HOP_S, "duration_s": lf.n_frames * HOP_S,
+                        "encoder": "copy frames", "pooling": "none", "match": "copy", "warnings": []})
+    return frame
+
+
+def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_coverage: float = MIN_COVERAGE,
+                     leads: tuple[int, ...] = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """Occurrences of the clip in ``lf`` as event dicts (:data:`COLUMNS`), in time order.
+
+    ``qs`` holds the clip framed at the phases ``leads`` (samples of zeros before it at
+    ``COPY_RATE``; default :data:`LEADS`); each offset keeps its best phase.
+    """
+    leads = LEADS if leads is None else leads
+    q = qs[0]
+    if q.n_frames < 2 or lf.n_frames < 2:
+        return []
+    best, best_cells, phase, first = None, None, None, 0
+    from scipy.signal import oaconvolve
+
+    for p, qp in enumerate(qs):
+        score, cells, first = scores(lf, qp)
+        loud = np.rint(oaconvolve(lf.loud, qp.loud[::-1], mode="full"))  # loud frames in common
+        need = max(1.0, min_coverage * float(qp.loud.sum()))
+        s = np.where((cells > 0) & (loud >= need) & (score >= threshold), score, -np.inf)
+        if best is None:
+            best, phase = s, np.zeros(s.size, np.int64)
+        else:
+            better = s > best
+            best, phase = np.where(better, s, best), np.where(better, p, phase)
+    cand, score = best.copy(), best
+    out = []
+    while True:
+        k = int(np.argmax(cand))
+        if not np.isfinite(cand[k]):
+            break
+        off = k + first
+        q = qs[int(phase[k])]
+        shift_s = leads[int(phase[k])] / COPY_RATE  # the clip's time zero lies this much after its frame 0
+        cand[max(0, k - q.n_frames):k + q.n_frames + 1] = -np.inf
+        ib = np.arange(q.n_frames)
+        ia = ib + off
+        inside = (ia >= 0) & (ia < lf.n_frames)
+        both = np.zeros(q.n_frames, bool)
+        both[inside] = (lf.loud[ia[inside]] > 0) & (q.loud[ib[inside]] > 0)
+        on = np.flatnonzero(both)
+        b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, q.n_frames)  # loud[t] needs frame t-1
+        start, end = max(0.0, (b0 + off) * HOP_S - shift_s), (b1 + off) * HOP_S - shift_s
+        conf = round(float(score[k]), 4)
+        out.append({"start_s": round(start, 4), "end_s": round(end, 4), "duration_s": round(end - start, 4),
+                    "peak_s": round((start + end) / 2, 4), "peak_score": conf, "mean_score": conf,
+                    "offset_s": round(off * HOP_S + shift_s, 4), "confidence": conf,
+                    "gain_db": round(-gain_db(lf, q, off), 2)})
+    return sorted(out, key=lambda e: e["start_s"])

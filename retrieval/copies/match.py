@@ -1,0 +1,190 @@
+"""Align two files' copy frames and say whether one holds a copy of the other.
+
+Verification works on the *second differences* of the band levels (dB) across bands and
+time, ``d[t, b] = (E[t, b] - E[t, b+1]) - (E[t-1, b] - E[t-1, b+1])`` (the quantity
+Haitsma and Kalker binarise for their audio fingerprint; kept continuous here). A gain
+change cancels in it, and so does a fixed equalisation; what is left is the fine
+spectro-temporal pattern of one particular performance, which another take of the same
+word by the same speaker does not repeat.
+
+Only *reliable cells* count: a loud frame (:func:`loud_frames`) whose band levels stand
+:data:`FLOOR_MARGIN_DB` above that band's floor in the same file. Noise added to a copy
+raises its floors, so its noise-filled cells drop out on both sides instead of diluting
+the correlation (on FSDD's tuning speakers this took 10 dB SNR copies from a median
+correlation of 0.49 to 0.94, while re-takes stayed near 0.45).
+
+For every offset between the two files the score is the correlation of ``d`` over the
+cells both files trust; :func:`align` returns the best offset, its score and the cells
+behind it. A re-take of the same word scores lower than a copy, because its timing
+differs by more than a frame somewhere in the word, which the second difference does not
+forgive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from retrieval.copies.features import HOP_S, dequantise
+
+#: Frames more than this many dB below the file's loudest frame are not "loud".
+LOUD_RANGE_DB = 35.0
+#: Frames below this absolute level (dB, band power summed) are never loud.
+LOUD_FLOOR_DB = -75.0
+
+
+#: A band level counts only this many dB above the file's own floor in that band (its
+#: :data:`FLOOR_PERCENTILE`): cells below it are noise, and are left out on both sides.
+FLOOR_MARGIN_DB = 6.0
+FLOOR_PERCENTILE = 10.0
+#: Offsets where the two files share fewer reliable cells than this are not scored.
+MIN_CELLS = 24
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A file's frames ready for matching.
+
+    Attributes:
+        d: ``(T, BANDS-1)`` float32 second differences (dB), zero where not reliable.
+        w: ``(T, BANDS-1)`` float32 1.0 on reliable cells: a loud frame whose four levels
+            behind the difference stand :data:`FLOOR_MARGIN_DB` above the band's floor.
+        loud: ``(T,)`` float32 1.0 on loud frames (frame 0 never: it has no predecessor).
+        level_db: ``(T,)`` float32 frame level, dB (for the gain evidence).
+    """
+
+    d: np.ndarray
+    w: np.ndarray
+    loud: np.ndarray
+    level_db: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.d.shape[0])
+
+
+def loud_frames(level_db: np.ndarray) -> np.ndarray:
+    """``(T,)`` bool: within :data:`LOUD_RANGE_DB` of the loudest frame and above :data:`LOUD_FLOOR_DB`."""
+    if level_db.size == 0:
+        return np.zeros(0, bool)
+    return (level_db > level_db.max() - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
+
+
+def prepare(frames: np.ndarray) -> Prepared:
+    """``(T, BANDS)`` uint8 copy frames -> :class:`Prepared`."""
+    e = dequantise(frames).astype(np.float64)
+    t = len(e)
+    level = 10.0 * np.log10(np.sum(10.0 ** (e / 10.0), axis=1) + 1e-12) if t else np.zeros(0)
+    loud = loud_frames(level)
+    if t:
+        loud[0] = False
+        loud[1:] &= loud[:-1]  # the difference needs both frames
+    shape = e[:, :-1] - e[:, 1:]
+    d = np.zeros_like(shape)
+    d[1:] = shape[1:] - shape[:-1]
+    floor = np.percentile(e, FLOOR_PERCENTILE, axis=0) if t else np.zeros(e.shape[1])
+    ok = e > floor + FLOOR_MARGIN_DB
+    cell = ok[:, :-1] & ok[:, 1:]
+    cell[1:] &= cell[:-1].copy()
+    if t:
+        cell[0] = False
+    w = (cell & loud[:, None]).astype(np.float32)
+    return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where ``b`` sits in ``a`` and how well it matches.
+
+    Attributes:
+        offset: frames; frame ``t`` of ``b`` lies on frame ``t + offset`` of ``a``.
+        score: mean correlation of the aligned loud frames, -1..1.
+        cells: reliable cells aligned on both sides.
+        sharpness: the score minus the best score more than 2 frames away from ``offset``.
+    """
+
+    offset: int
+    score: float
+    cells: int
+    sharpness: float
+
+    @property
+    def offset_s(self) -> float:
+        return self.offset * HOP_S
+
+
+def scores(a: Prepared, b: Prepared) -> tuple[np.ndarray, np.ndarray, int]:
+    """Score and shared reliable cells of ``b`` placed at every offset in ``a``.
+
+    Returns ``(score, cells, first)``: ``(Ta + Tb - 1,)`` float64 each; entry ``k`` is the
+    offset ``k + first`` (``first = -(Tb - 1)``). Offsets with fewer than :data:`MIN_CELLS`
+    cells score 0 and have 0 cells.
+    """
+    ta, tb = a.n_frames, b.n_frames
+    if ta * tb <= DIRECT_CELLS:
+        dot, na, nb, cells = _direct(a, b)
+    else:
+        from scipy.signal import fftconvolve, oaconvolve
+
+        conv = oaconvolve if ta > 8 * tb else fftconvolve
+        rb = slice(None, None, -1)
+        dot = conv(a.d, b.d[rb], axes=0, mode="full").sum(axis=1)
+        na = conv(a.d * a.d, b.w[rb], axes=0, mode="full").sum(axis=1)  # a's energy on cells both trust
+        nb = conv(a.w, (b.d * b.d)[rb], axes=0, mode="full").sum(axis=1)
+        cells = np.rint(conv(a.w, b.w[rb], axes=0, mode="full").sum(axis=1))
+    # entry k is offset k - (tb - 1)
+    den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
+    ok = (cells >= MIN_CELLS) & (den > 1e-3)
+    score = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), 0.0)
+    return score, np.where(ok, cells, 0), -(tb - 1)
+
+
+#: Pairs with at most this many frame pairs (``Ta * Tb``) are correlated directly (matrix
+#: products and diagonal sums), larger ones by FFT; the direct way is ~20x faster for words.
+DIRECT_CELLS = 250_000
+
+
+@lru_cache(maxsize=256)
+def _diagonals(ta: int, tb: int) -> np.ndarray:
+    """``(ta * tb,)`` int64: the full-correlation entry (offset + tb - 1) of each (i, j) frame pair."""
+    return (np.arange(ta)[:, None] - np.arange(tb)[None, :] + tb - 1).ravel()
+
+
+def _direct(a: Prepared, b: Prepared) -> tuple[np.ndarray, ...]:
+    ta, tb = a.n_frames, b.n_frames
+    idx = _diagonals(ta, tb)
+    n = ta + tb - 1
+    out = []
+    for x, y in ((a.d, b.d), (a.d * a.d, b.w), (a.w, b.d * b.d), (a.w, b.w)):
+        out.append(np.bincount(idx, weights=(x @ y.T).ravel(), minlength=n))
+    out[3] = np.rint(out[3])
+    return tuple(out)
+
+
+def align(a: Prepared, b: Prepared, min_cells: int = MIN_CELLS) -> Alignment | None:
+    """Best offset of ``b`` inside ``a`` with at least ``min_cells`` reliable cells in common, or None."""
+    if a.n_frames < 2 or b.n_frames < 2:
+        return None
+    score, cells, first = scores(a, b)
+    score = np.where(cells >= max(min_cells, 1), score, -np.inf)
+    k = int(np.argmax(score))
+    if not np.isfinite(score[k]):
+        return None
+    away = np.abs(np.arange(score.size) - k) > 2
+    rest = score[away & np.isfinite(score)]
+    sharp = float(score[k] - rest.max()) if rest.size else float(score[k])
+    return Alignment(k + first, float(score[k]), int(cells[k]), sharp)
+
+
+def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
+    """Median level of ``b`` minus ``a`` (dB) over the frames both have loud at ``offset``."""
+    ia = np.arange(b.n_frames) + offset
+    ok = (ia >= 0) & (ia < a.n_frames)
+    ib = np.flatnonzero(ok)
+    ia = ia[ok]
+    both = (a.loud[ia] > 0) & (b.loud[ib] > 0)
+    if not both.any():
+        return 0.0
+    return float(np.median(b.level_db[ib[both]] - a.level_db[ia[both]]))
