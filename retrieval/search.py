@@ -7,6 +7,8 @@ window's ``start_s`` / ``end_s`` and the file's label and metadata columns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -51,9 +53,10 @@ def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None =
     while True:
         scores, ids = vi.search(query[None], fetch, allowed)
         keep = ids[0] >= 0
-        out = _top_files(_hits(store, ids[0][keep], scores[0][keep]), k)
-        if len(out) >= k or fetch >= limit:
-            return out
+        first = _first_of_each_file(store, ids[0][keep], k)
+        if len(first) >= k or fetch >= limit:
+            return _hits(store, ids[0][keep][first], scores[0][keep][first]) if len(first) else _top_files(
+                _empty(store), k)
         fetch = min(limit, fetch * 4)
 
 
@@ -88,8 +91,45 @@ def _top_files(hits: pd.DataFrame, k: int) -> pd.DataFrame:
     return out
 
 
-def _metadata(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(windows indexed by segment_id, files indexed by file_id)``, cached on the store.
+@dataclass(frozen=True)
+class _Lookup:
+    """What a hit needs to know about every window, as arrays (no pandas on the per-query path).
+
+    Attributes:
+        segment_ids: ``(n,)`` int64 window ids with a vector, ascending.
+        file_id: ``(n,)`` each window's file id.
+        file_row: ``(n,)`` int64 row in ``files`` of each window's file (-1: no such file).
+        start_sample, end_sample: ``(n,)`` int64 each window's span, samples.
+        files: the ``files`` table (without ``content_hash``), indexed by ``file_id``.
+        path_code: ``(len(files),)`` int64, equal for rows with equal ``path``.
+    """
+
+    segment_ids: np.ndarray
+    file_id: np.ndarray
+    file_row: np.ndarray
+    start_sample: np.ndarray
+    end_sample: np.ndarray
+    files: pd.DataFrame
+    path_code: np.ndarray
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of window ``ids`` in the arrays above.
+
+        Raises:
+            StoreError: an id with no stored window (FAISS out of step with DuckDB).
+        """
+        pos = np.minimum(np.searchsorted(self.segment_ids, ids), max(len(self.segment_ids) - 1, 0))
+        if not len(self.segment_ids) or not np.array_equal(self.segment_ids[pos], ids) or (
+                self.file_row[pos] < 0).any():
+            from retrieval.errors import StoreError
+
+            raise StoreError("the vector index names windows the database does not hold; "
+                             "run `retrieve repair` (or re-run `retrieve index`) to rebuild it")
+        return pos
+
+
+def _metadata(store: Store) -> _Lookup:
+    """Every window's file and span, and the ``files`` table, cached on the store.
 
     Looking hits up in DuckDB costs a scan of ``segments`` per query (10-40 ms at 100k
     windows); the cache is rebuilt when the vectors (``generation``) or the metadata
@@ -100,35 +140,54 @@ def _metadata(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     if cached is None or cached[0] != key:
         con = store.db.con
         windows = arrow_of(con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
-                                   "WHERE vector IS NOT NULL")).to_pandas().set_index("segment_id")
+                                   "WHERE vector IS NOT NULL ORDER BY segment_id")).to_pandas()
         files = pandas_of(arrow_of(con.sql("SELECT * EXCLUDE (content_hash) FROM files"))).set_index("file_id")
-        cached = (key, windows, files)
+        lookup = _Lookup(segment_ids=windows["segment_id"].to_numpy(np.int64), file_id=windows["file_id"].to_numpy(),
+                         file_row=files.index.get_indexer(windows["file_id"]).astype(np.int64),
+                         start_sample=windows["start_sample"].to_numpy(np.int64),
+                         end_sample=windows["end_sample"].to_numpy(np.int64),
+                         files=files, path_code=pd.factorize(files["path"])[0].astype(np.int64))
+        cached = (key, lookup)
         store._search_metadata = cached  # type: ignore[attr-defined]
-    return cached[1], cached[2]
+    return cached[1]
+
+
+def _first_of_each_file(store: Store, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions in best-first window ``ids`` of each file's first (best) window, the first ``k`` files.
+
+    Files are told apart by ``path``, as :func:`_top_files` does.
+    """
+    if ids.size == 0:
+        return np.zeros(0, np.int64)
+    lookup = _metadata(store)
+    codes = lookup.path_code[lookup.file_row[lookup.positions(ids)]]
+    _, first = np.unique(codes, return_index=True)
+    return np.sort(first)[:k]
 
 
 def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     if ids.size == 0:
         return _empty(store)
     sr = store.require_recipe().sample_rate
-    windows, files = _metadata(store)
-    win = windows.loc[ids]
-    meta = files.loc[win["file_id"].to_numpy()]
-    out = pd.DataFrame({
+    lookup = _metadata(store)
+    pos = lookup.positions(ids)
+    meta = lookup.files.iloc[lookup.file_row[pos]]
+    columns = {
         "rank": np.arange(1, len(ids) + 1),
         "score": scores.astype(float),
         "path": meta["path"].to_numpy(),
-        "start_s": win["start_sample"].to_numpy() / sr,
-        "end_s": win["end_sample"].to_numpy() / sr,
-    })
-    extra = [c for c in meta.columns if c not in _HIDDEN and c not in out.columns and c != "duration_s"]
-    for c in extra:
-        out[c] = meta[c].array  # keeps nullable integers integer (to_numpy() would make them float)
+        "start_s": lookup.start_sample[pos] / sr,
+        "end_s": lookup.end_sample[pos] / sr,
+    }
+    for c in meta.columns:
+        if c not in _HIDDEN and c not in columns and c != "duration_s":
+            columns[c] = meta[c].array  # keeps nullable integers integer (to_numpy() would make them float)
+    out = pd.DataFrame(columns, index=pd.RangeIndex(len(ids)))
     if "root" in meta.columns and len(store.db.roots()) > 1:  # paths are relative to their root
         out.insert(3, "root", meta["root"].to_numpy())
     out["duration_s"] = meta["duration_s"].to_numpy()
     out["segment_id"] = ids
-    out["file_id"] = win["file_id"].to_numpy()
+    out["file_id"] = lookup.file_id[pos]
     return out
 
 
