@@ -210,12 +210,12 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
         if file is not None and file.filename:
             with live.use() as snap:
                 with heavy.slot(response):  # no lock: the model and the fitted transform only read
-                    index = snap.index
-                    audio, raw = workers.upload(_read_upload(file, limits), file.filename, index.recipe,
+                    ix = snap.index
+                    audio, raw = workers.upload(_read_upload(file, limits), file.filename, ix.recipe,
                                                 limits.max_duration_s, start_s, end_s, index_root=live.root,
-                                                corpus_root=index.store.db.get("corpus_root"), embed_here=True)
-                    vector = (index.store.postprocess.apply(raw[None])[0] if raw is not None
-                              else index.embed(audio, sample_rate=index.recipe.sample_rate))
+                                                corpus_root=ix.store.db.get("corpus_root"), embed_here=True)
+                    vector = (ix.store.postprocess.apply(raw[None])[0] if raw is not None
+                              else ix.embed(audio, sample_rate=ix.recipe.sample_rate))
                 with locked(snap, response):
                     hits = snap.index.search_vector(vector, k, segments=segments, where=where)
         elif file_id is not None or segment_id is not None:
