@@ -836,14 +836,18 @@ def duplicates_cmd(index: str | None, min_overlap_s: float, output: Output) -> N
 @click.option("--heavy-slots", type=click.IntRange(min=0), default=None,
               help="Uploads, locates and thumbnail renders worked on at once; searches by an indexed file "
                    "and audio slices never wait for them. Default: half the CPU cores, at least 1; 0: no limit.")
+@click.option("--heavy-processes", type=click.IntRange(min=0), default=None,
+              help="Worker processes that decode and embed uploads and render thumbnails, so the server's "
+                   "own process stays free for searches. Default: one per heavy slot; 0: in the server process.")
 def serve_cmd(indexes: tuple[str, ...], host: str, port: int, token: str | None, open_browser: bool,
-              max_upload_mb: float, max_upload_s: float, device: str, heavy_slots: int | None) -> None:
+              max_upload_mb: float, max_upload_s: float, device: str, heavy_slots: int | None,
+              heavy_processes: int | None) -> None:
     """A local web page to search and listen to results, and a JSON API (docs at /docs). Needs the serve extra."""
     from retrieval.serve import serve
 
     serve(list(indexes), host=host, port=port, token=token or None, max_upload_mb=max_upload_mb,
           max_upload_s=max_upload_s, device=device, open_browser=open_browser, heavy_slots=heavy_slots,
-          echo=click.echo)
+          heavy_processes=heavy_processes, echo=click.echo)
 
 
 def main() -> None:

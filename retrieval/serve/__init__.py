@@ -51,11 +51,15 @@ def check_bind(host: str, token: str | None) -> None:
 
 def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_upload_mb: float = 50.0, max_upload_s: float = 600.0, device: str = "cpu", open_browser: bool = False,
-          heavy_slots: int | None = None, echo: Callable[[str], None] = print) -> None:
+          heavy_slots: int | None = None, heavy_processes: int | None = None,
+          echo: Callable[[str], None] = print) -> None:
     """Open ``indexes`` (names or paths; empty = the only one under indexes/) and serve until interrupted.
 
     ``heavy_slots``: uploads, locates and thumbnail renders worked on at once (``None``: half
     the CPU cores, at least 1; 0: no limit), so searches by an indexed file never wait for them.
+    ``heavy_processes``: worker processes that decode and embed uploads and render thumbnails,
+    so their GIL time never delays a search (``None``: one per heavy slot; 0: in the server's
+    own threads).
 
     Raises:
         InputError: a non-loopback ``host`` without ``token``.
@@ -72,7 +76,7 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
                              "pip install 'retrieve[serve]'") from None
     held = IndexSet(list(indexes), device=device)
     app = create_app(held, token=token, limits=Limits(int(max_upload_mb * 1e6), max_upload_s),
-                     heavy_slots=heavy_slots)
+                     heavy_slots=heavy_slots, heavy_processes=heavy_processes)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
     echo(f"serving {', '.join(f'{n} ({li.root})' for n, li in held.live.items())}")
@@ -81,6 +85,7 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
         echo(f"a token is required on every request: open {url}?token=... once, or send "
              "`Authorization: Bearer <token>`")
     threading.Thread(target=held.warm, name="warm-encoders", daemon=True).start()
+    threading.Thread(target=app.state.workers.start, name="warm-workers", daemon=True).start()
     if open_browser:
         import webbrowser
 
@@ -89,4 +94,5 @@ def serve(indexes: Sequence[str | Path], *, host: str = "127.0.0.1", port: int =
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        app.state.workers.close()
         held.close()

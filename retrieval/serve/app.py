@@ -16,10 +16,9 @@ import contextlib
 import hmac
 import json
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,12 +29,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from retrieval.audio.clip import clip_audio
-from retrieval.audio.decode import probe
 from retrieval.encoders.registry import entry, text_encoders
-from retrieval.errors import AudioError, IndexNotFoundError, InputError, RetrievalError
+from retrieval.errors import IndexNotFoundError, InputError, RetrievalError
 from retrieval.serve.indexes import IndexSet, LiveIndex, Snapshot
 from retrieval.serve.media import Thumbnails, audio_slice_wav
+from retrieval.serve.uploads import UploadTooLarge
+from retrieval.serve.workers import Workers
 
 HERE = Path(__file__).resolve().parent
 #: Default upload limits.
@@ -90,10 +89,6 @@ class Limits:
     max_duration_s: float = MAX_UPLOAD_S
 
 
-class UploadTooLarge(InputError):
-    """An upload over the size or duration limit (HTTP 413)."""
-
-
 def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """JSON-able copies of DataFrame records, exactly as the CLI's ``--json`` writes them."""
     from retrieval.render import clean_record
@@ -102,19 +97,30 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = Limits(),
-               heavy_slots: int | None = None) -> FastAPI:
+               heavy_slots: int | None = None, heavy_processes: int | None = None) -> FastAPI:
     """The app serving ``indexes``; with ``token``, every request must carry it.
 
     ``heavy_slots``: heavy requests worked on at once (:class:`Bulkhead`; ``None`` =
-    :func:`default_heavy_slots`, 0 = no limit).
+    :func:`default_heavy_slots`, 0 = no limit). ``heavy_processes``: worker processes that
+    decode and embed uploads and render thumbnails (:class:`~retrieval.serve.workers.Workers`;
+    ``None`` = one per heavy slot, or one per core without a limit; 0 = in the server's own
+    threads). They are spawned on first use; ``app.state.workers.start()`` spawns them now,
+    ``app.state.workers.close()`` ends them.
     """
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.workers.close()  # before uvicorn re-raises a SIGTERM, which would leave them running
+
     app = FastAPI(title="retrieve", summary="Search audio by meaning: the HTTP API of `retrieve serve`.",
-                  version="1")
+                  version="1", lifespan=lifespan)
     app.state.indexes = indexes
     app.state.thumbnails = Thumbnails()
     thumbs: Thumbnails = app.state.thumbnails
     heavy = Bulkhead(default_heavy_slots() if heavy_slots is None else heavy_slots)
     app.state.heavy = heavy
+    workers = Workers((heavy.slots or os.cpu_count() or 1) if heavy_processes is None else heavy_processes)
+    app.state.workers = workers
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     # -- cross-cutting: token, body size, timing, errors ----------------------------------
@@ -203,9 +209,13 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
         live = indexes.get(index)
         if file is not None and file.filename:
             with live.use() as snap:
-                with heavy.slot(response):
-                    audio, sr = _decode_upload(file, live, limits, start_s, end_s)
-                    vector = snap.index.embed(audio, sample_rate=sr)  # no lock: the model and transform only read
+                with heavy.slot(response):  # no lock: the model and the fitted transform only read
+                    ix = snap.index
+                    audio, raw = workers.upload(_read_upload(file, limits), file.filename, ix.recipe,
+                                                limits.max_duration_s, start_s, end_s, index_root=live.root,
+                                                corpus_root=ix.store.db.get("corpus_root"), embed_here=True)
+                    vector = (ix.store.postprocess.apply(raw[None])[0] if raw is not None
+                              else ix.embed(audio, sample_rate=ix.recipe.sample_rate))
                 with locked(snap, response):
                     hits = snap.index.search_vector(vector, k, segments=segments, where=where)
         elif file_id is not None or segment_id is not None:
@@ -240,7 +250,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
         live = indexes.get(index)
         if file is not None and file.filename:
             with heavy.slot(response):
-                audio, sr = _decode_upload(file, live, limits, None, None)
+                audio, sr = _decode_upload(file, live, limits, workers)
                 with holding(live, response) as snap:
                     preds = snap.index.classify(audio, k, label_column=label_column, sample_rate=sr,
                                                 where=where)
@@ -269,7 +279,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
         live = indexes.get(index)
         with heavy.slot(response):
-            audio, sr = (_decode_upload(file, live, limits, None, None) if file is not None and file.filename
+            audio, sr = (_decode_upload(file, live, limits, workers) if file is not None and file.filename
                          else (None, None))
             with holding(live, response) as snap:
                 long_file = snap.audio_path(target_id)
@@ -318,7 +328,8 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
             path = snap.audio_path(file_id)
             duration = float(snap.files.at[file_id, "duration_s"])
         mark = None if start_s is None or end_s is None else (float(start_s), float(end_s))
-        png = thumbs.png(path, duration, mark, width=width, height=height, rendering=heavy.slot(response))
+        png = thumbs.png(path, duration, mark, width=width, height=height, rendering=heavy.slot(response),
+                         render=workers.thumbnail)
         out = Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
         for value in response.headers.getlist("server-timing"):
             out.headers.append("Server-Timing", value)
@@ -361,46 +372,32 @@ def _json(content: Any, response: Response) -> JSONResponse:
     return out
 
 
-def _named(message: str, tmp: str, filename: str | None) -> str:
-    """A decoder's message about the temporary copy, told about the upload's own name."""
-    return message.replace(tmp, filename or "upload").replace(Path(tmp).name, filename or "upload")
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _decode_upload(file: UploadFile, live: LiveIndex, limits: Limits, start_s: float | None,
-                   end_s: float | None) -> tuple[Any, int]:
-    """An uploaded clip as ``((S,) float32 mono, rate)`` at the index's rate, within the limits.
+def _read_upload(file: UploadFile, limits: Limits) -> bytes:
+    """The upload's bytes.
 
     Raises:
-        UploadTooLarge: over ``limits`` in bytes or in decoded seconds.
-        AudioError: not decodable (the decoder's reason).
+        UploadTooLarge: over ``limits.max_bytes``.
     """
     data = file.file.read(limits.max_bytes + 1)
     if len(data) > limits.max_bytes:
         raise UploadTooLarge(f"{file.filename} is over the {limits.max_bytes / 1e6:.0f} MB upload limit "
                              "(--max-upload-mb)")
-    if not data:
-        raise AudioError(f"{file.filename} is empty")
-    suffix = "".join(c for c in Path(file.filename or "").suffix.lower() if c.isalnum() or c == ".")[:8]
-    sr = live.current().index.recipe.sample_rate
-    fd, tmp = tempfile.mkstemp(suffix=suffix or ".bin", prefix="retrieve-upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        try:
-            duration = probe(Path(tmp)).duration_s
-        except AudioError as exc:
-            raise AudioError(_named(str(exc), tmp, file.filename)) from None
-        if duration > limits.max_duration_s:
-            raise UploadTooLarge(f"{file.filename} is {duration:.0f} s long; this server takes clips up to "
-                                 f"{limits.max_duration_s:.0f} s (--max-upload-s)")
-        try:
-            audio = clip_audio(tmp, sr, start_s=start_s, end_s=end_s)
-        except AudioError as exc:
-            raise AudioError(_named(str(exc), tmp, file.filename)) from None
-        return audio, sr
-    finally:
-        os.unlink(tmp)
+    return data
+
+
+def _decode_upload(file: UploadFile, live: LiveIndex, limits: Limits, workers: Workers) -> tuple[Any, int]:
+    """An uploaded clip as ``((S,) float32 mono, rate)`` at the index's rate, within the limits, decoded by
+    ``workers``.
+
+    Raises:
+        UploadTooLarge: over ``limits`` in bytes or in decoded seconds.
+        AudioError: not decodable (the decoder's reason).
+    """
+    snap = live.current()
+    audio, _ = workers.upload(_read_upload(file, limits), file.filename, snap.index.recipe, limits.max_duration_s,
+                              None, None, index_root=live.root, corpus_root=None, embed_here=False)
+    return audio, snap.index.recipe.sample_rate

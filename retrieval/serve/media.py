@@ -11,8 +11,9 @@ import contextlib
 import io
 import threading
 from collections import OrderedDict
-from typing import ContextManager
+from collections.abc import Callable
 from pathlib import Path
+from typing import ContextManager
 
 import numpy as np
 import soundfile as sf
@@ -64,11 +65,13 @@ class Thumbnails:
         self.rendered = 0
 
     def png(self, path: Path, duration_s: float, mark: tuple[float, float] | None, *, width: int = 360,
-            height: int = 72, rendering: ContextManager[object] | None = None) -> bytes:
+            height: int = 72, rendering: ContextManager[object] | None = None,
+            render: Callable[[Path, float, tuple[float, float] | None, int, int], bytes] | None = None) -> bytes:
         """A ``width`` x ``height`` PNG of ``path`` with ``mark = (start_s, end_s)`` highlighted.
 
         ``rendering`` is entered around the render only (not around a cache hit), e.g. a
-        slot of the server's bulkhead.
+        slot of the server's bulkhead. ``render`` renders a miss (default
+        :func:`render_spectrogram` in this thread; the server passes its worker processes').
         """
         if not (16 <= width <= 2048 and 16 <= height <= 1024):
             raise InputError(f"thumbnail size {width}x{height} is outside 16x16..2048x1024")
@@ -79,7 +82,7 @@ class Thumbnails:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         with rendering if rendering is not None else contextlib.nullcontext():
-            data = render_spectrogram(path, duration_s, mark, width, height)
+            data = (render or render_spectrogram)(path, duration_s, mark, width, height)
         with self._lock:
             self.rendered += 1
             self._cache[key] = data
