@@ -247,17 +247,21 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 @click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
+@click.option("--rank-by", metavar="COLUMN",
+              help="Re-rank the most similar hits (10 x k, at least 100) by this column, highest first, "
+                   "e.g. score_rooster after `retrieve score --target rooster`.")
 @where_option
 @output_options
 def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
-              where: tuple[str, ...], output: Output) -> None:
+              rank_by: str | None, where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
     from retrieval.index import Index
 
     if not clip.is_file():
         raise click.ClickException(f"query clip {clip} does not exist or is not a file")
     with Index.open(index) as idx:
-        hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s)
+        hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s,
+                          rank_by=rank_by)
     _render_hits(hits, output)
 
 
@@ -740,6 +744,9 @@ def serve_cmd(indexes: tuple[str, ...], host: str, port: int, token: str | None,
     serve(list(indexes), host=host, port=port, token=token or None, max_upload_mb=max_upload_mb,
           max_upload_s=max_upload_s, device=device, open_browser=open_browser, heavy_slots=heavy_slots,
           echo=click.echo)
+
+
+from retrieval import cli_adapt  # noqa: E402,F401  (registers label, labels, train, score, suggest)
 
 
 def main() -> None:

@@ -144,14 +144,23 @@ class Index:
 
     def search(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
                where: str | Sequence[str] | None = None, sample_rate: int | None = None,
-               start_s: float | None = None, end_s: float | None = None) -> pd.DataFrame:
+               start_s: float | None = None, end_s: float | None = None, rank_by: str | None = None) -> pd.DataFrame:
         """Search by example. Files are ranked by their best window; ``segments=True`` returns windows.
 
-        A silent clip still returns hits, with a warning in ``hits.attrs["warnings"]``.
+        ``rank_by`` (e.g. ``score_rooster``) re-ranks the most similar hits by that column
+        (:func:`retrieval.rank.rank_hits`). A silent clip still returns hits, with a warning in
+        ``hits.attrs["warnings"]``.
         """
         r = self.recipe
         audio = clip_audio(clip, r.sample_rate, sample_rate=sample_rate, start_s=start_s, end_s=end_s)
-        hits = self.search_vector(self.embed(audio, sample_rate=r.sample_rate), k, segments=segments, where=where)
+        if rank_by:
+            from retrieval.rank import pool_size, rank_hits
+
+            hits = self.search_vector(self.embed(audio, sample_rate=r.sample_rate), pool_size(k), segments=segments,
+                                      where=where)
+            hits = rank_hits(self.store, hits, rank_by, k, segments=segments)
+        else:
+            hits = self.search_vector(self.embed(audio, sample_rate=r.sample_rate), k, segments=segments, where=where)
         warning = silence_warning(audio, r.window_samples, r.hop_samples, r.silence_db)
         hits.attrs["warnings"] = [warning] if warning else []
         return hits
@@ -447,6 +456,15 @@ class Index:
         from retrieval.export import export_vectors
 
         return export_vectors(self, out, vectors=vectors, level=level)
+
+    # -- adaptation ------------------------------------------------------------------------
+
+    def adapter(self) -> Any:
+        """Labels, heads, window scores and suggestions of this index (:class:`retrieval.adapt.Adapter`).
+        Labelling, training and scoring write: open the index with ``writable=True``."""
+        from retrieval.adapt import Adapter
+
+        return Adapter(self.store)
 
     # -- localisation ----------------------------------------------------------------------
 
