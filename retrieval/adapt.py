@@ -262,14 +262,7 @@ class Adapter:
         labelled = self.labels_db.window_labels(targets)["segment_id"].to_numpy(np.int64)
         free = ~np.isin(ids, labelled) & ~np.isnan(table).any(axis=1)
         margin = np.abs(table - 0.5).min(axis=1)
-        cand = np.flatnonzero(free)
-        if strategy == "margin":
-            order = cand[np.argsort(margin[cand], kind="stable")]
-        elif strategy == "top":
-            order = cand[np.argsort(-table[cand].max(axis=1), kind="stable")]
-        else:
-            order = np.random.default_rng(seed).permutation(cand)
-        pick = order[:n]
+        pick = pick_windows(table, np.flatnonzero(free), n, strategy, seed)
         spans = self.labels_db.window_spans(ids[pick].tolist()).set_index("segment_id").loc[ids[pick]]
         sr = self.recipe.sample_rate
         out = pd.DataFrame({"rank": np.arange(1, len(pick) + 1), "segment_id": ids[pick],
@@ -279,6 +272,26 @@ class Adapter:
             out[f"score_{t}"] = table[pick, j]
         out["margin"] = margin[pick]
         return out
+
+
+def pick_windows(scores: np.ndarray, candidates: np.ndarray, n: int, strategy: Strategy = "margin",
+                 seed: int = 0) -> np.ndarray:
+    """Rows of ``scores`` (``(N, T)`` probabilities, one column per target) to label next, best first.
+
+    ``candidates`` are the row numbers that may be picked. ``margin``: smallest
+    ``min_t |score - 0.5|``; ``top``: largest ``max_t score``; ``random``: a seeded sample.
+    Ties keep row order. Returns at most ``n`` row numbers.
+    """
+    cand = np.asarray(candidates, np.int64)
+    if strategy == "margin":
+        order = cand[np.argsort(np.abs(scores[cand] - 0.5).min(axis=1), kind="stable")]
+    elif strategy == "top":
+        order = cand[np.argsort(-scores[cand].max(axis=1), kind="stable")]
+    elif strategy == "random":
+        order = np.random.default_rng(seed).permutation(cand)
+    else:
+        raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return order[:n]
 
 
 def _blank(value: object) -> bool:

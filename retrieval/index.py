@@ -457,6 +457,20 @@ class Index:
 
         return export_vectors(self, out, vectors=vectors, level=level)
 
+    def few_shot(self, label_column: str = "label", group_column: str | None = None,
+                 shots: Sequence[int] = (1, 2, 4, 8, 16, 32), *, draws: int = 5, level: Level = "file",
+                 where: str | Sequence[str] | None = None, weak_negatives: float = 0.1, seed: int = 0) -> Any:
+        """Few-shot learning curves (head vs prototypes vs kNN) on the stored labels:
+        :func:`retrieval.fewshot.few_shot` on this index's search vectors."""
+        from retrieval.fewshot import few_shot
+
+        meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
+        result = few_shot(vecs, meta[label_column].tolist(), meta[group_column].tolist() if group_column else None,
+                          shots, draws=draws, weak_negatives=weak_negatives, seed=seed)
+        result.settings.update({"index": str(self.store.root), "label_column": label_column,
+                                "group_column": group_column, "level": level})
+        return result
+
     # -- adaptation ------------------------------------------------------------------------
 
     def adapter(self) -> Any:
