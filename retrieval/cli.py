@@ -659,6 +659,8 @@ def models_cmd(as_json: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, metavar="[CLIP] LONG_FILE",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--text", help="Locate a text description instead of a clip (needs a text-audio encoder: clap).")
+@click.option("--target", help="Locate a trained target instead of a clip: every window of LONG_FILE scored by "
+                               "the head of `retrieve train --target T` (needs --index; threshold 0.5 by default).")
 @click.option("--index", "index", metavar="PATH|NAME",
               help="Use this index's encoder and recipe (window, hop, pooling, post-processing). LONG_FILE "
                    "need not be in it. Default: no index; --encoder.")
@@ -686,16 +688,29 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device for model encoders.")
 @output_options
 @progress_option
-def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
+def locate_cmd(paths: tuple[Path, ...], text: str | None, target: str | None, index: str | None, encoder: str | None, model: str | None,
                opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
                threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, near_peak: float,
                no_standardize: bool,
                start_s: float | None, end_s: float | None, plot: Path | None, device: str, output: Output) -> None:
     """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
     of every window of LONG_FILE (streamed) to the query."""
-    if len(paths) != (1 if text is not None else 2):
-        raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE")
-    clip, long_file = (None, paths[0]) if text is not None else paths
+    if len(paths) != (1 if text is not None or target else 2):
+        raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE, or --target T LONG_FILE")
+    clip, long_file = (None, paths[0]) if text is not None or target else paths
+    if target:
+        if index is None or text is not None:
+            raise click.UsageError("--target needs --index (the index that holds the head) and no --text")
+        from retrieval.index import Index
+        from retrieval.locate.target import HEAD_THRESHOLD, WHOLE_RUN, locate_target
+
+        with Index.open(index, device=device) as idx:
+            events = locate_target(idx, target, long_file, window_s=window_s, hop_s=hop_s,
+                                   threshold=HEAD_THRESHOLD if threshold is None else threshold,
+                                   max_gap_s=max_gap_s, min_dur_s=min_dur_s,
+                                   near_peak=WHOLE_RUN if near_peak == 1.0 else near_peak, plot=plot).events
+        _render_events(events, f"target:{target}", long_file, plot, output)
+        return
     shared = dict(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
                   standardize=not no_standardize, threshold=threshold, max_gap_s=max_gap_s, min_dur_s=min_dur_s,
                   near_peak=near_peak, plot=plot)
@@ -711,13 +726,17 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
 
         events = locate(clip, long_file, encoder or "logmel", model=model, options=_parse_opts(opts), device=device,
                         pooling=pooling, **shared)
+    _render_events(events, text if text is not None else str(clip), long_file, plot, output)
+
+
+def _render_events(events: Any, query: str, long_file: Path, plot: Path | None, output: Output) -> None:
     a = events.attrs
     for line in a.get("warnings", []):
         click.echo(f"warning: {line}", err=True)
     records = events.to_dict(orient="records")
     if output != "table":
         emit(output, records, document={
-            "query": text if text is not None else str(clip), "long_file": str(long_file),
+            "query": query, "long_file": str(long_file),
             **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s", "duration_s",
                                  "encoder", "pooling")},
             "plot": None if plot is None else str(plot), "warnings": a.get("warnings", []), "events": records})

@@ -107,7 +107,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None, *, 
         from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
-        model = LogisticRegression(C=LINEAR_C, max_iter=1000, tol=1e-5)
+        model = LogisticRegression(C=LINEAR_C, max_iter=1000)
         # one BLAS thread: these fits are small (thousands of rows), and on a loaded 2-core
         # machine a multi-threaded BLAS made each one 5-25x slower (measured: 0.9 s vs 0.04 s)
         with threadpool_limits(limits=1):

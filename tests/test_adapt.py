@@ -31,7 +31,7 @@ def _label_class(ad: Adapter, corpus, cls: str, target: str, n_pos: int = 2, n_n
     pos = sorted(p.relative_to(corpus).as_posix() for p in (corpus / cls).glob("*.wav"))[:n_pos]
     others = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.wav") if p.parent.name != cls)
     rows = [{"path": p, "target": target, "label": "positive"} for p in pos]
-    rows += [{"path": p, "target": target, "label": "negative"} for p in others[::7][:n_neg]]
+    rows += [{"path": p, "target": target, "label": "negative"} for p in others[::max(1, len(others) // n_neg)][:n_neg]]
     ad.add_labels(pd.DataFrame(rows))
 
 
@@ -230,3 +230,31 @@ def test_cli_loop_from_query_to_rank_by(corpus, tmp_path):
     assert r.exit_code == 1 and "cannot rank by 'score_nothing'" in r.output
     r = run(cli, ["label", "--index", ix, "--from-query", clip, "--target", "vowel", "--positive", "99"])
     assert r.exit_code == 1 and "past the" in r.output
+
+
+def test_locate_target_finds_the_targets_stretch(corpus, tmp_path):
+    from retrieval import synth
+    from tests.conftest import write
+
+    ix = _index(corpus, tmp_path / "ix")
+    with Index.open(ix, writable=True) as idx:
+        ad = idx.adapter()
+        _label_class(ad, corpus, "tone", "tone", n_pos=4, n_neg=16)
+        ad.train(["tone"], weak_negatives=0)
+    sr = 16000
+    tone = np.concatenate([synth.demo_clip("tone", i, sr) for i in range(20, 32)])[: 12 * sr]
+    long = np.concatenate([synth.noise(12.0, sr, seed=5), tone, synth.noise(12.0, sr, seed=6)])
+    path = write(tmp_path / "long.wav", long, sr)
+    r = CliRunner().invoke(cli, ["locate", str(path), "--index", str(ix), "--target", "tone", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["query"] == "target:tone" and doc["threshold"] == 0.5
+    events = doc["events"]
+    assert events, doc
+    best = max(events, key=lambda e: e["peak_score"])
+    assert 10.0 <= best["peak_s"] <= 26.0 and best["peak_score"] > 0.5
+    assert all(e["end_s"] > 10.0 and e["start_s"] < 26.0 for e in events), events  # nothing in the noise alone
+    r = CliRunner().invoke(cli, ["locate", str(path), "--index", str(ix), "--target", "nothing"])
+    assert r.exit_code == 1 and "no head for target 'nothing'" in r.output
+    r = CliRunner().invoke(cli, ["locate", str(path), "--target", "tone"])
+    assert r.exit_code == 2 and "--target needs --index" in r.output

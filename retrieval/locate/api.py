@@ -198,11 +198,23 @@ def locate_curve_with_index(index: Index, query: Clip | None, long_file: str | P
 def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path, threshold: float | None,
          max_gap_s: float | None, min_dur_s: float | None, near_peak: float, plot: str | Path | None) -> Located:
     sr = scan.sample_rate
-    max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else _seconds(max_gap_s, "max_gap_s", sr)
-    min_dur = 0 if min_dur_s is None else _seconds(min_dur_s, "min_dur_s", sr)
     warnings = [] if audio is None else _swap_warnings(len(audio) / sr, long_file)
     qvec = text_vector(scan, text) if text is not None else clip_vector(scan, audio)  # type: ignore[arg-type]
     curve = similarity_curve(scan, qvec, long_file)
+    what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
+    return events_of(scan, curve, long_file, threshold, max_gap_s, min_dur_s, near_peak, plot, warnings, what)
+
+
+def events_of(scan: Scan, curve: Curve, long_file: Path, threshold: float | None, max_gap_s: float | None,
+              min_dur_s: float | None, near_peak: float, plot: str | Path | None, warnings: list[str],
+              what: str) -> Located:
+    """The SED post-processing of a score curve (threshold, gap filling, minimum duration) into events.
+
+    ``threshold`` None picks the adaptive threshold; ``what`` names the query in the plot title.
+    """
+    sr = scan.sample_rate
+    max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else _seconds(max_gap_s, "max_gap_s", sr)
+    min_dur = 0 if min_dur_s is None else _seconds(min_dur_s, "min_dur_s", sr)
     if threshold is None:
         thr = adaptive_threshold(curve.windows, curve.scores)
     else:
@@ -224,7 +236,6 @@ def _run(scan: Scan, audio: np.ndarray | None, text: str | None, long_file: Path
     if plot is not None:
         from retrieval.locate.plot import plot_curve
 
-        what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
         written = plot_curve(curve, ev, thr, plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
     return Located(frame, curve, thr, written)
 
