@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,10 +26,7 @@ from retrieval.heads import HEAD_KINDS, Head, HeadKind, fit_head
 from retrieval.store import Store
 from retrieval.store.labels import LabelStore, check_target, label_value
 
-Strategy = Literal["margin", "top", "random"]
-STRATEGIES: tuple[Strategy, ...] = ("margin", "top", "random")
-#: Default weight of each unlabelled window counted as a negative.
-WEAK_WEIGHT = 0.1
+from retrieval.adapt_options import STRATEGIES, WEAK_WEIGHT, Strategy  # noqa: E402,F401  (re-exported)
 #: At most this many unlabelled windows (a seeded sample) enter a fit as weak negatives.
 MAX_WEAK = 20_000
 #: The end of a span that covers a whole file, in samples.

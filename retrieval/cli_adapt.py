@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
-from retrieval.adapt import STRATEGIES, WEAK_WEIGHT
+from retrieval.adapt_options import HEAD_KINDS, STRATEGIES, WEAK_WEIGHT
 from retrieval.cli import cli, index_option, json_option, where_option
-from retrieval.heads import HEAD_KINDS
 from retrieval.render import Output, emit, output_options, rounded
 
 

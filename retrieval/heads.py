@@ -15,14 +15,11 @@ is the decision boundary that margin sampling uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
 from retrieval.errors import InputError
 
-HeadKind = Literal["linear", "mlp"]
-HEAD_KINDS: tuple[HeadKind, ...] = ("linear", "mlp")
+from retrieval.adapt_options import HEAD_KINDS, HeadKind  # noqa: E402,F401  (re-exported)
 #: Inverse L2 strength of the logistic head (sklearn's ``C``), on inputs scaled to unit-size dimensions.
 LINEAR_C = 1.0
 MLP_HIDDEN = 64
