@@ -7,18 +7,15 @@ printer (:mod:`retrieval.render`), and progress bars through one switch (:func:`
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from retrieval import progress as progress_bars
 from retrieval.encoders.precision import SlowPrecisionWarning
 from retrieval.errors import RetrievalError
 from retrieval.options import (
@@ -34,6 +31,7 @@ from retrieval.options import (
     SEVERITIES,
     VECTOR_KINDS,
 )
+from retrieval.cli_options import index_option, json_option, progress_option, where_option
 from retrieval.render import Output, clean, emit, output_options, rounded, table as _table
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
@@ -89,34 +87,6 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         click.echo(f"warning: {message}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def json_option(f: Callable) -> Callable:
-    """Add ``--json`` (passed as ``as_json``) to a command that prints one document rather than rows."""
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
-
-
-def progress_option(f: Callable) -> Callable:
-    """Add ``--progress/--no-progress`` and show :mod:`retrieval.progress` bars while the command runs."""
-
-    @functools.wraps(f)
-    def run(*args: Any, progress: bool | None, **kwargs: Any) -> Any:
-        with progress_bars.shown(progress):
-            return f(*args, **kwargs)
-
-    return click.option("--progress/--no-progress", default=None,
-                        help="Progress bar on stderr (default: when stderr is a terminal).")(run)
-
-
-def index_option(f: Callable) -> Callable:
-    return click.option("--index", "index", metavar="PATH|NAME",
-                        help="Index folder, or a name under indexes/. May be omitted when indexes/ holds one.")(f)
-
-
-def where_option(f: Callable) -> Callable:
-    return click.option("--where", "where", multiple=True, metavar="EXPR",
-                        help="Filter on file metadata, e.g. \"speaker != 'george' AND take >= 10\". "
-                             "Repeat to AND several. Values are passed as SQL parameters.")(f)
 
 
 def _encoder_names() -> list[str]:
@@ -280,19 +250,29 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 @click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
+@click.option("--rank-by", metavar="COLUMN",
+              help="Re-rank the most similar hits (10 x k, at least 100) by this column, highest first, "
+                   "e.g. score_rooster after `retrieve score --target rooster`.")
 @where_option
 @output_options
 def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
-              where: tuple[str, ...], output: Output) -> None:
+              rank_by: str | None, where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
     from retrieval.index import Index
 
     if not clip.is_file():
         raise click.ClickException(f"query clip {clip} does not exist or is not a file")
     with Index.open(index) as idx:
-        rows, warnings = idx.search_rows(clip, k, segments=segments, where=list(where), start_s=start_s,
-                                         end_s=end_s)
-    _render_rows(rows, warnings, output)
+        if rank_by:  # re-ranks a pool of hits by a stored column: the DataFrame path
+            hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s,
+                              rank_by=rank_by)
+        else:
+            rows, warnings = idx.search_rows(clip, k, segments=segments, where=list(where), start_s=start_s,
+                                             end_s=end_s)
+    if rank_by:
+        _render_hits(hits, output)
+    else:
+        _render_rows(rows, warnings, output)
 
 
 @cli.command("text")
@@ -422,15 +402,34 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write report.md with plots (per-class bars, confusion matrix, 2-D map, PR curve) here.")
+@click.option("--few-shot", "few_shot", metavar="N,N,...",
+              help="Instead: few-shot learning curves with N labelled examples per class (e.g. 1,2,4,8,16,32): "
+                   "trained head vs class prototypes vs kNN, macro ROC-AUC, cmAP and top-1 with 95% CIs.")
+@click.option("--draws", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Random support draws per fold for --few-shot (folds: one per group with --group-column).")
 @where_option
 @output_options
 @progress_option
 def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks: str, level: str, probe: bool,
-             report_dir: Path | None, where: tuple[str, ...], output: Output) -> None:
+             report_dir: Path | None, few_shot: str | None, draws: int, where: tuple[str, ...],
+             output: Output) -> None:
     """Leave-one-out nearest-neighbour quality: kNN accuracy, precision/recall@k, mAP, chance level.
-    Beside each metric: how many queries it averages, and how many were left out and why."""
+    Beside each metric: how many queries it averages, and how many were left out and why.
+    With --few-shot: how a head trained on a few labels per class compares with prototypes and kNN."""
     from retrieval.index import Index
 
+    if few_shot:
+        with Index.open(index) as idx:
+            fs = idx.few_shot(label_column, group_column, _parse_ks(few_shot), draws=draws, level=level,  # type: ignore[arg-type]
+                              where=list(where))
+        rows = fs.table.to_dict(orient="records")
+        if output != "table":
+            emit(output, rows, document={"curve": rows, "differences": fs.diffs.to_dict(orient="records"),
+                                         "verdict": fs.verdict(), "settings": fs.settings})
+            return
+        emit(output, rows, formats={c: rounded(4) for c in ("mean", "ci_low", "ci_high")})
+        click.echo(fs.verdict())
+        return
     with Index.open(index) as idx:
         result = idx.evaluate(label_column, group_column, _parse_ks(ks), level=level, probe=probe,  # type: ignore[arg-type]
                               where=list(where), report_dir=report_dir)
@@ -674,6 +673,8 @@ def models_cmd(as_json: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, metavar="[CLIP] LONG_FILE",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--text", help="Locate a text description instead of a clip (needs a text-audio encoder: clap).")
+@click.option("--target", help="Locate a trained target instead of a clip: every window of LONG_FILE scored by "
+                               "the head of `retrieve train --target T` (needs --index; threshold 0.5 by default).")
 @click.option("--index", "index", metavar="PATH|NAME",
               help="Use this index's encoder and recipe (window, hop, pooling, post-processing). LONG_FILE "
                    "need not be in it. Default: no index; --encoder.")
@@ -707,7 +708,7 @@ def models_cmd(as_json: bool) -> None:
                    "similar misses, and finds no other take.")
 @output_options
 @progress_option
-def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, encoder: str | None, model: str | None,
+def locate_cmd(paths: tuple[Path, ...], text: str | None, target: str | None, index: str | None, encoder: str | None, model: str | None,
                opts: tuple[str, ...], pooling: str | None, window_s: float | None, hop_s: float | None,
                threshold: float | None, max_gap_s: float | None, min_dur_s: float | None, near_peak: float,
                no_standardize: bool,
@@ -715,9 +716,23 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
                output: Output) -> None:
     """Find where CLIP (or --text) occurs in LONG_FILE: events with start, end and scores, from the similarity
     of every window of LONG_FILE (streamed) to the query."""
-    if len(paths) != (1 if text is not None else 2):
-        raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE")
-    clip, long_file = (None, paths[0]) if text is not None else paths
+    if len(paths) != (1 if text is not None or target else 2):
+        raise click.UsageError("give CLIP LONG_FILE, or --text TEXT LONG_FILE, or --target T LONG_FILE")
+    clip, long_file = (None, paths[0]) if text is not None or target else paths
+    if target:
+        if index is None or text is not None or match == "copy":
+            raise click.UsageError("--target needs --index (the index that holds the head), no --text and no "
+                                   "--match copy")
+        from retrieval.index import Index
+        from retrieval.locate.target import HEAD_THRESHOLD, WHOLE_RUN, locate_target
+
+        with Index.open(index, device=device) as idx:
+            events = locate_target(idx, target, long_file, window_s=window_s, hop_s=hop_s,
+                                   threshold=HEAD_THRESHOLD if threshold is None else threshold,
+                                   max_gap_s=max_gap_s, min_dur_s=min_dur_s,
+                                   near_peak=WHOLE_RUN if near_peak == 1.0 else near_peak, plot=plot).events
+        _render_events(events, f"target:{target}", long_file, plot, match, output)
+        return
     from retrieval.locate.options import LocateOptions
 
     how = LocateOptions(text=text, start_s=start_s, end_s=end_s, window_s=window_s, hop_s=hop_s,
@@ -737,13 +752,17 @@ def locate_cmd(paths: tuple[Path, ...], text: str | None, index: str | None, enc
 
         events = locate(clip, long_file, how, encoder=encoder or "logmel", model=model,
                         encoder_options=_parse_opts(opts), device=device, pooling=pooling)
+    _render_events(events, text if text is not None else str(clip), long_file, plot, match, output)
+
+
+def _render_events(events: Any, query: str, long_file: Path, plot: Path | None, match: str, output: Output) -> None:
     a = events.attrs
     for line in a.get("warnings", []):
         click.echo(f"warning: {line}", err=True)
     records = events.to_dict(orient="records")
     if output != "table":
         emit(output, records, document={
-            "query": text if text is not None else str(clip), "long_file": str(long_file), "match": match,
+            "query": query, "long_file": str(long_file), "match": match,
             **{k: a[k] for k in ("threshold", "background", "threshold_rule", "window_s", "hop_s", "duration_s",
                                  "encoder", "pooling")},
             "plot": None if plot is None else str(plot), "warnings": a.get("warnings", []), "events": records})
@@ -848,6 +867,12 @@ def serve_cmd(indexes: tuple[str, ...], host: str, port: int, token: str | None,
     serve(list(indexes), host=host, port=port, token=token or None, max_upload_mb=max_upload_mb,
           max_upload_s=max_upload_s, device=device, open_browser=open_browser, heavy_slots=heavy_slots,
           heavy_processes=heavy_processes, echo=click.echo)
+
+
+from retrieval.cli_adapt import COMMANDS as _ADAPT_COMMANDS  # noqa: E402  (label, labels, train, score, suggest)
+
+for _command in _ADAPT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -151,13 +151,21 @@ class Index:
 
     def search(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
                where: str | Sequence[str] | None = None, sample_rate: int | None = None,
-               start_s: float | None = None, end_s: float | None = None) -> pd.DataFrame:
+               start_s: float | None = None, end_s: float | None = None, rank_by: str | None = None) -> pd.DataFrame:
         """Search by example. Files are ranked by their best window; ``segments=True`` returns windows.
 
-        A silent clip still returns hits, with a warning in ``hits.attrs["warnings"]``.
+        ``rank_by`` (e.g. ``score_rooster``) re-ranks the most similar hits by that column
+        (:func:`retrieval.rank.rank_hits`). A silent clip still returns hits, with a warning in
+        ``hits.attrs["warnings"]``.
         """
         vector, warnings = self._clip_query(clip, sample_rate, start_s, end_s)
-        hits = self.search_vector(vector, k, segments=segments, where=where)
+        if rank_by:
+            from retrieval.rank import pool_size, rank_hits
+
+            hits = self.search_vector(vector, pool_size(k), segments=segments, where=where)
+            hits = rank_hits(self.store, hits, rank_by, k, segments=segments)
+        else:
+            hits = self.search_vector(vector, k, segments=segments, where=where)
         hits.attrs["warnings"] = warnings
         return hits
 
@@ -452,6 +460,29 @@ class Index:
         from retrieval.export import export_vectors
 
         return export_vectors(self, out, vectors=vectors, level=level)
+
+    def few_shot(self, label_column: str = "label", group_column: str | None = None,
+                 shots: Sequence[int] = (1, 2, 4, 8, 16, 32), *, draws: int = 5, level: Level = "file",
+                 where: str | Sequence[str] | None = None, weak_negatives: float = 0.1, seed: int = 0) -> Any:
+        """Few-shot learning curves (head vs prototypes vs kNN) on the stored labels:
+        :func:`retrieval.fewshot.few_shot` on this index's search vectors."""
+        from retrieval.fewshot import few_shot
+
+        meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
+        result = few_shot(vecs, meta[label_column].tolist(), meta[group_column].tolist() if group_column else None,
+                          shots, draws=draws, weak_negatives=weak_negatives, seed=seed)
+        result.settings.update({"index": str(self.store.root), "label_column": label_column,
+                                "group_column": group_column, "level": level})
+        return result
+
+    # -- adaptation ------------------------------------------------------------------------
+
+    def adapter(self) -> Any:
+        """Labels, heads, window scores and suggestions of this index (:class:`retrieval.adapt.Adapter`).
+        Labelling, training and scoring write: open the index with ``writable=True``."""
+        from retrieval.adapt import Adapter
+
+        return Adapter(self.store)
 
     # -- localisation ----------------------------------------------------------------------
 

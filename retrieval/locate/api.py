@@ -186,16 +186,29 @@ def locate_curve_with_index(index: IndexView, query: Clip | None, long_file: str
 def _run(scan: Scan, audio: np.ndarray | None, long_file: Path, o: LocateOptions) -> Located:
     sr = scan.sample_rate
     text = o.text
-    max_gap = _share(scan.window_samples, GAP_SHARE) if o.max_gap_s is None else to_samples(o.max_gap_s, sr)
-    min_dur = 0 if o.min_dur_s is None else to_samples(o.min_dur_s, sr)
     warnings = [] if audio is None else _swap_warnings(len(audio) / sr, long_file)
     qvec = text_vector(scan, text) if text is not None else clip_vector(scan, audio)  # type: ignore[arg-type]
     curve = similarity_curve(scan, qvec, long_file)
-    if o.threshold is None:
+    what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
+    return events_of(scan, curve, long_file, o.threshold, o.max_gap_s, o.min_dur_s, o.near_peak, o.plot, warnings,
+                     what)
+
+
+def events_of(scan: Scan, curve: Curve, long_file: Path, threshold: float | None, max_gap_s: float | None,
+              min_dur_s: float | None, near_peak: float, plot: str | Path | None, warnings: list[str],
+              what: str) -> Located:
+    """The SED post-processing of a score curve (threshold, gap filling, minimum duration) into events.
+
+    ``threshold`` None picks the adaptive threshold; ``what`` names the query in the plot title.
+    """
+    sr = scan.sample_rate
+    max_gap = _share(scan.window_samples, GAP_SHARE) if max_gap_s is None else to_samples(max_gap_s, sr)
+    min_dur = 0 if min_dur_s is None else to_samples(min_dur_s, sr)
+    if threshold is None:
         thr = adaptive_threshold(curve.windows, curve.scores)
     else:
-        thr = fixed_threshold(curve.scores, o.threshold)
-    ev = detect(curve.windows, curve.scores, thr, max_gap, min_dur, o.near_peak)
+        thr = fixed_threshold(curve.scores, threshold)
+    ev = detect(curve.windows, curve.scores, thr, max_gap, min_dur, near_peak)
     iv = ev.intervals.astype(np.float64) / sr
     centre = curve.windows.mean(axis=1) / sr
     frame = pd.DataFrame({
@@ -209,11 +222,10 @@ def _run(scan: Scan, audio: np.ndarray | None, long_file: Path, o: LocateOptions
         "warnings": warnings,
     })
     written = None
-    if o.plot is not None:
+    if plot is not None:
         from retrieval.locate.plot import plot_curve
 
-        what = f'"{text}"' if text is not None else f"query ({len(audio) / sr:.2f} s)"  # type: ignore[arg-type]
-        written = plot_curve(curve, ev, thr, o.plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
+        written = plot_curve(curve, ev, thr, plot, title=f"{what} in {long_file.name}: {len(ev)} event(s)")
     return Located(frame, curve, thr, written)
 
 
