@@ -26,7 +26,7 @@ from retrieval.heads import HEAD_KINDS, Head, HeadKind, fit_head
 from retrieval.store import Store
 from retrieval.store.labels import LabelStore, check_target, label_value
 
-from retrieval.adapt_options import STRATEGIES, WEAK_WEIGHT, Strategy  # noqa: E402,F401  (re-exported)
+from retrieval.options import STRATEGIES, WEAK_WEIGHT, Strategy  # noqa: E402,F401  (re-exported)
 #: At most this many unlabelled windows (a seeded sample) enter a fit as weak negatives.
 MAX_WEAK = 20_000
 #: The end of a span that covers a whole file, in samples.

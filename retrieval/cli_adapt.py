@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.adapt_options import HEAD_KINDS, STRATEGIES, WEAK_WEIGHT
+from retrieval.options import HEAD_KINDS, STRATEGIES, WEAK_WEIGHT
 from retrieval.cli_options import index_option, json_option, where_option
 from retrieval.render import Output, emit, output_options, rounded
 

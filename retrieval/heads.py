@@ -19,7 +19,7 @@ import numpy as np
 
 from retrieval.errors import InputError
 
-from retrieval.adapt_options import HEAD_KINDS, HeadKind  # noqa: E402,F401  (re-exported)
+from retrieval.options import HEAD_KINDS, HeadKind  # noqa: E402,F401  (re-exported)
 #: Inverse L2 strength of the logistic head (sklearn's ``C``), on inputs scaled to unit-size dimensions.
 LINEAR_C = 1.0
 MLP_HIDDEN = 64

@@ -61,6 +61,15 @@ MATCH_MODES: tuple[Match, ...] = get_args(Match)
 Engine = Literal["local", "ray"]
 ENGINES: tuple[Engine, ...] = get_args(Engine)
 
+#: Adaptation (:mod:`retrieval.heads`, :mod:`retrieval.adapt`): the head trained on frozen window
+#: vectors, and how ``retrieve suggest`` picks the next windows to label.
+HeadKind = Literal["linear", "mlp"]
+HEAD_KINDS: tuple[HeadKind, ...] = get_args(HeadKind)
+Strategy = Literal["margin", "top", "random"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+#: Default weight of each unlabelled window counted as a negative when a head is trained.
+WEAK_WEIGHT = 0.1
+
 #: kNN vote weighting (:mod:`retrieval.knn`).
 Weighting = Literal["similarity", "uniform"]
 WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
