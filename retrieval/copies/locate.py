@@ -77,7 +77,7 @@ def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_cov
     q = qs[0]
     if q.n_frames < 2 or lf.n_frames < 2:
         return []
-    best, best_cells, phase, first = None, None, None, 0
+    best, phase, first = None, None, 0
     from scipy.signal import oaconvolve
 
     for p, qp in enumerate(qs):
