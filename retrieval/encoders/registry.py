@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrieval.encoders.base import Encoder, EncoderOptions
 from retrieval.errors import EncoderError, UnknownNameError
+
+if TYPE_CHECKING:  # base imports numpy; `retrieve --help` reads the names here and needs none of it
+    from retrieval.encoders.base import Encoder, EncoderOptions
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ def text_encoders() -> list[str]:
 
 def build(name: str, options: EncoderOptions | None = None, **kwargs: Any) -> Encoder:
     """Instantiate encoder ``name`` with ``options`` (or keyword fields of :class:`EncoderOptions`)."""
+    from retrieval.encoders.base import EncoderOptions
+
     options = options or EncoderOptions(**kwargs)
     return entry(name).load_class()(options)
 
