@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval.errors import InputError
-from retrieval.pipeline import (FILES_PER_TASK, LONG_FILE_SAMPLES, DecodedFile, WindowSpec, decode_failure,
-                                decode_file, iter_windows, worker_encoder, _embed_in_worker)
+from retrieval.pipeline import (FILES_PER_TASK, LONG_FILE_SAMPLES, DecodedFile, WindowSpec,
+                                decode_file, pool_decoded, scan_file, worker_encoder, _embed_in_worker)
 from retrieval.shards import SHARDS_DIR, ShardFile, complete_shards, next_number, read_shard, remove_partial, \
     write_shard
 
@@ -321,13 +321,12 @@ class Embedder:
         return {"i": batch["i"], "payload": np.array([pickle.dumps(d, protocol=5) for d in decoded], dtype=object)}
 
     def _stream(self, path: Path, head: DecodedFile) -> DecodedFile:
-        """A long file, decoded block by block and embedded :data:`STREAM_WINDOWS` windows at a time."""
+        """A long file, decoded block by block (ingest's one window loop, :func:`scan_file`) and
+        embedded :data:`STREAM_WINDOWS` windows at a time."""
         from retrieval.embed import Batching, embed_each
-        from retrieval.pooling import pool_file
 
         recipe = self.spec.embed_recipe
         out = DecodedFile(info=head.info)
-        starts, ends, levels, silent = [], [], [], []
         vectors: list[np.ndarray] = []
         counts: list[int] = []
         errors: list[str | None] = []
@@ -335,33 +334,25 @@ class Embedder:
         batching = Batching(self.spec.batch_size)
 
         def flush() -> None:
-            if not chunk:
-                return
             for vec, count, err in embed_each(self.encoder, chunk, recipe.pooling, batching):
                 vectors.append(vec if vec is not None else np.zeros(recipe.dim, np.float32))
                 counts.append(int(count) if vec is not None else 0)
                 errors.append(err)
             chunk.clear()
 
-        try:
-            for w, level, quiet in iter_windows(path, self.spec, out.report, head.info):
-                starts.append(w.start)
-                ends.append(w.end)
-                levels.append(level)
-                silent.append(quiet)
-                if not quiet:
-                    chunk.append(w.audio)
-                    if len(chunk) >= STREAM_WINDOWS:
-                        flush()
-            flush()
-        except Exception as exc:  # a bad file is an error row, whatever it raised
-            out.error = decode_failure(exc)
+        def take(_: int, audio: np.ndarray) -> bool:
+            chunk.append(audio)
+            if len(chunk) >= STREAM_WINDOWS:
+                flush()
+            return True
+
+        scan_file(path, self.spec, out, take)  # a bad file: the reason is in out.error
+        if out.error is not None:
             return out
-        out.starts, out.ends = np.array(starts, np.int64), np.array(ends, np.int64)
-        out.levels, out.silent = np.array(levels, np.float64), np.array(silent, bool)
+        if chunk:
+            flush()
         out.vectors = np.array(vectors, np.float32).reshape(len(vectors), recipe.dim)
         out.counts = np.array(counts, np.int64)
         out.window_errors = errors
-        if vectors and not any(errors):
-            out.file_vector = pool_file(out.vectors, out.counts, recipe.pooling)
+        out.file_vector = pool_decoded(out, recipe.pooling)
         return out
