@@ -107,8 +107,10 @@ def test_workers_end_when_the_server_is_killed(tmp_path: Path) -> None:
     code = ("import os, sys; from retrieval.serve.workers import Workers; w = Workers(1); w.start(); "
             "print(w._run(os.getpid), flush=True); os._exit(0)")
     log = tmp_path / "out.txt"
-    with log.open("w") as f:  # a file, not a pipe: an orphaned worker holding a pipe would block the wait
-        subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=300,
+    # Files, not pipes: an orphaned worker holding a pipe would block the wait. stderr apart: the
+    # resource tracker may warn there after the pid is printed.
+    with log.open("w") as f, (tmp_path / "err.txt").open("w") as err:
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=f, stderr=err, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     worker = int(log.read_text().strip().splitlines()[-1])
     deadline = time.monotonic() + 30
