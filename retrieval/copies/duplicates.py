@@ -198,11 +198,14 @@ def group_rows(matches: list[Match], files: list[tuple[int, str, str | None, flo
     members: dict[int, list[int]] = {}
     for fid in list(g.parent):
         members.setdefault(g.find(fid), []).append(fid)
+    by_root: dict[int, list[Match]] = {}
+    for m in matches:  # once, in match order (a scan of every match per group is quadratic at scale)
+        by_root.setdefault(g.find(m.a), []).append(m)
     pairs, duplicate_of, groups = [], {}, []
     for root, ids in sorted(members.items()):
         ids.sort(key=lambda i: (-(by_id[i][3] or 0.0) if i in by_id else 0.0, i))
         first = ids[0]
-        mine = [m for m in matches if g.find(m.a) == root]
+        mine = by_root[root]
         for m in mine:
             pairs.append(PairRow(m.a, m.b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.confidence,
                                  m.gain_db, m.offset_s, m.duration_ratio, root))
