@@ -32,3 +32,13 @@ def write_corpus(root: Path) -> Path:
     for name in PIECES:
         sf.write(root / "long" / f"{name}.wav", long_audio(name), SR, subtype="PCM_16")
     return root
+
+
+def build_index(root: Path) -> tuple[Path, Path]:
+    """:func:`write_corpus` under ``root/corpus``, indexed with the defaults into ``root/ix``:
+    ``(corpus, index folder)``."""
+    from retrieval.index import Index
+
+    corpus = write_corpus(root / "corpus")
+    Index.build(corpus, root / "ix").close()
+    return corpus, root / "ix"

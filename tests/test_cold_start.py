@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_fixtures import write_corpus
+from tests.serve_fixtures import build_index
 
 HEAVY = ("torch", "transformers", "scipy", "sklearn", "pandas", "faiss", "duckdb", "matplotlib", "soxr")
 
@@ -36,11 +36,7 @@ def loaded(args: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from retrieval.index import Index
-
-    root = tmp_path_factory.mktemp("cold")
-    Index.build(write_corpus(root / "corpus"), root / "ix").close()
-    return root / "ix"
+    return build_index(tmp_path_factory.mktemp("cold"))[1]
 
 
 def test_help_loads_nothing_heavy() -> None:

@@ -21,15 +21,12 @@ from retrieval.index import Index  # noqa: E402
 from retrieval.serve import check_bind, is_loopback  # noqa: E402
 from retrieval.serve.app import Limits, create_app  # noqa: E402
 from retrieval.serve.indexes import IndexSet  # noqa: E402
-from tests.serve_fixtures import SR, long_audio, write_corpus  # noqa: E402
+from tests.serve_fixtures import SR, build_index, long_audio  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("serve")
-    corpus = write_corpus(root / "corpus")
-    Index.build(corpus, root / "ix").close()
-    return corpus, root / "ix"
+    return build_index(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

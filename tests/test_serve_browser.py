@@ -25,10 +25,9 @@ CHROMIUM = os.environ.get("RETRIEVE_CHROMIUM") or shutil.which("chromium") or sh
 if not CHROMIUM:
     pytest.skip("no chromium binary (apt-get install chromium, or set RETRIEVE_CHROMIUM)", allow_module_level=True)
 
-from retrieval.index import Index  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
 from retrieval.serve.indexes import IndexSet  # noqa: E402
-from tests.serve_fixtures import SR, long_audio, write_corpus  # noqa: E402
+from tests.serve_fixtures import SR, build_index, long_audio  # noqa: E402
 
 K = 6
 
@@ -41,10 +40,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("browser")
-    corpus = write_corpus(root / "corpus")
-    Index.build(corpus, root / "ix").close()
-    held = IndexSet([root / "ix"])
+    _, ix = build_index(tmp_path_factory.mktemp("browser"))
+    held = IndexSet([ix])
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(held), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

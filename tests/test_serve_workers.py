@@ -23,17 +23,14 @@ from retrieval.serve.app import create_app  # noqa: E402
 from retrieval.serve.indexes import IndexSet  # noqa: E402
 from retrieval.serve.media import render_spectrogram  # noqa: E402
 from retrieval.serve.workers import Workers  # noqa: E402
-from tests.serve_fixtures import SR, long_audio, write_corpus  # noqa: E402
+from tests.serve_fixtures import SR, build_index, long_audio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("workers")
-    corpus = write_corpus(root / "corpus")
-    Index.build(corpus, root / "ix").close()
-    return corpus, root / "ix"
+    return build_index(tmp_path_factory.mktemp("workers"))
 
 
 @pytest.fixture(scope="module")
