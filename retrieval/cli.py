@@ -557,14 +557,22 @@ def _fit_line(mode: str, fit: dict | None) -> str:
 
 @cli.command("info")
 @index_option
+@click.option("--verify", is_flag=True,
+              help="Read every FAISS file and check its checksum (damaged files are rebuilt from DuckDB). "
+                   "Without it, info comes from the summary the last writer left while no file of the index "
+                   "has changed since, and FAISS files are judged by their sidecars.")
 @json_option
-def info_cmd(index: str | None, as_json: bool) -> None:
+def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
     """Counts, recipe and health of an index (FAISS is rebuilt from DuckDB if stale)."""
     from retrieval.index_paths import find_index
-    from retrieval.store import Store
+    from retrieval.store.summary import read_fresh
 
-    with Store.open(find_index(index)) as store:
-        info = store.info()
+    root = find_index(index)
+    info = None if verify else read_fresh(root)
+    if info is None:
+        from retrieval.store import Store
+
+        info = Store.read_info(root, verify=verify)
     if as_json:
         click.echo(json.dumps(info, default=str))
         return

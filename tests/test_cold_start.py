@@ -45,9 +45,17 @@ def test_help_loads_nothing_heavy() -> None:
 
 
 def test_info_opens_duckdb_and_faiss_only(index: Path) -> None:
+    (index / "info.json").unlink(missing_ok=True)  # no summary: info opens the index
     mods = loaded(["info", "--index", str(index)])
     assert "duckdb" in mods  # it did read the index
     assert not mods & {"torch", "transformers", "scipy", "sklearn", "pandas", "pyarrow", "matplotlib", "soxr"}
+
+
+def test_info_from_a_current_summary_loads_no_numpy(index: Path) -> None:
+    loaded(["info", "--index", str(index)])  # records the summary if the fixture's writer did not
+    assert (index / "info.json").is_file()
+    mods = loaded(["info", "--index", str(index)])
+    assert not mods & {"numpy", *HEAVY}
 
 
 def test_logmel_query_loads_no_model_library(index: Path, tmp_path: Path) -> None:

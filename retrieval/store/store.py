@@ -42,9 +42,10 @@ from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalErro
 from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retrieval.store)
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
-from retrieval.store import snapshot
+from retrieval.store import snapshot, summary
 from retrieval.store.db import MetadataDB, pandas_of
-from retrieval.store.vectors import IndexType, VectorIndex, check_index_type, choose_index_type, sidecar
+from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
+                                     sidecar)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -192,15 +193,55 @@ class Store:
         if self.lease is not None:
             self.lease.release()
 
+    @classmethod
+    def read_info(cls, root: Path, *, verify: bool = False) -> dict[str, Any]:
+        """:meth:`info` of the index at ``root``, opened for reading; kept as its summary for
+        the next reader when it was read live (what ``retrieve info`` does when the summary
+        is missing or stale)."""
+        store = cls.open(root)
+        try:
+            info = store.info(verify=verify)
+        except BaseException:
+            store.close()
+            raise
+        store.close_recording(info)
+        return info
+
+    def close_recording(self, info: dict[str, Any]) -> None:
+        """Close, and keep ``info`` (this store's :meth:`info`) as the index's ``info.json`` for
+        readers that want it without opening the index (:mod:`retrieval.store.summary`).
+
+        Recorded only for the live database with nothing left in its WAL, and only when no
+        watched file changed between the stamp (taken while this store still holds the
+        database) and the close.
+        """
+        live = self.lease is None and not self.db.wal_path.exists()
+        before = summary.stamp(self.root) if live else None
+        self.close()
+        if before is not None and summary.stamp(self.root) == before:
+            summary.write(self.root, info, before)
+
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        try:
-            if self.writable and exc_type is None and self.recipe is not None and not self.snapshot_current():
-                self.publish()  # FAISS files as they are: an ingest has synced them; others are rebuilt by readers
-        finally:
+        if not (self.writable and exc_type is None):
             self.close()
+            return
+        try:
+            if self.recipe is not None and not self.snapshot_current():
+                self.publish()  # FAISS files as they are: an ingest has synced them; others are rebuilt by readers
+            else:
+                self.db.checkpoint()  # an empty WAL: the summary below can be recorded
+            # A summary only when FAISS is current: computing it must not rebuild anything here.
+            info = self.info() if all(self._faiss_current(level) for level in LEVELS) else None
+        except BaseException:
+            self.close()
+            raise
+        if info is None:
+            self.close()
+        else:
+            self.close_recording(info)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -246,15 +287,23 @@ class Store:
         return self.published
 
     def _faiss_current(self, level: Level) -> bool:
-        """Whether the FAISS file of ``level`` on disk matches DuckDB, judged from its sidecar alone."""
+        return self._current_sidecar(level) is not None
+
+    def _current_sidecar(self, level: Level) -> dict[str, Any] | None:
+        """The sidecar of ``level``'s FAISS file when it says the file matches DuckDB (generation,
+        count, kind, fit) and the file has the size it recorded; else None. Judged without
+        reading the FAISS file: its checksum is verified when it is loaded."""
+        path = self.faiss_path(level)
         try:
-            meta = json.loads(sidecar(self.faiss_path(level)).read_text())
+            meta = json.loads(sidecar(path).read_text())
             n = self.db.count_vectors(level)
-            return (isinstance(meta, dict) and str(meta.get("generation")) == self._generation()
-                    and int(meta.get("ntotal", -1)) == n and meta.get("kind") == self.planned_index_type(n)[0]
-                    and (meta.get("stats") or {}).get("postprocess_fit") == self.fit_digest())
+            current = (isinstance(meta, dict) and str(meta.get("generation")) == self._generation()
+                       and int(meta.get("ntotal", -1)) == n and meta.get("kind") == self.planned_index_type(n)[0]
+                       and (meta.get("stats") or {}).get("postprocess_fit") == self.fit_digest()
+                       and int((meta.get("stats") or {}).get("faiss_bytes", -1)) == path.stat().st_size)
         except (OSError, ValueError, TypeError, AttributeError):
-            return False
+            return None
+        return meta if current else None
 
     def _remove_temp_files(self) -> None:
         """FAISS temp files and unreferenced float16 copies left by a killed write (writers only)."""
@@ -566,8 +615,14 @@ class Store:
 
     # -- reporting -------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        """Counts, recipe and consistency, as plain JSON-able values."""
+    def info(self, verify: bool = False) -> dict[str, Any]:
+        """Counts, recipe and consistency, as plain JSON-able values.
+
+        A FAISS file whose sidecar says it is current (and whose size is the recorded one) is
+        described from the sidecar without being read; ``verify`` loads each file instead,
+        which checks its checksum and rebuilds it from DuckDB when damaged. Stale or missing
+        files are rebuilt either way.
+        """
         recipe = self.recipe
         files = self.db.file_counts()
         errors = self.db.error_counts()
@@ -594,10 +649,15 @@ class Store:
             consistent = True
             out["index"] = {}
             for level in LEVELS:
-                vi = self.vectors(level)
-                out[f"faiss_ntotal_{level}"] = vi.ntotal
-                out["index"][level] = vi.describe()
-                consistent &= vi.ntotal == self.db.count_vectors(level)
+                meta = None if verify or level in self._vectors else self._current_sidecar(level)
+                if meta is None:
+                    vi = self.vectors(level)
+                    ntotal, described = vi.ntotal, vi.describe()
+                else:
+                    ntotal, described = int(meta["ntotal"]), describe_sidecar(meta)
+                out[f"faiss_ntotal_{level}"] = ntotal
+                out["index"][level] = described
+                consistent &= ntotal == self.db.count_vectors(level)
             out["faiss_ntotal"] = out["faiss_ntotal_segment"]
             segment = out["index"]["segment"]
             out["index_type"] = segment["index_type"]

@@ -460,15 +460,7 @@ class VectorIndex:
 
     def describe(self) -> dict[str, Any]:
         """Kind, knobs and measurements, JSON-able (what ``retrieve info`` shows)."""
-        out: dict[str, Any] = {"index_type": self.kind, "ntotal": self.ntotal, "params": dict(self.params)}
-        out.update(self.stats)
-        if self.stats.get("faiss_bytes") is not None and self.index.ntotal:
-            out["bytes_per_vector"] = round(self.stats["faiss_bytes"] / self.index.ntotal, 1)
-        if self.kind == "ivfpq":
-            out["rerank_bytes_per_vector"] = 2 * self.dim
-        if self._dead.size:
-            out["masked_ids"] = int(self._dead.size)
-        return out
+        return describe(self.kind, self.ntotal, self.dim, self.params, self.stats, int(self._dead.size))
 
     def save(self, path: Path) -> None:
         """Write atomically: temp files in the same folder, each moved into place with ``os.replace``.
@@ -596,6 +588,30 @@ class RecallBench:
 
 def sidecar(path: Path) -> Path:
     return Path(path).with_suffix(Path(path).suffix + ".json")
+
+
+def describe(kind: str, ntotal: int, dim: int, params: dict[str, Any], stats: dict[str, Any],
+             masked: int) -> dict[str, Any]:
+    """What ``retrieve info`` shows of one FAISS build, from a loaded index or from its sidecar alone.
+
+    ``ntotal``: searchable vectors; ``masked``: removed ids still stored (HNSW), so the file
+    holds ``ntotal + masked`` vectors of ``dim`` floats.
+    """
+    out: dict[str, Any] = {"index_type": kind, "ntotal": ntotal, "params": dict(params)}
+    out.update(stats)
+    if stats.get("faiss_bytes") is not None and ntotal + masked:
+        out["bytes_per_vector"] = round(stats["faiss_bytes"] / (ntotal + masked), 1)
+    if kind == "ivfpq":
+        out["rerank_bytes_per_vector"] = 2 * dim
+    if masked:
+        out["masked_ids"] = masked
+    return out
+
+
+def describe_sidecar(meta: dict[str, Any]) -> dict[str, Any]:
+    """:func:`describe` of the build a sidecar records (the JSON :meth:`VectorIndex.save` writes)."""
+    return describe(str(meta.get("kind")), int(meta["ntotal"]), int(meta.get("dim") or 0),
+                    meta.get("params") or {}, meta.get("stats") or {}, len(meta.get("masked") or []))
 
 
 def file_checksum(path: Path) -> str:
