@@ -17,10 +17,12 @@ files to embed:
 3. **Embed on an actor pool.** ``map_batches`` with a callable class, ``concurrency`` actors
    and ``num_gpus`` each: every actor builds the encoder once from the recipe and embeds
    and pools as local ingest does (long files are streamed block by block in the actor).
-4. **Write on the driver.** Results stream back in plan order; every ``commit_every`` files
-   are written to a shard (temporary name, then renamed), merged into DuckDB in one
-   transaction through the same commit as local ingest (:func:`retrieval.ingest.commit_jobs`),
-   and the shard is then deleted. FAISS follows DuckDB at the end, as after local ingest.
+4. **Write on the driver.** Actors return their files as Arrow columns (windows and vectors
+   in list columns). Results stream back in plan order; every ``commit_every`` files are
+   written to a shard (temporary name, then renamed) and merged into DuckDB in one
+   transaction by :func:`retrieval.shard_merge.commit_shard`, which decides per file what
+   local ingest's commit decides and inserts the windows and vectors in bulk; the shard is
+   then deleted. FAISS follows DuckDB at the end, as after local ingest.
 
 Faults: Ray retries the blocks of a task or actor that dies (Ray Data restarts pool actors),
 and the driver merges each file once, by its place in the plan, so nothing is lost or
@@ -48,12 +50,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from retrieval.errors import InputError
 from retrieval.pipeline import (FILES_PER_TASK, LONG_FILE_SAMPLES, DecodedFile, WindowSpec,
                                 decode_file, pool_decoded, scan_file, worker_encoder, _embed_in_worker)
-from retrieval.shards import SHARDS_DIR, ShardFile, complete_shards, next_number, read_shard, remove_partial, \
-    write_shard
+from retrieval.shard_merge import NEW, commit_shard
+from retrieval.shards import SHARDS_DIR, complete_shards, decoded_table, next_number, read_table, remove_partial, \
+    shard_table, write_shard
 
 if TYPE_CHECKING:
     from retrieval.encoders.base import Encoder
@@ -173,7 +177,7 @@ def embed_on_ray(engine: RayEngine, store: Store, recipe: Recipe, todo: list[Ent
 
     folder = Path(store.root) / SHARDS_DIR
     remove_partial(folder)
-    rest = _merge_old_shards(folder, store, recipe, todo, options, summary, warn)
+    rest = _merge_old_shards(folder, store, recipe, todo, summary, warn)
     if not rest:
         return
     engine.connect()
@@ -182,40 +186,63 @@ def embed_on_ray(engine: RayEngine, store: Store, recipe: Recipe, todo: list[Ent
                       embed_recipe=recipe, batch_size=options.batch_size, long_samples=LONG_FILE_SAMPLES,
                       device=engine.device)
     bar = _progress(len(rest), options.progress)
+    plan = _Plan(rest, recipe.hash())
     number = next_number(folder)
-    batch: list[tuple[Entry, DecodedFile]] = []
-    for i, decoded in _run(engine, spec, rest):
-        batch.append((rest[i], decoded))
-        if len(batch) >= options.commit_every:
-            _write_and_merge(folder, number, batch, store, recipe, summary, warn)
+    pending: list[pa.Table] = []
+    held = 0
+    for part in _run(engine, spec, rest):
+        pending.append(part)
+        held += part.num_rows
+        while held >= options.commit_every:
+            table = pa.concat_tables(pending)
+            _write_and_merge(folder, number, plan, table.slice(0, options.commit_every), store, recipe, summary, warn)
             number += 1
-            bar.update(len(batch))
-            batch = []
-    if batch:
-        _write_and_merge(folder, number, batch, store, recipe, summary, warn)
-        bar.update(len(batch))
+            bar.update(options.commit_every)
+            pending, held = [table.slice(options.commit_every)], held - options.commit_every
+    if held:
+        _write_and_merge(folder, number, plan, pa.concat_tables(pending), store, recipe, summary, warn)
+        bar.update(held)
     bar.close()
 
 
-def _write_and_merge(folder: Path, number: int, batch: list[tuple[Entry, DecodedFile]], store: Store,
-                     recipe: Recipe, summary: IngestSummary, warn: Callable[[str], None]) -> None:
-    """Write ``batch`` as shard ``number``, merge it into DuckDB in one transaction, then delete it."""
-    files = [ShardFile(f.root, f.rel_path, f.size, f.mtime, digest, d) for (f, digest, _), d in batch]
-    path = write_shard(folder, number, files, recipe.hash())
-    merge(store, recipe, batch, summary, warn)
+class _Plan:
+    """The files of ``rest`` as columns, to name each embedded row (by its ``i``) in a shard."""
+
+    def __init__(self, rest: list[Entry], recipe_hash: str) -> None:
+        self.recipe_hash = recipe_hash
+        self.root = [f.root for f, _, _ in rest]
+        self.path = [f.rel_path for f, _, _ in rest]
+        self.size = np.array([f.size for f, _, _ in rest], np.int64)
+        self.mtime = np.array([f.mtime for f, _, _ in rest], np.float64)
+        self.digest = [d for _, d, _ in rest]
+        self.old_ids = np.array([NEW if old is None else old for _, _, old in rest], np.int64)
+
+    def shard(self, embedded: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """``(shard table, (n,) old ids)`` of embedded rows (an ``i`` column and :data:`DECODED_COLUMNS`)."""
+        idx = embedded.column("i").to_numpy()
+        table = shard_table(embedded.drop_columns(["i"]), self.recipe_hash, [self.root[i] for i in idx],
+                            [self.path[i] for i in idx], self.size[idx], self.mtime[idx],
+                            [self.digest[i] for i in idx])
+        return table, self.old_ids[idx]
+
+
+def _write_and_merge(folder: Path, number: int, plan: _Plan, embedded: pa.Table, store: Store, recipe: Recipe,
+                     summary: IngestSummary, warn: Callable[[str], None]) -> None:
+    """Write ``embedded`` rows as shard ``number``, merge it into DuckDB in one transaction, then delete it."""
+    table, old_ids = plan.shard(embedded)
+    path = write_shard(folder, number, table)
+    merge(store, recipe, table, old_ids, summary, warn)
     path.unlink(missing_ok=True)
 
 
-def merge(store: Store, recipe: Recipe, batch: list[tuple[Entry, DecodedFile]], summary: IngestSummary,
+def merge(store: Store, recipe: Recipe, table: pa.Table, old_ids: np.ndarray, summary: IngestSummary,
           warn: Callable[[str], None]) -> None:
-    """Commit embedded files in one transaction, exactly as local ingest commits them."""
-    from retrieval.ingest import adopt_decoded, commit_jobs
-
-    commit_jobs(store, recipe, [adopt_decoded(entry, d) for entry, d in batch], summary, warn)
+    """Commit a shard's files in one transaction, as local ingest commits them (:mod:`retrieval.shard_merge`)."""
+    commit_shard(store, recipe, table, old_ids, summary, warn)
 
 
-def _merge_old_shards(folder: Path, store: Store, recipe: Recipe, todo: list[Entry], options: IngestOptions,
-                      summary: IngestSummary, warn: Callable[[str], None]) -> list[Entry]:
+def _merge_old_shards(folder: Path, store: Store, recipe: Recipe, todo: list[Entry], summary: IngestSummary,
+                      warn: Callable[[str], None]) -> list[Entry]:
     """Merge what earlier runs' complete shards hold for files still planned; return the files left to embed.
 
     A shard row is used when its recipe hash is this run's and the file's size, mtime and
@@ -227,27 +254,32 @@ def _merge_old_shards(folder: Path, store: Store, recipe: Recipe, todo: list[Ent
         return todo
     wanted = {(f.root, f.rel_path): (f, digest, old) for f, digest, old in todo}
     recipe_hash = recipe.hash()
-    found: list[tuple[Entry, DecodedFile]] = []
+    found = 0
     for path in shards:
         try:
-            hashes, files = read_shard(path, recipe.dim)
+            table = read_table(path)
         except Exception as exc:  # a damaged shard is only lost work: its files are embedded again
             warn(f"shard {path.name} cannot be read ({type(exc).__name__}: {exc}); its files are embedded again")
             continue
-        for h, sf in zip(hashes, files):
-            entry = wanted.get((sf.root, sf.path))
+        keys = zip(*(table.column(c).to_pylist() for c in ("recipe_hash", "root", "path", "size", "mtime",
+                                                           "content_hash")))
+        use, old_ids = [], []
+        for row, (h, root, rel, size, mtime, digest) in enumerate(keys):
+            entry = wanted.get((root, rel))
             if entry is None or h != recipe_hash:
                 continue
-            f, digest, _ = entry
-            if (f.size, f.mtime, digest) == (sf.size, sf.mtime, sf.content_hash):
-                found.append((entry, sf.decoded))
-                del wanted[(sf.root, sf.path)]
-    for start in range(0, len(found), options.commit_every):
-        merge(store, recipe, found[start:start + options.commit_every], summary, warn)
+            f, want_digest, old = entry
+            if (f.size, f.mtime, want_digest) == (size, mtime, digest):
+                use.append(row)
+                old_ids.append(NEW if old is None else old)
+                del wanted[(root, rel)]
+        if use:
+            merge(store, recipe, table.take(use), np.array(old_ids, np.int64), summary, warn)
+            found += len(use)
     for path in shards:
         path.unlink(missing_ok=True)
     if found:
-        warn(f"merged {len(found)} files embedded by an earlier run (complete shards in {folder})")
+        warn(f"merged {found} files embedded by an earlier run (complete shards in {folder})")
     return [e for e in todo if (e[0].root, e[0].rel_path) in wanted]
 
 
@@ -275,8 +307,9 @@ def _open_on_worker(path: bytes) -> tuple[str, str | None]:
     return host, None
 
 
-def _run(engine: RayEngine, spec: WindowSpec, rest: list[Entry]) -> Iterator[tuple[int, DecodedFile]]:
-    """``(index into rest, embedded DecodedFile)`` for every file, in ``rest`` order."""
+def _run(engine: RayEngine, spec: WindowSpec, rest: list[Entry]) -> Iterator[pa.Table]:
+    """Tables of embedded files (an ``i`` column, the index into ``rest``, and the shard's
+    :data:`~retrieval.shards.DECODED_COLUMNS`), in ``rest`` order."""
     ray = import_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # merge in plan order: the same ids as local ingest
@@ -290,9 +323,7 @@ def _run(engine: RayEngine, spec: WindowSpec, rest: list[Entry]) -> Iterator[tup
         remote["num_gpus"] = engine.gpus_per_actor
     ds = ds.map_batches(Embedder, fn_constructor_kwargs={"spec": spec}, batch_size=FILES_PER_TASK,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=engine.actors), **remote)
-    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for i, payload in zip(out["i"].tolist(), out["payload"]):
-            yield i, pickle.loads(payload)
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def _decode_batch(batch: dict[str, np.ndarray], spec: WindowSpec) -> dict[str, np.ndarray]:
@@ -305,7 +336,8 @@ class Embedder:
     """A Ray Data actor: builds the recipe's encoder once, then embeds and pools decoded files.
 
     Each call gets ``i``, ``path`` and ``payload`` (pickled :class:`DecodedFile` with audio)
-    and returns ``i`` and ``payload`` (the same files with vectors, audio dropped).
+    and returns an Arrow table: ``i`` and the shard's :data:`~retrieval.shards.DECODED_COLUMNS`
+    (windows, vectors, errors), so the driver writes and merges columns, never one file at a time.
     """
 
     def __init__(self, spec: WindowSpec) -> None:
@@ -318,7 +350,8 @@ class Embedder:
             if d.long:
                 decoded[k] = self._stream(Path(os.fsdecode(batch["path"][k])), d)
         _embed_in_worker([d for d in decoded if d.vectors is None], self.spec)
-        return {"i": batch["i"], "payload": np.array([pickle.dumps(d, protocol=5) for d in decoded], dtype=object)}
+        table = decoded_table(decoded)
+        return table.add_column(0, "i", pa.array(np.asarray(batch["i"], np.int64)))
 
     def _stream(self, path: Path, head: DecodedFile) -> DecodedFile:
         """A long file, decoded block by block (ingest's one window loop, :func:`scan_file`) and

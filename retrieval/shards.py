@@ -103,28 +103,83 @@ def remove_partial(folder: Path) -> int:
     return len(partial)
 
 
-def _row(f: ShardFile, recipe_hash: str) -> dict:
-    d = f.decoded
-    info = d.info
-    vectors = d.vectors if d.vectors is not None else np.zeros((0, 0), np.float32)
-    return {
-        "recipe_hash": recipe_hash, "root": f.root, "path": f.path, "size": int(f.size), "mtime": float(f.mtime),
-        "content_hash": f.content_hash, "error": d.error,
-        "format": info.format if info else None, "sample_rate": info.sample_rate if info else None,
-        "channels": info.channels if info else None, "frames": info.frames if info else None,
-        "declared_frames": info.declared_frames if info else None,
-        "nonfinite": d.report.nonfinite, "out_samples": d.report.out_samples, "in_frames": d.report.in_frames,
-        "starts": np.asarray(d.starts, np.int64), "ends": np.asarray(d.ends, np.int64),
-        "levels": np.asarray(d.levels, np.float64), "silent": np.asarray(d.silent, bool),
-        "vectors": np.ascontiguousarray(vectors, np.float32).reshape(-1),
-        "counts": np.asarray(d.counts if d.counts is not None else [], np.int64),
-        "window_errors": d.window_errors,
-        "file_vector": None if d.file_vector is None else np.asarray(d.file_vector, np.float32),
+#: The columns a file's decode and embedding fill (what an actor returns); the rest name the file.
+DECODED_COLUMNS = [n for n in SCHEMA.names if n not in ("recipe_hash", "root", "path", "size", "mtime", "content_hash")]
+
+
+def _list(parts: Sequence[np.ndarray | None], dtype: type, value_type: pa.DataType) -> pa.Array:
+    """One Arrow list column from per-row numpy arrays (None: a null row), built from one concatenation."""
+    flat = [np.asarray(p, dtype).reshape(-1) for p in parts if p is not None]
+    lengths = np.zeros(len(parts), np.int64)
+    lengths[[k for k, p in enumerate(parts) if p is not None]] = [len(f) for f in flat]
+    offsets = np.zeros(len(parts) + 1, np.int32 if lengths.sum() < 2**31 else np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = pa.array(np.concatenate(flat) if flat else np.zeros(0, dtype), type=value_type)
+    mask = pa.array([p is None for p in parts], pa.bool_()) if any(p is None for p in parts) else None
+    list_type = pa.list_(value_type) if offsets.dtype == np.int32 else pa.large_list(value_type)
+    out = (pa.ListArray if offsets.dtype == np.int32 else pa.LargeListArray).from_arrays(
+        pa.array(offsets), values, mask=mask)
+    return out if out.type == list_type else out.cast(list_type)
+
+
+def decoded_table(decoded: Sequence[DecodedFile]) -> pa.Table:
+    """The :data:`DECODED_COLUMNS` of embedded (or failed) files, one row each, built column by column.
+
+    Each file's ``vectors`` hold its ``k`` non-silent windows (``(k, P)`` float32); a failed
+    file has none.
+    """
+    infos = [d.info for d in decoded]
+
+    def scalar(values: list, typ: pa.DataType) -> pa.Array:
+        return pa.array(values, typ)
+
+    cols = {
+        "error": scalar([d.error for d in decoded], pa.string()),
+        "format": scalar([i.format if i else None for i in infos], pa.string()),
+        "sample_rate": scalar([i.sample_rate if i else None for i in infos], pa.int64()),
+        "channels": scalar([i.channels if i else None for i in infos], pa.int64()),
+        "frames": scalar([i.frames if i else None for i in infos], pa.int64()),
+        "declared_frames": scalar([i.declared_frames if i else None for i in infos], pa.int64()),
+        "nonfinite": scalar([d.report.nonfinite for d in decoded], pa.int64()),
+        "out_samples": scalar([d.report.out_samples for d in decoded], pa.int64()),
+        "in_frames": scalar([d.report.in_frames for d in decoded], pa.int64()),
+        "starts": _list([d.starts for d in decoded], np.int64, pa.int64()),
+        "ends": _list([d.ends for d in decoded], np.int64, pa.int64()),
+        "levels": _list([d.levels for d in decoded], np.float64, pa.float64()),
+        "silent": _list([d.silent for d in decoded], bool, pa.bool_()),
+        "vectors": _list([d.vectors if d.vectors is not None else np.zeros(0, np.float32) for d in decoded],
+                         np.float32, pa.float32()),
+        "counts": _list([d.counts if d.counts is not None else np.zeros(0, np.int64) for d in decoded],
+                        np.int64, pa.int64()),
+        "window_errors": pa.array([d.window_errors for d in decoded], pa.list_(pa.string())),
+        "file_vector": _list([d.file_vector for d in decoded], np.float32, pa.float32()),
     }
+    return pa.Table.from_arrays([cols[n] for n in DECODED_COLUMNS], schema=pa.schema(
+        [SCHEMA.field(n) for n in DECODED_COLUMNS]))
 
 
-def write_shard(folder: Path, number: int, files: Sequence[ShardFile], recipe_hash: str) -> Path:
-    """Write ``files`` as shard ``number`` in ``folder``: to a temporary name, then renamed.
+def shard_table(decoded: pa.Table, recipe_hash: str, root: Sequence[str], path: Sequence[str],
+                size: Sequence[int], mtime: Sequence[float], content_hash: Sequence[str]) -> pa.Table:
+    """A shard: :func:`decoded_table` rows with the identity of each file beside them (``n`` each)."""
+    n = decoded.num_rows
+    named = {
+        "recipe_hash": pa.array([recipe_hash] * n, pa.string()), "root": pa.array(list(root), pa.string()),
+        "path": pa.array(list(path), pa.string()), "size": pa.array(np.asarray(size, np.int64)),
+        "mtime": pa.array(np.asarray(mtime, np.float64)), "content_hash": pa.array(list(content_hash), pa.string()),
+    }
+    return pa.Table.from_arrays([named[c] if c in named else decoded.column(c) for c in SCHEMA.names], schema=SCHEMA)
+
+
+def files_table(files: Sequence[ShardFile], recipe_hash: str) -> pa.Table:
+    """A shard of :class:`ShardFile` objects."""
+    return shard_table(decoded_table([f.decoded for f in files]), recipe_hash, [f.root for f in files],
+                       [f.path for f in files], [f.size for f in files], [f.mtime for f in files],
+                       [f.content_hash for f in files])
+
+
+def write_shard(folder: Path, number: int, table: pa.Table) -> Path:
+    """Write a shard ``table`` (:data:`SCHEMA`) as shard ``number`` in ``folder``: to a temporary
+    name, fsynced, then renamed.
 
     Returns:
         The complete shard's path.
@@ -132,13 +187,20 @@ def write_shard(folder: Path, number: int, files: Sequence[ShardFile], recipe_ha
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / shard_name(number)
     tmp = final.with_name(final.name + ".tmp")
-    rows = [_row(f, recipe_hash) for f in files]
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    pq.write_table(table, tmp, compression="none", use_dictionary=False)  # vectors do not compress
+    pq.write_table(table.cast(SCHEMA), tmp, compression="none", use_dictionary=False)  # vectors do not compress
     with open(tmp, "rb") as fh:  # the bytes on disk before the name says "complete"
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     return final
+
+
+def read_table(path: Path) -> pa.Table:
+    """A shard as an Arrow table (:data:`SCHEMA`).
+
+    Raises:
+        pyarrow.ArrowInvalid / OSError: the file is not a readable shard.
+    """
+    return pq.read_table(path, schema=SCHEMA)
 
 
 def _lists(table: pa.Table, name: str, dtype: type) -> list[np.ndarray | None]:
@@ -159,7 +221,7 @@ def read_shard(path: Path, dim: int) -> tuple[list[str], list[ShardFile]]:
     Raises:
         pyarrow.ArrowInvalid / OSError: the file is not a readable shard.
     """
-    table = pq.read_table(path, schema=SCHEMA)
+    table = read_table(path)
     scalars = table.drop_columns([n for n in SCHEMA.names if pa.types.is_list(SCHEMA.field(n).type)]).to_pylist()
     starts, ends = _lists(table, "starts", np.int64), _lists(table, "ends", np.int64)
     levels, silents = _lists(table, "levels", np.float64), _lists(table, "silent", bool)

@@ -9,8 +9,8 @@ import pytest
 
 from retrieval.audio.decode import AudioInfo, DecodeReport
 from retrieval.pipeline import DecodedFile
-from retrieval.shards import (ShardFile, complete_shards, next_number, read_shard, remove_partial, shard_name,
-                              write_shard)
+from retrieval.shards import (ShardFile, complete_shards, files_table, next_number, read_shard, remove_partial,
+                              shard_name, write_shard)
 
 DIM = 6
 
@@ -42,7 +42,7 @@ def _files(rng: np.random.Generator) -> list[ShardFile]:
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:
     files = _files(np.random.default_rng(0))
-    path = write_shard(tmp_path, 3, files, "recipe123")
+    path = write_shard(tmp_path, 3, files_table(files, "recipe123"))
     assert path.name == "part-00003.parquet"
     hashes, back = read_shard(path, DIM)
     assert hashes == ["recipe123"] * len(files)
@@ -66,8 +66,8 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
 
 def test_only_complete_shards_are_listed_and_partial_ones_removed(tmp_path: Path) -> None:
     files = _files(np.random.default_rng(1))[:1]
-    write_shard(tmp_path, 0, files, "r")
-    write_shard(tmp_path, 12, files, "r")
+    write_shard(tmp_path, 0, files_table(files, "r"))
+    write_shard(tmp_path, 12, files_table(files, "r"))
     (tmp_path / (shard_name(13) + ".tmp")).write_bytes(b"PAR1 half")  # a writer killed mid-shard
     (tmp_path / "notes.txt").write_text("not a shard")
     assert [p.name for p in complete_shards(tmp_path)] == ["part-00000.parquet", "part-00012.parquet"]
@@ -87,5 +87,5 @@ def test_write_replaces_nothing_until_complete(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(shards.pq, "write_table", broken)
     with pytest.raises(OSError):
-        write_shard(tmp_path, 0, _files(np.random.default_rng(2))[:1], "r")
+        write_shard(tmp_path, 0, files_table(_files(np.random.default_rng(2))[:1], "r"))
     assert complete_shards(tmp_path) == []

@@ -27,8 +27,10 @@ def booleans(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.bool_(), len(arr), [None, _bits(arr)])
 
 
-def strings(values: Sequence[str | None]) -> pa.Array:
-    """An Arrow UTF-8 column; None becomes NULL."""
+def strings(values: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """An Arrow UTF-8 column; None becomes NULL. An Arrow string column is passed through as is."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     encoded = [b"" if v is None else v.encode() for v in values]
     offsets = np.zeros(len(encoded) + 1, np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
@@ -36,6 +38,22 @@ def strings(values: Sequence[str | None]) -> pa.Array:
     validity = _bits(~nulls) if nulls.any() else None
     return pa.Array.from_buffers(pa.large_string(), len(encoded),
                                  [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def choice(pick_first: np.ndarray, first: str, second: str) -> pa.Array:
+    """A UTF-8 column holding ``first`` where ``pick_first`` is True and ``second`` elsewhere, built
+    from numpy (no Python string per row)."""
+    mask = np.asarray(pick_first, bool)
+    a, b = first.encode(), second.encode()
+    lengths = np.where(mask, len(a), len(b)).astype(np.int64)
+    offsets = np.zeros(len(mask) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), np.uint8)
+    for word, rows in ((a, mask), (b, ~mask)):
+        where = offsets[:-1][rows]
+        for k, byte in enumerate(word):
+            data[where + k] = byte
+    return pa.Array.from_buffers(pa.large_string(), len(mask), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def vectors(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:

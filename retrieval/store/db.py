@@ -48,6 +48,8 @@ from retrieval.options import SEVERITIES, Severity  # noqa: F401  (re-exported)
 if TYPE_CHECKING:  # pyarrow is imported where rows go in or out in bulk: `retrieve info` never needs it
     import pyarrow as pa
 
+    from retrieval.store.batch import FileBatch
+
 SCHEMA_VERSION = 1
 #: The writer checkpoints the WAL into the database file after this many commits...
 CHECKPOINT_EVERY_COMMITS = 8
@@ -287,55 +289,71 @@ class MetadataDB:
         """Insert files and their vectors; returns ``(files, segment vectors)`` written."""
         if not rows:
             return 0, 0
-        from retrieval.store import columns as col
+        from retrieval.store.batch import batch_of_rows
 
-        widths = np.array([len(r.starts) for r in rows], np.int64)  # window rows per file
-        pooled = np.array([r.file_vector is not None for r in rows], bool)
-        first_id = self.allocate_ids(len(rows) + int(widths.sum() + pooled.sum()))
-        file_ids = np.arange(first_id, first_id + len(rows), dtype=np.int64)
+        return self.insert_batch(batch_of_rows(rows, dim), dim)
+
+    def insert_batch(self, batch: FileBatch, dim: int) -> tuple[int, int]:
+        """Insert ``n`` files and their windows in bulk (two Arrow inserts, no Python loop per row).
+
+        Ids: ``n`` file ids, then the segment rows file by file (its windows, then its pooled
+        row when it has one), as :meth:`insert_files` always allotted them. Call inside a
+        transaction. Returns ``(files, segment vectors)`` written.
+        """
+        n = len(batch)
+        if n == 0:
+            return 0, 0
+        from retrieval.store import columns as col
+        from retrieval.store.batch import per_file
+
+        widths = batch.widths
+        pooled = np.asarray(batch.has_file_vector, bool)
+        first_id = self.allocate_ids(n + int(widths.sum() + pooled.sum()))
+        file_ids = np.arange(first_id, first_id + n, dtype=np.int64)
+        silent_w = np.asarray(batch.silent, bool)
+        loud_per_file = widths - per_file(silent_w.astype(np.int64), batch.offsets, "sum")
         files = col.table({
             "file_id": col.numeric(file_ids, "int64"),
-            "path": col.strings([r.path for r in rows]),
-            "size": col.numeric(np.array([r.size for r in rows]), "int64"),
-            "mtime": col.numeric(np.array([r.mtime for r in rows]), "float64"),
-            "content_hash": col.strings([r.content_hash for r in rows]),
-            "duration_s": col.numeric(np.array([r.duration_s for r in rows]), "float64"),
-            "sample_rate": col.numeric(np.array([r.sample_rate for r in rows]), "int32"),
-            "channels": col.numeric(np.array([r.channels for r in rows]), "int32"),
-            "format": col.strings([r.format for r in rows]),
-            "n_samples": col.numeric(np.array([r.n_samples for r in rows]), "int64"),
-            "status": col.strings([r.status for r in rows]),
-            "n_segments": col.numeric(np.array([int((~r.silent).sum()) for r in rows]), "int32"),
-            "label": col.strings([r.label for r in rows]),
-            "root": col.strings([r.root for r in rows]),
+            "path": col.strings(batch.path),
+            "size": col.numeric(batch.size, "int64"),
+            "mtime": col.numeric(batch.mtime, "float64"),
+            "content_hash": col.strings(batch.content_hash),
+            "duration_s": col.numeric(batch.duration_s, "float64"),
+            "sample_rate": col.numeric(batch.sample_rate, "int32"),
+            "channels": col.numeric(batch.channels, "int32"),
+            "format": col.strings(batch.format),
+            "n_samples": col.numeric(batch.n_samples, "int64"),
+            "status": col.strings(batch.status),
+            "n_segments": col.numeric(loud_per_file, "int32"),
+            "label": col.strings(batch.label),
+            "root": col.strings(batch.root),
         })
         # Segment rows, file by file: its windows, then its pooled row (when it has one).
-        per_file = widths + pooled
-        owner = np.repeat(np.arange(len(rows)), per_file)
+        per_row = widths + pooled
+        owner = np.repeat(np.arange(n), per_row)
         is_file = np.zeros(len(owner), bool)
-        is_file[(np.cumsum(per_file) - 1)[pooled]] = True
-        win = ~is_file
-        cat = np.concatenate
+        is_file[(np.cumsum(per_row) - 1)[pooled]] = True
+        win = np.flatnonzero(~is_file)
         starts, ends = np.zeros(len(owner), np.int64), np.zeros(len(owner), np.int64)
         levels, frames = np.zeros(len(owner), np.float32), np.zeros(len(owner), np.int64)
         silent = np.zeros(len(owner), bool)
         vecs = np.zeros((len(owner), dim), np.float32)
-        starts[win] = cat([r.starts for r in rows])
-        ends[win] = cat([r.ends for r in rows])
-        levels[win] = cat([r.rms_db for r in rows])
-        silent[win] = cat([r.silent for r in rows])
-        frames[win] = cat([r.n_frames for r in rows])
-        vecs[win] = cat([r.window_vectors.reshape(len(r.starts), dim) for r in rows])
-        with_vector = [r for r in rows if r.file_vector is not None]
-        if with_vector:
-            ends[is_file] = [r.n_samples for r in with_vector]
-            levels[is_file] = [np.max(r.rms_db) for r in with_vector]
-            frames[is_file] = [int(r.n_frames.sum()) for r in with_vector]
-            vecs[is_file] = np.stack([r.file_vector.reshape(dim) for r in with_vector])
+        starts[win] = batch.starts
+        ends[win] = batch.ends
+        levels[win] = batch.rms_db
+        silent[win] = silent_w
+        frames[win] = batch.n_frames
+        vecs[win[~silent_w]] = np.asarray(batch.vectors, np.float32).reshape(-1, dim)
+        if pooled.any():
+            rms = np.asarray(batch.rms_db, np.float32)
+            ends[is_file] = np.asarray(batch.n_samples, np.int64)[pooled]
+            levels[is_file] = per_file(rms, batch.offsets, "max")[pooled]
+            frames[is_file] = per_file(np.asarray(batch.n_frames, np.int64), batch.offsets, "sum")[pooled]
+            vecs[is_file] = np.asarray(batch.file_vectors, np.float32).reshape(-1, dim)
         segments = col.table({
-            "segment_id": col.numeric(first_id + len(rows) + np.arange(len(owner)), "int64"),
+            "segment_id": col.numeric(first_id + n + np.arange(len(owner)), "int64"),
             "file_id": col.numeric(file_ids[owner], "int64"),
-            "level": col.strings(np.where(is_file, "file", "segment").tolist()),
+            "level": col.choice(is_file, "file", "segment"),
             "start_sample": col.numeric(starts, "int64"),
             "end_sample": col.numeric(ends, "int64"),
             "rms_db": col.numeric(levels, "float32"),
@@ -351,7 +369,7 @@ class MetadataDB:
         self.con.register("_seg_batch", segments)
         self.con.execute("INSERT INTO segments SELECT * FROM _seg_batch").fetchall()
         self.con.unregister("_seg_batch")
-        return len(rows), int((~silent).sum())
+        return n, int((~silent).sum())
 
     def delete_files(self, file_ids: Iterable[int]) -> None:
         ids = list(file_ids)
@@ -482,10 +500,24 @@ class MetadataDB:
         return int(errors), int(warnings)
 
     def add_errors(self, rows: Sequence[ErrorRow]) -> None:
-        for r in rows:
+        """Insert error rows, in order, in one statement (``recorded_at`` is the transaction's time)."""
+        if not rows:
+            return
+        from retrieval.store import columns as col
+
+        batch = col.table({
+            "path": col.strings([r.path for r in rows]), "severity": col.strings([r.severity for r in rows]),
+            "stage": col.strings([r.stage for r in rows]), "reason": col.strings([r.reason for r in rows]),
+            "size": col.numeric(np.array([r.size for r in rows]), "int64"),
+            "mtime": col.numeric(np.array([r.mtime for r in rows], np.float64), "float64"),
+            "root": col.strings([r.root for r in rows]),
+        })
+        self.con.register("_errors_batch", batch)
+        try:
             self.con.execute("INSERT INTO errors (path, severity, stage, reason, size, mtime, root) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", [r.path, r.severity, r.stage, r.reason, r.size, r.mtime,
-                                                              r.root])
+                             "SELECT path, severity, stage, reason, size, mtime, root FROM _errors_batch").fetchall()
+        finally:
+            self.con.unregister("_errors_batch")
 
     # -- vectors ---------------------------------------------------------------------------
 
