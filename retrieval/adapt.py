@@ -118,11 +118,15 @@ class Adapter:
     # -- vectors ---------------------------------------------------------------------------
 
     def space(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(segment_ids (n,) int64, search vectors (n, D) float32)`` of every window, cached per generation."""
+        """``(segment_ids (n,) int64, search vectors (n, D) float32)`` of every window, cached per generation.
+
+        The vectors are memory-mapped from the store's derived copy (:meth:`Store.search_vectors`),
+        so a fresh open neither reads them from DuckDB nor post-processes them again.
+        """
         gen = self.store.db.get("generation") or "0"
         if self._space is None or self._space[2] != gen:
-            ids, raw = self.store.db.vectors("segment", self.recipe.dim)
-            self._space = (ids, self.store.postprocess.apply(raw), gen)
+            ids, x = self.store.search_vectors("segment")
+            self._space = (ids, x, gen)
         return self._space[0], self._space[1]
 
     # -- heads -----------------------------------------------------------------------------

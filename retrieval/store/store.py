@@ -42,7 +42,7 @@ from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalErro
 from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retrieval.store)
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
-from retrieval.store import snapshot, summary
+from retrieval.store import snapshot, summary, vector_file
 from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
                                      sidecar)
@@ -306,7 +306,7 @@ class Store:
         return meta if current else None
 
     def _remove_temp_files(self) -> None:
-        """FAISS temp files and unreferenced float16 copies left by a killed write (writers only)."""
+        """FAISS temp files, unreferenced float16 copies and search-vector copies left by a killed write (writers only)."""
         for level in LEVELS:
             path = self.faiss_path(level)
             for tmp in self.root.glob(f"{path.name}*.tmp"):
@@ -319,6 +319,7 @@ class Store:
             for npy in self.root.glob(f"{path.name}.*.npy"):
                 if npy.name not in keep:
                     npy.unlink(missing_ok=True)
+            vector_file.remove_leftovers(self.root, level)
 
     # -- recipe ----------------------------------------------------------------------------
 
@@ -453,6 +454,11 @@ class Store:
         self._vectors[level] = vi
         return vi
 
+    def search_vectors(self, level: Level = "segment") -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,) int64 sorted, search vectors (n, D) float32)`` of every row with a vector at
+        ``level``, memory-mapped from a derived copy when current (:mod:`retrieval.store.vector_file`)."""
+        return vector_file.search_vectors(self, level)
+
     def _generation(self) -> str:
         return self.db.get("generation") or "0"
 
@@ -474,6 +480,9 @@ class Store:
         ids, raw = self.db.vectors(level, recipe.dim)
         vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
         kind, reason = self.planned_index_type(len(ids))
+        if self.writable and self.lease is None and vector_file.exists(self.root, level):
+            # the adaptation loop maps a copy of these vectors: refresh it while they are in memory
+            vector_file.save(self.root, level, self._generation(), self.fit_digest(), ids, vectors)
         vi = VectorIndex.build(ids, vectors, self._generation(), kind)
         vi.stats.update(requested=self.index_type_requested, reason=reason, postprocess_fit=self.fit_digest())
         try:
