@@ -258,10 +258,18 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
               rank_by: str | None, where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
-    from retrieval.index import Index
-
     if not clip.is_file():
         raise click.ClickException(f"query clip {clip} does not exist or is not a file")
+    if not rank_by and not where:  # a plain search: from the lookup the last writer left, without DuckDB
+        from retrieval import quick_query
+        from retrieval.index_paths import find_index
+
+        quick = quick_query.search_rows(find_index(index), clip, k, segments=segments, start_s=start_s, end_s=end_s)
+        if quick is not None:
+            _render_rows(*quick, output)
+            return
+    from retrieval.index import Index
+
     with Index.open(index) as idx:
         if rank_by:  # re-ranks a pool of hits by a stored column: the DataFrame path
             hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s,

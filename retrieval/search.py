@@ -13,24 +13,18 @@ cold start pandas alone would double.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retrieval.filters import Filter
+from retrieval.hits import FileOf, first_per_file, hit_dicts, ranked_in, shown_columns
 from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: ``(n,)`` vector ids -> ``(n,)`` int64 ids of their files.
-FileOf = Callable[[np.ndarray], np.ndarray]
-
-#: Hidden columns of ``files`` not shown in results.
-_HIDDEN = {"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
-           "sample_rate", "channels", "root"}
 
 
 def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | None:
@@ -60,39 +54,10 @@ def search_rows(store: Store, query: np.ndarray, k: int, where: Filter | None = 
 
 def ranked(store: Store, query: np.ndarray, k: int, where: Filter | None, *, by_file: bool,
            file_of: FileOf) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids (n,) int64, scores (n,) float32)`` of the best ``n <= k`` windows, best first;
-    ``by_file``: the best window of each of the best ``k`` files (FAISS is asked for more
-    windows until ``k`` files are found or none is left)."""
-    vi = store.vectors("segment")
-    allowed = allowed_ids(store, "segment", where)
-    none = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if vi.ntotal == 0 or (allowed is not None and allowed.size == 0):
-        return none
-    limit = vi.ntotal if allowed is None else allowed.size
-    fetch = min(limit, max(4 * k, k + 32)) if by_file else k
-    while True:
-        scores, ids = vi.search(query[None], fetch, allowed)
-        keep = ids[0] >= 0
-        ids, scores = ids[0][keep].astype(np.int64), scores[0][keep]
-        if not by_file:
-            return ids, scores
-        first = first_per_file(file_of(ids), k)
-        if len(first) >= k or fetch >= limit:
-            return ids[first], scores[first]
-        fetch = min(limit, fetch * 4)
-
-
-def first_per_file(file_ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the first ``k`` distinct values of ``file_ids`` (best-first hits), in order."""
-    seen: set[int] = set()
-    out: list[int] = []
-    for pos, fid in enumerate(file_ids.tolist()):
-        if fid not in seen:
-            seen.add(fid)
-            out.append(pos)
-            if len(out) == k:
-                break
-    return np.asarray(out, np.int64)
+    """:func:`retrieval.hits.ranked_in` over the store's window index, among the windows whose
+    file passes ``where``."""
+    return ranked_in(store.vectors("segment"), query, k, allowed_ids(store, "segment", where), by_file=by_file,
+                     file_of=file_of)
 
 
 def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int,
@@ -161,16 +126,6 @@ def _empty(store: Store) -> pd.DataFrame:
     return pd.DataFrame({c: [] for c in cols})
 
 
-#: Keys of a hit that do not come from the file's metadata columns.
-_HIT_KEYS = ("rank", "score", "path", "root", "start_s", "end_s", "duration_s", "segment_id", "file_id")
-
-
-def shown_columns(file_columns: list[str]) -> list[str]:
-    """The columns of ``files`` a hit shows between ``end_s`` and ``duration_s``: the label and
-    metadata columns, in table order."""
-    return [c for c in file_columns if c not in _HIDDEN and c not in _HIT_KEYS and c != "content_hash"]
-
-
 def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
     """The rows :func:`_hits` makes, as dicts, read for these ``ids`` only (no pandas).
 
@@ -178,23 +133,10 @@ def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str
     """
     if ids.size == 0:
         return []
-    sr = store.require_recipe().sample_rate
     extra = shown_columns(store.db.file_columns())
     found = store.db.hit_rows(ids, ["path", "root", "duration_s", *extra])
-    multi_root = len(store.db.roots()) > 1
-    rows = []
-    for rank, (sid, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1):
-        hit = found[sid]
-        row: dict[str, Any] = {"rank": rank, "score": float(score), "path": hit["path"]}
-        if multi_root:
-            row["root"] = hit["root"]
-        row["start_s"] = hit["start_sample"] / sr
-        row["end_s"] = hit["end_sample"] / sr
-        row.update({c: hit[c] for c in extra})
-        row.update({"duration_s": hit["duration_s"], "segment_id": sid, "file_id": hit["file_id"]})
-        rows.append(row)
-    return rows
-
+    return hit_dicts(found, ids, scores, sample_rate=store.require_recipe().sample_rate, extra=extra,
+                     multi_root=len(store.db.roots()) > 1)
 
 
 def indexed_query(store: Store, *, file_id: int | None = None,

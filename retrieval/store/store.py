@@ -40,9 +40,10 @@ import numpy as np
 
 from retrieval.errors import IndexLockedError, IndexNotFoundError, RetrievalError, StoreError
 from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retrieval.store)
+from retrieval.hits import shown_columns
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
-from retrieval.store import snapshot, summary, vector_file
+from retrieval.store import lookup, snapshot, summary, vector_file
 from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
                                      sidecar)
@@ -216,10 +217,43 @@ class Store:
         database) and the close.
         """
         live = self.lease is None and not self.db.wal_path.exists()
+        if live:
+            try:
+                self.write_lookup()
+            except BaseException:
+                self.close()
+                raise
         before = summary.stamp(self.root) if live else None
         self.close()
         if before is not None and summary.stamp(self.root) == before:
             summary.write(self.root, info, before)
+
+    def write_lookup(self) -> None:
+        """Keep what a one-off search reads from DuckDB as plain files (:mod:`retrieval.store.lookup`),
+        unless the lookup already holds this committed state. Call it only where the summary
+        is recorded next (:meth:`close_recording`): the summary's stamp is what makes it trusted."""
+        recipe = self.recipe
+        faiss_meta = self._current_sidecar("segment") if recipe is not None else None
+        if recipe is None or faiss_meta is None:  # a query would have to rebuild FAISS: the full path
+            lookup.remove(self.root)
+            return
+        columns = self.db.file_columns()
+        key = f"{self.db.state_key()}:{'|'.join(columns)}"
+        if lookup.recorded_key(self.root) == key:
+            return
+        extra = shown_columns(columns)
+        bounds = self.db.window_bounds()
+        windows = np.stack([bounds.column(c).to_numpy(zero_copy_only=False).astype(np.int64)
+                            for c in ("segment_id", "file_id", "start_sample", "end_sample")], axis=1) \
+            if bounds.num_rows else np.zeros((0, 4), np.int64)
+        files = self.db.files_table().select(["file_id", "path", "root", "duration_s", *extra]).to_pylist()
+        pp = self.postprocess
+        meta = {"state_key": key, "recipe": recipe.to_json(), "generation": self._generation(),
+                "fit_digest": self.fit_digest(), "columns": extra, "roots": self.db.roots(),
+                "corpus_root": self.db.get("corpus_root"),
+                "faiss": {"path": str(self.faiss_path("segment").relative_to(self.root)),
+                          "ntotal": faiss_meta["ntotal"], "kind": faiss_meta["kind"]}}
+        lookup.write(self.root, meta=meta, windows=windows, files=files, postprocess=dict(pp.state))
 
     def __enter__(self) -> Store:
         return self
