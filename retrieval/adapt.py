@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,6 +179,19 @@ class Adapter:
             for s, h in zip(summaries, fitted):
                 self.labels_db.save_head(s["target"], h.kind, self.recipe.hash(), s, h.params)
         return summaries
+
+    def finetune(self, targets: Sequence[str], blocks: int, **options: Any) -> dict:
+        """Fine-tune the last ``blocks`` transformer blocks of this index's encoder with a head on the
+        labelled windows of ``targets`` and write an adapted checkpoint (:func:`retrieval.finetune.finetune`).
+
+        ``options`` are the other fields of :class:`retrieval.finetune.FinetuneOptions` (``epochs``,
+        ``patience``, ``lr``, ``head_lr``, ``group_column``, ``seed``, ``device``, ``out``, ...).
+        Reads the index only. Returns the summary, with ``model`` (the ``--model`` of a new
+        index) and ``command`` (the ``retrieve index`` that builds it).
+        """
+        from retrieval.finetune import FinetuneOptions, finetune
+
+        return finetune(self, targets, FinetuneOptions(blocks=blocks, **options))
 
     def head(self, target: str) -> Head:
         """The stored head of ``target``, checked against this index's recipe.
