@@ -219,8 +219,17 @@ def decode_windows(windows: LabelledWindows, sample_rate: int) -> list[np.ndarra
 def trainable_parameters(model: torch.nn.Module, blocks: Sequence[torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
     """Name -> parameter of ``blocks``, leaving out any parameter a module outside them also holds
     (BEATs shares one relative-position table across every layer: it stays frozen)."""
-    inside = {id(m) for b in blocks for m in b.modules()}
-    outside = {id(p) for m in model.modules() if id(m) not in inside for p in m.parameters(recurse=False)}
+    chosen = {id(b) for b in blocks}
+    outside: set[int] = set()
+    seen: set[int] = set()
+    stack = [model]
+    while stack:  # every module reachable from the root without passing through a chosen block
+        m = stack.pop()
+        if id(m) in seen or id(m) in chosen:
+            continue
+        seen.add(id(m))
+        outside.update(id(p) for p in m.parameters(recurse=False))
+        stack.extend(m.children())
     wanted = {id(p) for b in blocks for p in b.parameters()} - outside
     return {name: p for name, p in model.named_parameters() if id(p) in wanted}
 

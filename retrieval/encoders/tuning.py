@@ -158,8 +158,10 @@ class BeatsTuning:
         unknown = sorted(set(trained) - set(state))
         if unknown:
             raise InputError(f"trained tensors {unknown[:3]} are not in the base checkpoint {path}")
+        aliases = _aliases(self.model)
         for name, value in trained.items():
-            state[name] = value.detach().to("cpu", state[name].dtype).clone()
+            for key in aliases.get(name, [name]):  # a shared module (the position table) is saved under every layer
+                state[key] = value.detach().to("cpu", state[key].dtype).clone()
         target = out / f"{path.stem}.finetuned.pt"
         torch.save(blob, target)
         return target
@@ -206,6 +208,15 @@ class ClapTuning:
             if item.is_file() and item.suffix in (".json", ".txt", ".model") and not (out / item.name).exists():
                 shutil.copy2(item, out / item.name)
         return out
+
+
+def _aliases(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Parameter name (as ``named_parameters`` gives it) -> every state-dict key of that same tensor."""
+    by_id: dict[int, list[str]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, p in module.named_parameters(recurse=False):
+            by_id.setdefault(id(p), []).append(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return {name: by_id[id(p)] for name, p in model.named_parameters()}
 
 
 def _put(model: torch.nn.Module, trained: Mapping[str, torch.Tensor], base: str) -> None:
