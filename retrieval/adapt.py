@@ -5,6 +5,7 @@
     >>> ad.train(["rooster"])                 # logistic head, unlabelled windows as weak negatives
     >>> ad.score(["rooster"])                 # window scores + files column score_rooster
     >>> ad.suggest(["rooster"], n=20)         # the windows nearest the decision boundary
+    >>> ad.finetune(["rooster"], blocks=2)   # or unfreeze the encoder's last 2 blocks (retrieval.finetune)
 
 Labels are stored by content hash and sample span (:mod:`retrieval.store.labels`), so they
 survive moves, renames and re-ingests. Heads train on the index's search vectors

@@ -131,9 +131,21 @@ def train_cmd(index: str | None, target: str, head: str, weak_negatives: float, 
     with --finetune last:N, fine-tune the encoder's last N blocks instead and write a checkpoint."""
     from retrieval.index import Index
 
+    ctx = click.get_current_context()
+    if finetune is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("group_column", "out", "epochs", "patience", "lr", "head_lr",
+                                                      "device")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --finetune last:N")
     if finetune is not None:
         from retrieval.finetune import parse_finetune
 
+        given = [f"--{n.replace('_', '-')}" for n in ("head", "weak_negatives")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} do not apply with --finetune: it trains a linear head with "
+                                   "the blocks on the labelled windows only")
         blocks = parse_finetune(finetune)
         with Index.open(index) as idx:
             summary = idx.adapter().finetune(_targets(target), blocks, group_column=group_column, out=out,

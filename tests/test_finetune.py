@@ -165,6 +165,14 @@ def test_more_blocks_than_the_model_has_are_refused(built):
     assert "\n" not in str(err.value)
 
 
+def test_options_of_the_other_mode_are_refused(built):
+    res = CliRunner().invoke(cli, ["train", "--index", str(built["ix"]), "--target", "a", "--finetune", "last:1",
+                                   "--head", "mlp"])
+    assert res.exit_code == 2 and "--head do not apply with --finetune" in res.output
+    res = CliRunner().invoke(cli, ["train", "--index", str(built["ix"]), "--target", "a", "--epochs", "3"])
+    assert res.exit_code == 2 and "--epochs only apply with --finetune" in res.output
+
+
 @pytest.mark.parametrize("bad", ["first:1", "last:0", "last:", "last:x", "2"])
 def test_bad_forms_are_refused(bad):
     with pytest.raises(InputError, match="last:N"):
