@@ -25,8 +25,9 @@ Recipe (each a field of :class:`FinetuneOptions`):
   ``patience`` epochs without a better one (or at ``epochs``) and the best epoch's weights
   are written.
 
-Seeded and deterministic on one machine and thread count: the same labels, options and
-seed give the same checkpoint.
+Seeded and deterministic on the CPU (one machine, one thread count): the same labels, options
+and seed give the same checkpoint; CUDA kernels may add run-to-run rounding. Each epoch runs
+the whole network forward over every window (the frozen blocks' outputs are not cached).
 """
 
 from __future__ import annotations
@@ -325,7 +326,7 @@ def train(tun: Tunable, audio: list[np.ndarray], y: np.ndarray, train_rows: np.n
             loss = loss_of(rows)
             loss.backward()
             opt.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
             count += len(rows)
         v = val_loss()
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": v})

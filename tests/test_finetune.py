@@ -191,6 +191,18 @@ def test_a_group_column_holds_whole_groups_out(built):
     assert s["groups"]["column"] == "label" and s["groups"]["train"] + s["groups"]["val"] == 5
 
 
+def test_several_targets_share_the_blocks_with_one_logit_each(built):
+    with Index.open(built["ix"], writable=True) as idx:
+        paths = sorted(idx.files()["path"].tolist())
+        idx.adapter().add_labels(pd.DataFrame({"path": paths[2:6], "target": "b",
+                                               "label": ["positive", "positive", "negative", "negative"]}))
+        b_labels = len(idx.adapter().labels_db.window_labels(["b"]))
+        s = idx.finetune(["a", "b"], 1, epochs=1, out=built["root"] / "two")
+    head = np.load(Path(s["model"]) / "finetune_head.npz")
+    assert head["weight"].shape == (2, 32) and list(head["targets"]) == ["a", "b"]
+    assert sum(v for part in s["labels"]["b"].values() for v in part.values()) == b_labels
+
+
 def test_logmel_is_refused_in_one_line(tmp_path):
     corpus = tmp_path / "corpus"
     synth.write_demo_corpus(corpus, per_class=1)

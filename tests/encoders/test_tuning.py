@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,29 @@ def test_logmel_has_nothing_to_tune():
 
 def test_every_family_with_weights_is_tunable():
     assert set(TUNABLE_FAMILIES) == {n for n in encoders.names() if encoders.entry(n).default_model is not None}
+
+
+def test_a_beats_index_fine_tunes_into_a_pt_file_that_a_new_index_loads(tiny_models, tmp_path):
+    import pandas as pd
+
+    from retrieval import synth
+    from retrieval.encoders.weights import weights_digest
+    from retrieval.index import Index
+
+    corpus = tmp_path / "corpus"
+    synth.write_demo_corpus(corpus, per_class=1)
+    Index.build(corpus, tmp_path / "ix", encoder="beats", model=tiny_models["beats"], postprocess="none",
+                window_s=0.5, hop_s=0.5).close()
+    with Index.open(tmp_path / "ix", writable=True) as idx:
+        paths = sorted(idx.files()["path"].tolist())
+        idx.adapter().add_labels(pd.DataFrame({"path": paths, "target": "a",
+                                               "label": ["positive", "positive"] + ["negative"] * (len(paths) - 2)}))
+    with Index.open(tmp_path / "ix") as idx:
+        summary = idx.finetune("a", 1, epochs=1, val_folds=2)
+    model = Path(summary["model"])
+    assert model.is_file() and model.suffix == ".pt" and model.parent.parent == tmp_path / "ix" / "finetuned"
+    assert summary["trained_tensors"] and all(k.startswith("encoder.layers.1.") for k in summary["trained_tensors"])
+    with Index.build(corpus, tmp_path / "new", encoder="beats", model=str(model), postprocess="none",
+                     window_s=0.5, hop_s=0.5) as new:
+        assert new.recipe.encoder_params["checkpoint_sha256"] == weights_digest(model)
+        assert len(new.files()) == len(paths)
