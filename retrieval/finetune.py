@@ -283,8 +283,7 @@ def train(tun: Tunable, audio: list[np.ndarray], y: np.ndarray, train_rows: np.n
     for p in params.values():
         p.requires_grad_(True)
     device = next(model.parameters()).device
-    with torch.no_grad():
-        dim = int(_vectors(tun, audio, val_rows[:1] if len(val_rows) else train_rows[:1], device).shape[1])
+    dim = int(tun.dim)
     gen = torch.Generator().manual_seed(options.seed)
     head = torch.nn.Linear(dim, n_targets).to(device)
     with torch.no_grad():
@@ -299,18 +298,22 @@ def train(tun: Tunable, audio: list[np.ndarray], y: np.ndarray, train_rows: np.n
     w_all[val_rows] = _balance(y[val_rows])
     w_t = torch.from_numpy(w_all).to(device)
 
-    def loss_of(rows: np.ndarray) -> torch.Tensor:
+    def loss_parts(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted BCE summed over the rows' labelled entries, their total weight)."""
         logits = head(_vectors(tun, audio, rows, device) * math.sqrt(dim))
         idx = torch.from_numpy(rows).to(device)
         w = w_t[idx]
-        per = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_t[idx], weight=w, reduction="sum")
-        return per / w.sum().clamp_min(1e-12)
+        total = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_t[idx], weight=w, reduction="sum")
+        return total, w.sum()
 
     def val_loss() -> float:
-        if not len(val_rows):
-            return float("nan")
+        """Weighted mean BCE over the validation windows, in batches of ``batch_size``."""
+        total, weight = 0.0, 0.0
         with torch.no_grad():
-            return float(loss_of(val_rows))
+            for a in range(0, len(val_rows), options.batch_size):
+                t, w = loss_parts(val_rows[a:a + options.batch_size])
+                total, weight = total + float(t), weight + float(w)
+        return total / weight if weight > 0 else float("nan")
 
     before = val_loss()
     rng = np.random.default_rng(options.seed)
@@ -323,14 +326,15 @@ def train(tun: Tunable, audio: list[np.ndarray], y: np.ndarray, train_rows: np.n
         for a in range(0, len(order), options.batch_size):
             rows = order[a:a + options.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_of(rows)
+            t, w = loss_parts(rows)
+            loss = t / w.clamp_min(1e-12)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(rows)
             count += len(rows)
         v = val_loss()
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": v})
-        if v < best[0] - 1e-7 or (math.isnan(v) and epoch == options.epochs):
+        if v < best[0] - 1e-7:
             best = (v, epoch, _snapshot(params), _snapshot(dict(head.named_parameters())))
             stale = 0
         else:
@@ -338,6 +342,9 @@ def train(tun: Tunable, audio: list[np.ndarray], y: np.ndarray, train_rows: np.n
             if stale >= options.patience:
                 break
     _, best_epoch, state, head_state = best
+    if best_epoch == 0:
+        raise InputError(f"fine-tuning diverged: no epoch gave a finite validation loss ({history[-1]['val_loss']}); "
+                         f"lower --lr ({options.lr:g}) and --head-lr ({options.head_lr:g})")
     return Trained(state=state, head_weight=head_state["weight"].numpy(), head_bias=head_state["bias"].numpy(),
                    history=history, best_epoch=best_epoch, best_val_loss=float(best[0]), val_loss_before=before,
                    n_parameters=int(sum(p.numel() for p in params.values())))

@@ -37,6 +37,8 @@ class Tunable(Protocol):
 
     #: the torch module whose parameters :meth:`blocks` come from (eval mode, fp32)
     model: torch.nn.Module
+    #: size ``D`` of a window vector
+    dim: int
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         """Transformer blocks that feed the index's vectors, input side first."""
@@ -89,6 +91,7 @@ class Wav2Vec2Tuning:
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
         self.model = encoder.model
+        self.dim = int(encoder.dim)
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         layers = list(self.model.encoder.layers)
@@ -133,6 +136,7 @@ class BeatsTuning:
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
         self.model = encoder.model
+        self.dim = int(encoder.dim)
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         layers = list(self.model.encoder.layers)
@@ -174,6 +178,7 @@ class ClapTuning:
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
         self.model = encoder.model
+        self.dim = int(encoder.dim)
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         stages = self.model.audio_model.audio_encoder.layers
