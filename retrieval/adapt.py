@@ -5,6 +5,7 @@
     >>> ad.train(["rooster"])                 # logistic head, unlabelled windows as weak negatives
     >>> ad.score(["rooster"])                 # window scores + files column score_rooster
     >>> ad.suggest(["rooster"], n=20)         # the windows nearest the decision boundary
+    >>> ad.finetune(["rooster"], blocks=2)   # or unfreeze the encoder's last 2 blocks (retrieval.finetune)
 
 Labels are stored by content hash and sample span (:mod:`retrieval.store.labels`), so they
 survive moves, renames and re-ingests. Heads train on the index's search vectors
@@ -17,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,6 +180,19 @@ class Adapter:
             for s, h in zip(summaries, fitted):
                 self.labels_db.save_head(s["target"], h.kind, self.recipe.hash(), s, h.params)
         return summaries
+
+    def finetune(self, targets: Sequence[str], blocks: int, **options: Any) -> dict:
+        """Fine-tune the last ``blocks`` transformer blocks of this index's encoder with a head on the
+        labelled windows of ``targets`` and write an adapted checkpoint (:func:`retrieval.finetune.finetune`).
+
+        ``options`` are the other fields of :class:`retrieval.finetune.FinetuneOptions` (``epochs``,
+        ``patience``, ``lr``, ``head_lr``, ``group_column``, ``seed``, ``device``, ``out``, ...).
+        Reads the index only. Returns the summary, with ``model`` (the ``--model`` of a new
+        index) and ``command`` (the ``retrieve index`` that builds it).
+        """
+        from retrieval.finetune import FinetuneOptions, finetune
+
+        return finetune(self, targets, FinetuneOptions(blocks=blocks, **options))
 
     def head(self, target: str) -> Head:
         """The stored head of ``target``, checked against this index's recipe.

@@ -106,12 +106,61 @@ def labels_cmd(index: str | None, target: str | None, counts: bool, output: Outp
               help="linear: logistic regression; mlp: one hidden layer. One-vs-rest for several targets.")
 @click.option("--weak-negatives", type=click.FloatRange(min=0), default=WEAK_WEIGHT, show_default=True,
               help="Weight of each unlabelled window counted as a negative (0: labelled negatives only).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weak-negative sample and the MLP.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the weak-negative sample and the MLP (with --finetune: the split, order and head).")
+@click.option("--finetune", "finetune", metavar="last:N",
+              help="Instead of a head on frozen vectors, unfreeze the encoder's last N transformer blocks and "
+                   "train them with a linear head on the labelled windows (decoded again from the files); "
+                   "writes an adapted checkpoint for a new index. Model encoders only (not logmel).")
+@click.option("--group-column", help="With --finetune: hold out whole groups of this metadata column for "
+                                     "validation (default: whole files).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="With --finetune: folder for the checkpoint (default: <index>/finetuned/<target>-<time>/).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="With --finetune: most epochs (early stopping on the validation loss may end sooner).")
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --finetune: stop after this many epochs without a better validation loss.")
+@click.option("--lr", type=float, default=1e-5, show_default=True, help="With --finetune: AdamW rate of the blocks.")
+@click.option("--head-lr", type=float, default=1e-3, show_default=True, help="With --finetune: AdamW rate of the head.")
+@click.option("--device", default="cpu", show_default=True, help="With --finetune: torch device to train on.")
 @output_options
-def train_cmd(index: str | None, target: str, head: str, weak_negatives: float, seed: int, output: Output) -> None:
-    """Fit a head per target on the frozen window vectors and store it in the index with its recipe hash."""
+def train_cmd(index: str | None, target: str, head: str, weak_negatives: float, seed: int, finetune: str | None,
+              group_column: str | None, out: Path | None, epochs: int, patience: int, lr: float, head_lr: float,
+              device: str, output: Output) -> None:
+    """Fit a head per target on the frozen window vectors and store it in the index with its recipe hash;
+    with --finetune last:N, fine-tune the encoder's last N blocks instead and write a checkpoint."""
     from retrieval.index import Index
 
+    ctx = click.get_current_context()
+    if finetune is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("group_column", "out", "epochs", "patience", "lr", "head_lr",
+                                                      "device")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --finetune last:N")
+    if finetune is not None:
+        from retrieval.finetune import parse_finetune
+
+        given = [f"--{n.replace('_', '-')}" for n in ("head", "weak_negatives")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} do not apply with --finetune: it trains a linear head with "
+                                   "the blocks on the labelled windows only")
+        blocks = parse_finetune(finetune)
+        with Index.open(index) as idx:
+            summary = idx.adapter().finetune(_targets(target), blocks, group_column=group_column, out=out,
+                                             epochs=epochs, patience=patience, lr=lr, head_lr=head_lr,
+                                             seed=seed, device=device)
+        emit(output, summary["history"], document=summary,
+             formats={"train_loss": rounded(4), "val_loss": rounded(4)})
+        if output == "table":
+            click.echo(f"fine-tuned the last {summary['blocks']} of {summary['blocks_total']} blocks of "
+                       f"{summary['base_checkpoint']} for {', '.join(summary['targets'])}: best epoch "
+                       f"{summary['best_epoch']} of {summary['epochs']}, validation loss "
+                       f"{summary['best_val_loss']:.4f} (before: {summary['val_loss_before']:.4f})")
+            click.echo(f"checkpoint: {summary['model']}")
+            click.echo(f"build an index with it:\n  {summary['command']}")
+        return
     with Index.open(index, writable=True) as idx:
         summaries = idx.adapter().train(_targets(target), head=head, weak_negatives=weak_negatives,  # type: ignore[arg-type]
                                         seed=seed)

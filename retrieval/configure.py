@@ -117,15 +117,15 @@ def resolve(choices: Choices, stored: Recipe | None) -> tuple[Encoder, Recipe]:
 
 
 def encoder_for(recipe: Recipe, device: str = "cpu", *, index: str | Path | None = None,
-                corpus: str | Path | None = None) -> Encoder:
+                corpus: str | Path | None = None, precision: str | None = None) -> Encoder:
     """Load the encoder an index was built with (for queries).
 
     ``index`` and ``corpus`` only complete the re-point command in the error raised when
-    the checkpoint has moved.
+    the checkpoint has moved. ``precision`` overrides the recipe's (fine-tuning trains in fp32).
     """
     o = recipe.encoder_options
     options = EncoderOptions(model=recorded_model(recipe), layer=o.get("layer"), device=device,
-                             precision=recipe.precision, extra=o.get("extra", {}))
+                             precision=precision or recipe.precision, extra=o.get("extra", {}))
     return _build(recipe.encoder, options, recipe, index=index, corpus=corpus)
 
 

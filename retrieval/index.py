@@ -484,6 +484,11 @@ class Index:
 
         return Adapter(self.store)
 
+    def finetune(self, targets: str | Sequence[str], blocks: int, **options: Any) -> dict:
+        """Fine-tune the last ``blocks`` transformer blocks of this index's encoder on its window labels
+        (:meth:`retrieval.adapt.Adapter.finetune`); returns the summary with the new ``model`` and ``command``."""
+        return self.adapter().finetune([targets] if isinstance(targets, str) else list(targets), blocks, **options)
+
     # -- localisation ----------------------------------------------------------------------
 
     def locate(self, query: str | Path | np.ndarray | None, long_file: str | Path,
