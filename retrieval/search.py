@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval.filters import Filter
-from retrieval.hit_table import cached_query, hit_table
+from retrieval.hit_table import cached_query, file_queries, hit_table
 from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
 
@@ -218,8 +218,19 @@ def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str
 
 def cached_indexed_query(store: Store, *, file_id: int | None = None,
                          segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
-    """:func:`indexed_query`, kept per version of the store's vectors (the vector is read-only)."""
+    """:func:`indexed_query`, kept per version of the store's vectors (the vector is read-only).
+
+    A file's vector comes from the raw file vectors kept in memory
+    (:func:`retrieval.hit_table.file_queries`) when they are, else from DuckDB.
+    """
     def compute() -> tuple[np.ndarray, int, int]:
+        in_memory = file_queries(store) if file_id is not None else None
+        held = in_memory.get(file_id) if in_memory is not None else None  # type: ignore[arg-type]
+        if held is not None:
+            raw, n_windows = held
+            vec = store.postprocess.apply(raw)[0].astype(np.float32)
+            vec.setflags(write=False)
+            return vec, int(file_id), n_windows  # type: ignore[arg-type]
         vec, own, n_windows = indexed_query(store, file_id=file_id, segment_id=segment_id)
         vec.setflags(write=False)
         return vec, own, n_windows

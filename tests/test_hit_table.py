@@ -102,18 +102,38 @@ def test_query_vectors_are_read_once_per_version(built: tuple[Path, Path],  # no
         real = idx.store.db.file_vector_rows
         monkeypatch.setattr(idx.store.db, "file_vector_rows", lambda **kw: reads.append(kw) or real(**kw))
         a, b = idx.files()["file_id"].tolist()[:2]
-        first = idx.search_indexed_rows(4, file_id=a)
-        assert idx.search_indexed_rows(4, file_id=a) == first
-        idx.search_indexed_rows(4, file_id=a, segments=True)
-        assert len(reads) == 1  # the second and third search of file a read no vector
-        idx.search_indexed_rows(4, file_id=b)
-        assert len(reads) == 2
+        idx.search_indexed_rows(4, file_id=a)
+        idx.search_indexed_rows(4, file_id=b, segments=True)
+        assert reads == []  # file vectors are held in memory: DuckDB is not asked
+        win = int(hit_table(idx.store).segment_ids[0])
+        first = idx.search_indexed_rows(4, segment_id=win)
+        assert idx.search_indexed_rows(4, segment_id=win) == first
+        idx.search_indexed_rows(4, segment_id=win, segments=True)
+        assert len(reads) == 1  # a window's vector is read once, then kept
         generation = idx.store.db.get("generation")
         monkeypatch.setattr(idx.store.db, "get", lambda key, real_get=idx.store.db.get:
                             f"{generation}-next" if key == "generation" else real_get(key))
-        idx.search_indexed_rows(4, file_id=a)  # another generation: read again
-        assert len(reads) == 3
+        idx.search_indexed_rows(4, segment_id=win)  # another generation: read again
+        assert len(reads) == 2
     assert QUERY_CACHE_SIZE > 0
+
+
+def test_over_the_memory_limit_file_vectors_come_from_duckdb_alike(built: tuple[Path, Path],  # noqa: F811
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import retrieval.hit_table as ht
+
+    ix, _ = built
+    monkeypatch.setattr(ht, "FILE_QUERIES_MAX_BYTES", 0)
+    with Index.open(ix) as idx:
+        assert ht.file_queries(idx.store) is None
+        reads = []
+        real = idx.store.db.file_vector_rows
+        monkeypatch.setattr(idx.store.db, "file_vector_rows", lambda **kw: reads.append(kw) or real(**kw))
+        for fid in idx.files()["file_id"].tolist()[:4]:
+            for segments in (False, True):
+                rows = idx.search_indexed_rows(6, file_id=fid, segments=segments)
+                assert rows == _frame_rows(idx.search_indexed(6, file_id=fid, segments=segments))
+        assert len({r["file_id"] for r in reads}) == 4
 
 
 def test_the_hit_table_is_kept_until_the_vectors_or_metadata_change(built: tuple[Path, Path],  # noqa: F811
