@@ -27,6 +27,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 
 from retrieval.encoders.registry import entry, text_encoders
@@ -81,6 +82,50 @@ class Bulkhead:
             yield
 
 
+class Guard:
+    """Every HTTP request: the token, the body size, and ``Server-Timing: app;dur=<ms>``.
+
+    Plain ASGI: it only wraps ``send`` to add headers, where ``@app.middleware("http")``
+    ran each request through an extra task and a memory stream on the event loop.
+    """
+
+    def __init__(self, app: Any, *, token: str | None, limits: Limits) -> None:
+        self.app = app
+        self.token = token
+        self.limits = limits
+        jar = Response()
+        jar.set_cookie(TOKEN_COOKIE, token or "", httponly=True, samesite="strict")
+        self.cookie = jar.headers["set-cookie"]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request = Request(scope)
+        refused: Response | None = None
+        if self.token is not None and not _authorised(request, self.token):
+            refused = _error(401, "this server needs its token: send `Authorization: Bearer TOKEN`, "
+                                  "or open the page once as /?token=TOKEN")
+        else:
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.limits.max_bytes + 65536:
+                refused = _error(413, f"upload of {int(length) / 1e6:.1f} MB is over the "
+                                      f"{self.limits.max_bytes / 1e6:.0f} MB limit (--max-upload-mb)")
+        cookie = (refused is None and self.token is not None and bool(request.query_params.get("token"))
+                  and request.url.path == "/")
+
+        async def timed(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if cookie:
+                    headers.append("set-cookie", self.cookie)
+                headers.append("Server-Timing", f"app;dur={(time.perf_counter() - start) * 1e3:.2f}")
+            await send(message)
+
+        await (refused or self.app)(scope, receive, timed)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Upload limits: ``max_bytes`` of the request body, ``max_duration_s`` of decoded audio."""
@@ -125,23 +170,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
     # -- cross-cutting: token, body size, timing, errors ----------------------------------
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        if token is not None and not _authorised(request, token):
-            response: Response = _error(401, "this server needs its token: send `Authorization: Bearer TOKEN`, "
-                                             "or open the page once as /?token=TOKEN")
-        else:
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limits.max_bytes + 65536:
-                response = _error(413, f"upload of {int(length) / 1e6:.1f} MB is over the "
-                                       f"{limits.max_bytes / 1e6:.0f} MB limit (--max-upload-mb)")
-            else:
-                response = await call_next(request)
-                if token is not None and request.query_params.get("token") and request.url.path == "/":
-                    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        response.headers.append("Server-Timing", f"app;dur={(time.perf_counter() - start) * 1e3:.2f}")
-        return response
+    app.add_middleware(Guard, token=token, limits=limits)
 
     @app.exception_handler(RetrievalError)
     async def on_library_error(request: Request, exc: RetrievalError) -> JSONResponse:
