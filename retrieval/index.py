@@ -32,7 +32,15 @@ from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, i
 from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
-from retrieval.search import indexed_query, search_exact, search_files, search_rows, search_segments
+from retrieval.search import (
+    cached_indexed_query,
+    indexed_query,
+    search_exact,
+    search_files,
+    search_rows,
+    search_segments,
+    served_rows,
+)
 from retrieval.store import Level, Store
 from retrieval.store.db import SEVERITIES, Severity, pandas_of, vectors_of
 
@@ -407,6 +415,29 @@ class Index:
         hits = hits[hits["file_id"] != own].head(k).reset_index(drop=True)
         hits["rank"] = np.arange(1, len(hits) + 1)
         return hits
+
+    def search_vector_rows(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
+                           where: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """:meth:`search_vector` as plain rows (the DataFrame's records, cleaned), looked up in
+        tables kept in memory: what a server answering many queries needs."""
+        if k < 1:
+            raise InputError(f"k must be at least 1; got {k}")
+        flt = compile_where(where, self.store.db.column_types())
+        return served_rows(self.store, np.asarray(vector, np.float32), k, flt, by_file=not segments)
+
+    def search_indexed_rows(self, k: int = 10, *, file_id: int | None = None, segment_id: int | None = None,
+                            segments: bool = False, where: str | Sequence[str] | None = None,
+                            include_self: bool = False) -> list[dict[str, Any]]:
+        """:meth:`search_indexed` as plain rows (see :meth:`search_vector_rows`); the query
+        vector is kept while the index's vectors stay the same."""
+        if k < 1:
+            raise InputError(f"k must be at least 1; got {k}")
+        vec, own, n_windows = cached_indexed_query(self.store, file_id=file_id, segment_id=segment_id)
+        flt = compile_where(where, self.store.db.column_types())
+        if include_self:
+            return served_rows(self.store, vec, k, flt, by_file=not segments)
+        return served_rows(self.store, vec, k, flt, by_file=not segments, leave_out=own,
+                           spare=n_windows if segments else 1)
 
     # -- data access -----------------------------------------------------------------------
 

@@ -4,11 +4,13 @@ Results follow ``sentence_transformers.util.semantic_search``: best first, one r
 hit, with the score (cosine of post-processed unit vectors), the file's path, the
 window's ``start_s`` / ``end_s`` and the file's label and metadata columns.
 
-The same hits come two ways. The ``search_*`` functions return a DataFrame and keep the
-window and file tables in memory (:meth:`Store.hit_tables`), for a process that answers many
-queries (the API, ``retrieve serve``). :func:`search_rows` returns plain rows and reads
-only its hits' rows from DuckDB, without pandas: what one ``retrieve query`` needs, whose
-cold start pandas alone would double.
+The same hits come three ways. The ``search_*`` functions return a DataFrame and keep the
+window and file tables in memory (:meth:`Store.hit_tables`), for the Python API.
+:func:`served_rows` returns plain rows looked up in those tables, turned once into numpy
+columns and plain values (:mod:`retrieval.hit_table`), for a process that answers many
+queries (``retrieve serve``). :func:`search_rows` returns plain rows and reads only its
+hits' rows from DuckDB, without pandas: what one ``retrieve query`` needs, whose cold
+start pandas alone would double.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval.filters import Filter
+from retrieval.hit_table import cached_query, file_queries, hit_table
 from retrieval.hits import FileOf, first_per_file, hit_dicts, ranked_in, shown_columns
 from retrieval.postprocess import l2_normalize
 from retrieval.store import Store
@@ -50,6 +53,22 @@ def search_rows(store: Store, query: np.ndarray, k: int, where: Filter | None = 
     dict per hit with the same keys and values as the DataFrame's records; no pandas."""
     ids, scores = ranked(store, query, k, where, by_file=by_file, file_of=store.db.files_of)
     return hit_rows(store, ids, scores)
+
+
+def served_rows(store: Store, query: np.ndarray, k: int, where: Filter | None = None, *, by_file: bool = True,
+                leave_out: int | None = None, spare: int = 0) -> list[dict[str, Any]]:
+    """:func:`search_rows` from the tables kept in memory (:func:`retrieval.hit_table.hit_table`).
+
+    ``leave_out``: a file id whose hits are dropped (the query's own file); ``spare``: how
+    many more hits to ask for so that ``k`` are left after dropping them. Ranks count the
+    rows returned.
+    """
+    table = hit_table(store)
+    ids, scores = ranked(store, query, k + spare, where, by_file=by_file, file_of=table.files_of)
+    if leave_out is not None:
+        keep = table.files_of(ids) != leave_out
+        ids, scores = ids[keep], scores[keep]
+    return table.rows(ids[:k], scores[:k])
 
 
 def ranked(store: Store, query: np.ndarray, k: int, where: Filter | None, *, by_file: bool,
@@ -137,6 +156,28 @@ def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str
     found = store.db.hit_rows(ids, ["path", "root", "duration_s", *extra])
     return hit_dicts(found, ids, scores, sample_rate=store.require_recipe().sample_rate, extra=extra,
                      multi_root=len(store.db.roots()) > 1)
+
+
+def cached_indexed_query(store: Store, *, file_id: int | None = None,
+                         segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
+    """:func:`indexed_query`, kept per version of the store's vectors (the vector is read-only).
+
+    A file's vector comes from the raw file vectors kept in memory
+    (:func:`retrieval.hit_table.file_queries`) when they are, else from DuckDB.
+    """
+    def compute() -> tuple[np.ndarray, int, int]:
+        in_memory = file_queries(store) if file_id is not None else None
+        held = in_memory.get(file_id) if in_memory is not None else None  # type: ignore[arg-type]
+        if held is not None:
+            raw, n_windows = held
+            vec = store.postprocess.apply(raw)[0].astype(np.float32)
+            vec.setflags(write=False)
+            return vec, int(file_id), n_windows  # type: ignore[arg-type]
+        vec, own, n_windows = indexed_query(store, file_id=file_id, segment_id=segment_id)
+        vec.setflags(write=False)
+        return vec, own, n_windows
+
+    return cached_query(store, ("indexed", file_id, segment_id), compute)
 
 
 def indexed_query(store: Store, *, file_id: int | None = None,

@@ -386,10 +386,12 @@ def main() -> None:
             "searches by id go past them; the heavy requests pay that wait instead (their rows above). "
             "In the server's own threads, the heavy request that holds the slot still holds the GIL for most "
             "of its run (decoding, log-mel, colour-mapping), so a search by id waits for the interpreter "
-            "even with a core idle; in a worker process it waits only for a core. What is left is the search "
-            "itself (\"holding the index\": one search at a time per index) and the CPU shared with the "
-            "worker, the load generator's own threads and anything else on the machine (the load average "
-            "beside each run).", "",
+            "even with a core idle; in a worker process it waits only for a core, and since the worker runs "
+            "at a lower CPU priority (nice +10) the OS hands that core to the search first. What is left is "
+            "the search itself (\"holding the index\": one search at a time per index; FAISS with one "
+            "OpenMP thread, the query's file vector and its hits looked up in arrays kept in memory) and the "
+            "CPU shared with the load generator's own threads and anything else on the machine (the load "
+            "average beside each run).", "",
             f"Load average at end {os.getloadavg()[0]:.1f}; total {time.perf_counter() - T0:.0f} s.", "",
         ]
         if args.browser:

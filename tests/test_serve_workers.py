@@ -54,6 +54,14 @@ def test_work_runs_in_another_process_with_the_same_result(built: tuple[Path, Pa
     assert workers.thumbnail(path, 12.0, (1.0, 5.0), 99, 40) == render_spectrogram(path, 12.0, (1.0, 5.0), 99, 40)
 
 
+def test_workers_run_at_a_lower_cpu_priority_than_the_server(workers: Workers) -> None:
+    from retrieval.serve.workers import WORKER_NICENESS
+
+    here = os.nice(0)
+    assert workers._run(os.nice, 0) == min(19, here + WORKER_NICENESS)
+    assert os.nice(0) == here  # the server's own priority is left alone
+
+
 def test_an_upload_embedded_in_a_worker_is_the_vector_the_index_gives(built: tuple[Path, Path],
                                                                       workers: Workers) -> None:
     clip = long_audio("long_b")[: 4 * SR]

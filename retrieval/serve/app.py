@@ -27,6 +27,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 
 from retrieval.encoders.registry import entry, text_encoders
@@ -81,6 +82,50 @@ class Bulkhead:
             yield
 
 
+class Guard:
+    """Every HTTP request: the token, the body size, and ``Server-Timing: app;dur=<ms>``.
+
+    Plain ASGI: it only wraps ``send`` to add headers, where ``@app.middleware("http")``
+    ran each request through an extra task and a memory stream on the event loop.
+    """
+
+    def __init__(self, app: Any, *, token: str | None, limits: Limits) -> None:
+        self.app = app
+        self.token = token
+        self.limits = limits
+        jar = Response()
+        jar.set_cookie(TOKEN_COOKIE, token or "", httponly=True, samesite="strict")
+        self.cookie = jar.headers["set-cookie"]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request = Request(scope)
+        refused: Response | None = None
+        if self.token is not None and not _authorised(request, self.token):
+            refused = _error(401, "this server needs its token: send `Authorization: Bearer TOKEN`, "
+                                  "or open the page once as /?token=TOKEN")
+        else:
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.limits.max_bytes + 65536:
+                refused = _error(413, f"upload of {int(length) / 1e6:.1f} MB is over the "
+                                      f"{self.limits.max_bytes / 1e6:.0f} MB limit (--max-upload-mb)")
+        cookie = (refused is None and self.token is not None and bool(request.query_params.get("token"))
+                  and request.url.path == "/")
+
+        async def timed(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if cookie:
+                    headers.append("set-cookie", self.cookie)
+                headers.append("Server-Timing", f"app;dur={(time.perf_counter() - start) * 1e3:.2f}")
+            await send(message)
+
+        await (refused or self.app)(scope, receive, timed)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Upload limits: ``max_bytes`` of the request body, ``max_duration_s`` of decoded audio."""
@@ -125,23 +170,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
     # -- cross-cutting: token, body size, timing, errors ----------------------------------
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        if token is not None and not _authorised(request, token):
-            response: Response = _error(401, "this server needs its token: send `Authorization: Bearer TOKEN`, "
-                                             "or open the page once as /?token=TOKEN")
-        else:
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limits.max_bytes + 65536:
-                response = _error(413, f"upload of {int(length) / 1e6:.1f} MB is over the "
-                                       f"{limits.max_bytes / 1e6:.0f} MB limit (--max-upload-mb)")
-            else:
-                response = await call_next(request)
-                if token is not None and request.query_params.get("token") and request.url.path == "/":
-                    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        response.headers.append("Server-Timing", f"app;dur={(time.perf_counter() - start) * 1e3:.2f}")
-        return response
+    app.add_middleware(Guard, token=token, limits=limits)
 
     @app.exception_handler(RetrievalError)
     async def on_library_error(request: Request, exc: RetrievalError) -> JSONResponse:
@@ -217,14 +246,14 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                     vector = (ix.store.postprocess.apply(raw[None])[0] if raw is not None
                               else ix.embed(audio, sample_rate=ix.recipe.sample_rate))
                 with locked(snap, response):
-                    hits = snap.index.search_vector(vector, k, segments=segments, where=where)
+                    rows = snap.index.search_vector_rows(vector, k, segments=segments, where=where)
         elif file_id is not None or segment_id is not None:
             with holding(live, response) as snap:
-                hits = snap.index.search_indexed(k, file_id=file_id, segment_id=segment_id, segments=segments,
-                                                 where=where)
+                rows = snap.index.search_indexed_rows(k, file_id=file_id, segment_id=segment_id, segments=segments,
+                                                      where=where)
         else:
             raise InputError("give an audio file (field `file`), or `file_id` or `segment_id` of an indexed one")
-        return _json(records(hits.to_dict(orient="records")), response)
+        return _json_rows(rows, response)
 
     @app.post("/api/text", summary="Search by a text description (CLAP indexes); the hits of `retrieve text --json`")
     def text(response: Response,
@@ -362,6 +391,21 @@ def _authorised(request: Request, token: str) -> bool:
     given = [auth[7:] if auth.lower().startswith("bearer ") else "", request.headers.get("x-retrieve-token", ""),
              request.query_params.get("token", ""), request.cookies.get(TOKEN_COOKIE, "")]
     return any(g and hmac.compare_digest(g.encode(), token.encode()) for g in given)
+
+
+def json_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """Plain rows (:mod:`retrieval.hit_table`) as the JSON body :func:`_json` sends for the same
+    :func:`records`, in one ``json.dumps`` (values it cannot write become text, as the CLI's)."""
+    return json.dumps(rows, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+                      default=str).encode("utf-8")
+
+
+def _json_rows(rows: list[dict[str, Any]], response: Response) -> Response:
+    """:func:`json_bytes` of ``rows`` as the answer, with the headers set on ``response``."""
+    out = Response(json_bytes(rows), media_type="application/json")
+    for value in response.headers.getlist("server-timing"):
+        out.headers.append("Server-Timing", value)
+    return out
 
 
 def _json(content: Any, response: Response) -> JSONResponse:

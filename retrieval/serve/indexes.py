@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from retrieval.errors import IndexNotFoundError, RetrievalError
+from retrieval.hit_table import file_queries
 from retrieval.index import Index, find_index
 
 #: Seconds between two looks at the folder for a newer version.
@@ -232,6 +233,7 @@ class LiveIndex:
                 index._encoder = previous.index._encoder  # keep a loaded model warm across versions
             index.store.vectors("segment")  # load (or rebuild) FAISS now, not in the first request
             index.store.postprocess  # noqa: B018 - and the fitted transform, which queries then only read
+            file_queries(index.store)  # and the tables hits and file queries are looked up in
             files = index.files().set_index("file_id")
             root = Path(index.store.db.get("corpus_root") or ".")
         except BaseException:

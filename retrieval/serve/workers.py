@@ -17,6 +17,10 @@ What runs where:
   The index's fitted post-processing is always applied in the server, so the vector is the
   one :meth:`retrieval.index.Index.embed` gives for the same audio.
 
+Workers run at a lower CPU priority (:data:`WORKER_NICENESS`): on a small, busy machine
+the OS then gives a core to a search by an indexed file before a thumbnail render, so
+the heavy requests pay the wait for CPU as they already pay the wait for a slot.
+
 ``processes=0`` does all of it in the calling thread (the previous behaviour).
 """
 
@@ -40,6 +44,8 @@ from retrieval.serve.media import render_spectrogram
 from retrieval.serve.uploads import decode_upload
 
 T = TypeVar("T")
+#: Added to a worker process's nice value (lower CPU priority than the server's own threads).
+WORKER_NICENESS = 10
 
 
 class Workers:
@@ -99,7 +105,7 @@ class Workers:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_watch_parent, initargs=(os.getpid(),))
+                                                 initializer=_init_worker, initargs=(os.getpid(),))
             return self._pool
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -127,6 +133,15 @@ def weightless(recipe: Recipe) -> bool:
 #: Encoders a worker keeps, by (recipe hash, index folder); weightless ones are cheap to rebuild.
 _MAX_ENCODERS = 8
 _ENCODERS: dict[tuple[str, str], Any] = {}
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Lower this worker's CPU priority and end it with the server."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # not allowed here: keep the default priority
+        pass
+    _watch_parent(parent_pid)
 
 
 def _watch_parent(parent_pid: int, every_s: float = 0.5) -> None:
