@@ -71,6 +71,7 @@ class Snapshot:
     users: int = 0
     retired: bool = False
     _filters: list[dict[str, Any]] | None = None
+    _adapter: Any = None
 
     def audio_path(self, file_id: int) -> Path:
         """The audio file of an indexed ``file_id``; never a path taken from a request.
@@ -115,6 +116,13 @@ class Snapshot:
                             "values": distinct if 0 < len(distinct) <= SELECT_MAX_VALUES else None})
             self._filters = out
         return self._filters
+
+    def adapter(self) -> Any:
+        """This version's :class:`retrieval.adapt.Adapter`, for reads (labels, scores, suggestions);
+        kept, so its mapped search vectors are loaded once per version."""
+        if self._adapter is None:
+            self._adapter = self.index.adapter()
+        return self._adapter
 
     def close(self) -> None:
         self.index.close()  # releases the snapshot's lease, so the next publish may remove it
@@ -162,6 +170,26 @@ class LiveIndex:
                 done = snap.retired and snap.users == 0
             if done:
                 snap.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Index]:
+        """A writable :class:`Index` of this folder for one write (labels, heads, scores).
+
+        Writes are serialised with each other and with the opening of newer versions (both
+        open the live database, and DuckDB shares one instance per file within a process).
+        The writer waits up to :data:`retrieval.store.store.LOCK_WAIT_S` for another process
+        (an ingest) to let go. On a clean exit it publishes a snapshot, which is swapped in
+        before this returns, so the next request sees the write; requests in flight finish on
+        the snapshot they hold, and searches never wait for the write.
+
+        Raises:
+            IndexLockedError: another process held the index for longer than that.
+        """
+        with self._one_refresh:
+            index = Index.open(self.root, writable=True, device=self.device)
+            with index.store:  # publishes a snapshot on a clean exit (and closes)
+                yield index
+            self._swap_in_newer()
 
     def current(self) -> Snapshot:
         """The snapshot now being served (for reads that need no lock, such as ``version``)."""
