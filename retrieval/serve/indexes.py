@@ -34,6 +34,8 @@ from retrieval.index import Index, find_index
 CHECK_EVERY_S = 0.5
 #: Columns with at most this many distinct values get a select on the page.
 SELECT_MAX_VALUES = 30
+#: Column types that get a text box whatever their count of values (``score_<target>`` is REAL).
+FLOAT_TYPES = ("REAL", "FLOAT", "DOUBLE")
 
 
 def source_version(root: Path) -> int | None:
@@ -105,15 +107,18 @@ class Snapshot:
         return found[0], found[1] / rate, found[2] / rate
 
     def filters(self) -> list[dict[str, Any]]:
-        """One entry per metadata column: ``name``, ``type``, and ``values`` when there are few."""
+        """One entry per metadata column: ``name``, ``type``, and ``values`` when there are few
+        (never for floating-point columns)."""
         if self._filters is None:
             columns = self.index.store.db.column_types()
             out = []
             for name in self.index.store.db.metadata_columns():
                 values = self.files[name].dropna() if name in self.files else pd.Series([], dtype=object)
                 distinct = sorted({str(v) for v in values})
-                out.append({"name": name, "type": columns.get(name, "VARCHAR"), "distinct": len(distinct),
-                            "values": distinct if 0 < len(distinct) <= SELECT_MAX_VALUES else None})
+                kind = columns.get(name, "VARCHAR")
+                few = 0 < len(distinct) <= SELECT_MAX_VALUES and kind not in FLOAT_TYPES  # no select of scores
+                out.append({"name": name, "type": kind, "distinct": len(distinct),
+                            "values": distinct if few else None})
             self._filters = out
         return self._filters
 
