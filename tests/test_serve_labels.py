@@ -197,3 +197,15 @@ def test_openapi_lists_the_labelling_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/labels", "/api/train", "/api/score", "/api/suggest"} <= set(paths)
     assert {"get", "post"} <= set(paths["/api/labels"])
+
+
+def test_labels_set_by_the_cli_reach_the_running_server(client: TestClient, held: IndexSet,
+                                                        built: tuple[Path, Path], tmp_path: Path) -> None:
+    """`retrieve label` in a shell publishes what it wrote, so the server sees it without a restart."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,start_s,end_s,target,label\ntone/tone_01.wav,,,from_cli,positive\n")
+    out = CliRunner().invoke(cli, ["label", "--index", str(built[1]), "--csv", str(csv)])
+    assert out.exit_code == 0, out.output
+    assert held.get(None).refresh() is True  # what the next request's background check does
+    assert client.get("/api/labels", params={"target": "from_cli", "counts": "true"}).json() == [
+        {"target": "from_cli", "label": "positive", "count": 1}]
