@@ -69,6 +69,7 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
     assert res.json() == {"labels": 2, "source": "serve", "target": "chirpy",
                           "counts": {"positive": 2, "negative": 0, "uncertain": 0}}
     assert live.current().version > version  # the write was published and swapped in
+    assert "chirpy" in client.get("/api/info").json()["serve"]["targets"]  # the page offers it next time
     for h in neg:
         res = client.post("/api/labels", data={"target": "chirpy", "label": "-", "segment_id": h["segment_id"]})
     assert res.json()["counts"] == {"positive": 2, "negative": 2, "uncertain": 0}

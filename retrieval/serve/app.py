@@ -191,7 +191,8 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                 "text_disabled_reason": None if has_text else (
                     f"text search needs an encoder with a text tower ({', '.join(text_encoders())}); "
                     f"this index uses {recipe.encoder}"),
-                "filters": snap.filters(), "snapshot_taken_at": snap.taken_at,
+                "filters": snap.filters(), "targets": snap.adapter().labels_db.targets(),
+                "snapshot_taken_at": snap.taken_at,
                 "refresh_error": live.last_refresh_error,
                 "max_upload_mb": limits.max_bytes / 1e6, "max_upload_s": limits.max_duration_s,
             }

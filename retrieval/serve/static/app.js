@@ -57,6 +57,9 @@ async function loadInfo() {
   $("#text-reason").textContent = s.text_disabled_reason || "";
   text.title = s.text_disabled_reason || "";
   buildFilters(s.filters);
+  const known = $("#targets");
+  known.innerHTML = "";
+  for (const t of s.targets || []) known.appendChild(new Option(t, t));
   const lc = $("#label-column");
   lc.innerHTML = "";
   for (const f of s.filters) lc.add(new Option(f.name, f.name));
@@ -290,6 +293,7 @@ async function labelWindow(el, h, label) {
     state.labelled.set(h.segment_id, label);
     for (const other of document.querySelectorAll(`.hit[data-segment-id="${h.segment_id}"]`)) markLabel(other, label);
     showCounts(body.counts);
+    if (![...$("#targets").options].some((o) => o.value === t)) $("#targets").appendChild(new Option(t, t));
   } catch (e) { showError(e.message); }
   for (const b of buttons) b.disabled = false;
 }
