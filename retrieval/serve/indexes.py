@@ -12,6 +12,10 @@ when it changes, a new :class:`Index` on that snapshot is opened aside, warmed, 
 switched in under a lock, and the old one is closed (releasing its snapshot's lease) when
 its last request ends. No request ever sees a half-written state: a snapshot is complete
 before it is published.
+
+Writes (labels, heads, scores) go through :meth:`LiveIndex.writing`: a writer of the live
+database for one request, which publishes a snapshot when it closes; the server then swaps
+that snapshot in before answering, so the next request sees the write.
 """
 
 from __future__ import annotations
