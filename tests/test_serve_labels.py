@@ -107,7 +107,8 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
                       params={"start_s": got[0]["start_s"], "end_s": got[0]["end_s"]}).status_code == 200
 
     # a suggestion labelled in place leaves the next list
-    res = client.post("/api/labels", data={"target": "chirpy", "label": "uncertain", "segment_id": got[0]["segment_id"]})
+    res = client.post("/api/labels", data={"target": "chirpy", "label": "uncertain",
+                                           "segment_id": got[0]["segment_id"]})
     assert res.json()["counts"]["uncertain"] == 1
     top = client.get("/api/suggest", params={"target": "chirpy", "n": 5, "strategy": "top"}).json()
     assert got[0]["segment_id"] not in {t["segment_id"] for t in top}
