@@ -33,6 +33,7 @@ import pandas as pd
 
 from retrieval.errors import IndexNotFoundError, RetrievalError
 from retrieval.index import Index, find_index
+from retrieval.store import Store
 
 #: Seconds between two looks at the folder for a newer version.
 CHECK_EVERY_S = 0.5
@@ -198,7 +199,7 @@ class LiveIndex:
             index = Index.open(self.root, writable=True, device=self.device)
             with index.store:  # publishes a snapshot on a clean exit (and closes)
                 yield index
-            self._swap_in_newer()
+            self._swap_in_newer(just_published=True)
 
     def current(self) -> Snapshot:
         """The snapshot now being served (for reads that need no lock, such as ``version``)."""
@@ -238,11 +239,11 @@ class LiveIndex:
         finally:
             self._refreshing = False
 
-    def _swap_in_newer(self) -> bool:
+    def _swap_in_newer(self, just_published: bool = False) -> bool:
         if source_version(self.root) == self._current.version:
             return False
         try:
-            new = self._snapshot(self._current)
+            new = self._snapshot(self._current, just_published)
         except RetrievalError as exc:  # a writer holds the file: keep serving the old snapshot
             self.last_refresh_error = str(exc)
             return False
@@ -255,14 +256,18 @@ class LiveIndex:
             old.close()
         return True
 
-    def _snapshot(self, previous: Snapshot | None) -> Snapshot:
-        """Open the newest published snapshot, warmed for the first request.
+    def _snapshot(self, previous: Snapshot | None, just_published: bool = False) -> Snapshot:
+        """Open the newest published snapshot, warmed for the first request (``just_published``:
+        this process published it, so it is current and the live database need not be checked).
 
         Raises:
             RetrievalError: the folder is not an index, or has no snapshot yet while a
                 first ingest writes it.
         """
-        index = Index.open(self.root, device=self.device, snapshot_only=True)
+        if just_published:
+            index = Index(Store.open_published(self.root), device=self.device)
+        else:
+            index = Index.open(self.root, device=self.device, snapshot_only=True)
         try:
             _freeze(index)
             if previous is not None and previous.index.recipe == index.recipe:
