@@ -33,6 +33,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_search import synth_store  # noqa: E402
 
+NOTE = ("A label write opens a writer of the live database, publishes a snapshot (a copy of "
+        "`meta.duckdb`) and opens that snapshot, so unlike a search its cost grows with the "
+        "database; training and scoring read every window's vector.")
+
 
 def timed(call, repeat: int) -> float:  # type: ignore[no-untyped-def]
     """Median seconds of ``repeat`` calls of ``call(i)``; each must answer 200."""
@@ -95,6 +99,7 @@ def main() -> None:
              f"load average {' '.join(load_before)} before, {' '.join(load_after)} after.", "",
              "| request | seconds | x search by id |", "|---|---|---|"]
     lines += [f"| {name} | {s:.3f} | {s / search_s:.1f} |" for name, s in rows]
+    lines += ["", NOTE]
     text = "\n".join(lines)
     print(text)
     if args.doc:
