@@ -214,6 +214,15 @@ def test_label_buttons_count_and_train_and_suggest_lists_playable_windows(server
 
                 Image.open(tmp_path / "suggest.png").convert("RGB").quantize(128).save(
                     os.environ["RETRIEVE_SERVE_SUGGEST_SCREENSHOT"], optimize=True)
+
+            page.reload()  # the target is remembered, and the results labelled before are marked
+            page.wait_for_function("document.querySelector('#n-uncertain').textContent === '1'")
+            assert page.input_value("#target") == "vowelish"
+            assert (count("positive"), count("negative")) == (2, 2)
+            page.set_input_files("#file", str(clip))
+            page.wait_for_function("document.querySelectorAll('#results .hit').length >= 6")
+            page.wait_for_function("document.querySelector('#results .hit').dataset.labelled === 'positive'")
+            assert hits.nth(4).get_attribute("data-labelled") == "negative"
             assert not errors, errors
         finally:
             browser.close()

@@ -81,6 +81,11 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
     assert {r["source"] for r in listed} == {"serve"}
     counts = client.get("/api/labels", params={"target": "chirpy", "counts": "true"}).json()
     assert counts == cli_json("labels", "--index", ix, "--target", "chirpy", "--counts")
+    windows = client.get("/api/labels", params={"target": "chirpy", "windows": "true"}).json()
+    by_window = {w["segment_id"]: w["label"] for w in windows}
+    assert all(by_window[h["segment_id"]] == "positive" for h in pos)
+    assert all(by_window[h["segment_id"]] == "negative" for h in neg)
+    assert {w["target"] for w in windows} == {"chirpy"}
 
     trained = client.post("/api/train", data={"target": "chirpy", "weak_negatives": 0.2})
     assert trained.status_code == 200, trained.text

@@ -6,7 +6,9 @@ Routes (added to the app by :func:`retrieval.serve.app.create_app`):
   file by ``file_id`` with ``start_s``/``end_s`` (both empty: the whole file), for ``target``;
   ``label`` is positive, negative or uncertain. Stored with source ``serve``. Answers what
   ``retrieve label --json`` prints plus ``counts`` (the target's labels by value).
-- ``GET /api/labels?target=T[&counts=true]``: the rows of ``retrieve labels --json`` (``--counts``).
+- ``GET /api/labels?target=T[&counts=true]``: the rows of ``retrieve labels --json`` (``--counts``);
+  with ``windows=true``, the labels resolved onto today's windows (``segment_id, target, label``),
+  so the page can mark the results already labelled.
 - ``POST /api/train``: ``target``, ``head``, ``weak_negatives``, ``seed``; the summaries of
   ``retrieve train --json``.
 - ``POST /api/score``: ``target``; the rows of ``retrieve score --json``.
@@ -119,9 +121,15 @@ def label_routes(indexes: IndexSet, heavy: Any) -> APIRouter:
     def list_labels(response: Response,
                     target: Annotated[str | None, Query(description="Only these targets (comma-separated)")] = None,
                     counts: Annotated[bool, Query(description="One row per target and label, with counts")] = False,
+                    windows: Annotated[bool, Query(description="The label of each window a label covers "
+                                                               "(segment_id, target, label)")] = False,
                     index: Annotated[str | None, Query()] = None) -> list[dict[str, Any]]:
         wanted = targets_of(target) if target else None
         with holding(indexes.get(index), response) as snap:
+            if windows:
+                ad = snap.adapter()
+                resolved = ad.labels_db.window_labels(wanted if wanted is not None else ad.labels_db.targets())
+                return _json(records(resolved.to_dict(orient="records")), response)
             found = snap.adapter().labels(wanted)
         if counts:
             grouped = found.groupby(["target", "label"]).size().reset_index(name="count")

@@ -263,6 +263,12 @@ async function loadCounts() {
     const counts = {};
     for (const row of body) counts[row.label] = row.count;
     showCounts(counts);
+    q.delete("counts");
+    q.set("windows", "true");
+    const { body: windows } = await api(`/api/labels?${q}`);  // mark the results labelled before
+    if (target() !== t) return;
+    state.labelled = new Map(windows.map((w) => [w.segment_id, w.label]));
+    for (const el of document.querySelectorAll(".hit")) markLabel(el, state.labelled.get(Number(el.dataset.segmentId)));
   } catch (e) { showError(e.message); }
 }
 
