@@ -37,7 +37,7 @@ def held(built: tuple[Path, Path]) -> IndexSet:
 
 @pytest.fixture(scope="module")
 def client(held: IndexSet) -> TestClient:
-    return TestClient(create_app(held, heavy_processes=0))
+    return TestClient(create_app(held, heavy_processes=0), base_url="http://127.0.0.1:8000")
 
 
 def windows_of(client: TestClient, built: tuple[Path, Path], cls: str, k: int = 40) -> list[dict]:
@@ -170,6 +170,21 @@ def test_writes_need_the_token_and_come_from_this_site(client: TestClient, held:
     assert guarded.get("/api/labels", params={"target": "guarded"}, headers=auth).json() == []
     own = guarded.post("/api/labels", data=form, headers={**auth, "Origin": "http://testserver"})
     assert own.status_code == 200 and own.json()["labels"] == 1, own.text
+
+
+def test_without_a_token_writes_are_taken_at_a_loopback_host_only(held: IndexSet, client: TestClient,
+                                                                  built: tuple[Path, Path]) -> None:
+    """A page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to itself;
+    its writes name its own host, which a server without a token refuses."""
+    seg = windows_of(client, built, "tone")[1]["segment_id"]
+    form = {"target": "rebound", "label": "positive", "segment_id": seg}
+    rebound = TestClient(create_app(held, heavy_processes=0), base_url="http://evil.example:8000")
+    res = rebound.post("/api/labels", data=form, headers={"Origin": "http://evil.example:8000"})
+    assert res.status_code == 403 and "127.0.0.1 or localhost" in res.json()["error"]
+    assert rebound.get("/api/labels", params={"target": "rebound"}).json() == []  # reads still answer
+    for base in ("http://localhost:8000", "http://[::1]:8000"):
+        ok = TestClient(create_app(held, heavy_processes=0), base_url=base).post("/api/labels", data=form)
+        assert ok.status_code == 200, (base, ok.text)
 
 
 def test_a_write_waits_for_another_writer_and_searches_never_do(client: TestClient, held: IndexSet,

@@ -341,7 +341,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
     from retrieval.serve.labelling import label_routes
 
-    app.include_router(label_routes(indexes, heavy))
+    app.include_router(label_routes(indexes, heavy, token))
     return app
 
 

@@ -19,8 +19,9 @@ Routes (added to the app by :func:`retrieval.serve.app.create_app`):
 Writes go through :meth:`LiveIndex.writing`: a short-lived writer of the live database that
 publishes a snapshot and swaps it in, so searches keep answering from the version they hold
 and never see a half-written state. A write while ``retrieve index`` holds the index waits a
-few seconds, then answers 409. Writes sent by another site's page are refused
-(:func:`same_site_only`), since a page on the loopback needs no token.
+few seconds, then answers 409. Writes sent by another site's page, and without a token
+writes addressed to a host that is not the loopback, are refused (:func:`same_site_only`),
+since a server on the loopback needs no token.
 """
 
 from __future__ import annotations
@@ -53,22 +54,31 @@ def targets_of(text: str) -> list[str]:
     return names
 
 
-def same_site_only(request: Request) -> None:
+def same_site_only(request: Request, *, token: str | None) -> None:
     """Refuse a write that another site's page sent through the user's browser.
 
     A server on the loopback takes no token, and a form POST from any page reaches it; the
     browser says where such a request comes from (``Sec-Fetch-Site``, ``Origin``). Tools that
-    send neither (curl, scripts) are let through.
+    send neither (curl, scripts) are let through. Without a token, a write must also name a
+    loopback host (``Host``), so a page whose domain was re-pointed at 127.0.0.1 (DNS
+    rebinding) cannot pass for this server's own page.
 
     Raises:
         HTTPException: 403, when the request comes from another origin.
     """
+    from retrieval.serve import is_loopback
+
     origin = request.headers.get("origin")
+    host = request.headers.get("host", "")
     cross = request.headers.get("sec-fetch-site") == "cross-site" or (
-        origin is not None and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")))
+        origin is not None and (origin == "null" or urlsplit(origin).netloc != host))
     if cross:
         raise HTTPException(403, f"refusing a write sent by another site's page (origin {origin or 'unknown'}); "
                                  "label from this server's own page or the API")
+    name = urlsplit(f"//{host}").hostname or ""
+    if token is None and not is_loopback(name):
+        raise HTTPException(403, f"refusing a write addressed to host {host!r}: a server without a token takes "
+                                 "writes only at 127.0.0.1 or localhost")
 
 
 def label_counts(labels: Any) -> dict[str, int]:
@@ -77,14 +87,18 @@ def label_counts(labels: Any) -> dict[str, int]:
     return {v: int(found.get(v, 0)) for v in LABEL_VALUES}
 
 
-def label_routes(indexes: IndexSet, heavy: Any) -> APIRouter:
+def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> APIRouter:
     """The routes above for ``indexes``; training and scoring take one of ``heavy``'s slots
-    (:class:`retrieval.serve.app.Bulkhead`)."""
+    (:class:`retrieval.serve.app.Bulkhead`). ``token``: the server's (None: it has none, so
+    it listens on the loopback only)."""
     from retrieval.search import hit_rows
     from retrieval.serve.app import holding, records, _json
 
     router = APIRouter()
-    writes = [Depends(same_site_only)]
+    def guard(request: Request) -> None:
+        same_site_only(request, token=token)
+
+    writes = [Depends(guard)]
 
     @router.post("/api/labels", dependencies=writes,
                  summary="Label windows (by segment_id) or a span of an indexed file for a target; "
