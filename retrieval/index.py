@@ -132,8 +132,10 @@ class Index:
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Close; a writer leaving cleanly publishes what it changed first (:meth:`Store.__exit__`),
+        so a server and other snapshot readers see labels, heads and scores set through it."""
+        self.store.__exit__(exc_type, *exc)
 
     @property
     def encoder(self) -> Encoder:

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["baseline", "startup", "ingest", "ray", "search", "serve", "locate", "copies", "adapt", "clap", "wav2vec2", "beats"]
+ORDER = ["baseline", "startup", "ingest", "ray", "search", "serve", "serve_labels", "locate", "copies", "adapt", "clap", "wav2vec2", "beats"]
 
 
 def main() -> None:

@@ -151,3 +151,78 @@ def test_recording_from_the_microphone_searches(server: str) -> None:
             assert page.locator("#classify-out table.votes").count() == 2
         finally:
             browser.close()
+
+
+def test_label_buttons_count_and_train_and_suggest_lists_playable_windows(server: str, tmp_path: Path) -> None:
+    """Name a target, mark results + and −: the counts follow. Train & suggest lists windows with
+    the head's score, which play and can be labelled in place."""
+    clip = tmp_path / "vowel.wav"
+    sf.write(clip, long_audio("long_a")[8 * SR: 12 * SR], SR, subtype="PCM_16")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1200})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server)
+            page.wait_for_function("document.querySelector('#summary').textContent.includes('files')")
+            count = lambda name: int(page.locator(f"#n-{name}").inner_text())  # noqa: E731
+            page.set_input_files("#file", str(clip))
+            page.wait_for_function("document.querySelectorAll('#results .hit').length >= 6")
+            hits = page.locator("#results .hit")
+            hits.nth(0).locator(".lab[data-label=positive]").click()  # no target yet: says what to do
+            page.wait_for_selector("#error:not([hidden])")
+            assert "target" in page.locator("#error").inner_text() and count("positive") == 0
+            page.fill("#target", "vowelish")
+            page.press("#target", "Enter")
+            page.wait_for_function("!document.body.classList.contains('no-target')")
+            labels = {0: "positive", 1: "positive", 4: "negative", 5: "negative"}
+            for i, (rank, label) in enumerate(labels.items()):
+                hits.nth(rank).locator(f".lab[data-label={label}]").click()
+                want = sum(1 for v in list(labels.values())[: i + 1] if v == label)
+                page.wait_for_function(f"document.querySelector('#n-{label}').textContent === '{want}'")
+            assert (count("positive"), count("negative"), count("uncertain")) == (2, 2, 0)
+            assert hits.nth(0).get_attribute("data-labelled") == "positive"
+            assert page.locator("#error").is_hidden()
+
+            page.click("#train")
+            page.wait_for_function("document.querySelectorAll('#suggest .hit').length > 0", timeout=60000)
+            assert page.locator("#suggest").is_visible() and page.locator("#results").is_hidden()
+            assert "windows scored" in page.locator("#train-state").inner_text()
+            suggestions = page.locator("#suggest .hit")
+            labelled = {hits.nth(r).get_attribute("data-segment-id") for r in labels}
+            shown = {suggestions.nth(i).get_attribute("data-segment-id") for i in range(suggestions.count())}
+            assert shown and not shown & labelled  # only windows without a label are suggested
+            first = suggestions.nth(0)
+            assert first.locator(".score").inner_text().startswith("p ")
+            page.wait_for_function("(i => i.complete && i.naturalWidth > 0)("  # lower ones load lazily
+                                   "document.querySelector('#suggest .hit .thumb'))")
+            start_s = float(first.get_attribute("data-start-s"))
+            first.evaluate("el => { const a = el.querySelector('audio.player');"
+                           " a.addEventListener('playing', () => { window.__suggestFrom = a.currentTime; },"
+                           " { once: true }); }")
+            first.locator(".play").click()
+            page.wait_for_function("window.__suggestFrom !== undefined", timeout=15000)
+            assert abs(page.evaluate("window.__suggestFrom") - start_s) <= 0.1
+            first.locator(".lab[data-label=uncertain]").click()  # labelled in place
+            page.wait_for_function("document.querySelector('#n-uncertain').textContent === '1'")
+            assert first.get_attribute("data-labelled") == "uncertain"
+            page.screenshot(path=str(tmp_path / "suggest.png"))
+            if os.environ.get("RETRIEVE_SERVE_SUGGEST_SCREENSHOT"):
+                from PIL import Image
+
+                Image.open(tmp_path / "suggest.png").convert("RGB").quantize(128).save(
+                    os.environ["RETRIEVE_SERVE_SUGGEST_SCREENSHOT"], optimize=True)
+
+            page.reload()  # the target is remembered, and the results labelled before are marked
+            page.wait_for_function("document.querySelector('#n-uncertain').textContent === '1'")
+            assert page.input_value("#target") == "vowelish"
+            assert (count("positive"), count("negative")) == (2, 2)
+            page.set_input_files("#file", str(clip))
+            page.wait_for_function("document.querySelectorAll('#results .hit').length >= 6")
+            page.wait_for_function("document.querySelector('#results .hit').dataset.labelled === 'positive'")
+            assert hits.nth(4).get_attribute("data-labelled") == "negative"
+            assert not errors, errors
+        finally:
+            browser.close()

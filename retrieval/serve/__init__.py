@@ -4,8 +4,9 @@
 
 Modules: :mod:`.indexes` (the one adapter through which requests reach an index, and
 how a newer version is picked up), :mod:`.media` (audio slices, spectrogram
-thumbnails), :mod:`.app` (routes), ``static/`` (the page: plain JavaScript, no build
-step, nothing fetched from elsewhere). Needs the ``serve`` extra:
+thumbnails), :mod:`.app` (routes), :mod:`.labelling` (label, train, score and suggest
+routes; their writes go through a short-lived writer), ``static/`` (the page: plain
+JavaScript, no build step, nothing fetched from elsewhere). Needs the ``serve`` extra:
 ``pip install 'retrieve[serve]'``.
 """
 

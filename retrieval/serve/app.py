@@ -4,7 +4,9 @@ Answers use the shapes of the CLI's ``--json``: ``/api/search`` and ``/api/text`
 the list of hits ``retrieve query --json`` prints, ``/api/classify`` the list of
 ``retrieve classify --json``, ``/api/locate`` the object of ``retrieve locate --json``
 (plus the similarity ``curve``), ``/api/info`` the object of ``retrieve info --json``
-(plus a ``serve`` block). Errors are ``{"error": "<one line>"}`` with a 4xx status.
+(plus a ``serve`` block); the labelling loop (``/api/labels``, ``/api/train``,
+``/api/score``, ``/api/suggest``) is in :mod:`retrieval.serve.labelling`. An index that
+another process is writing answers a write with 409. Errors are ``{"error": "<one line>"}`` with a 4xx status.
 Every answer carries ``Server-Timing: app;dur=<ms>``, the time spent in the server, and
 those that use an index ``index;dur=<ms>``, the part of it spent holding the index (the
 rest is waiting for it, for a CPU, and HTTP parsing).
@@ -31,7 +33,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 
 from retrieval.encoders.registry import entry, text_encoders
-from retrieval.errors import IndexNotFoundError, InputError, RetrievalError
+from retrieval.errors import IndexLockedError, IndexNotFoundError, InputError, RetrievalError
 from retrieval.serve.indexes import IndexSet, LiveIndex, Snapshot
 from retrieval.serve.media import Thumbnails, audio_slice_wav
 from retrieval.serve.uploads import UploadTooLarge
@@ -174,7 +176,8 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
 
     @app.exception_handler(RetrievalError)
     async def on_library_error(request: Request, exc: RetrievalError) -> JSONResponse:
-        status = 404 if isinstance(exc, IndexNotFoundError) else 413 if isinstance(exc, UploadTooLarge) else 400
+        status = (404 if isinstance(exc, IndexNotFoundError) else 413 if isinstance(exc, UploadTooLarge)
+                  else 409 if isinstance(exc, IndexLockedError) else 400)
         return _error(status, str(exc))
 
     @app.exception_handler(HTTPException)
@@ -217,7 +220,8 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                 "text_disabled_reason": None if has_text else (
                     f"text search needs an encoder with a text tower ({', '.join(text_encoders())}); "
                     f"this index uses {recipe.encoder}"),
-                "filters": snap.filters(), "snapshot_taken_at": snap.taken_at,
+                "filters": snap.filters(), "targets": snap.adapter().labels_db.targets(),
+                "snapshot_taken_at": snap.taken_at,
                 "refresh_error": live.last_refresh_error,
                 "max_upload_mb": limits.max_bytes / 1e6, "max_upload_s": limits.max_duration_s,
             }
@@ -364,6 +368,9 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
             out.headers.append("Server-Timing", value)
         return out
 
+    from retrieval.serve.labelling import label_routes
+
+    app.include_router(label_routes(indexes, heavy, token))
     return app
 
 

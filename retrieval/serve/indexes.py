@@ -12,6 +12,10 @@ when it changes, a new :class:`Index` on that snapshot is opened aside, warmed, 
 switched in under a lock, and the old one is closed (releasing its snapshot's lease) when
 its last request ends. No request ever sees a half-written state: a snapshot is complete
 before it is published.
+
+Writes (labels, heads, scores) go through :meth:`LiveIndex.writing`: a writer of the live
+database for one request, which publishes a snapshot when it closes; the server then swaps
+that snapshot in before answering, so the next request sees the write.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ import pandas as pd
 from retrieval.errors import IndexNotFoundError, RetrievalError
 from retrieval.hit_table import file_queries
 from retrieval.index import Index, find_index
+from retrieval.store import Store
 
 #: Seconds between two looks at the folder for a newer version.
 CHECK_EVERY_S = 0.5
 #: Columns with at most this many distinct values get a select on the page.
 SELECT_MAX_VALUES = 30
+#: Column types that get a text box whatever their count of values (``score_<target>`` is REAL).
+FLOAT_TYPES = ("REAL", "FLOAT", "DOUBLE")
 
 
 def source_version(root: Path) -> int | None:
@@ -72,6 +79,7 @@ class Snapshot:
     users: int = 0
     retired: bool = False
     _filters: list[dict[str, Any]] | None = None
+    _adapter: Any = None
 
     def audio_path(self, file_id: int) -> Path:
         """The audio file of an indexed ``file_id``; never a path taken from a request.
@@ -105,17 +113,27 @@ class Snapshot:
         return found[0], found[1] / rate, found[2] / rate
 
     def filters(self) -> list[dict[str, Any]]:
-        """One entry per metadata column: ``name``, ``type``, and ``values`` when there are few."""
+        """One entry per metadata column: ``name``, ``type``, and ``values`` when there are few
+        (never for floating-point columns)."""
         if self._filters is None:
             columns = self.index.store.db.column_types()
             out = []
             for name in self.index.store.db.metadata_columns():
                 values = self.files[name].dropna() if name in self.files else pd.Series([], dtype=object)
                 distinct = sorted({str(v) for v in values})
-                out.append({"name": name, "type": columns.get(name, "VARCHAR"), "distinct": len(distinct),
-                            "values": distinct if 0 < len(distinct) <= SELECT_MAX_VALUES else None})
+                kind = columns.get(name, "VARCHAR")
+                few = 0 < len(distinct) <= SELECT_MAX_VALUES and kind not in FLOAT_TYPES  # no select of scores
+                out.append({"name": name, "type": kind, "distinct": len(distinct),
+                            "values": distinct if few else None})
             self._filters = out
         return self._filters
+
+    def adapter(self) -> Any:
+        """This version's :class:`retrieval.adapt.Adapter`, for reads (labels, scores, suggestions);
+        kept, so its mapped search vectors are loaded once per version."""
+        if self._adapter is None:
+            self._adapter = self.index.adapter()
+        return self._adapter
 
     def close(self) -> None:
         self.index.close()  # releases the snapshot's lease, so the next publish may remove it
@@ -164,6 +182,26 @@ class LiveIndex:
             if done:
                 snap.close()
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Index]:
+        """A writable :class:`Index` of this folder for one write (labels, heads, scores).
+
+        Writes are serialised with each other and with the opening of newer versions (both
+        open the live database, and DuckDB shares one instance per file within a process).
+        The writer waits up to :data:`retrieval.store.store.LOCK_WAIT_S` for another process
+        (an ingest) to let go. On a clean exit it publishes a snapshot, which is swapped in
+        before this returns, so the next request sees the write; requests in flight finish on
+        the snapshot they hold, and searches never wait for the write.
+
+        Raises:
+            IndexLockedError: another process held the index for longer than that.
+        """
+        with self._one_refresh:
+            index = Index.open(self.root, writable=True, device=self.device)
+            with index.store:  # publishes a snapshot on a clean exit (and closes)
+                yield index
+            self._swap_in_newer(just_published=True)
+
     def current(self) -> Snapshot:
         """The snapshot now being served (for reads that need no lock, such as ``version``)."""
         return self._current
@@ -202,11 +240,11 @@ class LiveIndex:
         finally:
             self._refreshing = False
 
-    def _swap_in_newer(self) -> bool:
+    def _swap_in_newer(self, just_published: bool = False) -> bool:
         if source_version(self.root) == self._current.version:
             return False
         try:
-            new = self._snapshot(self._current)
+            new = self._snapshot(self._current, just_published)
         except RetrievalError as exc:  # a writer holds the file: keep serving the old snapshot
             self.last_refresh_error = str(exc)
             return False
@@ -219,14 +257,18 @@ class LiveIndex:
             old.close()
         return True
 
-    def _snapshot(self, previous: Snapshot | None) -> Snapshot:
-        """Open the newest published snapshot, warmed for the first request.
+    def _snapshot(self, previous: Snapshot | None, just_published: bool = False) -> Snapshot:
+        """Open the newest published snapshot, warmed for the first request (``just_published``:
+        this process published it, so it is current and the live database need not be checked).
 
         Raises:
             RetrievalError: the folder is not an index, or has no snapshot yet while a
                 first ingest writes it.
         """
-        index = Index.open(self.root, device=self.device, snapshot_only=True)
+        if just_published:
+            index = Index(Store.open_published(self.root), device=self.device)
+        else:
+            index = Index.open(self.root, device=self.device, snapshot_only=True)
         try:
             _freeze(index)
             if previous is not None and previous.index.recipe == index.recipe:

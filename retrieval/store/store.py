@@ -181,6 +181,18 @@ class Store:
         return cls._on_lease(root, lease, "snapshot: opened snapshot-only")
 
     @classmethod
+    def open_published(cls, root: Path) -> Store:
+        """Read the snapshot ``snapshots/CURRENT`` names, as it is: for a process that has just
+        published it, to see its own write without :meth:`open`'s check that the snapshot is
+        current (which opens the live database once more). Without a snapshot, as
+        ``open(root, snapshot_only=True)``."""
+        root = Path(root)
+        lease = snapshot.lease_current(root)
+        if lease is None:
+            return cls.open(root, snapshot_only=True)
+        return cls._on_lease(root, lease, "snapshot: the one this process just published")
+
+    @classmethod
     def _on_lease(cls, root: Path, lease: snapshot.Lease, reading: str) -> Store:
         try:
             db = MetadataDB(lease.folder / DB_NAME, read_only=True)

@@ -150,3 +150,27 @@ def test_a_reader_in_the_writing_process_reads_the_snapshot(corpus, tmp_path):
             assert reader.info()["reading"].startswith("snapshot")
     with Store.open(ix) as reader:  # the writer published when it closed; no writer now: the live file
         assert reader.snapshot_id is None and reader.db.get("note") is not None
+
+
+def test_open_published_reads_the_snapshot_a_writer_just_published(tmp_path):
+    corpus = tmp_path / "corpus"
+    synth.write_demo_corpus(corpus, per_class=1)
+    ix = tmp_path / "ix"
+    ingest(corpus, ix)
+    before = read_pointer(ix).id
+    with Store.open(ix, writable=True) as store:  # a change, published on a clean exit
+        with store.db.transaction():
+            store.db.set("open_published_test", "yes")
+    assert read_pointer(ix).id == before + 1
+    reader = Store.open_published(ix)
+    try:
+        assert reader.snapshot_id == before + 1 and reader.db.get("open_published_test") == "yes"
+        assert "just published" in reader.reading
+    finally:
+        reader.close()
+    shutil.rmtree(ix / SNAPSHOTS)  # none published: the snapshot-only open publishes one first
+    reader = Store.open_published(ix)
+    try:
+        assert reader.snapshot_id is not None and reader.db.get("open_published_test") == "yes"
+    finally:
+        reader.close()

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { info: null, query: null, hits: [], results: 0 };
+const state = { info: null, query: null, hits: [], results: 0, labelled: new Map() };
 
 // -- talking to the API ----------------------------------------------------------------------
 
@@ -57,6 +57,9 @@ async function loadInfo() {
   $("#text-reason").textContent = s.text_disabled_reason || "";
   text.title = s.text_disabled_reason || "";
   buildFilters(s.filters);
+  const known = $("#targets");
+  known.innerHTML = "";
+  for (const t of s.targets || []) known.appendChild(new Option(t, t));
   const lc = $("#label-column");
   lc.innerHTML = "";
   for (const f of s.filters) lc.add(new Option(f.name, f.name));
@@ -151,53 +154,194 @@ function fmt(x, d) { return Number(x).toFixed(d); }
 
 // -- results ---------------------------------------------------------------------------------
 
-const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "file_id"]);
+const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "file_id", "margin"]);
 
 function renderHits(hits) {
-  const box = $("#results");
+  renderList($("#results"), hits, { empty: "No results (check the filters).", locate: true });
+}
+
+// One list of playable windows: search results, or suggestions (``suggest``: scores are the head's).
+function renderList(box, hits, opts) {
   box.innerHTML = "";
+  if (opts.note) {
+    const p = document.createElement("p");
+    p.className = "muted small suggest-note";
+    p.textContent = opts.note;
+    box.appendChild(p);
+  }
   if (!hits.length) {
-    box.innerHTML = '<p class="muted empty">No results (check the filters).</p>';
+    box.insertAdjacentHTML("beforeend", `<p class="muted empty"></p>`);
+    box.lastElementChild.textContent = opts.empty;
     return;
   }
-  const tpl = $("#hit");
+  for (const h of hits) box.appendChild(hitElement(h, opts));
+}
+
+function hitElement(h, opts) {
   const windowS = state.info ? state.info.serve.window_s : 0;
-  for (const h of hits) {
-    const el = tpl.content.firstElementChild.cloneNode(true);
-    el.dataset.fileId = h.file_id;
-    el.dataset.segmentId = h.segment_id;
-    el.dataset.startS = h.start_s;
-    el.dataset.endS = h.end_s;
-    $(".rank", el).textContent = h.rank;
-    $(".score", el).textContent = fmt(h.score, 4);
-    $(".path", el).textContent = h.path;
-    $(".path", el).title = h.path;
-    $(".time", el).textContent = `${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s of ${fmt(h.duration_s, 2)} s`;
-    const meta = $(".meta", el);
-    for (const [k, v] of Object.entries(h)) {
-      if (HIDDEN.has(k) || v === null || v === "") continue;
-      const chip = document.createElement("span");
-      chip.className = "chip";
-      chip.textContent = `${k}: ${v}`;
-      meta.appendChild(chip);
-    }
-    const sep = indexName() ? "&" : "?";
-    $(".thumb", el).src = fileUrl(h.file_id, "spectrogram.png") + `${sep}start_s=${h.start_s}&end_s=${h.end_s}`;
-    const player = $(".player", el);
-    player.src = fileUrl(h.file_id, "audio");
-    $(".play", el).textContent = `▶ play ${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s`;
-    $(".play", el).addEventListener("click", () => playSpan(player, h.start_s, h.end_s));
-    $(".more", el).addEventListener("click", () => run({
-      kind: "segment", id: h.segment_id, fileId: h.file_id, start: h.start_s, end: h.end_s,
-      name: `more like ${h.path} @ ${fmt(h.start_s, 2)} s`,
-    }));
-    if (h.duration_s > 2 * windowS && windowS > 0) {
-      const btn = $(".where-in", el);
-      btn.hidden = false;
-      btn.addEventListener("click", () => locateIn(el, h, player));
-    }
-    box.appendChild(el);
+  const el = $("#hit").content.firstElementChild.cloneNode(true);
+  el.dataset.fileId = h.file_id;
+  el.dataset.segmentId = h.segment_id;
+  el.dataset.startS = h.start_s;
+  el.dataset.endS = h.end_s;
+  $(".rank", el).textContent = h.rank;
+  const score = $(".score", el);
+  if (opts.suggest) {
+    score.textContent = `p ${fmt(h.score, 3)}`;
+    score.title = `the classifier's probability that this window is ${opts.suggest}` +
+      (h.margin === undefined ? "" : ` (margin ${fmt(h.margin, 3)} from undecided)`);
+  } else {
+    score.textContent = fmt(h.score, 4);
   }
+  $(".path", el).textContent = h.path;
+  $(".path", el).title = h.path;
+  $(".time", el).textContent = `${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s of ${fmt(h.duration_s, 2)} s`;
+  const meta = $(".meta", el);
+  for (const [k, v] of Object.entries(h)) {
+    if (HIDDEN.has(k) || v === null || v === "" || (opts.suggest && k.startsWith("score_"))) continue;
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.textContent = `${k}: ${typeof v === "number" && !Number.isInteger(v) ? fmt(v, 3) : v}`;
+    meta.appendChild(chip);
+  }
+  const sep = indexName() ? "&" : "?";
+  $(".thumb", el).src = fileUrl(h.file_id, "spectrogram.png") + `${sep}start_s=${h.start_s}&end_s=${h.end_s}`;
+  const player = $(".player", el);
+  player.src = fileUrl(h.file_id, "audio");
+  $(".play", el).textContent = `▶ play ${fmt(h.start_s, 2)}–${fmt(h.end_s, 2)} s`;
+  $(".play", el).addEventListener("click", () => playSpan(player, h.start_s, h.end_s));
+  $(".more", el).addEventListener("click", () => {
+    activateTab("results");
+    run({ kind: "segment", id: h.segment_id, fileId: h.file_id, start: h.start_s, end: h.end_s,
+          name: `more like ${h.path} @ ${fmt(h.start_s, 2)} s` });
+  });
+  if (opts.locate && h.duration_s > 2 * windowS && windowS > 0) {
+    const btn = $(".where-in", el);
+    btn.hidden = false;
+    btn.addEventListener("click", () => locateIn(el, h, player));
+  }
+  for (const b of el.querySelectorAll(".lab")) b.addEventListener("click", () => labelWindow(el, h, b.dataset.label));
+  markLabel(el, state.labelled.get(h.segment_id));
+  return el;
+}
+
+// -- labelling loop: target, +/−/? on a window, train & suggest ------------------------------------
+
+const TARGET_RE = /^[A-Za-z0-9_]{1,60}$/;
+
+function target() {
+  const t = $("#target").value.trim();
+  return TARGET_RE.test(t) ? t : "";
+}
+
+function markLabel(el, label) {
+  if (label) el.dataset.labelled = label; else delete el.dataset.labelled;
+  for (const b of el.querySelectorAll(".lab")) b.classList.toggle("on", b.dataset.label === label);
+}
+
+function showCounts(counts) {
+  for (const k of ["positive", "negative", "uncertain"]) {
+    const el = $(`#n-${k}`);
+    const n = counts ? counts[k] || 0 : 0;
+    if (el.textContent !== String(n)) {
+      el.textContent = n;
+      el.parentElement.classList.add("bump");
+      setTimeout(() => el.parentElement.classList.remove("bump"), 600);
+    }
+  }
+}
+
+async function loadCounts() {
+  const t = target();
+  $("#target").classList.toggle("invalid", !!$("#target").value.trim() && !t);
+  document.body.classList.toggle("no-target", !t);
+  if (!t) { showCounts(null); return; }
+  const q = new URLSearchParams({ target: t, counts: "true" });
+  if (indexName()) q.set("index", indexName());
+  try {
+    const { body } = await api(`/api/labels?${q}`);
+    const counts = {};
+    for (const row of body) counts[row.label] = row.count;
+    showCounts(counts);
+    q.delete("counts");
+    q.set("windows", "true");
+    const { body: windows } = await api(`/api/labels?${q}`);  // mark the results labelled before
+    if (target() !== t) return;
+    state.labelled = new Map(windows.map((w) => [w.segment_id, w.label]));
+    for (const el of document.querySelectorAll(".hit")) markLabel(el, state.labelled.get(Number(el.dataset.segmentId)));
+  } catch (e) { showError(e.message); }
+}
+
+function targetChanged() {
+  localStorage.setItem("retrieve.target", $("#target").value.trim());
+  state.labelled = new Map();
+  for (const el of document.querySelectorAll(".hit")) markLabel(el, undefined);
+  loadCounts();
+}
+
+async function labelWindow(el, h, label) {
+  const t = target();
+  if (!t) {
+    showError("name a target first (letters, digits and underscores, e.g. rooster): labels are kept under it");
+    $("#target").focus();
+    return;
+  }
+  showError("");
+  const form = new FormData();
+  form.set("target", t);
+  form.set("label", label);
+  form.set("segment_id", h.segment_id);
+  if (indexName()) form.set("index", indexName());
+  const buttons = el.querySelectorAll(".lab");
+  for (const b of buttons) b.disabled = true;
+  try {
+    const { body } = await api("/api/labels", form);
+    state.labelled.set(h.segment_id, label);
+    for (const other of document.querySelectorAll(`.hit[data-segment-id="${h.segment_id}"]`)) markLabel(other, label);
+    showCounts(body.counts);
+    if (![...$("#targets").options].some((o) => o.value === t)) $("#targets").appendChild(new Option(t, t));
+  } catch (e) { showError(e.message); }
+  for (const b of buttons) b.disabled = false;
+}
+
+async function trainAndSuggest() {
+  const t = target();
+  if (!t) { showError("name a target and label a few results first"); $("#target").focus(); return; }
+  showError("");
+  const btn = $("#train");
+  const say = (msg) => { $("#train-state").textContent = msg; };
+  const form = new FormData();
+  form.set("target", t);
+  if (indexName()) form.set("index", indexName());
+  btn.disabled = true;
+  const t0 = performance.now();
+  try {
+    say("training…");
+    const { body: trained } = await api("/api/train", form);
+    say("scoring every window…");
+    const { body: scored } = await api("/api/score", form);
+    say("picking windows…");
+    const strategy = $("#strategy").value;
+    const q = new URLSearchParams({ target: t, n: "20", strategy });
+    if (indexName()) q.set("index", indexName());
+    const { body: found } = await api(`/api/suggest?${q}`);
+    const s = trained[0];
+    say(`${s.head} head trained on ${s.positives} + and ${s.negatives} − windows` +
+        (s.weak_negatives ? `, ${s.weak_negatives.toLocaleString()} unlabelled ones as weak −` : "") +
+        ` · ${scored[0].windows.toLocaleString()} windows scored · ${fmt((performance.now() - t0) / 1000, 1)} s`);
+    const why = { margin: "the windows the classifier is least sure of", top: "the windows it finds most likely",
+                  random: "windows drawn at random" }[strategy];
+    renderList($("#suggest"), found, {
+      suggest: t, empty: "Every scored window is labelled already.",
+      note: `${why} for “${t}”: label them in place, then train again.`,
+    });
+    $("#suggest-count").textContent = found.length ? `(${found.length})` : "";
+    activateTab("suggest");
+  } catch (e) {
+    say("");
+    showError(e.message);
+  }
+  btn.disabled = false;
 }
 
 let stopAt = null;
@@ -271,6 +415,11 @@ function drawStrip(el, loc, player) {
     const r = canvas.getBoundingClientRect();
     playSpan(player, (ev.clientX - r.left) / r.width * dur, null);
   };
+}
+
+function activateTab(name) {
+  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === name);
+  for (const id of ["results", "classify", "suggest"]) $(`#${id}`).hidden = id !== name;
 }
 
 // -- classify --------------------------------------------------------------------------------
@@ -353,16 +502,23 @@ function wireInputs() {
     if (t) run({ kind: "text", text: t, name: t });
   });
   for (const id of ["#k", "#segments", "#where"]) $(id).addEventListener("change", rerun);
-  $("#index").addEventListener("change", async () => { await loadInfo().catch((e) => showError(e.message)); rerun(); });
+  $("#index").addEventListener("change", async () => {
+    await loadInfo().catch((e) => showError(e.message));
+    targetChanged();
+    rerun();
+  });
   $("#label-column").addEventListener("change", classify);
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => {
-      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
-      $("#results").hidden = tab.dataset.tab !== "results";
-      $("#classify").hidden = tab.dataset.tab !== "classify";
+      activateTab(tab.dataset.tab);
       if (tab.dataset.tab === "classify") classify();
     });
   }
+  const box = $("#target");
+  box.value = localStorage.getItem("retrieve.target") || "";
+  box.addEventListener("change", targetChanged);
+  box.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); box.blur(); } });
+  $("#train").addEventListener("click", trainAndSuggest);
   wireRecorder();
 }
 
@@ -406,4 +562,4 @@ function wireRecorder() {
 
 if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
 wireInputs();
-loadInfo().catch((e) => showError(e.message));
+loadInfo().then(loadCounts).catch((e) => showError(e.message));
