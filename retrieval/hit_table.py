@@ -123,7 +123,6 @@ class HitTable:
 
 def build(store: Store) -> HitTable:
     """A :class:`HitTable` of ``store``'s current version, from :meth:`Store.hit_tables`."""
-
     windows, files = store.hit_tables()
     order = np.argsort(windows.index.to_numpy(np.int64), kind="stable")
     seg_ids = windows.index.to_numpy(np.int64)[order]
