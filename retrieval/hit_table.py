@@ -14,7 +14,6 @@ key and value for value (same key order), so ``json.dumps`` of them is what
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.hits import shown_columns
+from retrieval.render import clean
 from retrieval.store import Store
 
 #: Query vectors of indexed files or windows kept per store (each ``(D,)`` float32).
@@ -31,22 +31,6 @@ QUERY_CACHE_SIZE = 4096
 #: Raw file vectors kept in memory for searches by an indexed file, at most this many bytes
 #: (10k files of dim 160: 6.4 MB); a larger index reads each query's vector from DuckDB.
 FILE_QUERIES_MAX_BYTES = 256 * 2**20
-
-
-def plain(value: Any) -> Any:
-    """A JSON-able scalar as :func:`retrieval.render.clean` makes it: numpy scalars become Python
-    ones, NaN and pandas' NA become None; anything else is kept (``json.dumps(default=str)``
-    writes it as text)."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str, bytes)):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            pass
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if type(value).__name__ == "NAType":
-        return None
-    return value
 
 
 @dataclass(frozen=True)
@@ -102,9 +86,9 @@ class HitTable:
         for i, (sid, score, fid, fp) in enumerate(zip(ids.tolist(), np.asarray(scores, np.float64).tolist(),
                                                       owners.tolist(), fpos.tolist())):
             values = self.file_values[fp]
-            row: dict[str, Any] = {"rank": first_rank + i, "score": plain(score)}
+            row: dict[str, Any] = {"rank": first_rank + i, "score": clean(score)}
             row.update(zip(lead, values[:n_lead]))
-            row["start_s"], row["end_s"] = plain(starts[i]), plain(ends[i])
+            row["start_s"], row["end_s"] = clean(starts[i]), clean(ends[i])
             row.update(zip(middle, values[n_lead:-1]))
             row["duration_s"] = values[-1]
             row["segment_id"], row["file_id"] = sid, fid
@@ -131,7 +115,7 @@ def build(store: Store) -> HitTable:
     extra = shown_columns(list(files.columns))
     multi_root = "root" in files.columns and len(store.db.roots()) > 1
     columns = ("path", *(("root",) if multi_root else ()), *extra, "duration_s")
-    values = list(zip(*[[plain(v) for v in files[c].array] for c in columns])) if len(files) else []
+    values = list(zip(*[[clean(v) for v in files[c].array] for c in columns])) if len(files) else []
     return HitTable(
         segment_ids=seg_ids,
         file_of=windows["file_id"].to_numpy(np.int64)[order],
