@@ -164,6 +164,10 @@ for target, c in curves.items():
 * The few-shot curve says whether a head beats the neighbours at the label counts you can
   afford; on FSDD's baseline it does against kNN, narrowly against the prototypes
   (`docs/bench_adapt.md`, full corpus with intervals).
+* Compare the first head with the later ones: trained on the results of one query, its
+  positives and negatives all sit in one corner of the vector space, and it may transfer
+  poorly to an unheard speaker. Suggested labels are where the head is unsure, which is
+  where it learns most.
 * One loop on one held-out speaker is a single noisy draw: do not read a strategy ranking
   off the second plot. The simulated loop in `docs/bench_adapt.md` repeats it over every
   held-out speaker and several seeds, for all ten digits, and states with paired intervals
