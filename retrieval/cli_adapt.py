@@ -186,7 +186,8 @@ def score_cmd(index: str | None, target: str, output: Output) -> None:
 @target_option
 @click.option("-n", "n", type=click.IntRange(min=1), default=20, show_default=True, help="Windows to suggest.")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="margin", show_default=True,
-              help="margin: nearest the decision boundary; top: highest scores; random: a seeded sample.")
+              help="margin: near the decision boundary and spread out (far-apart windows among the 5n "
+                   "nearest it); top: highest scores; random: a seeded sample.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --strategy random.")
 @output_options
 def suggest_cmd(index: str | None, target: str, n: int, strategy: str, seed: int, output: Output) -> None:

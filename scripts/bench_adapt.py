@@ -8,7 +8,8 @@
     starts from 2 positives per class; each round fits one head per digit (one-vs-rest,
     :func:`retrieval.heads.fit_head` on the labelled items; the oracle's label of an item
     makes it a positive of its digit and a negative of the other nine), scores the pool,
-    and labels the next 20 by :func:`retrieval.adapt.pick_windows` (margin, or random).
+    and labels the next 20 by :func:`retrieval.adapt.pick_windows` (margin with its diversity
+    step, the `retrieve suggest` default; margin without it; or random).
     The test macro ROC-AUC is compared with the head trained on every pool label.
 (c) Timings on synthetic stores (vectors written straight into DuckDB, logmel's 160-d
     recipe): ``Adapter.score`` of 1M windows (reading the vectors from DuckDB, applying the
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from retrieval.adapt import pick_windows  # noqa: E402
+from retrieval.adapt import MARGIN_POOL, pick_windows  # noqa: E402
 from retrieval.fewshot import _ci, metrics  # noqa: E402
 from retrieval.heads import fit_head  # noqa: E402
 from retrieval.index import Index  # noqa: E402
@@ -98,8 +99,14 @@ def heads_scores(x_lab: np.ndarray, y_lab: np.ndarray, x: np.ndarray, n_classes:
     return out
 
 
+#: Strategies of the loop: (name, pick_windows strategy, margin_pool). ``margin`` is what
+#: ``retrieve suggest`` does by default; ``margin_plain`` the same without the diversity step.
+STRATEGY_RUNS = (("margin", "margin", MARGIN_POOL), ("margin_plain", "margin", 1), ("random", "random", 1))
+
+
 def simulate(x: np.ndarray, y: np.ndarray, pool: np.ndarray, test: np.ndarray, strategy: str, seed: int,
-             budget: int, step: int, n_classes: int) -> list[tuple[int, float]]:
+             budget: int, step: int, n_classes: int, margin_pool: int = MARGIN_POOL) -> list[tuple[int, float]]:
+    """One simulated loop: ``[(labels, test macro ROC-AUC)]`` per round, from 2 positives per class."""
     rng = np.random.default_rng(seed)
     labelled = np.concatenate([rng.permutation(pool[y[pool] == c])[:2] for c in range(n_classes)])
     curve = []
@@ -110,11 +117,17 @@ def simulate(x: np.ndarray, y: np.ndarray, pool: np.ndarray, test: np.ndarray, s
         if len(labelled) >= budget:
             return curve
         free = np.flatnonzero(~np.isin(pool, labelled))
-        pick = pick_windows(s_pool, free, step, strategy, seed=int(rng.integers(1 << 31)))  # type: ignore[arg-type]
+        pick = pick_windows(s_pool, free, step, strategy, seed=int(rng.integers(1 << 31)),  # type: ignore[arg-type]
+                            vectors=x[pool], margin_pool=margin_pool)
         labelled = np.concatenate([labelled, pool[pick]])
 
 
-def part_b(idx: Index, seeds: int, budget_share: float, step: int, n_speakers: int) -> list[str]:
+def _fmt(m: float, lo: float, hi: float, sign: str = "") -> str:
+    return f"{m:{sign}.4f} [{lo:{sign}.4f}, {hi:{sign}.4f}]"
+
+
+def part_b(idx: Index, seeds: int, budget_share: float, step: int, n_speakers: int,
+           first_seed: int = 0) -> list[str]:
     t0 = time.perf_counter()
     meta, x = idx.embeddings("file")
     names = sorted(meta["digit"].astype(str).unique())
@@ -126,45 +139,50 @@ def part_b(idx: Index, seeds: int, budget_share: float, step: int, n_speakers: i
         full = heads_scores(x[pool], y[pool], x[test], len(names))
         ref = metrics(full, y[test], len(names))["macro_roc_auc"]
         budget = int(np.ceil(budget_share * len(pool)))
-        for seed in range(seeds):
-            for strategy in ("margin", "random"):
-                for n, auc in simulate(x, y, pool, test, strategy, seed, budget, step, len(names)):
-                    reps.append({"speaker": sp, "seed": seed, "strategy": strategy, "labels": n, "auc": auc,
+        for seed in range(first_seed, first_seed + seeds):
+            for name, strategy, margin_pool in STRATEGY_RUNS:
+                for n, auc in simulate(x, y, pool, test, strategy, seed, budget, step, len(names), margin_pool):
+                    reps.append({"speaker": sp, "seed": seed, "strategy": name, "labels": n, "auc": auc,
                                  "ref": ref, "pool": len(pool)})
         log(f"  held out {sp}: all-labels head macro ROC-AUC {ref:.4f} ({time.perf_counter() - t0:.0f} s)")
     df = pd.DataFrame(reps)
     df["share_of_ref"] = df["auc"] / df["ref"]
-    rows = []
     wide = df.pivot_table(index=["speaker", "seed", "labels"], columns="strategy", values="share_of_ref")
-    for n, grp in df.groupby("labels"):
-        m = grp[grp.strategy == "margin"]["share_of_ref"].to_numpy()
-        r = grp[grp.strategy == "random"]["share_of_ref"].to_numpy()
-        dm, dl, dh = _ci((wide.xs(n, level="labels")["margin"] - wide.xs(n, level="labels")["random"]).to_numpy())
-        mm, ml, mh = _ci(m)
-        rm, rl, rh = _ci(r)
-        rows.append([str(n), f"{100 * n / grp['pool'].iloc[0]:.1f}%", f"{mm:.4f} [{ml:.4f}, {mh:.4f}]",
-                     f"{rm:.4f} [{rl:.4f}, {rh:.4f}]", f"{dm:+.4f} [{dl:+.4f}, {dh:+.4f}]"])
-    table = markdown_table(["labels", "% of pool", "margin: AUC / all-labels AUC", "random: same",
-                            "margin - random (paired)"], rows)
+    rows = []
+    for n, w in wide.groupby(level="labels"):
+        rows.append([str(n), f"{100 * n / df['pool'].iloc[0]:.1f}%"]
+                    + [_fmt(*_ci(w[s].to_numpy())) for s in ("margin", "margin_plain", "random")]
+                    + [_fmt(*_ci((w["margin"] - w[o]).to_numpy()), "+") for o in ("random", "margin_plain")])
+    table = markdown_table(["labels", "% of pool", "margin (default)", "margin_plain", "random",
+                            "margin - random (paired)", "margin - margin_plain (paired)"], rows)
+    # area under the learning curve: the mean share over every round after the common start
+    alc = wide[wide.index.get_level_values("labels") > wide.index.get_level_values("labels").min()]
+    alc = alc.groupby(level=["speaker", "seed"]).mean()
+    alc_rows = [[f"{a} - {b}", _fmt(*_ci((alc[a] - alc[b]).to_numpy()), "+")]
+                for a, b in (("margin", "random"), ("margin", "margin_plain"), ("margin_plain", "random"))]
+    alc_table = markdown_table(["paired difference", "mean share of the all-labels AUC over rounds 2-last (95% CI)"],
+                               alc_rows)
     reach = []
-    for strategy in ("margin", "random"):
+    for name, _, _ in STRATEGY_RUNS:
         firsts = []
-        for _, g in df[df.strategy == strategy].groupby(["speaker", "seed"]):
+        for _, g in df[df.strategy == name].groupby(["speaker", "seed"]):
             hit = g[g["share_of_ref"] >= 0.95]
             firsts.append(hit["labels"].min() / g["pool"].iloc[0] if len(hit) else np.nan)
         arr = np.array(firsts)
         ok = ~np.isnan(arr)
-        reach.append(f"{strategy}: {ok.sum()} of {len(arr)} replicates reach 95% of the all-labels head's macro "
+        reach.append(f"{name}: {ok.sum()} of {len(arr)} replicates reach 95% of the all-labels head's macro "
                      f"ROC-AUC within {100 * budget_share:.0f}% of the pool's labels"
                      + (f", at {100 * np.nanmean(arr):.1f}% of the labels on average (range "
                         f"{100 * np.nanmin(arr):.1f}-{100 * np.nanmax(arr):.1f}%)" if ok.any() else ""))
     refs = df.groupby("speaker")["ref"].first()
-    log(table + "\n" + "\n".join(reach) + f"\n({time.perf_counter() - t0:.0f} s)")
+    log(table + "\n\n" + alc_table + "\n" + "\n".join(reach) + f"\n({time.perf_counter() - t0:.0f} s)")
     return [f"All-labels head (2,500 pool labels), test macro ROC-AUC by held-out speaker: "
             + ", ".join(f"{k} {v:.4f}" for k, v in refs.items()) + ".", "",
-            f"{len(df.groupby(['speaker', 'seed']))} replicates ({df['speaker'].nunique()} held-out speakers, "
-            f"{', '.join(sorted(df['speaker'].unique()))}, x {seeds} seeds); "
-            "mean with 95% t interval:", "", table, "", *[f"- {line}" for line in reach]]
+            f"{len(alc)} replicates ({df['speaker'].nunique()} held-out speakers, "
+            f"{', '.join(sorted(df['speaker'].unique()))}, x seeds {first_seed}-{first_seed + seeds - 1}), "
+            f"every strategy on the same replicates; mean with 95% t interval. Ran in {time.perf_counter() - t0:.0f} s.", "",
+            table, "", "Area under the learning curve (the start, 20 labels, is common to all and left out):", "",
+            alc_table, "", *[f"- {line}" for line in reach]]
 
 
 # -- (c) ---------------------------------------------------------------------------------------
@@ -252,6 +270,8 @@ def main() -> None:
     p.add_argument("--index", help="an existing FSDD index (logmel default, labels.csv attached)")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--seeds", type=int, default=2, help="active-learning seeds per held-out speaker")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first active-learning seed (fresh seeds check a strategy chosen on earlier ones)")
     p.add_argument("--speakers", type=int, default=6, help="held-out speakers in the active-learning loop")
     p.add_argument("--budget", type=float, default=0.12, help="share of the pool the loop may label")
     p.add_argument("--step", type=int, default=20)
@@ -281,10 +301,12 @@ def main() -> None:
             if not args.skip_b:
                 body += ["## Simulated active learning on FSDD", "",
                          "Oracle = the real digit labels. Start: 2 positives per digit (20 labels); +20 labels "
-                         "per round, picked by margin (smallest min over digits of |p - 0.5|) or at random; "
-                         "one-vs-rest logistic heads on the labelled files only. Scores are a share of the "
-                         "all-labels head's test macro ROC-AUC.", "",
-                         *part_b(idx, args.seeds, args.budget, args.step, args.speakers), ""]
+                         "per round, picked by `retrieval.adapt.pick_windows`: margin (the `retrieve suggest` "
+                         "default: the 100 files of smallest min over digits of |p - 0.5|, then 20 of them "
+                         "spread out by farthest-point selection on the search vectors), margin_plain (the "
+                         "20 smallest margins) or at random; one-vs-rest logistic heads on the labelled files "
+                         "only. Scores are a share of the all-labels head's test macro ROC-AUC.", "",
+                         *part_b(idx, args.seeds, args.budget, args.step, args.speakers, args.first_seed), ""]
             idx.close()
         if not args.skip_c:
             body += ["## Re-scoring and one loop round at scale (synthetic stores)", "",

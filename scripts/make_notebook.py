@@ -106,19 +106,25 @@ neither kNN nor a probe on any frozen encoder closes the gap to what the task ne
 ]
 
 
-def main() -> None:
-    import sys
-
-    nb = new_notebook(cells=CELLS, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+def write_notebook(cells: list, name: str, execute: bool) -> Path:
+    """Write ``notebooks/<name>`` from ``cells``; with ``execute``, run it first so the outputs are stored."""
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                             "language": "python"}})
-    out = Path(__file__).resolve().parents[1] / "notebooks" / "knn_label_transfer.ipynb"
-    if "--execute" in sys.argv[1:]:
+    out = Path(__file__).resolve().parents[1] / "notebooks" / name
+    if execute:
         from nbclient import NotebookClient
 
         NotebookClient(nb, timeout=600, kernel_name="python3",
                        resources={"metadata": {"path": str(out.parent)}}).execute()
     nbformat.write(nb, out)
     print(f"wrote {out}")
+    return out
+
+
+def main() -> None:
+    import sys
+
+    write_notebook(CELLS, "knn_label_transfer.ipynb", "--execute" in sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from retrieval.adapt import Adapter, parse_ranks
+from retrieval.adapt import Adapter, farthest_points, parse_ranks, pick_windows
 from retrieval.cli import cli
 from retrieval.configure import Choices
 from retrieval.errors import InputError
@@ -258,3 +258,40 @@ def test_locate_target_finds_the_targets_stretch(corpus, tmp_path):
     assert r.exit_code == 1 and "no head for target 'nothing'" in r.output
     r = CliRunner().invoke(cli, ["locate", str(path), "--target", "tone"])
     assert r.exit_code == 2 and "--target needs --index" in r.output
+
+
+# -- margin sampling with a diversity step -------------------------------------------------
+
+
+def test_farthest_points_spreads_over_clusters():
+    rng = np.random.default_rng(3)
+    centres = np.eye(4, 16, dtype=np.float32)
+    x = np.repeat(centres, 5, axis=0) + 0.01 * rng.standard_normal((20, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    chosen = farthest_points(x, 4)
+    assert chosen[0] == 0 and len(set(chosen.tolist())) == 4
+    assert sorted(c // 5 for c in chosen) == [0, 1, 2, 3]  # one window per cluster
+    assert len(farthest_points(x, 50)) == 20 and len(farthest_points(x[:0], 3)) == 0
+
+
+def test_margin_shortlists_near_boundary_then_spreads_out():
+    # 12 windows: 0-5 near-duplicates at the boundary, 6-8 a second spot a bit farther, 9-11 sure
+    x = np.zeros((12, 8), np.float32)
+    x[:6, 0] = 1
+    x[6:9, 1] = 1
+    x[9:, 2] = 1
+    scores = np.array([0.50, 0.501, 0.502, 0.503, 0.504, 0.505, 0.52, 0.53, 0.54, 0.99, 0.01, 0.98],
+                      np.float32)[:, None]
+    cand = np.arange(12)
+    plain = pick_windows(scores, cand, 2, "margin")
+    assert plain.tolist() == [0, 1]  # without vectors: the two smallest margins, duplicates or not
+    assert pick_windows(scores, cand, 2, "margin", vectors=x, margin_pool=1).tolist() == [0, 1]
+    spread = pick_windows(scores, cand, 2, "margin", vectors=x, margin_pool=5)
+    assert spread.tolist() == [0, 6]  # the smallest margin first, then the far window within the shortlist
+    # the shortlist bounds it: with margin_pool=2 only rows 0-3 are eligible, all duplicates
+    assert set(pick_windows(scores, cand, 2, "margin", vectors=x, margin_pool=2).tolist()) <= {0, 1, 2, 3}
+    # only candidates are picked, best (smallest margin) first
+    sub = pick_windows(scores, np.array([11, 7, 3, 10]), 3, "margin", vectors=x)
+    assert set(sub.tolist()) <= {11, 7, 3, 10} and sub[0] == 3
+    m = np.abs(scores[sub, 0] - 0.5)
+    assert (np.diff(m) >= 0).all()
