@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,48 +78,114 @@ def timed_ingest(corpus: Path, out: Path, choices: Any, embedder: Any, batch: in
     return time.perf_counter() - start, summary
 
 
-def merge_rate(tmp: Path, recipe: Any, files: int = 1024, windows: int = 30,
-               commit_every: int = 64) -> dict[str, float]:
-    """Windows/s of the driver's shard write + merge + delete, and of the FAISS build after it."""
+def synthetic_run(tmp: Path, windows: int, windows_per_file: int, dim: int, part_files: int = 16,
+                  seed: int = 0) -> tuple[list[Any], list[Any]]:
+    """``(planned entries, embedded parts)`` of synthetic files as a Ray run hands them to the driver.
+
+    ``windows // windows_per_file`` files under ``tmp/corpus`` (never read: the plan names them),
+    each with ``windows_per_file`` windows of ``dim``-d float32 vectors (every 7th window
+    silent) and a pooled vector; the parts are tables of ``part_files`` files in the shard
+    format an actor returns (an ``i`` column into the plan, then the decoded columns).
+    """
     from retrieval.audio.decode import AudioInfo, DecodeReport
     from retrieval.ingest import RootedFile
     from retrieval.pipeline import DecodedFile
-    from retrieval.ray_ingest import _write_and_merge
+    from retrieval.shards import decoded_table
+
+    rng = np.random.default_rng(seed)
+    root = str(tmp / "corpus")
+    n_files = max(1, windows // windows_per_file)
+    hop = 160_000
+    starts = np.arange(windows_per_file, dtype=np.int64) * hop
+    silent = np.arange(windows_per_file) % 7 == 3
+    k = int((~silent).sum())
+    entries, parts = [], []
+    for first in range(0, n_files, part_files):
+        decoded = []
+        for i in range(first, min(n_files, first + part_files)):
+            rel = f"k{i % 5}/clip_{i:06d}.wav"
+            entries.append((RootedFile(path=Path(root) / rel, rel_path=rel, size=1000 + i, mtime=1.0, root=root),
+                            f"hash{i:06d}", None))
+            vectors = rng.standard_normal((k, dim), dtype=np.float32)
+            decoded.append(DecodedFile(
+                info=AudioInfo(16000, 1, windows_per_file * hop, "WAV"),
+                report=DecodeReport(0, windows_per_file * hop, windows_per_file * hop),
+                starts=starts, ends=starts + hop, levels=np.where(silent, -80.0, rng.normal(-30, 3, windows_per_file)),
+                silent=silent, vectors=vectors, counts=np.full(k, 31, np.int64), window_errors=[None] * k,
+                file_vector=vectors.mean(0)))
+        table = decoded_table(decoded)
+        parts.append(table.add_column(0, "i", pa.array(np.arange(first, first + len(decoded), dtype=np.int64))))
+    return entries, parts
+
+
+def merge_only(tmp: Path, windows: int = 200_000, windows_per_file: int = 20, dim: int = 512,
+               commit_files: int = 64, commit_windows: int | None = None,
+               index_type: str | None = "flat") -> dict[str, float]:
+    """The driver's share of a Ray run, alone: windows/s of its merge and of the FAISS build after it.
+
+    Synthetic embedded files (:func:`synthetic_run`) stream through the driver's own loop
+    (:func:`retrieval.ray_ingest.merge_stream`: each shard written, fsynced and renamed,
+    committed to DuckDB in one transaction, deleted), then ``Store.sync_vectors`` builds
+    FAISS (``index_type``) as the end of every run does. A second pass times the resume path:
+    the same shards left complete on disk, merged by a re-run for the files its plan names.
+    """
     from retrieval.ingest import IngestSummary
+    from retrieval.ray_ingest import COMMIT_WINDOWS, _merge_old_shards, _Plan, merge_stream
+    from retrieval.recipe import Recipe
+    from retrieval.shards import SHARDS_DIR, write_shard
     from retrieval.store import Store
 
-    index = tmp / "merge_index"
-    dim = recipe.dim
-    rng = np.random.default_rng(0)
-    batches = []
-    for b in range(0, files, commit_every):
-        batch = []
-        for i in range(b, min(files, b + commit_every)):
-            f = RootedFile(path=tmp / f"f{i}.wav", rel_path=f"a/f{i}.wav", size=1000 + i, mtime=1.0, root=str(tmp))
-            starts = np.arange(windows, dtype=np.int64) * 160000
-            d = DecodedFile(info=AudioInfo(16000, 1, windows * 160000, "WAV"),
-                            report=DecodeReport(0, windows * 160000, windows * 160000),
-                            starts=starts, ends=starts + 160000, levels=rng.normal(-30, 3, windows),
-                            silent=np.zeros(windows, bool),
-                            vectors=rng.standard_normal((windows, dim)).astype(np.float32),
-                            counts=np.ones(windows, np.int64), window_errors=[None] * windows,
-                            file_vector=rng.standard_normal(dim).astype(np.float32))
-            batch.append(((f, f"hash{i}", None), d))
-        batches.append(batch)
-    summary = IngestSummary()
-    with Store.create(index) as store:
+    recipe = Recipe(encoder="clap", encoder_options={}, encoder_params={}, sample_rate=48_000,
+                    window_samples=480_000, hop_samples=480_000, pooling="mean", postprocess="whiten",
+                    precision="fp32", frame_dim=dim, dim=dim, silence_db=-60.0)
+    entries, parts = synthetic_run(tmp, windows, windows_per_file, dim)
+    n_windows = sum(int(np.asarray(p.column("starts").combine_chunks().value_lengths()).sum()) for p in parts)
+    n_vectors = sum(len(p.column("vectors").combine_chunks().values) for p in parts) // dim
+    out: dict[str, float] = {"windows": n_windows, "files": len(entries), "dim": dim, "vectors": n_vectors}
+
+    def fresh(name: str) -> Store:
+        shutil.rmtree(tmp / name, ignore_errors=True)
+        store = Store.create(tmp / name)
         with store.db.transaction():
             store.set_recipe(recipe)
-        start = time.perf_counter()
-        for n, batch in enumerate(batches):
-            _write_and_merge(index / "shards", n, batch, store, recipe, summary, lambda line: None)
-        merge_s = time.perf_counter() - start
-        start = time.perf_counter()
-        store.sync_vectors(refit=True)
-        faiss_s = time.perf_counter() - start
-    total = files * windows
-    return {"windows": total, "merge_s": merge_s, "merge_wps": total / merge_s, "faiss_s": faiss_s,
-            "faiss_wps": total / faiss_s}
+            store.set_index_type(index_type or "flat")
+        return store
+
+    quiet = lambda line: None  # noqa: E731
+    with fresh("merge_live") as store:
+        summary = IngestSummary()
+        start, cpu = time.perf_counter(), time.process_time()
+        shards = merge_stream(iter(parts), _Plan(entries, recipe.hash()), tmp / "merge_live" / SHARDS_DIR, store,
+                              recipe, summary, quiet, commit_files=commit_files,
+                              commit_windows=commit_windows or COMMIT_WINDOWS)
+        out["merge_s"], out["merge_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+        out["shards"] = shards
+        assert summary.files_indexed == len(entries), summary
+        if index_type is not None:
+            from retrieval.embed import single_threaded_blas
+
+            start, cpu = time.perf_counter(), time.process_time()
+            with single_threaded_blas():  # as ingest runs it
+                store.sync_vectors()
+            out["faiss_s"], out["faiss_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+            out["faiss_kind"] = store.vectors("segment").kind
+            out["faiss_wps"] = n_windows / out["faiss_s"]
+    with fresh("merge_resume") as store:
+        plan = _Plan(entries, recipe.hash())
+        folder = tmp / "merge_resume" / SHARDS_DIR
+        whole = pa.concat_tables(parts)
+        step = max(1, len(entries) // max(1, shards))
+        for number, first in enumerate(range(0, len(entries), step)):
+            write_shard(folder, number, plan.shard(whole.slice(first, step))[0])
+        summary = IngestSummary()
+        start, cpu = time.perf_counter(), time.process_time()
+        left = _merge_old_shards(folder, store, recipe, entries, summary, quiet)
+        out["resume_s"], out["resume_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+        assert not left and summary.files_indexed == len(entries), summary
+    out["merge_wps"] = n_windows / out["merge_s"]
+    out["merge_cpu_wps"] = n_windows / out["merge_cpu_s"]
+    out["resume_wps"] = n_windows / out["resume_s"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
