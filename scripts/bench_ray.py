@@ -188,16 +188,88 @@ def merge_only(tmp: Path, windows: int = 200_000, windows_per_file: int = 20, di
     return out
 
 
+class Phases:
+    """Wall-clock marks inside a Ray ingest (patched around :mod:`retrieval.ray_ingest`): where its time goes.
+
+    ``embed_start``: the driver hands the planned files to the engine (encoder loaded, plan
+    made); ``first``/``last``: the first and last embedded table reach the driver;
+    ``merge_s``: the driver's shard writes and merges; ``end``: ingest returns.
+    """
+
+    def __init__(self) -> None:
+        import retrieval.ray_ingest as ri
+
+        self.ri = ri
+        self.marks: dict[str, float] = {}
+        self.merge_s = 0.0
+        self._run, self._merge, self._embed = ri._run, ri.merge, ri.embed_on_ray
+
+        def run(*a: Any, **k: Any) -> Any:
+            for part in self._run(*a, **k):
+                self.marks.setdefault("first", time.perf_counter())
+                self.marks["last"] = time.perf_counter()
+                yield part
+
+        def merge(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return self._merge(*a, **k)
+            finally:
+                self.merge_s += time.perf_counter() - t
+
+        def embed(*a: Any, **k: Any) -> Any:
+            self.marks["embed_start"] = time.perf_counter()
+            return self._embed(*a, **k)
+
+        ri._run, ri.merge, ri.embed_on_ray = run, merge, embed
+
+    def split(self, start: float, end: float) -> dict[str, float]:
+        """Seconds of each phase of a run that began at ``start`` and ended at ``end`` (perf_counter)."""
+        m = self.marks
+        return {"driver_setup_s": m["embed_start"] - start, "to_first_s": m["first"] - m["embed_start"],
+                "streaming_s": m["last"] - m["first"], "after_last_s": end - m["last"], "merge_s": self.merge_s}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sections", default="compare,merge",
+                    help="Comma-separated: compare (local against Ray), merge (the driver's merge alone).")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Where the Ray actors embed.")
     ap.add_argument("--actors", type=int, default=None, help="Ray actors (default: cores on cpu, GPUs on cuda).")
     ap.add_argument("--clap-minutes", type=float, default=3.0, help="Minutes of audio in the CLAP corpus.")
-    ap.add_argument("--logmel-minutes", type=float, default=20.0, help="Minutes of audio in the log-mel corpus.")
+    ap.add_argument("--logmel-minutes", type=float, default=20.0,
+                    help="Minutes of audio in the log-mel corpus (0 skips it).")
     ap.add_argument("--batch", type=int, default=8, help="Windows per encoder call.")
-    ap.add_argument("--merge-files", type=int, default=1024, help="Synthetic files (30 windows each) merged in (c).")
+    ap.add_argument("--merge-windows", type=int, default=200_000, help="Synthetic windows merged by the merge section.")
+    ap.add_argument("--merge-windows-per-file", type=int, default=20, help="Windows per synthetic file.")
+    ap.add_argument("--index-type", default="flat", help="FAISS kind the merge section builds after merging.")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
 
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    rows: list[dict[str, Any]] = []
+    merge: dict[str, Any] | None = None
+    ray_start_s, actors = 0.0, 0
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if "compare" in sections:
+            rows, actors, ray_start_s = compare(tmp, args)
+        if "merge" in sections:
+            merge = merge_only(tmp / "merge", args.merge_windows, args.merge_windows_per_file,
+                               index_type=args.index_type)
+            print(f"driver merge: {merge['windows']} windows ({merge['files']} files) in {merge['merge_s']:.2f} s = "
+                  f"{merge['merge_wps']:.0f} windows/s ({merge['merge_cpu_wps']:.0f} per CPU-second); resume "
+                  f"{merge['resume_wps']:.0f} windows/s; FAISS {merge.get('faiss_kind')} build "
+                  f"{merge.get('faiss_s', 0):.2f} s")
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    text = report(rows, merge, args, actors, ray_start_s, load_start, load_end)
+    print(text)
+    if sections == {"compare", "merge"}:
+        (DOCS / "bench_ray.md").write_text(text)
+
+
+def compare(tmp: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, float]:
+    """Local ingest against Ray on the same corpora, in one run: ``(rows, actors, Ray start-up s)``."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     import torch
@@ -208,7 +280,15 @@ def main(argv: list[str] | None = None) -> None:
     cores = len(os.sched_getaffinity(0))
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     actors = args.actors or (gpus if args.device == "cuda" else cores)
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    # As in tests/test_ray_ingest.py: Ray's processes import jsonschema, which builds
+    # rfc3987_syntax's Lark grammar (installed by the dev extra), seconds of CPU each on a busy
+    # machine; they get a stand-in that is absent. And the raylet gets longer than 15 s to start.
+    hidden = tmp / "ray_path"
+    hidden.mkdir(parents=True, exist_ok=True)
+    (hidden / "rfc3987_syntax.py").write_text("raise ImportError('hidden from Ray processes')\n")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(hidden), str(Path(__file__).resolve().parents[1]),
+                                                os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     t0 = time.perf_counter()
     try:
         ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
@@ -220,97 +300,112 @@ def main(argv: list[str] | None = None) -> None:
     ray_start_s = time.perf_counter() - t0
     print(f"Ray started in {ray_start_s:.1f} s; {cores} cores, {gpus} GPUs, {actors} actors on {args.device}")
     engine = RayEngine(actors=actors, gpus_per_actor=1.0 if args.device == "cuda" else 0.0)
+    phases = Phases()
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        clap_dir = write_full_clap(tmp / "clap")
-        for name, minutes, choices in (
-            ("logmel", args.logmel_minutes, Choices()),
-            ("clap (full-size, random)", args.clap_minutes,
-             Choices(encoder="clap", model=str(clap_dir), device=args.device if args.device == "cuda" else "cpu")),
-        ):
-            corpus = tmp / f"corpus_{name.split()[0]}"
-            audio_s = write_corpus(corpus, minutes * 60)
-            warm = tmp / f"warm_{name.split()[0]}"
-            for p in sorted(corpus.rglob("*.wav"))[:2]:
-                (warm / p.parent.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(p, warm / p.parent.name / p.name)
-            timed_ingest(warm, tmp / "warm_index", choices, None, args.batch)  # imports and caches: not timed
-            local_s, local = timed_ingest(corpus, tmp / "local", choices, None, args.batch)
-            ray_s, on_ray = timed_ingest(corpus, tmp / "ray", choices, engine, args.batch)
-            assert (local.files_indexed, local.segments) == (on_ray.files_indexed, on_ray.segments)
-            row = {"encoder": name, "audio_s": audio_s, "windows": on_ray.segments, "local_s": local_s,
-                   "ray_s": ray_s, "local_x": audio_s / local_s, "ray_x": audio_s / ray_s,
-                   "ratio": local_s / ray_s, "per_actor_wps": on_ray.segments / ray_s / actors}
-            rows.append(row)
-            print(f"{name}: {audio_s:.0f} s audio, {on_ray.segments} windows; local {local_s:.1f} s "
-                  f"({row['local_x']:.1f}x realtime), ray {ray_s:.1f} s ({row['ray_x']:.1f}x); ray/local {row['ratio']:.2f}")
-        from retrieval.store import Store
-
-        with Store.open(tmp / "local") as store:  # the CLAP index's recipe: 512-d vectors
-            recipe = store.recipe
-        merge = merge_rate(tmp, recipe, files=args.merge_files)
-    print(f"driver merge: {merge['windows']} windows in {merge['merge_s']:.2f} s = {merge['merge_wps']:.0f} windows/s; "
-          f"FAISS build {merge['faiss_s']:.2f} s = {merge['faiss_wps']:.0f} windows/s")
+    clap_dir = write_full_clap(tmp / "clap")
+    for name, minutes, choices in (
+        ("logmel", args.logmel_minutes, Choices()),
+        ("clap (full-size, random)", args.clap_minutes,
+         Choices(encoder="clap", model=str(clap_dir), device=args.device if args.device == "cuda" else "cpu")),
+    ):
+        if minutes <= 0:
+            continue
+        corpus = tmp / f"corpus_{name.split()[0]}"
+        audio_s = write_corpus(corpus, minutes * 60)
+        warm = tmp / f"warm_{name.split()[0]}"
+        for p in sorted(corpus.rglob("*.wav"))[:2]:
+            (warm / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, warm / p.parent.name / p.name)
+        timed_ingest(warm, tmp / "warm_index", choices, None, args.batch)  # imports and caches: not timed
+        local_s, local = timed_ingest(corpus, tmp / "local", choices, None, args.batch)
+        phases.marks.clear()
+        phases.merge_s = 0.0
+        start = time.perf_counter()
+        ray_s, on_ray = timed_ingest(corpus, tmp / "ray", choices, engine, args.batch)
+        split = phases.split(start, start + ray_s)
+        assert (local.files_indexed, local.segments) == (on_ray.files_indexed, on_ray.segments)
+        row = {"encoder": name, "audio_s": audio_s, "windows": on_ray.segments, "local_s": local_s,
+               "ray_s": ray_s, "local_x": audio_s / local_s, "ray_x": audio_s / ray_s,
+               "ratio": local_s / ray_s, "streaming_wps": on_ray.segments / max(split["streaming_s"], 1e-9),
+               "loadavg": [round(x, 2) for x in os.getloadavg()], **split}
+        rows.append(row)
+        print(f"{name}: {audio_s:.0f} s audio, {on_ray.segments} windows; local {local_s:.1f} s "
+              f"({row['local_x']:.1f}x realtime), ray {ray_s:.1f} s ({row['ray_x']:.1f}x); ray/local "
+              f"{row['ratio']:.2f}; ray phases " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     ray.shutdown()
-    load_end = [round(x, 2) for x in os.getloadavg()]
-    text = report(rows, merge, args, actors, ray_start_s, load_start, load_end)
-    print(text)
-    (DOCS / "bench_ray.md").write_text(text)
+    return rows, actors, ray_start_s
 
 
-def report(rows: list[dict], merge: dict, args: argparse.Namespace, actors: int, ray_start_s: float,
+def report(rows: list[dict], merge: dict | None, args: argparse.Namespace, actors: int, ray_start_s: float,
            load_start: list[float], load_end: list[float]) -> str:
-    table = ["| encoder | audio (s) | windows | local (s) | local x realtime | ray (s) | ray x realtime | ray / local |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        table.append(f"| {r['encoder']} | {r['audio_s']:.0f} | {r['windows']} | {r['local_s']:.1f} | {r['local_x']:.1f} "
-                     f"| {r['ray_s']:.1f} | {r['ray_x']:.1f} | {r['ratio']:.2f} |")
-    clap = rows[-1]
-    per_actor = clap["per_actor_wps"]
-    scale = ["| actors | embed capacity (windows/s) | driver merge (windows/s) | cluster (windows/s) | bottleneck |",
-             "|---|---|---|---|---|"]
-    for n in (1, 2, 4, 8, 16, 32, 64):
-        cap = n * per_actor
-        scale.append(f"| {n} | {cap:.0f} | {merge['merge_wps']:.0f} | {min(cap, merge['merge_wps']):.0f} | "
-                     f"{'actors' if cap < merge['merge_wps'] else 'driver merge'} |")
-    knee = merge["merge_wps"] / per_actor if per_actor else float("inf")
-    return f"""# Ingest on Ray
+    """``docs/bench_ray.md``: the comparison, the driver's merge, and the scaling on paper."""
+    parts = [f"""# Ingest on Ray
 
-`scripts/bench_ray.py --device {args.device} --clap-minutes {args.clap_minutes:g} --logmel-minutes {args.logmel_minutes:g}`
-on {platform.machine()} with {len(os.sched_getaffinity(0))} cores, {actors} Ray actor(s) on {args.device}
-(load average {load_start} at the start, {load_end} at the end; the machine is shared).
-Ray's own start-up took {ray_start_s:.1f} s and is not counted. Every run, local or Ray, counts
-its encoder loads (the Ray run's driver loads it to fix the recipe, and each actor loads it
-once) and the Ray run counts its actors' start-up, as a user's run would. An untimed ingest
-of two clips first pays the imports.
+`scripts/bench_ray.py --sections {args.sections} --device {args.device} --clap-minutes {args.clap_minutes:g} \
+--logmel-minutes {args.logmel_minutes:g} --merge-windows {args.merge_windows}` on {platform.machine()} with \
+{len(os.sched_getaffinity(0))} cores (load average {load_start} at the start, {load_end} at the end; the machine is
+shared, so wall times stretch with the load and CPU-seconds are given beside them).
+"""]
+    if rows:
+        table = ["| encoder | audio (s) | windows | local (s) | local x realtime | ray (s) | ray x realtime | ray / local |",
+                 "|---|---|---|---|---|---|---|---|"]
+        phases = ["| encoder | driver set-up (s) | to first result (s) | streaming (s) | after last (s) | of which merge (s) |",
+                  "|---|---|---|---|---|---|"]
+        for r in rows:
+            table.append(f"| {r['encoder']} | {r['audio_s']:.0f} | {r['windows']} | {r['local_s']:.1f} | "
+                         f"{r['local_x']:.1f} | {r['ray_s']:.1f} | {r['ray_x']:.1f} | {r['ratio']:.2f} |")
+            phases.append(f"| {r['encoder']} | {r['driver_setup_s']:.1f} | {r['to_first_s']:.1f} | "
+                          f"{r['streaming_s']:.1f} | {r['after_last_s']:.1f} | {r['merge_s']:.1f} |")
+        parts.append(f"""## Local ingest against Ray, same corpus, same run
 
-## Local ingest against Ray, same corpus, same run
+{actors} Ray actor(s) on {args.device}. Ray's own start-up took {ray_start_s:.1f} s and is not counted.
+Every run, local or Ray, counts its encoder loads (the Ray run's driver loads it to fix the
+recipe, and each actor loads it once) and the Ray run counts its actors' start-up, as a
+user's run would. An untimed ingest of two clips first pays the imports.
 
 {chr(10).join(table)}
 
-## The driver's share
+Where the Ray run's time went (driver set-up: encoder load and plan, as in the local run; to
+first result: Ray Data planning, actor start-up and encoder loads in the actors, the first
+block; streaming: first to last result; after last: the rest of the merge, FAISS and closing):
 
-Merging shards into DuckDB (shard written, merged through ingest's commit, deleted; 64
-files per transaction, 512-d vectors): **{merge['merge_wps']:.0f} windows/s**
-({merge['windows']} windows in {merge['merge_s']:.2f} s). The FAISS build at the end of the run
-(refit of the post-processing and a rebuild, once per run): {merge['faiss_wps']:.0f} windows/s
-({merge['faiss_s']:.2f} s).
+{chr(10).join(phases)}
+""")
+    if merge is not None:
+        per_actor = [r["streaming_wps"] / actors for r in rows if r["encoder"].startswith("clap")]
+        parts.append(f"""## The driver's merge, alone
 
+{merge['windows']} synthetic windows ({merge['files']} files of {args.merge_windows_per_file} windows, every 7th
+silent, {merge['vectors']} {merge['dim']}-d vectors plus one pooled vector per file) streamed through the
+driver's own loop (`ray_ingest.merge_stream`): {merge['shards']} shards, each written (fsynced,
+renamed), merged into DuckDB in one transaction and deleted.
+
+- **Merge: {merge['merge_wps']:,.0f} windows/s** ({merge['merge_s']:.1f} s wall; {merge['merge_cpu_wps']:,.0f} windows
+  per CPU-second of this process, {merge['merge_cpu_s']:.1f} s).
+- Resume (the same shards left on disk by a killed driver, merged by a re-run):
+  {merge['resume_wps']:,.0f} windows/s ({merge['resume_s']:.1f} s wall, {merge['resume_cpu_s']:.1f} CPU-s).
+""")
+        if "faiss_s" in merge:
+            parts.append(f"""- FAISS after the merge (`sync_vectors`: the whitening fit and a {merge['faiss_kind']} build of both
+  levels, once per run): {merge['faiss_wps']:,.0f} windows/s ({merge['faiss_s']:.1f} s wall, {merge['faiss_cpu_s']:.1f} CPU-s).
+""")
+        if per_actor:
+            pa_wps = per_actor[0]
+            scale = ["| actors | embed capacity (windows/s) | driver merge (windows/s) | cluster (windows/s) | bottleneck |",
+                     "|---|---|---|---|---|"]
+            for n in (1, 2, 4, 8, 16, 32, 64):
+                cap = n * pa_wps
+                scale.append(f"| {n} | {cap:,.0f} | {merge['merge_wps']:,.0f} | {min(cap, merge['merge_wps']):,.0f} | "
+                             f"{'actors' if cap < merge['merge_wps'] else 'driver merge'} |")
+            parts.append(f"""
 ## Scaling on paper (CLAP windows)
 
-Per-actor throughput measured above: {per_actor:.2f} windows/s ({args.device}). The cluster
-embeds `actors x per-actor` windows/s until the driver's merge rate caps it:
+Per-actor throughput while streaming, measured above: {pa_wps:.2f} windows/s ({args.device}). The
+cluster embeds `actors x per-actor` windows/s until the driver's merge rate caps it:
 
 {chr(10).join(scale)}
-
-At these rates the driver's DuckDB merge becomes the bottleneck past about {knee:.0f} actors.
-On GPUs each actor is far faster (run `--device cuda` to measure it), which moves that point
-down in proportion. What would lift it: merge larger transactions (fewer, bigger shards), move
-shard reading off the merge thread, or let several drivers write disjoint indexes and search
-them together. The FAISS build runs once per run; at {merge['faiss_wps']:.0f} windows/s it adds
-{1e6 / merge['faiss_wps']:.0f} s per million windows (IVF-PQ trains on a sample, then adds in chunks).
-"""
+""")
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

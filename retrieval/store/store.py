@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -477,13 +478,17 @@ class Store:
         recorded, with the kind and knobs, in the sidecar and (when writable) the manifest.
         """
         recipe = self.require_recipe()
-        ids, raw = self.db.vectors(level, recipe.dim)
-        vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
-        kind, reason = self.planned_index_type(len(ids))
-        if self.writable and self.lease is None and vector_file.exists(self.root, level):
-            # the adaptation loop maps a copy of these vectors: refresh it while they are in memory
-            vector_file.save(self.root, level, self._generation(), self.fit_digest(), ids, vectors)
-        vi = VectorIndex.build(ids, vectors, self._generation(), kind)
+        kind, reason = self.planned_index_type(self.db.count_vectors(level))
+        mapped = self.writable and self.lease is None and vector_file.exists(self.root, level)
+        if kind == "ivfpq" and not mapped:  # never every vector at once: a sample trains, chunks are added
+            ids = self.db.vector_ids(level)
+            vi = VectorIndex.build_chunked(ids, self._chunk_reader(level, ids), self._generation(), self.faiss_path(level))
+        else:
+            ids, raw = self.db.vectors(level, recipe.dim)
+            vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
+            if mapped:  # the adaptation loop maps a copy of these vectors: refresh it while they are in memory
+                vector_file.save(self.root, level, self._generation(), self.fit_digest(), ids, vectors)
+            vi = VectorIndex.build(ids, vectors, self._generation(), kind)
         vi.stats.update(requested=self.index_type_requested, reason=reason, postprocess_fit=self.fit_digest())
         try:
             vi.save(self.faiss_path(level))
@@ -493,6 +498,19 @@ class Store:
             self.db.set(f"faiss_{level}", json.dumps(vi.describe()))
         self._vectors[level] = vi
         return vi
+
+    def _chunk_reader(self, level: Level, ids: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        """``read(a, b)``: the search vectors of ``ids[a:b]`` (``ids`` sorted), by one range read of DuckDB."""
+        dim = self.require_recipe().dim
+
+        def read(a: int, b: int) -> np.ndarray:
+            b = min(b, len(ids))
+            got, raw = self.db.vectors_between(level, int(ids[a]), int(ids[b - 1]), dim)
+            if not np.array_equal(got, ids[a:b]):
+                raise StoreError(f"{level} vectors changed during a FAISS build ({len(got)} read for {b - a} ids)")
+            return self.postprocess.apply(raw)
+
+        return read
 
     def rebuild_all(self) -> None:
         for level in LEVELS:
