@@ -67,6 +67,10 @@ INDEX_TYPE_KEY = "index_type"
 #: The same bound keeps the ANN structure close to what its build measured: HNSW keeps
 #: removed ids in its graph (masked), and IVF-PQ codes new vectors with old codebooks.
 REFIT_CHANGE_SHARE = 0.10
+#: The post-processing is fitted on at most this many window vectors, picked at random (seeded)
+#: when there are more: 64k x 512-d is 256 MiB of float64 for the whitening SVD, and a mean and
+#: covariance of 512 dimensions are well estimated long before.
+FIT_SAMPLE_MAX = 65_536
 #: A writer waits this long for a lock held by another process (a reader of the live
 #: file finishing a query) before it gives up with the holder's PID and command.
 LOCK_WAIT_S = 5.0
@@ -374,16 +378,23 @@ class Store:
     def refit_postprocess(self) -> None:
         """Fit the recipe's post-processing on the current window vectors and store it.
 
-        Records what the fit saw (``fitted_on`` windows, ``fitted_next_id``: every row added
+        The fit sees every window vector, or :data:`FIT_SAMPLE_MAX` of them picked at random
+        when there are more. Records what it covered (``fitted_on`` windows, ``fitted_next_id``: every row added
         later has an id at least this, ``fitted_generation``) and bumps the generation, since
         every search vector changes with the fit: FAISS files built before it are stale. Call
         it inside a transaction, so the transform and its record land together.
         """
         recipe = self.require_recipe()
-        _, raw = self.db.vectors("segment", recipe.dim)
+        ids = self.db.vector_ids("segment")
+        if len(ids) > FIT_SAMPLE_MAX and recipe.postprocess != "none":  # a sample: never every vector at once
+            pick = np.sort(np.random.default_rng(0).choice(len(ids), FIT_SAMPLE_MAX, replace=False))
+            _, raw = self.db.vectors_by_id("segment", ids[pick], recipe.dim)
+        else:
+            raw = (self.db.vectors("segment", recipe.dim)[1] if recipe.postprocess != "none"
+                   else np.zeros((0, recipe.dim), np.float32))
         self._postprocess = Postprocess.fit(recipe.postprocess, raw)
         self.db.save_transform("postprocess", self._postprocess.state)
-        self.db.set("fitted_on", str(len(raw)))
+        self.db.set("fitted_on", str(len(ids)))
         self.db.set("fitted_next_id", self.db.get("next_id") or "0")
         self.db.set("fitted_generation", self.db.bump_generation())
 

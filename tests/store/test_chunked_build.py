@@ -95,3 +95,23 @@ def test_store_rebuild_of_ivfpq_reads_duckdb_in_chunks(tmp_path, monkeypatch):
         exact = vi.vectors_of(ids[:50])
         np.testing.assert_allclose(exact, store.postprocess.apply(raw[:50]), atol=2e-3)  # the float16 copy
         assert not list((tmp_path / "ix").glob("*.build.*"))
+
+
+def test_refit_reads_a_sample_of_at_most_fit_sample_max(tmp_path, monkeypatch):
+    from retrieval.store import store as smod
+
+    with _synthetic_store(tmp_path / "ix", 60, 10) as store:  # 600 windows
+        monkeypatch.setattr(smod, "FIT_SAMPLE_MAX", 250)
+        asked: list[int] = []
+        by_id = MetadataDB.vectors_by_id
+
+        def counted(self, level, ids, dim):
+            asked.append(len(ids))
+            return by_id(self, level, ids, dim)
+
+        monkeypatch.setattr(MetadataDB, "vectors", lambda *a, **k: pytest.fail("every vector read for the fit"))
+        monkeypatch.setattr(MetadataDB, "vectors_by_id", counted)
+        with store.db.transaction():
+            store.refit_postprocess()
+        assert asked == [250] and store.db.get("fitted_on") == "600"  # the fit covers the index, sees a sample
+        assert store.postprocess.mode == store.require_recipe().postprocess and store.postprocess.state
