@@ -188,6 +188,51 @@ def merge_only(tmp: Path, windows: int = 200_000, windows_per_file: int = 20, di
     return out
 
 
+def timed_embedder(log: Path) -> type:
+    """An :class:`~retrieval.ray_ingest.Embedder` that appends its start-up and call times to ``log``
+    (JSON lines: ``process_start``, ``init_start``, ``init_end``, then ``call_start``/``call_end`` each),
+    defined here so that Ray ships it by value to the actors."""
+    import json
+
+    from retrieval.ray_ingest import Embedder
+
+    class TimedEmbedder(Embedder):
+        def __init__(self, spec: Any) -> None:
+            import psutil
+
+            start = time.time()
+            super().__init__(spec)
+            self._note({"process_start": psutil.Process().create_time(), "init_start": start, "init_end": time.time()})
+
+        def __call__(self, batch: dict) -> Any:
+            start = time.time()
+            out = super().__call__(batch)
+            self._note({"call_start": start, "call_end": time.time(), "files": len(batch["i"])})
+            return out
+
+        def _note(self, record: dict) -> None:
+            with open(log, "a") as f:
+                f.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+
+    return TimedEmbedder
+
+
+def actor_times(log: Path, start: float) -> dict[str, float]:
+    """From :func:`timed_embedder`'s log: seconds after ``start`` (epoch) at which the actors' processes
+    started and their encoders were ready, and their embedding seconds in all."""
+    import json
+
+    recs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    inits = [r for r in recs if "init_end" in r]
+    calls = [r for r in recs if "call_end" in r]
+    if not inits:
+        return {}
+    return {"actor_process_s": max(r["process_start"] for r in inits) - start,
+            "actor_ready_s": max(r["init_end"] for r in inits) - start,
+            "actor_init_s": max(r["init_end"] - r["init_start"] for r in inits),
+            "embed_calls_s": sum(r["call_end"] - r["call_start"] for r in calls)}
+
+
 class Phases:
     """Wall-clock marks inside a Ray ingest (patched around :mod:`retrieval.ray_ingest`): where its time goes.
 
@@ -320,9 +365,16 @@ def compare(tmp: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], 
         local_s, local = timed_ingest(corpus, tmp / "local", choices, None, args.batch)
         phases.marks.clear()
         phases.merge_s = 0.0
-        start = time.perf_counter()
-        ray_s, on_ray = timed_ingest(corpus, tmp / "ray", choices, engine, args.batch)
-        split = phases.split(start, start + ray_s)
+        import retrieval.ray_ingest as ri
+
+        log = tmp / f"actors_{name.split()[0]}.jsonl"
+        real_embedder, ri.Embedder = ri.Embedder, timed_embedder(log)
+        start, epoch = time.perf_counter(), time.time()
+        try:
+            ray_s, on_ray = timed_ingest(corpus, tmp / "ray", choices, engine, args.batch)
+        finally:
+            ri.Embedder = real_embedder
+        split = {**phases.split(start, start + ray_s), **actor_times(log, epoch)}
         assert (local.files_indexed, local.segments) == (on_ray.files_indexed, on_ray.segments)
         row = {"encoder": name, "audio_s": audio_s, "windows": on_ray.segments, "local_s": local_s,
                "ray_s": ray_s, "local_x": audio_s / local_s, "ray_x": audio_s / ray_s,
@@ -349,13 +401,15 @@ shared, so wall times stretch with the load and CPU-seconds are given beside the
     if rows:
         table = ["| encoder | audio (s) | windows | local (s) | local x realtime | ray (s) | ray x realtime | ray / local |",
                  "|---|---|---|---|---|---|---|---|"]
-        phases = ["| encoder | driver set-up (s) | to first result (s) | streaming (s) | after last (s) | of which merge (s) |",
-                  "|---|---|---|---|---|---|"]
+        phases = ["| encoder | driver set-up (s) | actor processes started at (s) | actors' encoders ready at (s) | "
+                  "to first result (s) | streaming (s) | after last (s) | of which merge (s) | actors embedding (s, summed) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             table.append(f"| {r['encoder']} | {r['audio_s']:.0f} | {r['windows']} | {r['local_s']:.1f} | "
                          f"{r['local_x']:.1f} | {r['ray_s']:.1f} | {r['ray_x']:.1f} | {r['ratio']:.2f} |")
-            phases.append(f"| {r['encoder']} | {r['driver_setup_s']:.1f} | {r['to_first_s']:.1f} | "
-                          f"{r['streaming_s']:.1f} | {r['after_last_s']:.1f} | {r['merge_s']:.1f} |")
+            phases.append(f"| {r['encoder']} | {r['driver_setup_s']:.1f} | {r.get('actor_process_s', 0):.1f} | "
+                          f"{r.get('actor_ready_s', 0):.1f} | {r['to_first_s']:.1f} | {r['streaming_s']:.1f} | "
+                          f"{r['after_last_s']:.1f} | {r['merge_s']:.1f} | {r.get('embed_calls_s', 0):.1f} |")
         parts.append(f"""## Local ingest against Ray, same corpus, same run
 
 {actors} Ray actor(s) on {args.device}. Ray's own start-up took {ray_start_s:.1f} s and is not counted.
