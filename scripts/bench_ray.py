@@ -119,7 +119,7 @@ def synthetic_run(tmp: Path, windows: int, windows_per_file: int, dim: int, part
 
 
 def merge_only(tmp: Path, windows: int = 200_000, windows_per_file: int = 20, dim: int = 512,
-               commit_files: int = 64, commit_windows: int | None = None,
+               commit_files: int | None = None, commit_windows: int | None = None,
                index_type: str | None = "flat") -> dict[str, float]:
     """The driver's share of a Ray run, alone: windows/s of its merge and of the FAISS build after it.
 
