@@ -21,10 +21,10 @@ files to embed:
    in list columns). Results stream back in plan order (:func:`merge_stream`); every
    :data:`COMMIT_WINDOWS` windows, :data:`COMMIT_S` seconds or ``commit_every`` files (when
    given), whichever comes first, are written to a shard (temporary name, then renamed) and
-   merged into DuckDB in one
-   transaction by :func:`retrieval.shard_merge.commit_shard`, which decides per file what
-   local ingest's commit decides and inserts the windows and vectors in bulk; the shard is
-   then deleted. FAISS follows DuckDB at the end, as after local ingest.
+   merged into DuckDB in one transaction by :func:`retrieval.shard_merge.commit_shard`,
+   which decides per file what local ingest's commit decides and inserts the windows and
+   vectors in bulk; the shard is then deleted. FAISS follows DuckDB at the end, as after
+   local ingest (an IVF-PQ index is built from DuckDB in chunks, never every vector at once).
 
 Faults: Ray retries the blocks of a task or actor that dies (Ray Data restarts pool actors),
 and the driver merges each file once, by its place in the plan, so nothing is lost or
@@ -207,9 +207,9 @@ def merge_stream(parts: Iterable[pa.Table], plan: _Plan, folder: Path, store: St
 
     A shard (one file on disk, one transaction) closes at ``commit_files`` files (None: no
     file limit), at ``commit_windows`` windows, or once its first row has waited
-    ``commit_s`` seconds, whichever comes first: large transactions when the actors are fast
-    (the merge's cost is mostly per transaction), and embedded work on disk within
-    ``commit_s`` when they are slow.
+    ``commit_s`` seconds (checked as each part arrives), whichever comes first: few, large
+    transactions when the actors are fast (each costs a shard fsync, a commit and a
+    checkpoint), and embedded work on disk within about ``commit_s`` when they are slow.
 
     Args:
         parts: tables of embedded rows (an ``i`` column into ``plan`` and the shard's
