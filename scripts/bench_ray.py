@@ -395,9 +395,11 @@ def report(rows: list[dict], merge: dict | None, args: argparse.Namespace, actor
     parts = [f"""# Ingest on Ray
 
 `scripts/bench_ray.py --sections {args.sections} --device {args.device} --clap-minutes {args.clap_minutes:g} \
---logmel-minutes {args.logmel_minutes:g} --merge-windows {args.merge_windows}` on {platform.machine()} with \
-{len(os.sched_getaffinity(0))} cores (load average {load_start} at the start, {load_end} at the end; the machine is
-shared, so wall times stretch with the load and CPU-seconds are given beside them).
+--logmel-minutes {args.logmel_minutes:g} --merge-windows {args.merge_windows}`
+
+on {platform.machine()} with {len(os.sched_getaffinity(0))} cores (load average {load_start} at the start, \
+{load_end} at the end; the machine is shared, so wall times stretch with the load and CPU-seconds are given
+beside them).
 """]
     if rows:
         table = ["| encoder | audio (s) | windows | local (s) | local x realtime | ray (s) | ray x realtime | ray / local |",
