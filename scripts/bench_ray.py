@@ -15,15 +15,20 @@ seeded corpus of 48 kHz float WAV clips of 1-10 s. Both paths write the same ind
 tests check that); throughput is audio seconds per wall second, and the ratio ray/local is
 the cost of being distributable.
 
-    (c) merge   the driver's share of a Ray run, alone: shards of synthetic embedded files
-                (512-d, 30 windows each) written, merged into DuckDB through the same commit as
-                ingest (64 files a transaction) and deleted; then the FAISS build (``sync_vectors``).
+    (c) merge   the driver's share of a Ray run, alone (``--sections merge``): synthetic embedded
+                files (512-d, 20 windows each, 200k windows) streamed through the driver's own
+                loop (``ray_ingest.merge_stream``: shards written, merged into DuckDB, deleted),
+                then the resume path (the same shards merged by a re-run) and the FAISS build
+                (``sync_vectors``), in windows/s of wall and of CPU time.
 
-From (b)'s per-actor throughput and (c)'s rates, the scaling on paper for 1-64 actors:
+The Ray run is split into phases (driver set-up, actor processes started, their encoders
+ready, first and last result, merge) from timers around :mod:`retrieval.ray_ingest` and in
+the actors. From (b)'s per-actor throughput and (c)'s rates, the scaling on paper for 1-64 actors:
 cluster windows/s = min(actors x per-actor rate, merge rate). Results go to stdout and
 ``docs/bench_ray.md``.
 
-Usage: ``python scripts/bench_ray.py [--device cuda] [--clap-minutes 3 --logmel-minutes 20 --actors 2]``
+Usage: ``python scripts/bench_ray.py [--device cuda] [--clap-minutes 10 --logmel-minutes 10 --actors 2]
+[--sections compare,merge]``; only a run of both sections writes ``docs/bench_ray.md``.
 """
 
 from __future__ import annotations
@@ -281,8 +286,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="Comma-separated: compare (local against Ray), merge (the driver's merge alone).")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Where the Ray actors embed.")
     ap.add_argument("--actors", type=int, default=None, help="Ray actors (default: cores on cpu, GPUs on cuda).")
-    ap.add_argument("--clap-minutes", type=float, default=3.0, help="Minutes of audio in the CLAP corpus.")
-    ap.add_argument("--logmel-minutes", type=float, default=20.0,
+    ap.add_argument("--clap-minutes", type=float, default=10.0,
+                    help="Minutes of audio in the CLAP corpus (10: the size scripts/bench_clap.py uses).")
+    ap.add_argument("--logmel-minutes", type=float, default=10.0,
                     help="Minutes of audio in the log-mel corpus (0 skips it).")
     ap.add_argument("--batch", type=int, default=8, help="Windows per encoder call.")
     ap.add_argument("--merge-windows", type=int, default=200_000, help="Synthetic windows merged by the merge section.")
