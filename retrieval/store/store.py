@@ -44,6 +44,7 @@ from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retri
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store import snapshot, summary, vector_file
+from retrieval.store import vectors as vector_index
 from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
                                      sidecar)
@@ -611,12 +612,16 @@ class Store:
         new = np.setdiff1d(now, have, assume_unique=True)
         if gone.size or new.size or vi.generation != self._generation():
             vi.remove(gone)
-            ids, raw = self.db.vectors_by_id(level, new, self.require_recipe().dim)
-            if len(ids):
-                vi.add(ids, self.postprocess.apply(raw))
+            added = 0
+            step = vector_index.BUILD_CHUNK  # never every new vector at once
+            for a in range(0, len(new), step):
+                ids, raw = self.db.vectors_by_id(level, new[a:a + step], self.require_recipe().dim)
+                if len(ids):
+                    vi.add(ids, self.postprocess.apply(raw))
+                    added += len(ids)
             vi.generation = self._generation()
             built = int(vi.stats.get("built_ntotal", have.size))
-            added = int(vi.stats.get("added_since_build", 0)) + len(ids)
+            added = int(vi.stats.get("added_since_build", 0)) + added
             removed = int(vi.stats.get("removed_since_build", 0)) + int(gone.size)
             _, reason = self.planned_index_type(vi.ntotal)
             vi.stats.update(requested=self.index_type_requested, reason=reason, built_ntotal=built,

@@ -359,12 +359,37 @@ class VectorIndex:
             quantizer.hnsw.efSearch = ASSIGN_EF  # the list of each added vector
         self.index.add_with_ids(vectors, ids)
         if self.kind == "ivfpq":
+            self._add_exact(ids, vectors)
+        self._ids = np.union1d(self._ids, ids)
+
+    def _add_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add rows to the float16 copy. A memory-mapped copy gaining larger ids (ids only grow)
+        is copied :data:`EXACT_CHUNK` rows at a time into a new file beside it with the rows
+        appended, so an update never holds the whole copy in memory; otherwise in memory."""
+        old = self._exact
+        appended = isinstance(old, np.memmap) and (self._exact_ids.size == 0 or ids.min() > self._exact_ids[-1])
+        if appended and old.filename:
+            order = np.argsort(ids, kind="stable")
+            fd, name = tempfile.mkstemp(prefix=Path(old.filename).name + ".build.", suffix=".tmp",
+                                        dir=Path(old.filename).parent)
+            os.close(fd)
+            grown = np.lib.format.open_memmap(name, mode="w+", dtype=np.float16, shape=(len(old) + len(ids), self.dim))
+            for a in range(0, len(old), EXACT_CHUNK):
+                b = min(len(old), a + EXACT_CHUNK)
+                grown[a:b] = old[a:b]
+            grown[len(old):] = vectors[order].astype(np.float16)
+            grown.flush()
+            del grown
+            if self._build_file is not None:
+                Path(self._build_file).unlink(missing_ok=True)
+            self._exact, self._build_file = np.load(name, mmap_mode="r"), name
+            self._exact_ids = np.concatenate([self._exact_ids, ids[order]])
+        else:
             exact_ids = np.concatenate([self._exact_ids, ids])
             order = np.argsort(exact_ids, kind="stable")
-            self._exact = np.concatenate([np.asarray(self._exact), vectors.astype(np.float16)])[order]
+            self._exact = np.concatenate([np.asarray(old), vectors.astype(np.float16)])[order]
             self._exact_ids = exact_ids[order]
-            self._exact_file = None
-        self._ids = np.union1d(self._ids, ids)
+        self._exact_file = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (unknown ones are ignored); returns how many were removed.

@@ -115,3 +115,27 @@ def test_refit_reads_a_sample_of_at_most_fit_sample_max(tmp_path, monkeypatch):
             store.refit_postprocess()
         assert asked == [250] and store.db.get("fitted_on") == "600"  # the fit covers the index, sees a sample
         assert store.postprocess.mode == store.require_recipe().postprocess and store.postprocess.state
+
+
+def test_an_update_appends_to_the_mapped_copy_without_loading_it(tmp_path):
+    """Rows added to a saved (memory-mapped) ivfpq index go to a new file, copied a chunk at a time:
+    the float16 copy stays a memory map, and a save and load give the same index as adding in memory."""
+    x = clustered(N + 500, D, seed=7)
+    ids = np.arange(N + 500, dtype=np.int64) * 2
+    path = tmp_path / "segments.faiss"
+    VectorIndex.build_chunked(ids[:N], Reader(x[:N]), "g1", path, chunk=CHUNK, tune=False).save(path)
+    vi = VectorIndex.load(path)
+    assert isinstance(vi._exact, np.memmap)
+    for a in range(N, N + 500, 200):  # as Store._update_in_place adds, chunk by chunk
+        vi.add(ids[a:a + 200], x[a:a + 200])
+        assert isinstance(vi._exact, np.memmap)  # never pulled into memory
+    np.testing.assert_allclose(vi.vectors_of(ids[N:]), x[N:], atol=2e-3)
+    assert np.array_equal(vi.ids(), ids)
+    q = clustered(20, D, seed=8)
+    before = vi.search(q, 10)
+    vi.save(path)
+    assert not list(tmp_path.glob("*.build.*")) and len(list(tmp_path.glob("*.exact.npy"))) == 1
+    again = VectorIndex.load(path)
+    after = again.search(q, 10)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(again.vectors_of(ids), vi.vectors_of(ids))
