@@ -149,7 +149,8 @@ def _is_number(text: str) -> bool:
               help="The --labels CSV's column of file paths, e.g. filename (default: 'file' or 'path').")
 @click.option("--silence-db", type=float, help="Windows below this RMS level (dBFS) stay out of the index [-60].")
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
-@click.option("--commit-every", type=int, default=64, show_default=True, help="Files per transaction.")
+@click.option("--commit-every", type=int,
+              help="Files per transaction [64; with --engine ray, a shard closes at 16384 windows or 30 s].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
@@ -186,7 +187,7 @@ def _is_number(text: str) -> bool:
 def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, model: str | None, layer: str | None,
               opts: tuple[str, ...], window_s: float | None, hop_s: float | None, pooling: str | None,
               postprocess: str | None, precision: str | None, device: str, labels_csv: Path | None,
-              silence_db: float | None, keep_silent: bool, commit_every: int, batch_size: int,
+              silence_db: float | None, keep_silent: bool, commit_every: int | None, batch_size: int,
               workers: int | None, engine: str, ray_address: str | None, actors: int, gpus_per_actor: float,
               index_type: str | None, refit: bool, labels_key: str | None, replace: bool,
               allow_removals: bool, copies: bool, dry_run: bool, progress: bool | None, as_json: bool) -> None:

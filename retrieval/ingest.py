@@ -116,13 +116,19 @@ class IngestSummary:
         return json.dumps(d)
 
 
+#: Files per transaction of a local run when ``--commit-every`` is not given.
+COMMIT_EVERY = 64
+
+
 @dataclass
 class IngestOptions:
     """Run settings that do not change vectors.
 
     Attributes:
         labels_csv: CSV of metadata to attach (kept in the manifest and re-applied on later runs).
-        commit_every: files per transaction.
+        commit_every: files per transaction; None: :data:`COMMIT_EVERY` here, and on Ray
+            (``embedder``) a shard closes by size and age instead
+            (:func:`retrieval.ray_ingest.merge_stream`).
         batch_size: windows per encoder call.
         progress: show a progress bar on stderr.
         workers: decoding processes beside the encoder (0 decodes in the main process);
@@ -151,7 +157,7 @@ class IngestOptions:
     """
 
     labels_csv: Path | None = None
-    commit_every: int = 64
+    commit_every: int | None = None
     batch_size: int = 16
     progress: bool = False
     workers: int | None = 0
@@ -187,7 +193,7 @@ def check_options(choices: Choices, options: IngestOptions) -> None:
         raise InputError(f"--silence-db must be a level in dBFS such as -60 (or use --keep-silent); "
                          f"got {choices.silence_db:g}")
     for name, value in (("--batch-size", options.batch_size), ("--commit-every", options.commit_every)):
-        if value < 1:
+        if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1; got {value}")
     if options.workers is not None and options.workers < 0:
         raise InputError(f"workers must be 0 (decode in this process) or more; got {options.workers}")
@@ -733,7 +739,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
                         enqueue(job, index, audio)
                     pre.audio = _NO_AUDIO  # the queue holds views of it for as long as it needs them
             open_jobs.append(job)
-            if len(open_jobs) >= options.commit_every:
+            if len(open_jobs) >= (options.commit_every or COMMIT_EVERY):
                 commit()
         commit()
     bar.close()

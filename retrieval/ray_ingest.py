@@ -18,11 +18,13 @@ files to embed:
    and ``num_gpus`` each: every actor builds the encoder once from the recipe and embeds
    and pools as local ingest does (long files are streamed block by block in the actor).
 4. **Write on the driver.** Actors return their files as Arrow columns (windows and vectors
-   in list columns). Results stream back in plan order; every ``commit_every`` files are
-   written to a shard (temporary name, then renamed) and merged into DuckDB in one
-   transaction by :func:`retrieval.shard_merge.commit_shard`, which decides per file what
-   local ingest's commit decides and inserts the windows and vectors in bulk; the shard is
-   then deleted. FAISS follows DuckDB at the end, as after local ingest.
+   in list columns). Results stream back in plan order (:func:`merge_stream`); every
+   :data:`COMMIT_WINDOWS` windows, :data:`COMMIT_S` seconds or ``commit_every`` files (when
+   given), whichever comes first, are written to a shard (temporary name, then renamed) and
+   merged into DuckDB in one transaction by :func:`retrieval.shard_merge.commit_shard`,
+   which decides per file what local ingest's commit decides and inserts the windows and
+   vectors in bulk; the shard is then deleted. FAISS follows DuckDB at the end, as after
+   local ingest (an IVF-PQ index is built from DuckDB in chunks, never every vector at once).
 
 Faults: Ray retries the blocks of a task or actor that dies (Ray Data restarts pool actors),
 and the driver merges each file once, by its place in the plan, so nothing is lost or
@@ -44,13 +46,15 @@ import logging
 import os
 import pickle
 import socket
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from retrieval.errors import InputError
 from retrieval.pipeline import (FILES_PER_TASK, LONG_FILE_SAMPLES, DecodedFile, WindowSpec,
@@ -71,6 +75,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 #: Windows a long file's stream hands the encoder at a time, inside an actor.
 STREAM_WINDOWS = 256
+#: A Ray run's shard (one transaction) closes at this many windows (32 MiB of 512-d vectors)...
+COMMIT_WINDOWS = 16_384
+#: ... or once its oldest row has waited this many seconds (slow actors still commit their work).
+COMMIT_S = 30.0
 #: The port ``ray start --head`` listens on when none is named.
 DEFAULT_PORT = 6379
 
@@ -186,23 +194,72 @@ def embed_on_ray(engine: RayEngine, store: Store, recipe: Recipe, todo: list[Ent
                       embed_recipe=recipe, batch_size=options.batch_size, long_samples=LONG_FILE_SAMPLES,
                       device=engine.device)
     bar = _progress(len(rest), options.progress)
-    plan = _Plan(rest, recipe.hash())
-    number = next_number(folder)
-    pending: list[pa.Table] = []
-    held = 0
-    for part in _run(engine, spec, rest):
-        pending.append(part)
-        held += part.num_rows
-        while held >= options.commit_every:
-            table = pa.concat_tables(pending)
-            _write_and_merge(folder, number, plan, table.slice(0, options.commit_every), store, recipe, summary, warn)
-            number += 1
-            bar.update(options.commit_every)
-            pending, held = [table.slice(options.commit_every)], held - options.commit_every
-    if held:
-        _write_and_merge(folder, number, plan, pa.concat_tables(pending), store, recipe, summary, warn)
-        bar.update(held)
+    merge_stream(_run(engine, spec, rest), _Plan(rest, recipe.hash()), folder, store, recipe, summary, warn,
+                 commit_files=options.commit_every, progress=bar.update)
     bar.close()
+
+
+def merge_stream(parts: Iterable[pa.Table], plan: _Plan, folder: Path, store: Store, recipe: Recipe,
+                 summary: IngestSummary, warn: Callable[[str], None], *, commit_files: int | None = None,
+                 commit_windows: int = COMMIT_WINDOWS, commit_s: float = COMMIT_S,
+                 progress: Callable[[int], Any] = lambda n: None) -> int:
+    """The driver's side of a run: embedded rows, in plan order, written as shards and merged.
+
+    A shard (one file on disk, one transaction) closes at ``commit_files`` files (None: no
+    file limit), at ``commit_windows`` windows, or once its first row has waited
+    ``commit_s`` seconds (checked as each part arrives), whichever comes first: few, large
+    transactions when the actors are fast (each costs a shard fsync, a commit and a
+    checkpoint), and embedded work on disk within about ``commit_s`` when they are slow.
+
+    Args:
+        parts: tables of embedded rows (an ``i`` column into ``plan`` and the shard's
+            :data:`~retrieval.shards.DECODED_COLUMNS`), as the actors return them.
+        progress: called with the files of each merged shard.
+
+    Returns:
+        Shards merged.
+    """
+    number = next_number(folder)
+    first = number
+    pending: list[pa.Table] = []
+    widths = np.zeros(0, np.int64)  # windows of each pending row
+    opened = 0.0  # when the oldest pending row arrived
+
+    def flush(rows: int) -> None:
+        nonlocal number, pending, widths, opened
+        table = pa.concat_tables(pending)
+        _write_and_merge(folder, number, plan, table.slice(0, rows), store, recipe, summary, warn)
+        number += 1
+        progress(rows)
+        pending = [table.slice(rows)] if rows < table.num_rows else []
+        widths = widths[rows:]
+        opened = time.monotonic()
+
+    for part in parts:
+        if part.num_rows == 0:
+            continue
+        if not pending:
+            opened = time.monotonic()
+        pending.append(part)
+        widths = np.concatenate([widths, pc.list_value_length(part.column("starts")).to_numpy(
+            zero_copy_only=False).astype(np.int64)])
+        while (rows := _cut(widths, commit_files, commit_windows)) is not None:
+            flush(rows)
+        if len(widths) and time.monotonic() - opened >= commit_s:
+            flush(len(widths))
+    if len(widths):
+        flush(len(widths))
+    return number - first
+
+
+def _cut(widths: np.ndarray, commit_files: int | None, commit_windows: int) -> int | None:
+    """Rows that close the next shard (``commit_files``, or fewer once ``commit_windows`` windows
+    are reached; at least one), or None while ``widths`` (windows per pending row) holds too few."""
+    reached = np.flatnonzero(np.cumsum(widths) >= commit_windows)
+    rows = int(reached[0]) + 1 if reached.size else len(widths) + 1
+    if commit_files is not None:
+        rows = min(rows, commit_files)
+    return rows if rows <= len(widths) else None
 
 
 class _Plan:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from retrieval.audio.decode import AudioInfo, DecodeReport
@@ -141,3 +142,40 @@ def test_a_changed_file_replaces_its_rows_in_both(tmp_path: Path) -> None:
 def test_tiny_shards(tmp_path: Path, n: int) -> None:
     a, b = _commit_both(tmp_path, [[(*f, None) for f in _corpus(2)[-n:]] if n else []])
     _assert_same(a, b)
+
+
+@pytest.mark.parametrize("commit_files, commit_windows, cuts", [(None, 15, [5, 4]), (3, 10_000, [3, 3, 3]),
+                                                                (None, 10_000, [9]), (None, 1, [1, 2, 1, 1, 1, 2, 1])])
+def test_the_driver_stream_cuts_shards_by_windows_or_files(tmp_path: Path, commit_files, commit_windows, cuts) -> None:
+    """merge_stream: parts of any size become shards that close at ``commit_files`` files or at
+    ``commit_windows`` windows, whichever first (files without windows wait for the next); each
+    shard is one commit, the same as committing those files together, and no shard stays on disk."""
+    from retrieval.ray_ingest import _Plan, merge_stream
+    from retrieval.shards import decoded_table
+
+    corpus = _corpus(3)  # 9 files of 7, 0, 3, 4, 5, 1, 0, 1 and 30 windows
+    recipe = _recipe()
+    entries = [(RootedFile(path=Path(root) / rel, rel_path=rel, size=100 + k, mtime=1.5 + k, root=root), f"hash{k}",
+                None) for k, (root, rel, _) in enumerate(corpus)]
+    embedded = decoded_table([d for *_, d in corpus])
+    embedded = embedded.add_column(0, "i", pa.array(np.arange(len(corpus), dtype=np.int64)))
+    parts = [embedded.slice(0, 3), embedded.slice(3, 0), embedded.slice(3, 4), embedded.slice(7)]
+    out = {}
+    for way in ("stream", "cuts"):
+        summary, lines = IngestSummary(), []
+        with Store.create(tmp_path / way) as store:
+            with store.db.transaction():
+                store.set_recipe(recipe)
+            if way == "stream":
+                got = merge_stream(iter(parts), _Plan(entries, recipe.hash()), tmp_path / way / "shards", store,
+                                   recipe, summary, lines.append, commit_files=commit_files,
+                                   commit_windows=commit_windows, commit_s=float("inf"))
+                assert got == len(cuts)
+            else:
+                files = [ShardFile(root, rel, 100 + k, 1.5 + k, f"hash{k}", d) for k, (root, rel, d) in enumerate(corpus)]
+                for a, b in zip(np.cumsum([0, *cuts[:-1]]), np.cumsum(cuts)):
+                    commit_shard(store, recipe, files_table(files[a:b], recipe.hash()), np.full(b - a, NEW),
+                                 summary, lines.append)
+            out[way] = {"db": _dump(store), "summary": asdict(summary), "lines": lines}
+    _assert_same(out["cuts"], out["stream"])
+    assert not list((tmp_path / "stream" / "shards").glob("*"))

@@ -574,6 +574,11 @@ class MetadataDB:
         total, under = self.con.execute(sql, [int(below), level]).fetchall()[0]  # tuples: no pyarrow
         return int(total), int(under)
 
+    def vectors_between(self, level: str, first: int, last: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`vectors`, for ids ``first <= id <= last`` only (a range read, for builds in chunks)."""
+        tbl = self._vector_rows("s.segment_id, s.vector", level, "s.segment_id BETWEEN ? AND ?", [int(first), int(last)])
+        return _ids_of(tbl), vectors_of(tbl, "vector", dim)
+
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`vectors`, for the given ``(m,)`` ids only: ``(ids (m',) int64, raw (m', dim) float32)``.
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from retrieval.hits import shown_columns
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
 from retrieval.store import lookup, snapshot, summary, vector_file
+from retrieval.store import vectors as vector_index
 from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
                                      sidecar)
@@ -67,6 +69,10 @@ INDEX_TYPE_KEY = "index_type"
 #: The same bound keeps the ANN structure close to what its build measured: HNSW keeps
 #: removed ids in its graph (masked), and IVF-PQ codes new vectors with old codebooks.
 REFIT_CHANGE_SHARE = 0.10
+#: The post-processing is fitted on at most this many window vectors, picked at random (seeded)
+#: when there are more: 64k x 512-d is 256 MiB of float64 for the whitening SVD, and a mean and
+#: covariance of 512 dimensions are well estimated long before.
+FIT_SAMPLE_MAX = 65_536
 #: A writer waits this long for a lock held by another process (a reader of the live
 #: file finishing a query) before it gives up with the holder's PID and command.
 LOCK_WAIT_S = 5.0
@@ -419,16 +425,23 @@ class Store:
     def refit_postprocess(self) -> None:
         """Fit the recipe's post-processing on the current window vectors and store it.
 
-        Records what the fit saw (``fitted_on`` windows, ``fitted_next_id``: every row added
+        The fit sees every window vector, or :data:`FIT_SAMPLE_MAX` of them picked at random
+        when there are more. Records what it covered (``fitted_on`` windows, ``fitted_next_id``: every row added
         later has an id at least this, ``fitted_generation``) and bumps the generation, since
         every search vector changes with the fit: FAISS files built before it are stale. Call
         it inside a transaction, so the transform and its record land together.
         """
         recipe = self.require_recipe()
-        _, raw = self.db.vectors("segment", recipe.dim)
+        ids = self.db.vector_ids("segment")
+        if len(ids) > FIT_SAMPLE_MAX and recipe.postprocess != "none":  # a sample: never every vector at once
+            pick = np.sort(np.random.default_rng(0).choice(len(ids), FIT_SAMPLE_MAX, replace=False))
+            _, raw = self.db.vectors_by_id("segment", ids[pick], recipe.dim)
+        else:
+            raw = (self.db.vectors("segment", recipe.dim)[1] if recipe.postprocess != "none"
+                   else np.zeros((0, recipe.dim), np.float32))
         self._postprocess = Postprocess.fit(recipe.postprocess, raw)
         self.db.save_transform("postprocess", self._postprocess.state)
-        self.db.set("fitted_on", str(len(raw)))
+        self.db.set("fitted_on", str(len(ids)))
         self.db.set("fitted_next_id", self.db.get("next_id") or "0")
         self.db.set("fitted_generation", self.db.bump_generation())
 
@@ -523,13 +536,17 @@ class Store:
         recorded, with the kind and knobs, in the sidecar and (when writable) the manifest.
         """
         recipe = self.require_recipe()
-        ids, raw = self.db.vectors(level, recipe.dim)
-        vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
-        kind, reason = self.planned_index_type(len(ids))
-        if self.writable and self.lease is None and vector_file.exists(self.root, level):
-            # the adaptation loop maps a copy of these vectors: refresh it while they are in memory
-            vector_file.save(self.root, level, self._generation(), self.fit_digest(), ids, vectors)
-        vi = VectorIndex.build(ids, vectors, self._generation(), kind)
+        kind, reason = self.planned_index_type(self.db.count_vectors(level))
+        mapped = self.writable and self.lease is None and vector_file.exists(self.root, level)
+        if kind == "ivfpq" and not mapped:  # never every vector at once: a sample trains, chunks are added
+            ids = self.db.vector_ids(level)
+            vi = VectorIndex.build_chunked(ids, self._chunk_reader(level, ids), self._generation(), self.faiss_path(level))
+        else:
+            ids, raw = self.db.vectors(level, recipe.dim)
+            vectors = self.postprocess.apply(raw) if len(raw) else np.zeros((0, self.search_dim), np.float32)
+            if mapped:  # the adaptation loop maps a copy of these vectors: refresh it while they are in memory
+                vector_file.save(self.root, level, self._generation(), self.fit_digest(), ids, vectors)
+            vi = VectorIndex.build(ids, vectors, self._generation(), kind)
         vi.stats.update(requested=self.index_type_requested, reason=reason, postprocess_fit=self.fit_digest())
         try:
             vi.save(self.faiss_path(level))
@@ -539,6 +556,19 @@ class Store:
             self.db.set(f"faiss_{level}", json.dumps(vi.describe()))
         self._vectors[level] = vi
         return vi
+
+    def _chunk_reader(self, level: Level, ids: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        """``read(a, b)``: the search vectors of ``ids[a:b]`` (``ids`` sorted), by one range read of DuckDB."""
+        dim = self.require_recipe().dim
+
+        def read(a: int, b: int) -> np.ndarray:
+            b = min(b, len(ids))
+            got, raw = self.db.vectors_between(level, int(ids[a]), int(ids[b - 1]), dim)
+            if not np.array_equal(got, ids[a:b]):
+                raise StoreError(f"{level} vectors changed during a FAISS build ({len(got)} read for {b - a} ids)")
+            return self.postprocess.apply(raw)
+
+        return read
 
     def rebuild_all(self) -> None:
         for level in LEVELS:
@@ -628,12 +658,16 @@ class Store:
         new = np.setdiff1d(now, have, assume_unique=True)
         if gone.size or new.size or vi.generation != self._generation():
             vi.remove(gone)
-            ids, raw = self.db.vectors_by_id(level, new, self.require_recipe().dim)
-            if len(ids):
-                vi.add(ids, self.postprocess.apply(raw))
+            added = 0
+            step = vector_index.BUILD_CHUNK  # never every new vector at once
+            for a in range(0, len(new), step):
+                ids, raw = self.db.vectors_by_id(level, new[a:a + step], self.require_recipe().dim)
+                if len(ids):
+                    vi.add(ids, self.postprocess.apply(raw))
+                    added += len(ids)
             vi.generation = self._generation()
             built = int(vi.stats.get("built_ntotal", have.size))
-            added = int(vi.stats.get("added_since_build", 0)) + len(ids)
+            added = int(vi.stats.get("added_since_build", 0)) + added
             removed = int(vi.stats.get("removed_since_build", 0)) + int(gone.size)
             _, reason = self.planned_index_type(vi.ntotal)
             vi.stats.update(requested=self.index_type_requested, reason=reason, built_ntotal=built,

@@ -41,6 +41,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,8 @@ EXACT_SUBSET_MAX = 10_000
 EXACT_SUBSET_SHARE = 0.02
 #: Rows an exact scan scores at once: ``(chunk, D)`` float32.
 EXACT_CHUNK = 65_536
+#: Rows a chunked ivfpq build reads, adds and copies at a time (``(chunk, D)`` float32).
+BUILD_CHUNK = 65_536
 #: Bytes read per step while checksumming a file.
 CHECKSUM_CHUNK = 1 << 22
 
@@ -198,6 +201,7 @@ class VectorIndex:
         self._exact_ids = np.zeros(0, np.int64)  # ivfpq: ids of the float16 rows, sorted
         self._exact = np.zeros((0, dim), np.float16)  # ivfpq: (n, D) float16, maybe memory-mapped
         self._exact_file: str | None = None
+        self._build_file: str | None = None  # build_chunked's temporary float16 copy, until saved
 
     # -- size ------------------------------------------------------------------------------
 
@@ -246,6 +250,60 @@ class VectorIndex:
             vi.stats.update(recall_at_10=1.0, recall_queries=0, recall_note="exact search")
         else:
             vi._measure(ids, vectors, tune, target_recall, seed)
+        vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
+        return vi
+
+    @classmethod
+    def build_chunked(cls, ids: np.ndarray, read: Callable[[int, int], np.ndarray], generation: str, beside: Path,
+                      *, chunk: int | None = None, tune: bool = True, target_recall: float = TARGET_RECALL,
+                      seed: int = 0) -> VectorIndex:
+        """An ivfpq build that never holds every vector: trained on a sample, added ``chunk`` rows at a time.
+
+        Args:
+            ids: ``(n,)`` int64 sorted ids of the vectors to index.
+            read: ``read(a, b)`` gives the ``(b - a, D)`` float32 unit vectors of ``ids[a:b]``;
+                called with at most ``chunk`` rows at a time (default :data:`BUILD_CHUNK`).
+            beside: the index file to be: the float16 copy used for re-ranking grows beside it
+                (``<name>.build.*.tmp``, memory-mapped; :meth:`save` copies its rows into
+                place and deletes it; the system's temporary folder when that one is read-only).
+
+        The training sample is the rows :meth:`build` would pick from the same ``seed``, so
+        both give the same lists and codebooks; recall is measured against the float16
+        copy (read from disk) rather than float32 vectors.
+        """
+        t0 = time.perf_counter()
+        chunk = chunk or BUILD_CHUNK
+        ids = np.ascontiguousarray(ids, np.int64)
+        n = len(ids)
+        if n < IVFPQ_MIN_VECTORS:
+            raise InputError(f"ivfpq needs at least {IVFPQ_MIN_VECTORS} vectors to train; got {n}")
+        first = read(0, min(n, 1))
+        dim = first.shape[1]
+        params = _default_params("ivfpq", n, dim)
+        vi = cls(dim, generation=generation, kind="ivfpq", params=params)
+        rng = np.random.default_rng(seed)
+        nlist = int(params["nlist"])
+        list_rows = _sample_index(n, IVF_TRAIN_PER_LIST * nlist, rng)
+        vi.index.quantizer.add(two_level_kmeans(_read_rows(read, list_rows, chunk), nlist, seed))
+        vi.index.train(_read_rows(read, _sample_index(n, PQ_TRAIN_MAX, rng), chunk))
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{beside.name}.build.", suffix=".tmp", dir=beside.parent)
+        except OSError:
+            fd, name = tempfile.mkstemp(prefix=f"{beside.name}.build.", suffix=".tmp")
+        os.close(fd)
+        exact = np.lib.format.open_memmap(name, mode="w+", dtype=np.float16, shape=(n, dim))
+        quantizer = _hnsw_quantizer(vi.index)
+        if quantizer is not None:
+            quantizer.hnsw.efSearch = ASSIGN_EF
+        for a in range(0, n, chunk):
+            vectors = np.ascontiguousarray(read(a, min(n, a + chunk)), np.float32)
+            vi.index.add_with_ids(vectors, ids[a:a + len(vectors)])
+            exact[a:a + len(vectors)] = vectors
+        exact.flush()
+        vi._exact, vi._exact_ids, vi._ids = np.load(name, mmap_mode="r"), ids, ids
+        vi._build_file = name
+        vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
+        vi._measure(ids, vi._exact, tune, target_recall, seed)
         vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         return vi
 
@@ -301,12 +359,37 @@ class VectorIndex:
             quantizer.hnsw.efSearch = ASSIGN_EF  # the list of each added vector
         self.index.add_with_ids(vectors, ids)
         if self.kind == "ivfpq":
+            self._add_exact(ids, vectors)
+        self._ids = np.union1d(self._ids, ids)
+
+    def _add_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add rows to the float16 copy. A memory-mapped copy gaining larger ids (ids only grow)
+        is copied :data:`EXACT_CHUNK` rows at a time into a new file beside it with the rows
+        appended, so an update never holds the whole copy in memory; otherwise in memory."""
+        old = self._exact
+        appended = isinstance(old, np.memmap) and (self._exact_ids.size == 0 or ids.min() > self._exact_ids[-1])
+        if appended and old.filename:
+            order = np.argsort(ids, kind="stable")
+            fd, name = tempfile.mkstemp(prefix=Path(old.filename).name + ".build.", suffix=".tmp",
+                                        dir=Path(old.filename).parent)
+            os.close(fd)
+            grown = np.lib.format.open_memmap(name, mode="w+", dtype=np.float16, shape=(len(old) + len(ids), self.dim))
+            for a in range(0, len(old), EXACT_CHUNK):
+                b = min(len(old), a + EXACT_CHUNK)
+                grown[a:b] = old[a:b]
+            grown[len(old):] = vectors[order].astype(np.float16)
+            grown.flush()
+            del grown
+            if self._build_file is not None:
+                Path(self._build_file).unlink(missing_ok=True)
+            self._exact, self._build_file = np.load(name, mmap_mode="r"), name
+            self._exact_ids = np.concatenate([self._exact_ids, ids[order]])
+        else:
             exact_ids = np.concatenate([self._exact_ids, ids])
             order = np.argsort(exact_ids, kind="stable")
-            self._exact = np.concatenate([np.asarray(self._exact), vectors.astype(np.float16)])[order]
+            self._exact = np.concatenate([np.asarray(old), vectors.astype(np.float16)])[order]
             self._exact_ids = exact_ids[order]
-            self._exact_file = None
-        self._ids = np.union1d(self._ids, ids)
+        self._exact_file = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (unknown ones are ignored); returns how many were removed.
@@ -477,7 +560,7 @@ class VectorIndex:
             stem = f"{path.name}.{uuid.uuid4().hex[:8]}"
             exact_name, ids_name = f"{stem}.exact.npy", f"{stem}.ids.npy"
             _write_atomic(path.parent / ids_name, lambda tmp: _save_npy(tmp, self._exact_ids[live]))
-            _write_atomic(path.parent / exact_name, lambda tmp: _save_npy(tmp, np.asarray(self._exact)[live]))
+            _write_atomic(path.parent / exact_name, lambda tmp: _save_rows(tmp, self._exact, live))
         meta = {"generation": self.generation, "ntotal": self.ntotal, "dim": self.dim, "kind": self.kind,
                 "params": self.params, "stats": self.stats, "exact": exact_name,
                 "masked": self._dead.tolist(), "checksum": file_checksum(path)}
@@ -492,6 +575,9 @@ class VectorIndex:
             self._exact_ids = np.load(path.parent / ids_name)
             self._exact = np.load(path.parent / exact_name, mmap_mode="r")
             self._exact_file = exact_name
+            if self._build_file is not None:
+                Path(self._build_file).unlink(missing_ok=True)
+                self._build_file = None
 
     @classmethod
     def load(cls, path: Path) -> VectorIndex | None:
@@ -697,9 +783,24 @@ def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
     return shares
 
 
+def _sample_index(n: int, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """The rows :func:`_sample_rows` picks from ``n`` rows (same ``rng`` draws), in order."""
+    return np.arange(n) if n <= n_max else np.sort(rng.choice(n, n_max, replace=False))
+
+
+def _read_rows(read: Callable[[int, int], np.ndarray], rows: np.ndarray, chunk: int) -> np.ndarray:
+    """``(len(rows), D)`` float32: the given sorted ``rows`` of a chunked reader, ``chunk`` rows read at a time."""
+    parts = []
+    for a in range(0, int(rows[-1]) + 1 if len(rows) else 0, chunk):
+        want = rows[(rows >= a) & (rows < a + chunk)]
+        if len(want):
+            parts.append(read(a, a + chunk)[want - a])  # the last chunk may be short; want stays inside it
+    return np.ascontiguousarray(np.concatenate(parts), np.float32)
+
+
 def _sample_rows(x: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
     """``x`` itself, or ``n_max`` of its rows picked at random (kept in order)."""
-    return x if len(x) <= n_max else x[np.sort(rng.choice(len(x), n_max, replace=False))]
+    return x if len(x) <= n_max else x[_sample_index(len(x), n_max, rng)]
 
 
 def _hnsw_quantizer(index: faiss.Index) -> faiss.IndexHNSW | None:
@@ -743,6 +844,19 @@ def _topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
 def _save_npy(path: str, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array)
+
+
+def _save_rows(path: str, array: np.ndarray, keep: np.ndarray) -> None:
+    """Save ``array[keep]`` (``keep``: ``(n,)`` bool) as ``.npy``, :data:`EXACT_CHUNK` rows at a time
+    (``array`` may be a memory map larger than RAM)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=(int(keep.sum()), *array.shape[1:]))
+    pos = 0
+    for a in range(0, len(array), EXACT_CHUNK):
+        part = np.asarray(array[a:a + EXACT_CHUNK])[keep[a:a + EXACT_CHUNK]]
+        out[pos:pos + len(part)] = part
+        pos += len(part)
+    out.flush()
+    del out
 
 
 def _write_atomic(path: Path, write: Any) -> None:
