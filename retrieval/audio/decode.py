@@ -110,7 +110,7 @@ class AudioSource:
 
     def __init__(self, path: Path, info: AudioInfo, handle: sf.SoundFile | None = None,
                  fd: int | None = None) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)
         self.info = info
         self._handle = handle
         self._fd = fd
@@ -159,11 +159,11 @@ class AudioSource:
 
 def open_audio(path: Path) -> AudioSource:
     """Open ``path`` and read its header. Raises :class:`AudioError` with the reason when it is not audio."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     if path.suffix.lower() in AV_EXTENSIONS:
         return AudioSource(path, _probe_av(path))
     try:
-        fd = os.open(os.fsencode(path), os.O_RDONLY)  # bytes: any name, UTF-8 or not
+        fd = os.open(path, os.O_RDONLY)  # encoded as os.fsencode does: any name, UTF-8 or not
     except OSError as exc:
         raise AudioError(f"cannot decode {path.name}: {exc.strerror or _reason(exc)}") from exc
     try:
@@ -340,14 +340,22 @@ def _declared_frames(fd: int, fmt: str, frames: int) -> int | None:
 
 
 class _FdReader:
-    """``read`` and relative ``seek`` over a file descriptor by ``os.pread``: its offset never moves."""
+    """``read`` and relative ``seek`` over a file descriptor by ``os.pread``: its offset never moves.
+
+    The first :data:`_HEAD_BYTES` bytes are read at once (where a header's chunks usually lie).
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pos = 0
+        self._head = os.pread(fd, _HEAD_BYTES, 0)
 
     def read(self, n: int) -> bytes:
-        data = os.pread(self._fd, n, self._pos)
+        end = self._pos + n
+        if end <= len(self._head) or len(self._head) < _HEAD_BYTES:  # inside the head, or past the file's end
+            data = self._head[self._pos:end]
+        else:
+            data = os.pread(self._fd, n, self._pos)
         self._pos += len(data)
         return data
 
@@ -356,6 +364,8 @@ class _FdReader:
         return self._pos
 
 
+#: Bytes of a file's start read in one call when looking for its declared length.
+_HEAD_BYTES = 4096
 #: Chunks read past before giving up on finding a header's frame count.
 _MAX_CHUNKS = 64
 
