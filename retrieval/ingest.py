@@ -574,8 +574,11 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
 
     * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
     * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
-      one worker per usable core, at most :data:`AUTO_WORKERS_MAX`: the main process then
-      only writes rows, so the work spreads over every core;
+      one worker per usable core but one, at most :data:`AUTO_WORKERS_MAX`: the main process
+      keeps a core of its own, since writing the rows (discovery, hashing, DuckDB commits) is
+      about as much work as one worker's decoding and embedding. On 2 cores a second worker
+      only competed with it: FSDD with the defaults ran at 0.33x the bare read loop with 2
+      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``);
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
@@ -584,7 +587,7 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
     cores = cores or _usable_cores()
     if files < AUTO_WORKERS_MIN_FILES or cores < 2:
         return 0
-    return min(cores, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
+    return min(cores - 1, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
