@@ -254,10 +254,11 @@ class RootedFile(FoundFile):
 
 
 def _rooted(f: FoundFile, root: str) -> RootedFile:
-    return RootedFile(**{fl.name: getattr(f, fl.name) for fl in fields(FoundFile)}, root=root)
+    return RootedFile(**{name: getattr(f, name) for name in _FOUND_FIELDS}, root=root)
 
 
 Key = tuple[str, str]  # (root, path relative to it): a file's identity
+_FOUND_FIELDS = tuple(fl.name for fl in fields(FoundFile))
 
 
 @dataclass
@@ -343,6 +344,7 @@ class _FileJob:
     old_id: int | None
     file: DecodedFile
     embedded: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)  # window index -> (vector, frames)
+    had_errors: bool = True  # may have error rows from before this run, which its commit clears
 
 
 def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | None = None,
@@ -578,8 +580,11 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
 
     * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
     * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
-      one worker per usable core, at most :data:`AUTO_WORKERS_MAX`: the main process then
-      only writes rows, so the work spreads over every core;
+      one worker per usable core but one, at most :data:`AUTO_WORKERS_MAX`: the main process
+      keeps a core of its own, since writing the rows (discovery, hashing, DuckDB commits) is
+      about as much work as one worker's decoding and embedding. On 2 cores a second worker
+      only competed with it: FSDD with the defaults ran at 0.33x the bare read loop with 2
+      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``);
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
@@ -588,7 +593,7 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
     cores = cores or _usable_cores()
     if files < AUTO_WORKERS_MIN_FILES or cores < 2:
         return 0
-    return min(cores, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
+    return min(cores - 1, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
@@ -702,6 +707,8 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
     batching = Batching(options.batch_size)
     bar = _progress(len(todo), options.progress)
     embed_in_workers = pool is not None and embeds_in_workers(recipe.encoder)
+    # files whose old error rows a commit must clear: those with rows now (one query, not one per commit)
+    had_errors = {(r, p) for r in {f.root for f, _, _ in todo} for p in store.db.error_paths(r)}
     spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
                       embed_recipe=recipe if embed_in_workers else None, batch_size=options.batch_size,
                       long_samples=pipeline.LONG_FILE_SAMPLES, task_samples=pipeline.TASK_SAMPLES,
@@ -738,6 +745,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
                     for index, audio in zip(np.flatnonzero(~pre.silent).tolist(), pre.windows()):
                         enqueue(job, index, audio)
                     pre.audio = _NO_AUDIO  # the queue holds views of it for as long as it needs them
+            job.had_errors = (f.root, f.rel_path) in had_errors
             open_jobs.append(job)
             if len(open_jobs) >= (options.commit_every or COMMIT_EVERY):
                 commit()
@@ -858,6 +866,8 @@ def _finish(job: _FileJob, recipe: Recipe) -> str | None:
 
 def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestSummary,
             warn: Callable[[str], None]) -> None:
+    """Write ``jobs`` (rows, vectors, error rows) in one transaction, clearing the old error rows of
+    those that may have some (``_FileJob.had_errors``)."""
     rows: list[FileRow] = []
     errors: list[ErrorRow] = []
     replaced: list[int] = []
@@ -895,7 +905,7 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
     db = store.db
     with db.transaction():
         db.delete_files(replaced)
-        _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs])
+        _clear_errors(db, [(j.found.root, j.found.rel_path) for j in jobs if j.had_errors])
         _, n_vectors = db.insert_files(rows, recipe.dim)
         if recipe.copies:
             _put_copy_frames(store, jobs)

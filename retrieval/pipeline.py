@@ -65,7 +65,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from retrieval.audio.decode import AudioInfo, DecodeReport, probe, stream
+from retrieval.audio.decode import AudioInfo, AudioSource, DecodeReport, open_audio, stream
 from retrieval.audio.windows import Window, cut_stream, rms_db
 from retrieval.errors import AudioError, InputError
 
@@ -174,16 +174,17 @@ class DecodedFile:
 
 
 def iter_windows(path: Path, spec: WindowSpec, report: DecodeReport,
-                 info: AudioInfo, tap: Callable[[np.ndarray], None] | None = None
-                 ) -> Iterator[tuple[Window, float, bool]]:
+                 info: AudioInfo, tap: Callable[[np.ndarray], None] | None = None,
+                 source: AudioSource | None = None) -> Iterator[tuple[Window, float, bool]]:
     """Stream a file's windows with their RMS level (dBFS) and silence flag.
 
-    ``tap`` sees every decoded block before the mix to mono (:func:`retrieval.audio.decode.stream`).
+    ``tap`` sees every decoded block before the mix to mono (:func:`retrieval.audio.decode.stream`);
+    ``source`` is the file already open (then ``path`` and ``info`` are not used to open it).
 
     Raises:
         AudioError: the file cannot be decoded.
     """
-    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info, tap=tap),
+    for w in cut_stream(stream(path, spec.sample_rate, report=report, info=info, tap=tap, source=source),
                         spec.window_samples, spec.hop_samples):
         level = rms_db(w.audio)
         yield w, level, spec.silence_db is not None and level < spec.silence_db
@@ -199,14 +200,15 @@ def decode_failure(exc: BaseException) -> str:
 
 
 def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
-              take: Callable[[int, np.ndarray], bool]) -> bool:
+              take: Callable[[int, np.ndarray], bool], source: AudioSource | None = None) -> bool:
     """The one window loop: decode ``path`` into ``out``'s window bounds, levels and silence flags.
 
     Each non-silent window is handed to ``take(index, audio)`` as it is cut (``index`` counts
     every window, silent ones included); ``take`` returning False stops the scan. The main
     process (streaming into the encoder queue) and the workers (collecting whole files) both
-    run this loop, so a file gives the same windows whichever process cut it. ``out.info`` is
-    probed when it is None.
+    run this loop, so a file gives the same windows whichever process cut it. The file is opened
+    once (header and samples from one handle) unless ``source`` is given open; ``out.info`` is
+    its header when None, and otherwise kept (the header a worker read before handing it back).
 
     Never raises for a bad file: the reason is in ``out.error``.
 
@@ -218,11 +220,17 @@ def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
     levels: list[float] = []
     silent: list[bool] = []
     complete = True
+    opened = None
     try:
+        if source is None:
+            source = opened = open_audio(path)
         if out.info is None:
-            out.info = probe(path)
+            out.info = source.info
+        else:
+            source.info = out.info
         copies = copy_stream(out.info) if spec.copies else None  # content-identity frames from the same decode
-        for w, level, quiet in iter_windows(path, spec, out.report, out.info, copies.add if copies else None):
+        for w, level, quiet in iter_windows(path, spec, out.report, out.info, copies.add if copies else None,
+                                            source=source):
             starts.append(w.start)
             ends.append(w.end)
             levels.append(level)
@@ -234,6 +242,9 @@ def scan_file(path: Path, spec: WindowSpec, out: DecodedFile,
             out.copy_frames = copies.finish()
     except Exception as exc:  # a bad file is a row in the errors table, whatever it raised
         out.error = decode_failure(exc)
+    finally:
+        if opened is not None:
+            opened.close()
     out.starts = np.array(starts, np.int64)
     out.ends = np.array(ends, np.int64)
     out.levels = np.array(levels, np.float64)
@@ -249,21 +260,24 @@ def decode_file(path: Path, spec: WindowSpec) -> DecodedFile:
     budget = spec.long_samples or LONG_FILE_SAMPLES
     out = DecodedFile()
     try:
-        out.info = probe(path)
+        source = open_audio(path)  # header and samples from one handle
     except Exception as exc:
         out.error = decode_failure(exc)
         return out
-    if spec.window_samples_of(out.info) > budget:
-        return DecodedFile(info=out.info, long=True)
-    chunks: list[np.ndarray] = []
-    total = [0]
+    with source:
+        out.info = source.info
+        if spec.window_samples_of(out.info) > budget:
+            return DecodedFile(info=out.info, long=True)
+        chunks: list[np.ndarray] = []
+        total = [0]
 
-    def keep(_: int, audio: np.ndarray) -> bool:
-        chunks.append(audio)
-        total[0] += audio.size
-        return total[0] <= budget  # over it: the header under-stated the length
+        def keep(_: int, audio: np.ndarray) -> bool:
+            chunks.append(audio)
+            total[0] += audio.size
+            return total[0] <= budget  # over it: the header under-stated the length
 
-    if not scan_file(path, spec, out, keep):
+        complete = scan_file(path, spec, out, keep, source=source)
+    if not complete:
         return DecodedFile(info=out.info, long=True)
     if out.error is None:
         out.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

@@ -13,7 +13,6 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -96,19 +95,99 @@ def truncation(info: AudioInfo, report: DecodeReport) -> tuple[str, str] | None:
 
 def probe(path: Path) -> AudioInfo:
     """Read a file's header. Raises :class:`AudioError` with the reason when it is not audio."""
-    path = Path(path)
+    with open_audio(path) as source:
+        return source.info
+
+
+class AudioSource:
+    """An audio file opened once: its header (:attr:`info`, declared length included) and its decoder.
+
+    libsndfile formats are opened through one file descriptor: the header, the frame count the
+    header declares and the samples all come from it (one ``open``, one libsndfile handle per
+    file; :func:`probe` followed by :func:`stream` would open it three times). PyAV formats are
+    probed here and opened again to decode. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path, info: AudioInfo, handle: sf.SoundFile | None = None,
+                 fd: int | None = None) -> None:
+        self.path = path if isinstance(path, Path) else Path(path)
+        self.info = info
+        self._handle = handle
+        self._fd = fd
+        self._read = False  # the handle has been read from, so a new read seeks first
+
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """``(n, channels)`` float32 blocks of frames ``start:stop`` at the file's own rate."""
+        if self._handle is None:
+            return _blocks_av(self.path, start, stop)
+        return self._blocks_sndfile(start, stop)
+
+    def _blocks_sndfile(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        f = self._handle
+        try:
+            if start or self._read:
+                f.seek(min(start, f.frames))
+            self._read = True
+            remaining = None if stop is None else max(stop - start, 0)
+            while remaining is None or remaining > 0:
+                n = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
+                block = f.read(n, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
+                yield block
+        except AudioError:
+            raise
+        except Exception as exc:
+            raise AudioError(f"cannot decode {self.path.name}: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> AudioSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_audio(path: Path) -> AudioSource:
+    """Open ``path`` and read its header. Raises :class:`AudioError` with the reason when it is not audio."""
+    path = path if isinstance(path, Path) else Path(path)
     if path.suffix.lower() in AV_EXTENSIONS:
-        return _probe_av(path)
+        return AudioSource(path, _probe_av(path))
     try:
-        info = sf.info(os.fsencode(path))  # bytes: any name, UTF-8 or not
+        fd = os.open(path, os.O_RDONLY)  # encoded as os.fsencode does: any name, UTF-8 or not
+    except OSError as exc:
+        raise AudioError(f"cannot decode {path.name}: {exc.strerror or _reason(exc)}") from exc
+    try:
+        handle = sf.SoundFile(fd, closefd=False)  # libsndfile reads from the descriptor's offset, 0
     except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
+        os.close(fd)
         if has_pyav():
-            return _probe_av(path)
-        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioError(f"cannot decode {path.name}: header says {info.samplerate} Hz, {info.channels} channels")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), f"{info.format}/{info.subtype}",
-                     declared_frames=_declared_frames(path, info))
+            return AudioSource(path, _probe_av(path))
+        # libsndfile's own words: its message would name the descriptor, not the file
+        reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else _reason(exc)
+        raise AudioError(f"cannot decode {path.name}: {reason}") from exc
+    source = AudioSource(path, _info_of(handle, fd), handle, fd)
+    if source.info.sample_rate <= 0 or source.info.channels <= 0:
+        source.close()
+        raise AudioError(f"cannot decode {path.name}: header says {source.info.sample_rate} Hz, "
+                         f"{source.info.channels} channels")
+    return source
+
+
+def _info_of(handle: sf.SoundFile, fd: int) -> AudioInfo:
+    """The :class:`AudioInfo` of an open libsndfile handle; the declared length is read through ``fd``."""
+    fmt, frames = handle.format, int(handle.frames)
+    return AudioInfo(int(handle.samplerate), int(handle.channels), frames, f"{fmt}/{handle.subtype}",
+                     declared_frames=_declared_frames(fd, fmt, frames))
 
 
 def stream(
@@ -120,6 +199,7 @@ def stream(
     report: DecodeReport | None = None,
     info: AudioInfo | None = None,
     tap: Callable[[np.ndarray], None] | None = None,
+    source: AudioSource | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at ``target_sr``.
 
@@ -131,24 +211,35 @@ def stream(
         info: the file's :func:`probe` result, when the caller already has it.
         tap: called with every block as read, ``(n, channels)`` float32 at the file's own
             rate, before the mix to mono (copy frames are computed from it in the same pass).
+        source: the file already opened by :func:`open_audio` (``path`` and ``info`` are then
+            not used); the caller closes it.
 
     Raises:
         AudioError: the file cannot be decoded, or the crop is empty.
     """
-    info = info or probe(path)
+    if source is not None:
+        yield from _stream(source, target_sr, start_s, end_s, report, tap)
+        return
+    if info is not None and (Path(path).suffix.lower() in AV_EXTENSIONS or info.format.startswith("av:")):
+        yield from _stream(AudioSource(Path(path), info), target_sr, start_s, end_s, report, tap)
+        return
+    with open_audio(path) as opened:
+        if info is not None:  # the header the caller read before: the rates and crop follow it
+            opened.info = info
+        yield from _stream(opened, target_sr, start_s, end_s, report, tap)
+
+
+def _stream(source: AudioSource, target_sr: int, start_s: float | None, end_s: float | None,
+            report: DecodeReport | None, tap: Callable[[np.ndarray], None] | None) -> Iterator[np.ndarray]:
+    """:func:`stream` of an open source."""
+    info = source.info
     report = report if report is not None else DecodeReport()
     start = 0 if start_s is None else int(round(start_s * info.sample_rate))
     stop = None if end_s is None else int(round(end_s * info.sample_rate))
     if start < 0 or (stop is not None and stop <= start):
-        raise AudioError(f"empty crop of {Path(path).name}: start {start_s} s, end {end_s} s")
-    blocks = (
-        _blocks_av(Path(path), start, stop)
-        if Path(path).suffix.lower() in AV_EXTENSIONS or info.format.startswith("av:")
-        else _blocks_sndfile(Path(path), start, stop)
-    )
-    resampler = None if info.sample_rate == target_sr else soxr.ResampleStream(
-        info.sample_rate, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY
-    )
+        raise AudioError(f"empty crop of {source.path.name}: start {start_s} s, end {end_s} s")
+    blocks = source.blocks(start, stop)
+    resampler = None if info.sample_rate == target_sr else _take_resampler(info.sample_rate, target_sr)
     for block in blocks:
         report.in_frames += len(block)
         if tap is not None:
@@ -165,6 +256,31 @@ def stream(
         for tail in _pieces(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
             report.out_samples += tail.size
             yield tail
+        _give_back_resampler(info.sample_rate, target_sr, resampler)
+
+
+#: Idle soxr streams by ``(input rate, output rate)``, cleared and ready: setting one up costs
+#: about as much as resampling a one-second clip.
+_RESAMPLERS: dict[tuple[int, int], list[soxr.ResampleStream]] = {}
+#: Idle streams kept per pair of rates.
+_RESAMPLERS_KEPT = 4
+
+
+def _take_resampler(in_sr: int, out_sr: int) -> soxr.ResampleStream:
+    """A soxr stream from ``in_sr`` to ``out_sr`` in its initial state (a new one, or one given back)."""
+    try:
+        return _RESAMPLERS.get((in_sr, out_sr), []).pop()
+    except IndexError:
+        return soxr.ResampleStream(in_sr, out_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+
+
+def _give_back_resampler(in_sr: int, out_sr: int, resampler: soxr.ResampleStream) -> None:
+    """Keep a stream that has flushed its last samples, reset to its initial state by ``soxr_clear``
+    (it then gives the same output, bit for bit, as a new stream: ``tests/audio/test_decode.py``)."""
+    idle = _RESAMPLERS.setdefault((in_sr, out_sr), [])
+    if len(idle) < _RESAMPLERS_KEPT:
+        resampler.clear()
+        idle.append(resampler)
 
 
 def _resampled(resampler: soxr.ResampleStream | None, mono: np.ndarray, in_sr: int,
@@ -206,47 +322,55 @@ def load(path: Path, target_sr: int, *, start_s: float | None = None, end_s: flo
     return audio
 
 
-def _blocks_sndfile(path: Path, start: int, stop: int | None) -> Iterator[np.ndarray]:
-    try:
-        with sf.SoundFile(os.fsencode(path)) as f:
-            if start:
-                f.seek(min(start, f.frames))
-            remaining = None if stop is None else max(stop - start, 0)
-            while remaining is None or remaining > 0:
-                n = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
-                block = f.read(n, dtype="float32", always_2d=True)
-                if not len(block):
-                    break
-                if remaining is not None:
-                    remaining -= len(block)
-                yield block
-    except AudioError:
-        raise
-    except Exception as exc:
-        raise AudioError(f"cannot decode {path.name}: {_reason(exc)}") from exc
+def _declared_frames(fd: int, fmt: str, frames: int) -> int | None:
+    """Frames the header of a WAV, AIFF or FLAC file promises (None for other formats, or unreadable).
 
-
-def _declared_frames(path: Path, info: object) -> int | None:
-    """Frames the header of a WAV, AIFF or FLAC file promises (None for other formats, or unreadable)."""
-    fmt = str(getattr(info, "format", ""))
+    Read through ``fd`` with ``pread``, so the descriptor's offset (libsndfile's) does not move.
+    """
     if fmt == "FLAC":
-        return int(getattr(info, "frames", 0)) or None  # STREAMINFO's total, which libsndfile reports as is
+        return frames or None  # STREAMINFO's total, which libsndfile reports as is
     try:
-        with open(os.fsencode(path), "rb") as f:
-            if fmt in ("WAV", "WAVEX"):
-                return _riff_frames(f)
-            if fmt in ("AIFF", "AIFC"):
-                return _aiff_frames(f)
+        if fmt in ("WAV", "WAVEX"):
+            return _riff_frames(_FdReader(fd))
+        if fmt in ("AIFF", "AIFC"):
+            return _aiff_frames(_FdReader(fd))
     except (OSError, struct.error, ValueError):
         return None
     return None
 
 
+class _FdReader:
+    """``read`` and relative ``seek`` over a file descriptor by ``os.pread``: its offset never moves.
+
+    The first :data:`_HEAD_BYTES` bytes are read at once (where a header's chunks usually lie).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+        self._head = os.pread(fd, _HEAD_BYTES, 0)
+
+    def read(self, n: int) -> bytes:
+        end = self._pos + n
+        if end <= len(self._head) or len(self._head) < _HEAD_BYTES:  # inside the head, or past the file's end
+            data = self._head[self._pos:end]
+        else:
+            data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else self._pos + offset
+        return self._pos
+
+
+#: Bytes of a file's start read in one call when looking for its declared length.
+_HEAD_BYTES = 4096
 #: Chunks read past before giving up on finding a header's frame count.
 _MAX_CHUNKS = 64
 
 
-def _riff_frames(f: BinaryIO) -> int | None:
+def _riff_frames(f: _FdReader) -> int | None:
     """``data`` chunk bytes / ``fmt `` block align of a RIFF/WAVE file; None when unknown."""
     if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
         return None
@@ -269,7 +393,7 @@ def _riff_frames(f: BinaryIO) -> int | None:
     return None
 
 
-def _aiff_frames(f: BinaryIO) -> int | None:
+def _aiff_frames(f: _FdReader) -> int | None:
     """``numSampleFrames`` of the ``COMM`` chunk of an AIFF/AIFC file; None when unknown."""
     if f.read(4) != b"FORM" or (f.read(4), f.read(4))[1] not in (b"AIFF", b"AIFC"):
         return None

@@ -96,9 +96,10 @@ def discover(root: Path, extensions: frozenset[str] | None = None) -> Iterator[F
             yield _folder(here, root, note=f"symlink to a folder outside the corpus ({os.path.realpath(dirpath)}); "
                                            "followed: its files are indexed under this path")
         dirnames.sort()
+        rel_dir = here.relative_to(root).as_posix()  # once per folder, not per file
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in exts and not name.startswith("._"):
-                yield _found(here / name, root, root_real)
+            if _suffix(name).lower() in exts and not name.startswith("._"):
+                yield _found(here / name, root, root_real, name if rel_dir == "." else f"{rel_dir}/{name}")
     yield from _unreadable(unreadable, root)
 
 
@@ -164,20 +165,28 @@ def _rel(path: Path, root: Path) -> str:
     return to_stored(rel)
 
 
-def _found(path: Path, root: Path, root_real: str | None) -> FoundFile:
-    rel = _rel(path, root)
+def _suffix(name: str) -> str:
+    """``PurePath(name).suffix`` of a bare file name, without building a path."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
+def _found(path: Path, root: Path, root_real: str | None, rel_posix: str | None = None) -> FoundFile:
+    """``rel_posix``: ``path`` relative to ``root`` as a POSIX string, when the caller has it."""
+    rel = _rel(path, root) if rel_posix is None else to_stored(rel_posix)
+    name = os.fspath(path)
     try:
-        st = path.stat()
+        st = os.stat(name)
     except OSError as exc:
         return FoundFile(path, rel, -1, 0.0, f"cannot stat: {exc.strerror or exc}")
     if not stat.S_ISREG(st.st_mode):
         return FoundFile(path, rel, -1, st.st_mtime,
                          f"not a regular file ({_kind(st.st_mode)}): reading it could block or never end")
-    if not os.access(path, os.R_OK):
+    if not os.access(name, os.R_OK):
         return FoundFile(path, rel, st.st_size, st.st_mtime, "permission denied")
     note = None
-    if root_real is not None and path.is_symlink():
-        target = os.path.realpath(path)
+    if root_real is not None and os.path.islink(name):
+        target = os.path.realpath(name)
         if not _inside(target, root_real):
             note = f"symlink to a file outside the corpus ({target}); followed"
     return FoundFile(path, rel, st.st_size, st.st_mtime, note=note)

@@ -88,3 +88,39 @@ def test_pyav_decodes_formats_libsndfile_cannot(tmp_path):
     y = load(path, 16000)
     assert abs(len(y) - 16000) < 1600  # aac adds priming samples
     assert np.abs(y).max() > 0.3
+
+
+def test_a_file_is_opened_once_for_header_length_and_samples(tmp_path, monkeypatch):
+    from retrieval.pipeline import DecodedFile, WindowSpec, decode_file, scan_file
+
+    path = write(tmp_path / "once.wav", synth.noise(1.3, 8000, seed=2), 8000)
+    opened: list[object] = []
+    real_open, real_sf = decode.os.open, decode.sf.SoundFile
+    monkeypatch.setattr(decode.os, "open", lambda *a, **k: opened.append("fd") or real_open(*a, **k))
+    monkeypatch.setattr(decode.sf, "SoundFile", lambda *a, **k: opened.append("sf") or real_sf(*a, **k))
+    spec = WindowSpec(16000, 16000, 8000, None)
+    d = decode_file(path, spec)
+    assert d.error is None and d.info.declared_frames == d.report.in_frames == 10400
+    assert opened == ["fd", "sf"]
+    opened.clear()
+    out = DecodedFile()
+    scan_file(path, spec, out, lambda i, a: True)
+    assert out.error is None and out.info.declared_frames == 10400 and opened == ["fd", "sf"]
+
+
+def test_a_reused_resampler_gives_the_samples_of_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "_RESAMPLERS", {})
+    a = write(tmp_path / "a.wav", synth.noise(0.77, 8000, seed=3), 8000)
+    b = write(tmp_path / "b.wav", synth.chirp(200, 3000, 0.51, 8000), 8000)
+    fresh = load(b, 16000)
+    kept = decode._RESAMPLERS[(8000, 16000)]
+    assert len(kept) == 1
+    used = kept[0]
+    load(a, 16000)
+    assert decode._RESAMPLERS[(8000, 16000)] == [used]  # the same stream, taken and given back
+    again = load(b, 16000)
+    assert again.dtype == fresh.dtype and np.array_equal(again, fresh)
+    # a stream abandoned half way is not given back, so it cannot leak its state into another file
+    next(iter(stream(a, 16000)))
+    assert decode._RESAMPLERS[(8000, 16000)] == []
+    assert np.array_equal(load(b, 16000), fresh)

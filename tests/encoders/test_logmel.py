@@ -105,3 +105,23 @@ def test_bad_settings_raise() -> None:
     with pytest.raises(InputError, match="n_mfcc \\(80\\) cannot exceed n_mels \\(64\\)"):
         LogMelEncoder(EncoderOptions(extra={"n_mfcc": 80}))
     assert LogMelEncoder(EncoderOptions(extra={"trim_db": "none"})).config.trim_db is None
+
+
+def test_rows_computed_together_equal_rows_alone(monkeypatch) -> None:
+    """Frames of all rows share FFT slices; a row's features (and a short row's zero padding)
+    do not depend on its neighbours, on the slice size, or on what the padding holds."""
+    from retrieval.encoders import logmel
+
+    rng = np.random.default_rng(5)
+    lengths = np.array([399, 16000, 401, 7777, 1, 30000])
+    audio = rng.uniform(-1, 1, (len(lengths), lengths.max())).astype(np.float32)  # padding not zero
+    enc = LogMelEncoder()
+    for step in (7, 128, 10**9):
+        monkeypatch.setattr(logmel, "MEL_FRAMES_PER_STEP", step)
+        batch = enc.frame_embeddings(audio, lengths)
+        for i, n in enumerate(lengths):
+            clip = audio[i, :n]
+            alone = enc.frame_embeddings(np.pad(clip, (0, 3))[None], np.array([n]))
+            t = alone.embeddings.shape[1]
+            assert np.array_equal(batch.embeddings[i, :t], alone.embeddings[0])
+            assert np.array_equal(batch.mask[i, :t], alone.mask[0]) and not batch.mask[i, t:].any()
