@@ -271,3 +271,38 @@ def test_direct_and_fft_correlation_agree(monkeypatch):
     np.testing.assert_allclose(direct[0], fft[0], atol=1e-5)
     np.testing.assert_array_equal(direct[1], fft[1])
     assert direct[2] == fft[2]
+
+
+def test_batched_verification_equals_pair_by_pair():
+    """verify_pairs aligns each file inside all its partners in one batch: the same matches, offsets and
+    confidences as verify() one pair at a time, hosts of mixed lengths included."""
+    from retrieval.copies.duplicates import verify, verify_pairs
+
+    x = word(5)
+    clips = [x, x * 0.5, noisy(x, 20), x[1500:], np.concatenate([word(6), x, word(7)]), word(5, 1), word(5, 2),
+             word(8), np.zeros(300, np.float32)]
+    prepared = [prepare(copy_frames(c, SR)) for c in clips]
+    ids = [10 + k for k in range(len(clips))]
+    pairs = np.array([(i, j) for i in range(len(clips)) for j in range(i + 1, len(clips))])
+    one = {(m.a, m.b): m for i, j in pairs.tolist()
+           if (m := verify(ids[i], ids[j], prepared[i], prepared[j], 0.0, threshold=-1.0)) is not None}
+    many = {(m.a, m.b): m for m in verify_pairs(ids, prepared, pairs, 0.0, threshold=-1.0)}
+    assert set(one) == set(many) and len(one) >= 20
+    for key, m in one.items():
+        assert many[key].offset_s == m.offset_s and abs(many[key].confidence - m.confidence) <= 2e-4, key
+
+
+def test_approximate_proposal_above_flat_max_finds_the_exact_neighbours(monkeypatch):
+    """Above FLAT_MAX files the kNN is an HNSW graph; on clustered summaries it proposes the pairs the exact
+    search proposes."""
+    import retrieval.copies.duplicates as dup
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((60, 2 * BANDS))
+    x = (centres[np.repeat(np.arange(60), 5)] + 0.01 * rng.standard_normal((300, 2 * BANDS))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = {tuple(p) for p in dup.propose(x, k=4).tolist()}
+    monkeypatch.setattr(dup, "FLAT_MAX", 10)
+    approx = {tuple(p) for p in dup.propose(x, k=4).tolist()}
+    assert len(exact & approx) >= 0.99 * len(exact)
+    assert max(len(exact), len(approx)) <= 300 * 4

@@ -6,8 +6,10 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    spread of the gain-free band levels over its loud frames, :func:`summary`); a FAISS
    inner-product search returns each file's :data:`NEIGHBOURS` nearest. Copies share the
    summary almost exactly; so do other takes of the same word, which is why verification
-   follows.
-2. **Verify** (:func:`verify`): the pair is aligned (:func:`retrieval.copies.match.align`);
+   follows. At most ``n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
+   HNSW graph, so neither step is quadratic in the library.
+2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
+   matrix products per file, :func:`retrieval.copies.match.best_offsets`);
    it is a copy when the aligned frames correlate at least :data:`MATCH_THRESHOLD` over at
    least ``min_overlap_s`` seconds of loud audio.
 3. **Group**: byte-identical files (same content hash) and verified pairs are joined
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import Prepared, align, gain_db, loud_frames, prepare
+from retrieval.copies.match import Prepared, align, best_offsets, gain_db, loud_frames, prepare
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
@@ -56,16 +58,38 @@ def summary(frames: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
-def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """``(n, S)`` float32 unit summaries -> ``(m, 2)`` int64 candidate pairs ``i < j``, unique."""
+#: Above this many files the proposal's kNN is approximate (HNSW graph, ``n log n``) instead of exact
+#: (flat, ``n^2``). Measured: see ``docs/bench_copies.md``.
+FLAT_MAX = 20_000
+#: HNSW links per node and search breadth (times ``k``) above :data:`FLAT_MAX`.
+HNSW_M, HNSW_EF_PER_K = 32, 4
+
+
+def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    """``(n, S)`` float32 unit rows -> ``(n, k)`` int64 neighbour ids by inner product (``-1`` = none)."""
     import faiss
 
+    if x.shape[0] <= FLAT_MAX:
+        index = faiss.IndexFlatIP(x.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 64
+        index.hnsw.efSearch = max(64, HNSW_EF_PER_K * k)
+    index.add(x)
+    return index.search(x, k)[1]
+
+
+def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """``(n, S)`` float32 unit summaries -> ``(m, 2)`` int64 candidate pairs ``i < j``, unique.
+
+    Each file proposes its ``k`` nearest summaries, so ``m <= n * k`` and the pairs grow
+    linearly with the library.
+    """
     n = summaries.shape[0]
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    index = faiss.IndexFlatIP(summaries.shape[1])
-    index.add(np.ascontiguousarray(summaries, np.float32))
-    _, nn = index.search(np.ascontiguousarray(summaries, np.float32), min(k + 1, n))
+    x = np.ascontiguousarray(summaries, np.float32)
+    nn = _knn(x, min(k + 1, n))
     i = np.repeat(np.arange(n), nn.shape[1])
     j = nn.ravel()
     keep = (j >= 0) & (j != i)
@@ -97,17 +121,53 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     al = align(pa, pb)
     if al is None or al.score < threshold:
         return None
+    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s)
+
+
+def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
+              min_overlap_s: float) -> Match | None:
+    """The :class:`Match` of ``pb`` at ``offset`` frames in ``pa``, or None under ``min_overlap_s``."""
     ib = np.arange(pb.n_frames)
-    ia = ib + al.offset
+    ia = ib + offset
     both = (ia >= 0) & (ia < pa.n_frames)
     both[both] &= (pa.loud[ia[both]] > 0) & (pb.loud[ib[both]] > 0)
     on = np.flatnonzero(both)
     b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
     if (b1 - b0) * HOP_S < min_overlap_s:
         return None
-    return Match(a_id, b_id, (b0 + al.offset) * HOP_S, (b1 + al.offset) * HOP_S, b0 * HOP_S, b1 * HOP_S,
-                 round(al.score, 4), round(gain_db(pa, pb, al.offset), 2), round(al.offset_s, 4),
+    return Match(a_id, b_id, (b0 + offset) * HOP_S, (b1 + offset) * HOP_S, b0 * HOP_S, b1 * HOP_S,
+                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset * HOP_S, 4),
                  round(pb.n_frames / max(pa.n_frames, 1), 4))
+
+
+def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
+                 threshold: float = MATCH_THRESHOLD) -> list[Match]:
+    """:func:`verify` over ``(m, 2)`` index pairs into ``ids``/``prepared``, batched per shorter file.
+
+    Each file is aligned inside all its longer (or equal, earlier) partners at once
+    (:func:`retrieval.copies.match.best_offsets`); the matches equal :func:`verify`'s, pair by pair.
+    """
+    if pairs.shape[0] == 0:
+        return []
+    n = np.array([p.n_frames for p in prepared])
+    i, j = pairs[:, 0], pairs[:, 1]
+    swap = n[j] > n[i]  # ties keep the pair's order, as verify does
+    longer, shorter = np.where(swap, j, i), np.where(swap, i, j)
+    order = np.lexsort((longer, shorter))
+    longer, shorter = longer[order], shorter[order]
+    starts = np.flatnonzero(np.r_[True, shorter[1:] != shorter[:-1]])
+    ends = np.r_[starts[1:], shorter.size]
+    out: list[Match] = []
+    for s0, s1 in zip(starts.tolist(), ends.tolist()):
+        b = int(shorter[s0])
+        hosts = longer[s0:s1].tolist()
+        for a, best in zip(hosts, best_offsets(prepared[b], [prepared[a] for a in hosts])):
+            if best is None or best[1] < threshold:
+                continue
+            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s)
+            if m is not None:
+                out.append(m)
+    return out
 
 
 class _Groups:
@@ -174,12 +234,7 @@ def match_frames(frames: dict[int, np.ndarray], min_overlap_s: float = MIN_OVERL
     prepared = [prepare(frames[i]) for i in ids]
     cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
                    neighbours)
-    matches: list[Match] = []
-    for i, j in cand.tolist():
-        m = verify(ids[i], ids[j], prepared[i], prepared[j], min_overlap_s, threshold)
-        if m is not None:
-            matches.append(m)
-    return matches, int(cand.shape[0])
+    return verify_pairs(ids, prepared, cand, min_overlap_s, threshold), int(cand.shape[0])
 
 
 def group_rows(matches: list[Match], files: list[tuple[int, str, str | None, float]]

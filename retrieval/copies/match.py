@@ -178,6 +178,53 @@ def align(a: Prepared, b: Prepared, min_cells: int = MIN_CELLS) -> Alignment | N
     return Alignment(k + first, float(score[k]), int(cells[k]), sharp)
 
 
+def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
+                 ) -> list[tuple[int, float, int] | None]:
+    """:func:`align` of ``b`` inside every file of ``hosts`` at once: ``(offset, score, cells)`` or None each.
+
+    The hosts are stacked, each reversed in time and followed by ``Tb - 1`` zero frames, so
+    one ``(Tb, W)`` matrix product per quantity gives every frame pair of every host; a
+    strided view that shifts row ``j`` right by ``j`` columns turns its column sums into the
+    full correlations (the zero frames keep the hosts apart; column ``p`` of a host of
+    ``Ta`` frames is offset ``Ta - 1 - p``). ``b`` should be the shorter file: the work is
+    ``Tb * sum(Ta + Tb)``. Same numbers as :func:`scores` to float32 rounding, and the same
+    offset (the earliest of equal maxima), as :func:`align`.
+    """
+    tb = b.n_frames
+    out: list[tuple[int, float, int] | None] = [None] * len(hosts)
+    keep = [i for i, h in enumerate(hosts) if h.n_frames >= 2]
+    if tb < 2 or not keep:
+        return out
+    ta = np.array([hosts[i].n_frames for i in keep])
+    width = ta + tb - 1  # full-correlation length of each pair
+    base = np.concatenate([[0], np.cumsum(width)[:-1]])
+    total = int(width.sum())
+    rows = np.concatenate([base[k] + np.arange(ta[k]) for k in range(len(keep))])
+    ad = np.zeros((total, b.d.shape[1]), np.float32)
+    aw = np.zeros_like(ad)
+    ad[rows] = np.concatenate([hosts[i].d[::-1] for i in keep])
+    aw[rows] = np.concatenate([hosts[i].w[::-1] for i in keep])
+    sums = []
+    for x, y in ((b.d, ad), (b.w, ad * ad), (b.d * b.d, aw), (b.w, aw)):  # dot, a's energy, b's, cells
+        g = x @ y.T  # (tb, total) float32, C order
+        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames
+        view = np.lib.stride_tricks.as_strided(g, (tb, total), ((total - 1) * g.itemsize, g.itemsize))
+        sums.append(view.sum(axis=0, dtype=np.float64))
+    dot, na, nb, cells = sums
+    cells = np.rint(cells)
+    den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
+    ok = (cells >= max(MIN_CELLS, min_cells, 1)) & (den > 1e-3)
+    score = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), -np.inf)
+    top = np.maximum.reduceat(score, base)
+    pair = np.repeat(np.arange(len(keep)), width)
+    hit = np.flatnonzero(score == top[pair])[::-1]  # the last column of a tie is the earliest offset
+    first_pair, first_hit = np.unique(pair[hit], return_index=True)
+    for k, h in zip(first_pair.tolist(), hit[first_hit].tolist()):
+        if np.isfinite(score[h]):
+            out[keep[k]] = (int(ta[k]) - 1 - (h - int(base[k])), float(score[h]), int(cells[h]))
+    return out
+
+
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
     """Median level of ``b`` minus ``a`` (dB) over the frames both have loud at ``offset``."""
     ia = np.arange(b.n_frames) + offset
