@@ -27,13 +27,16 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import Prepared, align, best_offsets, gain_db, loud_frames, prepare
+from retrieval.copies.match import Prepared, align, best_offsets, gain_db, loud_frames, prepare, refine
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
 #: Correlation of aligned frames above which a pair is a copy. Chosen on the tuning half of
 #: ``scripts/bench_copies.py`` (speakers it does not report on); see ``docs/bench_copies.md``.
 MATCH_THRESHOLD = 0.91
+#: Pairs whose whole-frame score is this close under the threshold are aligned to a fraction of a
+#: frame (:func:`retrieval.copies.match.refine`) before they are judged.
+REFINE_MARGIN = 0.2
 #: Candidates proposed per file.
 NEIGHBOURS = 48
 #: Default least overlap of loud audio, seconds.
@@ -119,14 +122,24 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     if pb.n_frames > pa.n_frames:
         a_id, b_id, pa, pb = b_id, a_id, pb, pa
     al = align(pa, pb)
-    if al is None or al.score < threshold:
+    if al is None:
         return None
-    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s)
+    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold)
 
 
 def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
-              min_overlap_s: float) -> Match | None:
-    """The :class:`Match` of ``pb`` at ``offset`` frames in ``pa``, or None under ``min_overlap_s``."""
+              min_overlap_s: float, threshold: float) -> Match | None:
+    """The :class:`Match` of ``pb`` near ``offset`` frames in ``pa`` (refined to a fraction of a frame when
+    the whole-frame score is within :data:`REFINE_MARGIN` of ``threshold``), or None."""
+    if score < threshold - REFINE_MARGIN:
+        return None
+    exact, fine = refine(pa, pb, offset)
+    if fine > score:
+        score, offset_f = fine, exact
+    else:
+        offset_f = float(offset)
+    if score < threshold:
+        return None
     ib = np.arange(pb.n_frames)
     ia = ib + offset
     both = (ia >= 0) & (ia < pa.n_frames)
@@ -135,8 +148,8 @@ def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, sco
     b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
     if (b1 - b0) * HOP_S < min_overlap_s:
         return None
-    return Match(a_id, b_id, (b0 + offset) * HOP_S, (b1 + offset) * HOP_S, b0 * HOP_S, b1 * HOP_S,
-                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset * HOP_S, 4),
+    return Match(a_id, b_id, (b0 + offset_f) * HOP_S, (b1 + offset_f) * HOP_S, b0 * HOP_S, b1 * HOP_S,
+                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset_f * HOP_S, 4),
                  round(pb.n_frames / max(pa.n_frames, 1), 4))
 
 
@@ -162,9 +175,9 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
         b = int(shorter[s0])
         hosts = longer[s0:s1].tolist()
         for a, best in zip(hosts, best_offsets(prepared[b], [prepared[a] for a in hosts])):
-            if best is None or best[1] < threshold:
+            if best is None:
                 continue
-            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s)
+            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold)
             if m is not None:
                 out.append(m)
     return out

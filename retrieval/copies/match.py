@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from retrieval.copies.features import HOP_S, dequantise
+from retrieval.copies.features import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, dequantise
 
 #: Frames more than this many dB below the file's loudest frame are not "loud".
 LOUD_RANGE_DB = 35.0
@@ -39,6 +39,10 @@ LOUD_FLOOR_DB = -75.0
 #: :data:`FLOOR_PERCENTILE`): cells below it are noise, and are left out on both sides.
 FLOOR_MARGIN_DB = 6.0
 FLOOR_PERCENTILE = 10.0
+#: Frames whose analysis window reaches past either end of the file (half a window: 4 frames)
+#: are never reliable: a file cut inside a sound (a trim) has them computed on partly
+#: missing samples, so they differ from the same frames of the uncut recording.
+EDGE_FRAMES = FRAME_SAMPLES // (2 * HOP_SAMPLES)
 #: Offsets where the two files share fewer reliable cells than this are not scored.
 MIN_CELLS = 24
 
@@ -50,7 +54,8 @@ class Prepared:
     Attributes:
         d: ``(T, BANDS-1)`` float32 second differences (dB), zero where not reliable.
         w: ``(T, BANDS-1)`` float32 1.0 on reliable cells: a loud frame whose four levels
-            behind the difference stand :data:`FLOOR_MARGIN_DB` above the band's floor.
+            behind the difference stand :data:`FLOOR_MARGIN_DB` above the band's floor, and
+            whose window lies inside the file (:data:`EDGE_FRAMES`).
         loud: ``(T,)`` float32 1.0 on loud frames (frame 0 never: it has no predecessor).
         level_db: ``(T,)`` float32 frame level, dB (for the gain evidence).
     """
@@ -90,6 +95,8 @@ def prepare(frames: np.ndarray) -> Prepared:
     cell[1:] &= cell[:-1].copy()
     if t:
         cell[0] = False
+    cell[:EDGE_FRAMES] = False
+    cell[max(t - EDGE_FRAMES, 0):] = False
     w = (cell & loud[:, None]).astype(np.float32)
     return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32))
 
@@ -223,6 +230,40 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
         if np.isfinite(score[h]):
             out[keep[k]] = (int(ta[k]) - 1 - (h - int(base[k])), float(score[h]), int(cells[h]))
     return out
+
+
+#: Fractional offsets (frames) tried around the best whole-frame offset by :func:`refine`: a copy
+#: that starts between two frames (a trim, padding or a codec's delay of any number of samples)
+#: lost up to 0.12 of its score at half a hop, measured on FSDD words.
+SUBFRAME_STEPS = np.linspace(-0.5, 0.5, 9)
+
+
+def refine(a: Prepared, b: Prepared, offset: int) -> tuple[float, float]:
+    """Best fractional offset of ``b`` in ``a`` within half a frame of ``offset``: ``(offset, score)``.
+
+    ``a`` is read between its frames by linear interpolation (the second differences are
+    linear in the band levels, so this is the interpolated levels' second difference; a
+    cell counts where both frames it is read from are reliable). The score is that of
+    :func:`scores`, over the cells both trust; ``-inf`` where too few are shared.
+    """
+    t = np.arange(b.n_frames, dtype=np.float64)
+    pos = t[None, :] + offset + SUBFRAME_STEPS[:, None]  # (S, Tb) host positions
+    i0 = np.floor(pos + 1e-9).astype(np.int64)
+    f = np.clip(pos - i0, 0.0, 1.0)[..., None]
+    ok = ((i0 >= 0) & (i0 + 1 < a.n_frames))[..., None]
+    i0c = np.clip(i0, 0, max(a.n_frames - 2, 0))
+    ad = (1.0 - f) * a.d[i0c] + f * a.d[i0c + 1]
+    aw = np.where(f > 1e-9, a.w[i0c] * a.w[i0c + 1], a.w[i0c]) * ok
+    w = aw * b.w[None]
+    bd = b.d[None] * w
+    dot = np.einsum("stb,stb->s", ad, bd)
+    na = np.einsum("stb,stb->s", ad * ad, w)
+    nb = np.einsum("stb,stb->s", bd, bd)
+    cells = w.sum(axis=(1, 2))
+    den = np.sqrt(np.maximum(na, 0) * nb)
+    score = np.where((cells >= MIN_CELLS) & (den > 1e-3), np.clip(dot / np.maximum(den, 1e-3), -1, 1), -np.inf)
+    k = int(np.argmax(score))
+    return float(offset + SUBFRAME_STEPS[k]), float(score[k])
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
