@@ -17,7 +17,7 @@ import soxr
 from click.testing import CliRunner
 
 from retrieval.cli import cli
-from retrieval.copies.duplicates import MATCH_THRESHOLD, find_duplicates
+from retrieval.copies.duplicates import MATCH_THRESHOLD, find_duplicates, verify
 from retrieval.copies.features import BANDS, HOP_S, CopyStream, copy_frames
 from retrieval.copies.locate import locate_copies
 from retrieval.copies.match import align, prepare
@@ -55,8 +55,9 @@ def word(seed: int, take: int = 0, sr: int = SR) -> np.ndarray:
 
 
 def score(a: np.ndarray, b: np.ndarray, sr_a: int = SR, sr_b: int = SR) -> float:
-    al = align(prepare(copy_frames(a, sr_a)), prepare(copy_frames(b, sr_b)))
-    return -1.0 if al is None else al.score
+    """The confidence ``retrieve duplicates`` gives the pair (-1 when it cannot be aligned)."""
+    m = verify(0, 1, prepare(copy_frames(a, sr_a)), prepare(copy_frames(b, sr_b)), 0.0, threshold=-1.0)
+    return -1.0 if m is None else m.confidence
 
 
 def mp3(x: np.ndarray, sr: int) -> np.ndarray:

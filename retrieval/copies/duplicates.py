@@ -6,7 +6,7 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    spread of the gain-free band levels over its loud frames, :func:`summary`); a FAISS
    inner-product search returns each file's :data:`NEIGHBOURS` nearest. Copies share the
    summary almost exactly; so do other takes of the same word, which is why verification
-   follows. At most ``n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
+   follows. Two views (:data:`SUMMARY_RANGES_DB`), so at most ``2 * n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
    HNSW graph, so neither step is quadratic in the library.
 2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
    matrix products per file, :func:`retrieval.copies.match.best_offsets`);
@@ -27,32 +27,47 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import Prepared, align, best_offsets, gain_db, loud_frames, prepare, refine
+from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_match, gain_db,
+                                    loud_frames, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
-#: Correlation of aligned frames above which a pair is a copy. Chosen on the tuning half of
-#: ``scripts/bench_copies.py`` (speakers it does not report on); see ``docs/bench_copies.md``.
-MATCH_THRESHOLD = 0.91
+#: Confidence (:func:`combined_confidence`) above which a pair is a copy: the smallest whose pair
+#: precision reaches 0.99 on the tuning half of ``scripts/bench_copies.py`` (speakers it does not
+#: report on); see ``docs/bench_copies.md``.
+MATCH_THRESHOLD = 0.34
+#: dB of band-level disagreement (:func:`retrieval.copies.match.fine_match`) that scales a pair's
+#: confidence by 1/e. Chosen a priori, between a codec's error (about 0.5 dB) and another take's
+#: (1.5 dB and more).
+LEVEL_SCALE_DB = 2.0
 #: Pairs whose whole-frame score is this close under the threshold are aligned to a fraction of a
-#: frame (:func:`retrieval.copies.match.refine`) before they are judged.
+#: frame (:func:`retrieval.copies.match.fine_match`) before they are judged.
 REFINE_MARGIN = 0.2
-#: Candidates proposed per file.
-NEIGHBOURS = 48
+#: Candidates proposed per file and summary view.
+NEIGHBOURS = 24
+#: Loudness ranges (dB under the loudest frame) of the summary views (:func:`summaries`): all
+#: loud frames, and only the loudest, which added noise leaves speech-dominated (on the tuning
+#: speakers a 10 dB SNR copy had its original among 24 neighbours 0.30 of the time in the first
+#: view, 0.72 in the second).
+SUMMARY_RANGES_DB = (LOUD_RANGE_DB, 10.0)
 #: Default least overlap of loud audio, seconds.
 MIN_OVERLAP_S = 0.1
 #: A pair is a whole-file copy (not "A contains B") when B is at least this share of A's length.
 WHOLE_RATIO = 0.9
 
 
-def summary(frames: np.ndarray) -> np.ndarray:
+def summary(frames: np.ndarray, range_db: float | None = None) -> np.ndarray:
     """``(T, BANDS)`` uint8 frames -> ``(2 * BANDS,)`` float32 unit vector: mean and std over loud
-    frames of the band levels less each frame's mean (gain-free spectral shape)."""
+    frames (within ``range_db`` of the loudest; default that of
+    :func:`~retrieval.copies.match.loud_frames`) of the band levels less each frame's mean
+    (gain-free spectral shape)."""
     e = dequantise(frames).astype(np.float64)
     if len(e) == 0:
         return np.zeros(2 * BANDS, np.float32)
     level = 10.0 * np.log10(np.sum(10.0 ** (e / 10.0), axis=1) + 1e-12)
     loud = loud_frames(level)
+    if range_db is not None:
+        loud &= level > level.max() - range_db
     x = e[loud] if loud.any() else e
     x = x - x.mean(axis=1, keepdims=True)
     v = np.concatenate([x.mean(axis=0), x.std(axis=0)])
@@ -82,22 +97,33 @@ def _knn(x: np.ndarray, k: int) -> np.ndarray:
     return index.search(x, k)[1]
 
 
-def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """``(n, S)`` float32 unit summaries -> ``(m, 2)`` int64 candidate pairs ``i < j``, unique.
+def summaries(frames: list[np.ndarray]) -> np.ndarray:
+    """``n`` files' ``(T, BANDS)`` uint8 frames -> ``(len(SUMMARY_RANGES_DB), n, 2 * BANDS)`` float32:
+    one :func:`summary` per file and loudness range."""
+    if not frames:
+        return np.zeros((len(SUMMARY_RANGES_DB), 0, 2 * BANDS), np.float32)
+    return np.stack([np.stack([summary(f, r) for f in frames]) for r in SUMMARY_RANGES_DB])
 
-    Each file proposes its ``k`` nearest summaries, so ``m <= n * k`` and the pairs grow
-    linearly with the library.
+
+def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """``(n, S)`` (or ``(views, n, S)``) float32 unit summaries -> ``(m, 2)`` int64 candidate pairs
+    ``i < j``, unique.
+
+    Each file proposes its ``k`` nearest summaries in each view, so ``m <= views * n * k``
+    and the pairs grow linearly with the library.
     """
-    n = summaries.shape[0]
+    views = summaries[None] if summaries.ndim == 2 else summaries
+    n = views.shape[1]
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    x = np.ascontiguousarray(summaries, np.float32)
-    nn = _knn(x, min(k + 1, n))
-    i = np.repeat(np.arange(n), nn.shape[1])
-    j = nn.ravel()
-    keep = (j >= 0) & (j != i)
-    a, b = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
-    return np.unique(np.stack([a, b], 1), axis=0)
+    found = []
+    for v in views:
+        nn = _knn(np.ascontiguousarray(v, np.float32), min(k + 1, n))
+        i = np.repeat(np.arange(n), nn.shape[1])
+        j = nn.ravel()
+        keep = (j >= 0) & (j != i)
+        found.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], 1))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 @dataclass(frozen=True)
@@ -124,20 +150,30 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     al = align(pa, pb)
     if al is None:
         return None
-    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold)
+    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold, al.fraction)
+
+
+def combined_confidence(correlation: float, level_error: float) -> float:
+    """A pair's confidence: the correlation of its aligned fine structure times
+    ``exp(-level_error / LEVEL_SCALE_DB)``, the agreement of its band levels (0..1)."""
+    return float(correlation * np.exp(-level_error / LEVEL_SCALE_DB)) if np.isfinite(level_error) else 0.0
 
 
 def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
-              min_overlap_s: float, threshold: float) -> Match | None:
-    """The :class:`Match` of ``pb`` near ``offset`` frames in ``pa`` (refined to a fraction of a frame when
-    the whole-frame score is within :data:`REFINE_MARGIN` of ``threshold``), or None."""
+              min_overlap_s: float, threshold: float, fraction: float = 0.0) -> Match | None:
+    """The :class:`Match` of ``pb`` at ``offset + fraction`` frames in ``pa``, or None.
+
+    Pairs whose whole-frame correlation is within :data:`REFINE_MARGIN` of ``threshold`` are
+    read at the fractional offset (:func:`retrieval.copies.match.fine_match`) and judged by
+    :func:`combined_confidence`.
+    """
     if score < threshold - REFINE_MARGIN:
         return None
-    exact, fine = refine(pa, pb, offset)
-    if fine > score:
-        score, offset_f = fine, exact
-    else:
+    offset_f = offset + fraction
+    fine, level_error = fine_match(pa, pb, offset_f)
+    if fine < score:
         offset_f = float(offset)
+    score = combined_confidence(max(fine, score), level_error)
     if score < threshold:
         return None
     ib = np.arange(pb.n_frames)
@@ -177,7 +213,8 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
         for a, best in zip(hosts, best_offsets(prepared[b], [prepared[a] for a in hosts])):
             if best is None:
                 continue
-            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold)
+            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold,
+                          best[3])
             if m is not None:
                 out.append(m)
     return out
@@ -245,8 +282,7 @@ def match_frames(frames: dict[int, np.ndarray], min_overlap_s: float = MIN_OVERL
     """Propose and verify over ``file id -> (T, BANDS) uint8`` frames: ``(matches, candidates checked)``."""
     ids = sorted(frames)
     prepared = [prepare(frames[i]) for i in ids]
-    cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
-                   neighbours)
+    cand = propose(summaries([frames[i] for i in ids]), neighbours)
     return verify_pairs(ids, prepared, cand, min_overlap_s, threshold), int(cand.shape[0])
 
 

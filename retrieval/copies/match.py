@@ -58,12 +58,17 @@ class Prepared:
             whose window lies inside the file (:data:`EDGE_FRAMES`).
         loud: ``(T,)`` float32 1.0 on loud frames (frame 0 never: it has no predecessor).
         level_db: ``(T,)`` float32 frame level, dB (for the gain evidence).
+        bands_db: ``(T, BANDS)`` float32 band levels, dB (for :func:`fine_match`).
+        band_ok: ``(T, BANDS)`` bool, the band levels that are reliable (loud frame, above the
+            band's floor, window inside the file).
     """
 
     d: np.ndarray
     w: np.ndarray
     loud: np.ndarray
     level_db: np.ndarray
+    bands_db: np.ndarray | None = None
+    band_ok: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -91,14 +96,24 @@ def prepare(frames: np.ndarray) -> Prepared:
     d[1:] = shape[1:] - shape[:-1]
     floor = np.percentile(e, FLOOR_PERCENTILE, axis=0) if t else np.zeros(e.shape[1])
     ok = e > floor + FLOOR_MARGIN_DB
+    ok[:EDGE_FRAMES] = False
+    ok[max(t - EDGE_FRAMES, 0):] = False
     cell = ok[:, :-1] & ok[:, 1:]
     cell[1:] &= cell[:-1].copy()
     if t:
         cell[0] = False
-    cell[:EDGE_FRAMES] = False
-    cell[max(t - EDGE_FRAMES, 0):] = False
     w = (cell & loud[:, None]).astype(np.float32)
-    return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32))
+    return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32),
+                    e.astype(np.float32), ok & loud[:, None])
+
+
+def vertex(left: float, mid: float, right: float) -> float:
+    """Fractional position (-0.5..0.5 frames) of the peak of the parabola through three scores at
+    offsets -1, 0, +1 (``mid`` the largest); 0 when a side is missing (not finite)."""
+    if not (np.isfinite(left) and np.isfinite(right)):
+        return 0.0
+    curve = left - 2.0 * mid + right
+    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < -1e-12 else 0.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,7 @@ class Alignment:
     score: float
     cells: int
     sharpness: float
+    fraction: float = 0.0
 
     @property
     def offset_s(self) -> float:
@@ -182,12 +198,14 @@ def align(a: Prepared, b: Prepared, min_cells: int = MIN_CELLS) -> Alignment | N
     away = np.abs(np.arange(score.size) - k) > 2
     rest = score[away & np.isfinite(score)]
     sharp = float(score[k] - rest.max()) if rest.size else float(score[k])
-    return Alignment(k + first, float(score[k]), int(cells[k]), sharp)
+    side = [float(score[i]) if 0 <= i < score.size else -np.inf for i in (k - 1, k + 1)]
+    return Alignment(k + first, float(score[k]), int(cells[k]), sharp, vertex(side[0], float(score[k]), side[1]))
 
 
 def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
-                 ) -> list[tuple[int, float, int] | None]:
-    """:func:`align` of ``b`` inside every file of ``hosts`` at once: ``(offset, score, cells)`` or None each.
+                 ) -> list[tuple[int, float, int, float] | None]:
+    """:func:`align` of ``b`` inside every file of ``hosts`` at once: ``(offset, score, cells, fraction)``
+    (as :class:`Alignment`) or None each.
 
     The hosts are stacked, each reversed in time and followed by ``Tb - 1`` zero frames, so
     one ``(Tb, W)`` matrix product per quantity gives every frame pair of every host; a
@@ -198,7 +216,7 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     offset (the earliest of equal maxima), as :func:`align`.
     """
     tb = b.n_frames
-    out: list[tuple[int, float, int] | None] = [None] * len(hosts)
+    out: list[tuple[int, float, int, float] | None] = [None] * len(hosts)
     keep = [i for i, h in enumerate(hosts) if h.n_frames >= 2]
     if tb < 2 or not keep:
         return out
@@ -228,42 +246,53 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     first_pair, first_hit = np.unique(pair[hit], return_index=True)
     for k, h in zip(first_pair.tolist(), hit[first_hit].tolist()):
         if np.isfinite(score[h]):
-            out[keep[k]] = (int(ta[k]) - 1 - (h - int(base[k])), float(score[h]), int(cells[h]))
+            lo, hi = int(base[k]), int(base[k] + width[k])
+            side = [float(score[i]) if lo <= i < hi else -np.inf for i in (h + 1, h - 1)]  # offsets -1, +1
+            out[keep[k]] = (int(ta[k]) - 1 - (h - lo), float(score[h]), int(cells[h]),
+                            vertex(side[0], float(score[h]), side[1]))
     return out
 
 
-#: Fractional offsets (frames) tried around the best whole-frame offset by :func:`refine`: a copy
-#: that starts between two frames (a trim, padding or a codec's delay of any number of samples)
-#: lost up to 0.12 of its score at half a hop, measured on FSDD words.
-SUBFRAME_STEPS = np.linspace(-0.5, 0.5, 9)
+#: Fewest reliable band levels shared for :func:`fine_match` to judge the levels of a pair.
+MIN_BAND_CELLS = 16
 
 
-def refine(a: Prepared, b: Prepared, offset: int) -> tuple[float, float]:
-    """Best fractional offset of ``b`` in ``a`` within half a frame of ``offset``: ``(offset, score)``.
+def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
+    """``b`` read against ``a`` at a fractional ``offset`` (frames): ``(correlation, level error dB)``.
 
-    ``a`` is read between its frames by linear interpolation (the second differences are
-    linear in the band levels, so this is the interpolated levels' second difference; a
-    cell counts where both frames it is read from are reliable). The score is that of
-    :func:`scores`, over the cells both trust; ``-inf`` where too few are shared.
+    A copy starts anywhere between two frames (a trim, padding, a codec's delay of any
+    number of samples): at half a hop it lost up to 0.12 of its whole-frame correlation on
+    FSDD words. ``a`` is read between its frames by linear interpolation (second differences
+    and dB levels both), a cell counting where both frames it is read from are reliable;
+    the offset comes from the parabola through the whole-frame scores (:func:`vertex`).
+
+    The correlation is that of :func:`scores` over the cells both trust (``-inf`` under
+    :data:`MIN_CELLS`). The level error is the mean absolute difference of the band levels
+    after their median difference (the gain) is removed, over levels reliable on both sides:
+    the same recording reproduces its band levels up to a gain within a codec's or added
+    noise's error (0.5-1 dB on FSDD's tuning speakers); another take of the same word by the
+    same speaker, however well its timing correlates, differs by 1.5 dB or more (``inf``
+    under :data:`MIN_BAND_CELLS`).
     """
-    t = np.arange(b.n_frames, dtype=np.float64)
-    pos = t[None, :] + offset + SUBFRAME_STEPS[:, None]  # (S, Tb) host positions
+    if a.bands_db is None or b.bands_db is None or a.band_ok is None or b.band_ok is None:
+        raise ValueError("fine_match needs Prepared frames with band levels (from prepare())")
+    pos = np.arange(b.n_frames) + offset
     i0 = np.floor(pos + 1e-9).astype(np.int64)
-    f = np.clip(pos - i0, 0.0, 1.0)[..., None]
-    ok = ((i0 >= 0) & (i0 + 1 < a.n_frames))[..., None]
-    i0c = np.clip(i0, 0, max(a.n_frames - 2, 0))
-    ad = (1.0 - f) * a.d[i0c] + f * a.d[i0c + 1]
-    aw = np.where(f > 1e-9, a.w[i0c] * a.w[i0c + 1], a.w[i0c]) * ok
-    w = aw * b.w[None]
-    bd = b.d[None] * w
-    dot = np.einsum("stb,stb->s", ad, bd)
-    na = np.einsum("stb,stb->s", ad * ad, w)
-    nb = np.einsum("stb,stb->s", bd, bd)
-    cells = w.sum(axis=(1, 2))
-    den = np.sqrt(np.maximum(na, 0) * nb)
-    score = np.where((cells >= MIN_CELLS) & (den > 1e-3), np.clip(dot / np.maximum(den, 1e-3), -1, 1), -np.inf)
-    k = int(np.argmax(score))
-    return float(offset + SUBFRAME_STEPS[k]), float(score[k])
+    inside = (i0 >= 0) & (i0 + 1 < a.n_frames)
+    tb, i0 = np.flatnonzero(inside), i0[inside]
+    f = np.clip(pos[inside] - i0, 0.0, 1.0)[:, None]
+    frac = f > 1e-9
+    ad = (1.0 - f) * a.d[i0] + f * a.d[i0 + 1]
+    w = a.w[i0] * np.where(frac, a.w[i0 + 1], 1.0) * b.w[tb]
+    bd = b.d[tb] * w
+    dot, na, nb, cells = float((ad * bd).sum()), float((ad * ad * w).sum()), float((bd * bd).sum()), float(w.sum())
+    den = np.sqrt(max(na, 0.0) * nb)
+    corr = float(np.clip(dot / den, -1, 1)) if cells >= MIN_CELLS and den > 1e-3 else -np.inf
+    ok = a.band_ok[i0] & np.where(frac, a.band_ok[i0 + 1], True) & b.band_ok[tb]
+    if ok.sum() < MIN_BAND_CELLS:
+        return corr, float("inf")
+    diff = ((1.0 - f) * a.bands_db[i0] + f * a.bands_db[i0 + 1] - b.bands_db[tb])[ok]
+    return corr, float(np.mean(np.abs(diff - np.median(diff))))
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
