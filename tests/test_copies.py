@@ -307,3 +307,18 @@ def test_approximate_proposal_above_flat_max_finds_the_exact_neighbours(monkeypa
     approx = {tuple(p) for p in dup.propose(x, k=4).tolist()}
     assert len(exact & approx) >= 0.99 * len(exact)
     assert max(len(exact), len(approx)) <= 300 * 4
+
+
+def test_a_quiet_sound_seconds_from_a_loud_one_is_loud_where_it_is():
+    """loud_frames measures a frame against the loudest within LOUD_CONTEXT_S, not the whole file's: a copy
+    planted 40 dB under a sound 3 s away keeps its frames (the whole-file rule lost them)."""
+    from retrieval.copies.match import LOUD_CONTEXT_S, LOUD_RANGE_DB, loud_frames
+
+    per_s = int(round(1 / HOP_S))
+    level = np.full(6 * per_s, -90.0)
+    level[per_s:per_s + 50] = 0.0
+    quiet = slice(4 * per_s, 4 * per_s + 50)
+    level[quiet] = -(LOUD_RANGE_DB + 5.0)
+    assert 3 * per_s - 50 > 2 * LOUD_CONTEXT_S * per_s  # the two sounds are out of each other's context
+    loud = loud_frames(level)
+    assert loud[quiet].all() and loud[per_s:per_s + 50].all() and not loud[:per_s].any()

@@ -31,6 +31,8 @@ from retrieval.copies.features import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, dequant
 
 #: Frames more than this many dB below the file's loudest frame are not "loud".
 LOUD_RANGE_DB = 35.0
+#: Seconds either side of a frame whose loudest frame :func:`loud_frames` measures it against.
+LOUD_CONTEXT_S = 1.0
 #: Frames below this absolute level (dB, band power summed) are never loud.
 LOUD_FLOOR_DB = -75.0
 
@@ -58,7 +60,7 @@ class Prepared:
             whose window lies inside the file (:data:`EDGE_FRAMES`).
         loud: ``(T,)`` float32 1.0 on loud frames (frame 0 never: it has no predecessor).
         level_db: ``(T,)`` float32 frame level, dB (for the gain evidence).
-        bands_db: ``(T, BANDS)`` float32 band levels, dB (for :func:`fine_match`).
+        bands_db: ``(T, BANDS)`` float32 band levels less the band's floor (power), dB (for :func:`fine_match`).
         band_ok: ``(T, BANDS)`` bool, the band levels that are reliable (loud frame, above the
             band's floor, window inside the file).
     """
@@ -76,10 +78,19 @@ class Prepared:
 
 
 def loud_frames(level_db: np.ndarray) -> np.ndarray:
-    """``(T,)`` bool: within :data:`LOUD_RANGE_DB` of the loudest frame and above :data:`LOUD_FLOOR_DB`."""
+    """``(T,)`` bool: within :data:`LOUD_RANGE_DB` of the loudest frame within :data:`LOUD_CONTEXT_S`
+    either side, and above :data:`LOUD_FLOOR_DB`.
+
+    Local, not the file's loudest: in a long recording a quiet occurrence among loud sounds
+    seconds away is still loud where it is (a word-length file is one context).
+    """
     if level_db.size == 0:
         return np.zeros(0, bool)
-    return (level_db > level_db.max() - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
+    from scipy.ndimage import maximum_filter1d
+
+    context = 2 * int(round(LOUD_CONTEXT_S / HOP_S)) + 1
+    peak = maximum_filter1d(level_db, size=context, mode="nearest")
+    return (level_db > peak - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
 
 
 def prepare(frames: np.ndarray) -> Prepared:
@@ -103,8 +114,12 @@ def prepare(frames: np.ndarray) -> Prepared:
     if t:
         cell[0] = False
     w = (cell & loud[:, None]).astype(np.float32)
+    # band levels with the band's noise floor taken out in power (on reliable cells the floor is
+    # at most a quarter of the power): added noise then biases a copy's levels far less
+    power, floor_power = 10.0 ** (e / 10.0), 10.0 ** (floor / 10.0)
+    clean = np.where(ok, 10.0 * np.log10(np.maximum(power - floor_power, 1e-12)), e)
     return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32),
-                    e.astype(np.float32), ok & loud[:, None])
+                    clean.astype(np.float32), ok & loud[:, None])
 
 
 def vertex(left: float, mid: float, right: float) -> float:
