@@ -322,3 +322,20 @@ def test_a_quiet_sound_seconds_from_a_loud_one_is_loud_where_it_is():
     assert 3 * per_s - 50 > 2 * LOUD_CONTEXT_S * per_s  # the two sounds are out of each other's context
     loud = loud_frames(level)
     assert loud[quiet].all() and loud[per_s:per_s + 50].all() and not loud[:per_s].any()
+
+
+def test_the_fractional_offset_of_a_copy_shifted_by_half_a_hop_is_found():
+    """A copy starting half a hop late lies between two frames: the parabola through the whole-frame scores
+    puts it within a quarter of a frame of the truth, and reading there scores higher than either frame."""
+    from retrieval.copies.features import HOP_SAMPLES
+    from retrieval.copies.match import fine_match, vertex
+
+    assert vertex(0.5, 1.0, 0.5) == 0.0 and abs(vertex(0.0, 1.0, 1.0) - 0.5) < 1e-9
+    x = soxr.resample(word(9), SR, 8000)
+    lead = 3 * HOP_SAMPLES + HOP_SAMPLES // 2
+    a = prepare(copy_frames(np.concatenate([np.zeros(lead, np.float32), x]), 8000))
+    b = prepare(copy_frames(x, 8000))
+    al = align(a, b)
+    assert al is not None and abs(al.offset + al.fraction - 3.5) <= 0.25
+    fine, level_error = fine_match(a, b, al.offset + al.fraction)
+    assert fine > al.score and level_error < 1.0

@@ -10,8 +10,9 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    HNSW graph, so neither step is quadratic in the library.
 2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
    matrix products per file, :func:`retrieval.copies.match.best_offsets`);
-   it is a copy when the aligned frames correlate at least :data:`MATCH_THRESHOLD` over at
-   least ``min_overlap_s`` seconds of loud audio.
+   it is a copy when its confidence (:func:`combined_confidence`: the aligned correlation,
+   read at the fractional offset, times the agreement of the band levels) is at least
+   :data:`MATCH_THRESHOLD` over at least ``min_overlap_s`` seconds of loud audio.
 3. **Group**: byte-identical files (same content hash) and verified pairs are joined
    (union-find). A group's confidence is its weakest pair's; its first file is the longest
    (then the smallest id), and every other member gets ``duplicate_of`` = that file's path.
@@ -28,14 +29,14 @@ import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
 from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_match, gain_db,
-                                    loud_frames, prepare)
+                                    level_errors, loud_frames, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
 #: Confidence (:func:`combined_confidence`) above which a pair is a copy: the smallest whose pair
 #: precision reaches 0.99 on the tuning half of ``scripts/bench_copies.py`` (speakers it does not
 #: report on); see ``docs/bench_copies.md``.
-MATCH_THRESHOLD = 0.34
+MATCH_THRESHOLD = 0.33
 #: dB of band-level disagreement (:func:`retrieval.copies.match.fine_match`) that scales a pair's
 #: confidence by 1/e. Chosen a priori, between a codec's error (about 0.5 dB) and another take's
 #: (1.5 dB and more).
@@ -43,6 +44,9 @@ LEVEL_SCALE_DB = 2.0
 #: Pairs whose whole-frame score is this close under the threshold are aligned to a fraction of a
 #: frame (:func:`retrieval.copies.match.fine_match`) before they are judged.
 REFINE_MARGIN = 0.2
+#: How much lower a pair's level error may read at the fractional offset than at the whole frame
+#: (a bound used to skip pairs that cannot pass, in :func:`verify_pairs`).
+LEVEL_SLACK_DB = 0.5
 #: Candidates proposed per file and summary view.
 NEIGHBOURS = 24
 #: Loudness ranges (dB under the loudest frame) of the summary views (:func:`summaries`): all
@@ -210,9 +214,13 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
     for s0, s1 in zip(starts.tolist(), ends.tolist()):
         b = int(shorter[s0])
         hosts = longer[s0:s1].tolist()
-        for a, best in zip(hosts, best_offsets(prepared[b], [prepared[a] for a in hosts])):
-            if best is None:
-                continue
+        found = best_offsets(prepared[b], [prepared[a] for a in hosts])
+        live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
+        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], [found[k][0] for k in live])
+        for k, error in zip(live, errors.tolist()):
+            a, best = hosts[k], found[k]
+            if combined_confidence(best[1] + REFINE_MARGIN, max(error - LEVEL_SLACK_DB, 0.0)) < threshold:
+                continue  # cannot reach the threshold at any fraction of a frame
             m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold,
                           best[3])
             if m is not None:
