@@ -720,7 +720,8 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--match", "match", type=click.Choice(MATCH_MODES), default="similar", show_default=True,
               help="similar: windows that sound like CLIP (any take of the same word, any bark). copy: CLIP "
                    "itself, re-encoded, resampled, trimmed, louder or in noise, never a look-alike; events carry "
-                   "offset_s and confidence; --threshold is then a correlation [0.91]. similar stays the default "
+                   "offset_s and confidence; --threshold is then a confidence (aligned correlation times band-level "
+                   "agreement) [0.33]. similar stays the default "
                    "because copy answers a narrower question: on docs/bench_copies.md it finds copies that "
                    "similar misses, and finds no other take.")
 @output_options

@@ -17,7 +17,7 @@ import soxr
 from click.testing import CliRunner
 
 from retrieval.cli import cli
-from retrieval.copies.duplicates import MATCH_THRESHOLD, find_duplicates
+from retrieval.copies.duplicates import MATCH_THRESHOLD, find_duplicates, verify
 from retrieval.copies.features import BANDS, HOP_S, CopyStream, copy_frames
 from retrieval.copies.locate import locate_copies
 from retrieval.copies.match import align, prepare
@@ -55,8 +55,9 @@ def word(seed: int, take: int = 0, sr: int = SR) -> np.ndarray:
 
 
 def score(a: np.ndarray, b: np.ndarray, sr_a: int = SR, sr_b: int = SR) -> float:
-    al = align(prepare(copy_frames(a, sr_a)), prepare(copy_frames(b, sr_b)))
-    return -1.0 if al is None else al.score
+    """The confidence ``retrieve duplicates`` gives the pair (-1 when it cannot be aligned)."""
+    m = verify(0, 1, prepare(copy_frames(a, sr_a)), prepare(copy_frames(b, sr_b)), 0.0, threshold=-1.0)
+    return -1.0 if m is None else m.confidence
 
 
 def mp3(x: np.ndarray, sr: int) -> np.ndarray:
@@ -271,3 +272,70 @@ def test_direct_and_fft_correlation_agree(monkeypatch):
     np.testing.assert_allclose(direct[0], fft[0], atol=1e-5)
     np.testing.assert_array_equal(direct[1], fft[1])
     assert direct[2] == fft[2]
+
+
+def test_batched_verification_equals_pair_by_pair():
+    """verify_pairs aligns each file inside all its partners in one batch: the same matches, offsets and
+    confidences as verify() one pair at a time, hosts of mixed lengths included."""
+    from retrieval.copies.duplicates import verify, verify_pairs
+
+    x = word(5)
+    clips = [x, x * 0.5, noisy(x, 20), x[1500:], np.concatenate([word(6), x, word(7)]), word(5, 1), word(5, 2),
+             word(8), np.zeros(300, np.float32)]
+    prepared = [prepare(copy_frames(c, SR)) for c in clips]
+    ids = [10 + k for k in range(len(clips))]
+    pairs = np.array([(i, j) for i in range(len(clips)) for j in range(i + 1, len(clips))])
+    one = {(m.a, m.b): m for i, j in pairs.tolist()
+           if (m := verify(ids[i], ids[j], prepared[i], prepared[j], 0.0, threshold=-1.0)) is not None}
+    many = {(m.a, m.b): m for m in verify_pairs(ids, prepared, pairs, 0.0, threshold=-1.0)}
+    assert set(one) == set(many) and len(one) >= 20
+    for key, m in one.items():
+        assert many[key].offset_s == m.offset_s and abs(many[key].confidence - m.confidence) <= 2e-4, key
+
+
+def test_approximate_proposal_above_flat_max_finds_the_exact_neighbours(monkeypatch):
+    """Above FLAT_MAX files the kNN is an HNSW graph; on clustered summaries it proposes the pairs the exact
+    search proposes."""
+    import retrieval.copies.duplicates as dup
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((60, 2 * BANDS))
+    x = (centres[np.repeat(np.arange(60), 5)] + 0.01 * rng.standard_normal((300, 2 * BANDS))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = {tuple(p) for p in dup.propose(x, k=4).tolist()}
+    monkeypatch.setattr(dup, "FLAT_MAX", 10)
+    approx = {tuple(p) for p in dup.propose(x, k=4).tolist()}
+    assert len(exact & approx) >= 0.99 * len(exact)
+    assert max(len(exact), len(approx)) <= 300 * 4
+
+
+def test_a_quiet_sound_seconds_from_a_loud_one_is_loud_where_it_is():
+    """loud_frames measures a frame against the loudest within LOUD_CONTEXT_S, not the whole file's: a copy
+    planted 40 dB under a sound 3 s away keeps its frames (the whole-file rule lost them)."""
+    from retrieval.copies.match import LOUD_CONTEXT_S, LOUD_RANGE_DB, loud_frames
+
+    per_s = int(round(1 / HOP_S))
+    level = np.full(6 * per_s, -90.0)
+    level[per_s:per_s + 50] = 0.0
+    quiet = slice(4 * per_s, 4 * per_s + 50)
+    level[quiet] = -(LOUD_RANGE_DB + 5.0)
+    assert 3 * per_s - 50 > 2 * LOUD_CONTEXT_S * per_s  # the two sounds are out of each other's context
+    loud = loud_frames(level)
+    assert loud[quiet].all() and loud[per_s:per_s + 50].all() and not loud[:per_s].any()
+
+
+def test_the_fractional_offset_of_a_copy_shifted_by_half_a_hop_is_found():
+    """A copy starting half a hop late lies between two frames: the parabola through the whole-frame scores
+    puts it within a quarter of a frame of the truth, and reading there scores higher than either frame."""
+    from retrieval.copies.features import HOP_SAMPLES
+    from retrieval.copies.match import fine_match, vertex
+
+    assert vertex(0.5, 1.0, 0.5) == 0.0 and abs(vertex(0.0, 1.0, 1.0) - 0.5) < 1e-9
+    x = soxr.resample(word(9), SR, 8000)
+    lead = 3 * HOP_SAMPLES + HOP_SAMPLES // 2
+    a = prepare(copy_frames(np.concatenate([np.zeros(lead, np.float32), x]), 8000))
+    b = prepare(copy_frames(x, 8000))
+    al = align(a, b)
+    assert al is not None and abs(al.offset + al.fraction - 3.5) <= 0.25
+    fine, level_error = fine_match(a, b, al.offset + al.fraction)
+    assert fine > al.score and level_error < 1.0

@@ -6,10 +6,13 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    spread of the gain-free band levels over its loud frames, :func:`summary`); a FAISS
    inner-product search returns each file's :data:`NEIGHBOURS` nearest. Copies share the
    summary almost exactly; so do other takes of the same word, which is why verification
-   follows.
-2. **Verify** (:func:`verify`): the pair is aligned (:func:`retrieval.copies.match.align`);
-   it is a copy when the aligned frames correlate at least :data:`MATCH_THRESHOLD` over at
-   least ``min_overlap_s`` seconds of loud audio.
+   follows. Two views (:data:`SUMMARY_RANGES_DB`), so at most ``2 * n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
+   HNSW graph, so neither step is quadratic in the library.
+2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
+   matrix products per file, :func:`retrieval.copies.match.best_offsets`);
+   it is a copy when its confidence (:func:`combined_confidence`: the aligned correlation,
+   read at the fractional offset, times the agreement of the band levels) is at least
+   :data:`MATCH_THRESHOLD` over at least ``min_overlap_s`` seconds of loud audio.
 3. **Group**: byte-identical files (same content hash) and verified pairs are joined
    (union-find). A group's confidence is its weakest pair's; its first file is the longest
    (then the smallest id), and every other member gets ``duplicate_of`` = that file's path.
@@ -25,29 +28,50 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import Prepared, align, gain_db, loud_frames, prepare
+from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_match, gain_db,
+                                    level_errors, loud_frames, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
-#: Correlation of aligned frames above which a pair is a copy. Chosen on the tuning half of
-#: ``scripts/bench_copies.py`` (speakers it does not report on); see ``docs/bench_copies.md``.
-MATCH_THRESHOLD = 0.91
-#: Candidates proposed per file.
-NEIGHBOURS = 48
+#: Confidence (:func:`combined_confidence`) above which a pair is a copy: the smallest whose pair
+#: precision reaches 0.99 on the tuning half of ``scripts/bench_copies.py`` (speakers it does not
+#: report on); see ``docs/bench_copies.md``.
+MATCH_THRESHOLD = 0.33
+#: dB of band-level disagreement (:func:`retrieval.copies.match.fine_match`) that scales a pair's
+#: confidence by 1/e. Chosen a priori, between a codec's error (about 0.5 dB) and another take's
+#: (1.5 dB and more).
+LEVEL_SCALE_DB = 2.0
+#: Pairs whose whole-frame score is this close under the threshold are aligned to a fraction of a
+#: frame (:func:`retrieval.copies.match.fine_match`) before they are judged.
+REFINE_MARGIN = 0.2
+#: How much lower a pair's level error may read at the fractional offset than at the whole frame
+#: (a bound used to skip pairs that cannot pass, in :func:`verify_pairs`).
+LEVEL_SLACK_DB = 0.5
+#: Candidates proposed per file and summary view.
+NEIGHBOURS = 24
+#: Loudness ranges (dB under the loudest frame) of the summary views (:func:`summaries`): all
+#: loud frames, and only the loudest, which added noise leaves speech-dominated (on the tuning
+#: speakers a 10 dB SNR copy had its original among 24 neighbours 0.30 of the time in the first
+#: view, 0.72 in the second).
+SUMMARY_RANGES_DB = (LOUD_RANGE_DB, 10.0)
 #: Default least overlap of loud audio, seconds.
 MIN_OVERLAP_S = 0.1
 #: A pair is a whole-file copy (not "A contains B") when B is at least this share of A's length.
 WHOLE_RATIO = 0.9
 
 
-def summary(frames: np.ndarray) -> np.ndarray:
+def summary(frames: np.ndarray, range_db: float | None = None) -> np.ndarray:
     """``(T, BANDS)`` uint8 frames -> ``(2 * BANDS,)`` float32 unit vector: mean and std over loud
-    frames of the band levels less each frame's mean (gain-free spectral shape)."""
+    frames (within ``range_db`` of the loudest; default that of
+    :func:`~retrieval.copies.match.loud_frames`) of the band levels less each frame's mean
+    (gain-free spectral shape)."""
     e = dequantise(frames).astype(np.float64)
     if len(e) == 0:
         return np.zeros(2 * BANDS, np.float32)
     level = 10.0 * np.log10(np.sum(10.0 ** (e / 10.0), axis=1) + 1e-12)
     loud = loud_frames(level)
+    if range_db is not None:
+        loud &= level > level.max() - range_db
     x = e[loud] if loud.any() else e
     x = x - x.mean(axis=1, keepdims=True)
     v = np.concatenate([x.mean(axis=0), x.std(axis=0)])
@@ -56,21 +80,54 @@ def summary(frames: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
-def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """``(n, S)`` float32 unit summaries -> ``(m, 2)`` int64 candidate pairs ``i < j``, unique."""
+#: Above this many files the proposal's kNN is approximate (HNSW graph, ``n log n``) instead of exact
+#: (flat, ``n^2``). Measured: see ``docs/bench_copies.md``.
+FLAT_MAX = 20_000
+#: HNSW links per node and search breadth (times ``k``) above :data:`FLAT_MAX`.
+HNSW_M, HNSW_EF_PER_K = 32, 4
+
+
+def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    """``(n, S)`` float32 unit rows -> ``(n, k)`` int64 neighbour ids by inner product (``-1`` = none)."""
     import faiss
 
-    n = summaries.shape[0]
+    if x.shape[0] <= FLAT_MAX:
+        index = faiss.IndexFlatIP(x.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 64
+        index.hnsw.efSearch = max(64, HNSW_EF_PER_K * k)
+    index.add(x)
+    return index.search(x, k)[1]
+
+
+def summaries(frames: list[np.ndarray]) -> np.ndarray:
+    """``n`` files' ``(T, BANDS)`` uint8 frames -> ``(len(SUMMARY_RANGES_DB), n, 2 * BANDS)`` float32:
+    one :func:`summary` per file and loudness range."""
+    if not frames:
+        return np.zeros((len(SUMMARY_RANGES_DB), 0, 2 * BANDS), np.float32)
+    return np.stack([np.stack([summary(f, r) for f in frames]) for r in SUMMARY_RANGES_DB])
+
+
+def propose(summaries: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """``(n, S)`` (or ``(views, n, S)``) float32 unit summaries -> ``(m, 2)`` int64 candidate pairs
+    ``i < j``, unique.
+
+    Each file proposes its ``k`` nearest summaries in each view, so ``m <= views * n * k``
+    and the pairs grow linearly with the library.
+    """
+    views = summaries[None] if summaries.ndim == 2 else summaries
+    n = views.shape[1]
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    index = faiss.IndexFlatIP(summaries.shape[1])
-    index.add(np.ascontiguousarray(summaries, np.float32))
-    _, nn = index.search(np.ascontiguousarray(summaries, np.float32), min(k + 1, n))
-    i = np.repeat(np.arange(n), nn.shape[1])
-    j = nn.ravel()
-    keep = (j >= 0) & (j != i)
-    a, b = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
-    return np.unique(np.stack([a, b], 1), axis=0)
+    found = []
+    for v in views:
+        nn = _knn(np.ascontiguousarray(v, np.float32), min(k + 1, n))
+        i = np.repeat(np.arange(n), nn.shape[1])
+        j = nn.ravel()
+        keep = (j >= 0) & (j != i)
+        found.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], 1))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 @dataclass(frozen=True)
@@ -95,19 +152,80 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     if pb.n_frames > pa.n_frames:
         a_id, b_id, pa, pb = b_id, a_id, pb, pa
     al = align(pa, pb)
-    if al is None or al.score < threshold:
+    if al is None:
+        return None
+    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold, al.fraction)
+
+
+def combined_confidence(correlation: float, level_error: float) -> float:
+    """A pair's confidence: the correlation of its aligned fine structure times
+    ``exp(-level_error / LEVEL_SCALE_DB)``, the agreement of its band levels (0..1)."""
+    return float(correlation * np.exp(-level_error / LEVEL_SCALE_DB)) if np.isfinite(level_error) else 0.0
+
+
+def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
+              min_overlap_s: float, threshold: float, fraction: float = 0.0) -> Match | None:
+    """The :class:`Match` of ``pb`` at ``offset + fraction`` frames in ``pa``, or None.
+
+    Pairs whose whole-frame correlation is within :data:`REFINE_MARGIN` of ``threshold`` are
+    read at the fractional offset (:func:`retrieval.copies.match.fine_match`) and judged by
+    :func:`combined_confidence`.
+    """
+    if score < threshold - REFINE_MARGIN:
+        return None
+    offset_f = offset + fraction
+    fine, level_error = fine_match(pa, pb, offset_f)
+    if fine < score:
+        offset_f = float(offset)
+    score = combined_confidence(max(fine, score), level_error)
+    if score < threshold:
         return None
     ib = np.arange(pb.n_frames)
-    ia = ib + al.offset
+    ia = ib + offset
     both = (ia >= 0) & (ia < pa.n_frames)
     both[both] &= (pa.loud[ia[both]] > 0) & (pb.loud[ib[both]] > 0)
     on = np.flatnonzero(both)
     b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
     if (b1 - b0) * HOP_S < min_overlap_s:
         return None
-    return Match(a_id, b_id, (b0 + al.offset) * HOP_S, (b1 + al.offset) * HOP_S, b0 * HOP_S, b1 * HOP_S,
-                 round(al.score, 4), round(gain_db(pa, pb, al.offset), 2), round(al.offset_s, 4),
+    return Match(a_id, b_id, (b0 + offset_f) * HOP_S, (b1 + offset_f) * HOP_S, b0 * HOP_S, b1 * HOP_S,
+                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset_f * HOP_S, 4),
                  round(pb.n_frames / max(pa.n_frames, 1), 4))
+
+
+def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
+                 threshold: float = MATCH_THRESHOLD) -> list[Match]:
+    """:func:`verify` over ``(m, 2)`` index pairs into ``ids``/``prepared``, batched per shorter file.
+
+    Each file is aligned inside all its longer (or equal, earlier) partners at once
+    (:func:`retrieval.copies.match.best_offsets`); the matches equal :func:`verify`'s, pair by pair.
+    """
+    if pairs.shape[0] == 0:
+        return []
+    n = np.array([p.n_frames for p in prepared])
+    i, j = pairs[:, 0], pairs[:, 1]
+    swap = n[j] > n[i]  # ties keep the pair's order, as verify does
+    longer, shorter = np.where(swap, j, i), np.where(swap, i, j)
+    order = np.lexsort((longer, shorter))
+    longer, shorter = longer[order], shorter[order]
+    starts = np.flatnonzero(np.r_[True, shorter[1:] != shorter[:-1]])
+    ends = np.r_[starts[1:], shorter.size]
+    out: list[Match] = []
+    for s0, s1 in zip(starts.tolist(), ends.tolist()):
+        b = int(shorter[s0])
+        hosts = longer[s0:s1].tolist()
+        found = best_offsets(prepared[b], [prepared[a] for a in hosts])
+        live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
+        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], [found[k][0] for k in live])
+        for k, error in zip(live, errors.tolist()):
+            a, best = hosts[k], found[k]
+            if combined_confidence(best[1] + REFINE_MARGIN, max(error - LEVEL_SLACK_DB, 0.0)) < threshold:
+                continue  # cannot reach the threshold at any fraction of a frame
+            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold,
+                          best[3])
+            if m is not None:
+                out.append(m)
+    return out
 
 
 class _Groups:
@@ -172,14 +290,8 @@ def match_frames(frames: dict[int, np.ndarray], min_overlap_s: float = MIN_OVERL
     """Propose and verify over ``file id -> (T, BANDS) uint8`` frames: ``(matches, candidates checked)``."""
     ids = sorted(frames)
     prepared = [prepare(frames[i]) for i in ids]
-    cand = propose(np.stack([summary(frames[i]) for i in ids]) if ids else np.zeros((0, 2 * BANDS), np.float32),
-                   neighbours)
-    matches: list[Match] = []
-    for i, j in cand.tolist():
-        m = verify(ids[i], ids[j], prepared[i], prepared[j], min_overlap_s, threshold)
-        if m is not None:
-            matches.append(m)
-    return matches, int(cand.shape[0])
+    cand = propose(summaries([frames[i] for i in ids]), neighbours)
+    return verify_pairs(ids, prepared, cand, min_overlap_s, threshold), int(cand.shape[0])
 
 
 def group_rows(matches: list[Match], files: list[tuple[int, str, str | None, float]]

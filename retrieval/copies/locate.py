@@ -6,7 +6,7 @@ least the threshold, with at least :data:`MIN_COVERAGE` of the clip's loud frame
 loud in the long file too, are events, strongest first, each suppressing the others
 within one clip length. An event spans the part of the clip found (both sides loud), and
 carries ``offset_s`` (where the clip's time zero lies in the long file), ``confidence``
-(the correlation) and ``gain_db`` (level of the occurrence minus the clip's).
+(:func:`~retrieval.copies.duplicates.combined_confidence` at the best offset) and ``gain_db`` (level of the occurrence minus the clip's).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import pandas as pd
 
 from retrieval.copies.features import COPY_RATE, HOP_S, HOP_SAMPLES
 from retrieval.copies.frames import frames_of_path
-from retrieval.copies.match import Prepared, gain_db, prepare, scores
+from retrieval.copies.match import Prepared, fine_match, gain_db, prepare, scores, vertex
 from retrieval.errors import InputError
 
-#: Default least correlation of an occurrence (:data:`retrieval.copies.duplicates.MATCH_THRESHOLD`).
-from retrieval.copies.duplicates import MATCH_THRESHOLD  # noqa: E402
+#: Default least confidence of an occurrence: that of a duplicate pair
+#: (:data:`retrieval.copies.duplicates.MATCH_THRESHOLD`, :func:`~retrieval.copies.duplicates.combined_confidence`).
+from retrieval.copies.duplicates import MATCH_THRESHOLD, REFINE_MARGIN, combined_confidence  # noqa: E402
 
 #: Least share of the clip's loud frames an occurrence must cover (a trim of up to about
 #: half the clip still counts).
@@ -51,7 +52,7 @@ def locate_copies(clip: str | Path, long_file: str | Path, *, start_s: float | N
     """
     thr = MATCH_THRESHOLD if threshold is None else float(threshold)
     if not (0.0 < thr <= 1.0):
-        raise InputError(f"--threshold for --match copy is a correlation in (0, 1]; got {threshold}")
+        raise InputError(f"--threshold for --match copy is a confidence in (0, 1]; got {threshold}")
     phases = frames_of_path(Path(clip), start_s, end_s, leads=LEADS)
     qs = [prepare(f) for f in phases]
     if qs[0].w.sum() == 0:
@@ -60,7 +61,7 @@ def locate_copies(clip: str | Path, long_file: str | Path, *, start_s: float | N
     events = find_occurrences(qs, lf, thr, min_coverage)
     q = qs[0]
     frame = pd.DataFrame(events, columns=list(COLUMNS))
-    frame.attrs.update({"threshold": thr, "background": 0.0, "threshold_rule": "fixed correlation",
+    frame.attrs.update({"threshold": thr, "background": 0.0, "threshold_rule": "fixed confidence",
                         "window_s": q.n_frames * HOP_S, "hop_s": HOP_S, "duration_s": lf.n_frames * HOP_S,
                         "encoder": "copy frames", "pooling": "none", "match": "copy", "warnings": []})
     return frame
@@ -84,13 +85,23 @@ def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_cov
         score, cells, first = scores(lf, qp)
         loud = np.rint(oaconvolve(lf.loud, qp.loud[::-1], mode="full"))  # loud frames in common
         need = max(1.0, min_coverage * float(qp.loud.sum()))
-        s = np.where((cells > 0) & (loud >= need) & (score >= threshold), score, -np.inf)
+        s = np.where((cells > 0) & (loud >= need) & (score >= threshold - REFINE_MARGIN), score, -np.inf)
         if best is None:
             best, phase = s, np.zeros(s.size, np.int64)
         else:
             better = s > best
             best, phase = np.where(better, s, best), np.where(better, p, phase)
-    cand, score = best.copy(), best
+    # judge each local maximum of the correlation as duplicates judges a pair: read at its
+    # fractional offset, its confidence also weighs how well the band levels agree
+    score = np.full(best.size, -np.inf)
+    padded = np.r_[-np.inf, best, -np.inf]
+    peaks = np.flatnonzero(np.isfinite(best) & (best >= padded[:-2]) & (best >= padded[2:]))
+    for k in peaks.tolist():
+        fraction = vertex(float(padded[k]), float(best[k]), float(padded[k + 2]))
+        corr, level_error = fine_match(lf, qs[int(phase[k])], k + first + fraction)
+        score[k] = combined_confidence(max(corr, float(best[k])), level_error)
+    score = np.where(score >= threshold, score, -np.inf)
+    cand = score.copy()
     out = []
     while True:
         k = int(np.argmax(cand))

@@ -27,10 +27,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from retrieval.copies.features import HOP_S, dequantise
+from retrieval.copies.features import FRAME_SAMPLES, HOP_S, HOP_SAMPLES, dequantise
 
 #: Frames more than this many dB below the file's loudest frame are not "loud".
 LOUD_RANGE_DB = 35.0
+#: Seconds either side of a frame whose loudest frame :func:`loud_frames` measures it against.
+LOUD_CONTEXT_S = 1.0
 #: Frames below this absolute level (dB, band power summed) are never loud.
 LOUD_FLOOR_DB = -75.0
 
@@ -39,6 +41,10 @@ LOUD_FLOOR_DB = -75.0
 #: :data:`FLOOR_PERCENTILE`): cells below it are noise, and are left out on both sides.
 FLOOR_MARGIN_DB = 6.0
 FLOOR_PERCENTILE = 10.0
+#: Frames whose analysis window reaches past either end of the file (half a window: 4 frames)
+#: are never reliable: a file cut inside a sound (a trim) has them computed on partly
+#: missing samples, so they differ from the same frames of the uncut recording.
+EDGE_FRAMES = FRAME_SAMPLES // (2 * HOP_SAMPLES)
 #: Offsets where the two files share fewer reliable cells than this are not scored.
 MIN_CELLS = 24
 
@@ -50,15 +56,21 @@ class Prepared:
     Attributes:
         d: ``(T, BANDS-1)`` float32 second differences (dB), zero where not reliable.
         w: ``(T, BANDS-1)`` float32 1.0 on reliable cells: a loud frame whose four levels
-            behind the difference stand :data:`FLOOR_MARGIN_DB` above the band's floor.
+            behind the difference stand :data:`FLOOR_MARGIN_DB` above the band's floor, and
+            whose window lies inside the file (:data:`EDGE_FRAMES`).
         loud: ``(T,)`` float32 1.0 on loud frames (frame 0 never: it has no predecessor).
         level_db: ``(T,)`` float32 frame level, dB (for the gain evidence).
+        bands_db: ``(T, BANDS)`` float32 band levels less the band's floor (power), dB (for :func:`fine_match`).
+        band_ok: ``(T, BANDS)`` bool, the band levels that are reliable (loud frame, above the
+            band's floor, window inside the file).
     """
 
     d: np.ndarray
     w: np.ndarray
     loud: np.ndarray
     level_db: np.ndarray
+    bands_db: np.ndarray | None = None
+    band_ok: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -66,10 +78,19 @@ class Prepared:
 
 
 def loud_frames(level_db: np.ndarray) -> np.ndarray:
-    """``(T,)`` bool: within :data:`LOUD_RANGE_DB` of the loudest frame and above :data:`LOUD_FLOOR_DB`."""
+    """``(T,)`` bool: within :data:`LOUD_RANGE_DB` of the loudest frame within :data:`LOUD_CONTEXT_S`
+    either side, and above :data:`LOUD_FLOOR_DB`.
+
+    Local, not the file's loudest: in a long recording a quiet occurrence among loud sounds
+    seconds away is still loud where it is (a word-length file is one context).
+    """
     if level_db.size == 0:
         return np.zeros(0, bool)
-    return (level_db > level_db.max() - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
+    from scipy.ndimage import maximum_filter1d
+
+    context = 2 * int(round(LOUD_CONTEXT_S / HOP_S)) + 1
+    peak = maximum_filter1d(level_db, size=context, mode="nearest")
+    return (level_db > peak - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
 
 
 def prepare(frames: np.ndarray) -> Prepared:
@@ -86,12 +107,28 @@ def prepare(frames: np.ndarray) -> Prepared:
     d[1:] = shape[1:] - shape[:-1]
     floor = np.percentile(e, FLOOR_PERCENTILE, axis=0) if t else np.zeros(e.shape[1])
     ok = e > floor + FLOOR_MARGIN_DB
+    ok[:EDGE_FRAMES] = False
+    ok[max(t - EDGE_FRAMES, 0):] = False
     cell = ok[:, :-1] & ok[:, 1:]
     cell[1:] &= cell[:-1].copy()
     if t:
         cell[0] = False
     w = (cell & loud[:, None]).astype(np.float32)
-    return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32))
+    # band levels with the band's noise floor taken out in power (on reliable cells the floor is
+    # at most a quarter of the power): added noise then biases a copy's levels far less
+    power, floor_power = 10.0 ** (e / 10.0), 10.0 ** (floor / 10.0)
+    clean = np.where(ok, 10.0 * np.log10(np.maximum(power - floor_power, 1e-12)), e)
+    return Prepared((d * w).astype(np.float32), w, loud.astype(np.float32), level.astype(np.float32),
+                    clean.astype(np.float32), ok & loud[:, None])
+
+
+def vertex(left: float, mid: float, right: float) -> float:
+    """Fractional position (-0.5..0.5 frames) of the peak of the parabola through three scores at
+    offsets -1, 0, +1 (``mid`` the largest); 0 when a side is missing (not finite)."""
+    if not (np.isfinite(left) and np.isfinite(right)):
+        return 0.0
+    curve = left - 2.0 * mid + right
+    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < -1e-12 else 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +146,7 @@ class Alignment:
     score: float
     cells: int
     sharpness: float
+    fraction: float = 0.0
 
     @property
     def offset_s(self) -> float:
@@ -175,7 +213,128 @@ def align(a: Prepared, b: Prepared, min_cells: int = MIN_CELLS) -> Alignment | N
     away = np.abs(np.arange(score.size) - k) > 2
     rest = score[away & np.isfinite(score)]
     sharp = float(score[k] - rest.max()) if rest.size else float(score[k])
-    return Alignment(k + first, float(score[k]), int(cells[k]), sharp)
+    side = [float(score[i]) if 0 <= i < score.size else -np.inf for i in (k - 1, k + 1)]
+    return Alignment(k + first, float(score[k]), int(cells[k]), sharp, vertex(side[0], float(score[k]), side[1]))
+
+
+def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
+                 ) -> list[tuple[int, float, int, float] | None]:
+    """:func:`align` of ``b`` inside every file of ``hosts`` at once: ``(offset, score, cells, fraction)``
+    (as :class:`Alignment`) or None each.
+
+    The hosts are stacked, each reversed in time and followed by ``Tb - 1`` zero frames, so
+    one ``(Tb, W)`` matrix product per quantity gives every frame pair of every host; a
+    strided view that shifts row ``j`` right by ``j`` columns turns its column sums into the
+    full correlations (the zero frames keep the hosts apart; column ``p`` of a host of
+    ``Ta`` frames is offset ``Ta - 1 - p``). ``b`` should be the shorter file: the work is
+    ``Tb * sum(Ta + Tb)``. Same numbers as :func:`scores` to float32 rounding, and the same
+    offset (the earliest of equal maxima), as :func:`align`.
+    """
+    tb = b.n_frames
+    out: list[tuple[int, float, int, float] | None] = [None] * len(hosts)
+    keep = [i for i, h in enumerate(hosts) if h.n_frames >= 2]
+    if tb < 2 or not keep:
+        return out
+    ta = np.array([hosts[i].n_frames for i in keep])
+    width = ta + tb - 1  # full-correlation length of each pair
+    base = np.concatenate([[0], np.cumsum(width)[:-1]])
+    total = int(width.sum())
+    rows = np.concatenate([base[k] + np.arange(ta[k]) for k in range(len(keep))])
+    ad = np.zeros((total, b.d.shape[1]), np.float32)
+    aw = np.zeros_like(ad)
+    ad[rows] = np.concatenate([hosts[i].d[::-1] for i in keep])
+    aw[rows] = np.concatenate([hosts[i].w[::-1] for i in keep])
+    sums = []
+    for x, y in ((b.d, ad), (b.w, ad * ad), (b.d * b.d, aw), (b.w, aw)):  # dot, a's energy, b's, cells
+        g = x @ y.T  # (tb, total) float32, C order
+        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames
+        view = np.lib.stride_tricks.as_strided(g, (tb, total), ((total - 1) * g.itemsize, g.itemsize))
+        sums.append(view.sum(axis=0, dtype=np.float64))
+    dot, na, nb, cells = sums
+    cells = np.rint(cells)
+    den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
+    ok = (cells >= max(MIN_CELLS, min_cells, 1)) & (den > 1e-3)
+    score = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), -np.inf)
+    top = np.maximum.reduceat(score, base)
+    pair = np.repeat(np.arange(len(keep)), width)
+    hit = np.flatnonzero(score == top[pair])[::-1]  # the last column of a tie is the earliest offset
+    first_pair, first_hit = np.unique(pair[hit], return_index=True)
+    for k, h in zip(first_pair.tolist(), hit[first_hit].tolist()):
+        if np.isfinite(score[h]):
+            lo, hi = int(base[k]), int(base[k] + width[k])
+            side = [float(score[i]) if lo <= i < hi else -np.inf for i in (h + 1, h - 1)]  # offsets -1, +1
+            out[keep[k]] = (int(ta[k]) - 1 - (h - lo), float(score[h]), int(cells[h]),
+                            vertex(side[0], float(score[h]), side[1]))
+    return out
+
+
+#: Fewest reliable band levels shared for :func:`fine_match` to judge the levels of a pair.
+MIN_BAND_CELLS = 16
+
+
+def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
+    """``b`` read against ``a`` at a fractional ``offset`` (frames): ``(correlation, level error dB)``.
+
+    A copy starts anywhere between two frames (a trim, padding, a codec's delay of any
+    number of samples): at half a hop it lost up to 0.12 of its whole-frame correlation on
+    FSDD words. ``a`` is read between its frames by linear interpolation (second differences
+    and dB levels both), a cell counting where both frames it is read from are reliable;
+    the offset comes from the parabola through the whole-frame scores (:func:`vertex`).
+
+    The correlation is that of :func:`scores` over the cells both trust (``-inf`` under
+    :data:`MIN_CELLS`). The level error is the mean absolute difference of the band levels
+    after their median difference (the gain) is removed, over levels reliable on both sides:
+    the same recording reproduces its band levels up to a gain within a codec's or added
+    noise's error (0.5-1 dB on FSDD's tuning speakers); another take of the same word by the
+    same speaker, however well its timing correlates, differs by 1.5 dB or more (``inf``
+    under :data:`MIN_BAND_CELLS`).
+    """
+    if a.bands_db is None or b.bands_db is None or a.band_ok is None or b.band_ok is None:
+        raise ValueError("fine_match needs Prepared frames with band levels (from prepare())")
+    pos = np.arange(b.n_frames) + offset
+    i0 = np.floor(pos + 1e-9).astype(np.int64)
+    inside = (i0 >= 0) & (i0 + 1 < a.n_frames)
+    tb, i0 = np.flatnonzero(inside), i0[inside]
+    f = np.clip(pos[inside] - i0, 0.0, 1.0)[:, None]
+    frac = f > 1e-9
+    ad = (1.0 - f) * a.d[i0] + f * a.d[i0 + 1]
+    w = a.w[i0] * np.where(frac, a.w[i0 + 1], 1.0) * b.w[tb]
+    bd = b.d[tb] * w
+    dot, na, nb, cells = float((ad * bd).sum()), float((ad * ad * w).sum()), float((bd * bd).sum()), float(w.sum())
+    den = np.sqrt(max(na, 0.0) * nb)
+    corr = float(np.clip(dot / den, -1, 1)) if cells >= MIN_CELLS and den > 1e-3 else -np.inf
+    ok = a.band_ok[i0] & np.where(frac, a.band_ok[i0 + 1], True) & b.band_ok[tb]
+    if ok.sum() < MIN_BAND_CELLS:
+        return corr, float("inf")
+    diff = ((1.0 - f) * a.bands_db[i0] + f * a.bands_db[i0 + 1] - b.bands_db[tb])[ok]
+    return corr, float(np.mean(np.abs(diff - np.median(diff))))
+
+
+def level_errors(b: Prepared, hosts: list[Prepared], offsets: list[int]) -> np.ndarray:
+    """``(len(hosts),)`` float64: :func:`fine_match`'s level error of ``b`` at whole-frame ``offsets[k]`` in
+    ``hosts[k]``, all at once (``inf`` under :data:`MIN_BAND_CELLS` shared levels). A cheap first look
+    that spares most pairs the fractional reading."""
+    if b.bands_db is None or b.band_ok is None or not hosts:
+        return np.full(len(hosts), np.inf)
+    t = np.arange(b.n_frames)
+    diffs = np.full((len(hosts), b.n_frames, b.bands_db.shape[1]), np.nan)
+    for k, (h, off) in enumerate(zip(hosts, offsets)):
+        ia = t + off
+        inside = (ia >= 0) & (ia < h.n_frames)
+        tb, ia = t[inside], ia[inside]
+        ok = h.band_ok[ia] & b.band_ok[tb]  # type: ignore[index]
+        diffs[k, tb] = np.where(ok, h.bands_db[ia] - b.bands_db[tb], np.nan)  # type: ignore[index]
+    flat = diffs.reshape(len(hosts), -1)
+    count = np.sum(np.isfinite(flat), axis=1)
+    out = np.full(len(hosts), np.inf)
+    has = count >= MIN_BAND_CELLS
+    if has.any():
+        f = np.sort(flat[has], axis=1)  # NaN last
+        n = count[has]
+        mid = (f[np.arange(f.shape[0]), (n - 1) // 2] + f[np.arange(f.shape[0]), n // 2]) / 2  # the median
+        dev = np.abs(f - mid[:, None])
+        out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
+    return out
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
