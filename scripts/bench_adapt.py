@@ -285,12 +285,12 @@ def part_c(work: Path, n_big: int, n_round: int) -> list[str]:
               "and 20 negative windows). The first open after the copy is deleted rebuilds the mapped search-vector "
               "copy (`retrieval/store/vector_file.py`: read from DuckDB, whiten, write); later opens map it. "
               f"Store written straight into DuckDB in {build_s:.0f} s (logmel's 160-d recipe, no audio).", "",
-              markdown_table(["run", "open (s)", "score (s)", "open + score (s)", "process wall, with imports (s)"],
+              markdown_table(["run", "open (s)", "score (s)", "open + score + close (s)", "process wall, with imports (s)"],
                              [row("first open (builds the copy)", first)]
                              + [row(f"later open {i + 1}", r) for i, r in enumerate(second)]
                              + [["naive: all raw vectors DuckDB -> numpy, sklearn fit on the 40 labels + "
                                  "predict_proba of all (no whitening, nothing stored)", "", "", f"{naive_big:.2f}", ""]]),
-              "", f"Later open / naive: {best2 / naive_big:.2f}x (the fastest later open's open + score over the "
+              "", f"Later open / naive: {best2 / naive_big:.2f}x (the fastest later open's open + score + close over the "
               "naive way's seconds, same run).", ""]
     log(lines[-3])
     shutil_rmtree(root)
