@@ -331,18 +331,21 @@ def plot(clip: Path, long_path: Path, truth: list[float], threshold: float | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from retrieval.copies.duplicates import MATCH_THRESHOLD
+    from retrieval.copies.duplicates import MATCH_THRESHOLD, REFINE_MARGIN
     from retrieval.copies.features import HOP_S
     from retrieval.copies.frames import frames_of_path
-    from retrieval.copies.match import scores
+    from retrieval.copies.locate import candidate_confidences
     from retrieval.locate import locate_curve
 
+    thr = threshold or MATCH_THRESHOLD
     qs = [prepare(f) for f in frames_of_path(clip, leads=LEADS)]
     lf = prepare(frames_of_path(long_path))
-    curves = [scores(lf, q) for q in qs]
-    best = np.max([c[0] for c in curves], axis=0)
-    first = curves[0][2]
-    t = (np.arange(best.size) + first) * HOP_S
+    # every candidate offset's confidence (the quantity the threshold applies to); candidates
+    # down to a correlation of REFINE_MARGIN are judged so the plot shows the ones that fail too
+    conf, _, first = candidate_confidences(qs, lf, REFINE_MARGIN)
+    k = np.flatnonzero(np.isfinite(conf))
+    t, c = (k + first) * HOP_S, conf[k]
+    found = find_occurrences(qs, lf, thr)
     sim = locate_curve(clip, long_path)
     fig, ax = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     st = sim.curve.windows.mean(axis=1) / sim.curve.sample_rate if hasattr(sim.curve, "sample_rate") else None
@@ -351,10 +354,13 @@ def plot(clip: Path, long_path: Path, truth: list[float], threshold: float | Non
     ax[0].plot(st, sim.curve.scores, lw=0.8)
     ax[0].axhline(sim.threshold.value, color="grey", ls="--", lw=0.8)
     ax[0].set_ylabel("similar\n(log-mel cosine)")
-    ax[1].plot(t, best, lw=0.6)
-    ax[1].axhline(threshold or MATCH_THRESHOLD, color="grey", ls="--", lw=0.8)
-    ax[1].set_ylabel("copy\n(correlation)")
-    ax[1].set_xlabel("seconds; red: where the three copies were planted (20 dB SNR)")
+    ax[1].vlines(t, 0, np.maximum(c, 0), lw=0.6)
+    ax[1].plot([e["offset_s"] for e in found], [e["confidence"] for e in found], "v", color="black", ms=5,
+               label="found")
+    ax[1].axhline(thr, color="grey", ls="--", lw=0.8)
+    ax[1].set_ylim(0, 1)
+    ax[1].set_ylabel("copy\n(confidence of\neach candidate)")
+    ax[1].set_xlabel("seconds; red: where the three copies were planted (20 dB SNR); triangles: events found")
     for a in ax:
         for x in truth:
             a.axvline(x, color="red", alpha=0.4, lw=2)

@@ -67,20 +67,22 @@ def locate_copies(clip: str | Path, long_file: str | Path, *, start_s: float | N
     return frame
 
 
-def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_coverage: float = MIN_COVERAGE,
-                     leads: tuple[int, ...] = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
-    """Occurrences of the clip in ``lf`` as event dicts (:data:`COLUMNS`), in time order.
+def candidate_confidences(qs: list[Prepared], lf: Prepared, threshold: float,
+                          min_coverage: float = MIN_COVERAGE) -> tuple[np.ndarray, np.ndarray, int]:
+    """Confidence of the clip at every offset in ``lf``: the quantity the threshold applies to.
 
-    ``qs`` holds the clip framed at the phases ``leads`` (samples of zeros before it at
-    ``COPY_RATE``; default :data:`LEADS`); each offset keeps its best phase.
+    Every local maximum (over the best phase) of the whole-frame correlation that has
+    :data:`MIN_COVERAGE` and scores at least ``threshold - REFINE_MARGIN`` is read at its
+    fractional offset and judged as duplicates judges a pair
+    (:func:`~retrieval.copies.duplicates.combined_confidence`); every other offset is ``-inf``.
+
+    Returns:
+        ``(confidence, phase, first)``: ``(Tl + Tq - 1,)`` float64 confidences and int64 phase
+        indices (into ``qs``); entry ``k`` is the offset ``k + first`` frames.
     """
-    leads = LEADS if leads is None else leads
-    q = qs[0]
-    if q.n_frames < 2 or lf.n_frames < 2:
-        return []
-    best, phase, first = None, None, 0
     from scipy.signal import oaconvolve
 
+    best, phase, first = None, None, 0
     for p, qp in enumerate(qs):
         score, cells, first = scores(lf, qp)
         loud = np.rint(oaconvolve(lf.loud, qp.loud[::-1], mode="full"))  # loud frames in common
@@ -93,13 +95,28 @@ def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_cov
             best, phase = np.where(better, s, best), np.where(better, p, phase)
     # judge each local maximum of the correlation as duplicates judges a pair: read at its
     # fractional offset, its confidence also weighs how well the band levels agree
-    score = np.full(best.size, -np.inf)
+    conf = np.full(best.size, -np.inf)
     padded = np.r_[-np.inf, best, -np.inf]
     peaks = np.flatnonzero(np.isfinite(best) & (best >= padded[:-2]) & (best >= padded[2:]))
     for k in peaks.tolist():
         fraction = vertex(float(padded[k]), float(best[k]), float(padded[k + 2]))
         corr, level_error = fine_match(lf, qs[int(phase[k])], k + first + fraction)
-        score[k] = combined_confidence(max(corr, float(best[k])), level_error)
+        conf[k] = combined_confidence(max(corr, float(best[k])), level_error)
+    return conf, phase, first
+
+
+def find_occurrences(qs: list[Prepared], lf: Prepared, threshold: float, min_coverage: float = MIN_COVERAGE,
+                     leads: tuple[int, ...] = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """Occurrences of the clip in ``lf`` as event dicts (:data:`COLUMNS`), in time order.
+
+    ``qs`` holds the clip framed at the phases ``leads`` (samples of zeros before it at
+    ``COPY_RATE``; default :data:`LEADS`); each offset keeps its best phase.
+    """
+    leads = LEADS if leads is None else leads
+    q = qs[0]
+    if q.n_frames < 2 or lf.n_frames < 2:
+        return []
+    score, phase, first = candidate_confidences(qs, lf, threshold, min_coverage)
     score = np.where(score >= threshold, score, -np.inf)
     cand = score.copy()
     out = []
