@@ -243,6 +243,35 @@ def test_a_copy_12_db_down_outscores_every_other_take_in_the_long_file(tmp_path)
     assert (ev.drop(ev.confidence.idxmax()).confidence < best.confidence - 0.2).all()
 
 
+def test_locate_copy_finds_a_copy_whose_noise_lies_only_around_it(tmp_path):
+    """10 dB SNR noise over the copy alone, none elsewhere in the long file: the long file's floor is
+    measured over runs as long as the clip, so the noise-filled cells drop out as in a file of its own.
+    The same word's other takes in the file stay out."""
+    clip = word(21)
+    write(tmp_path / "clip.wav", clip, SR)
+    truth = long_recording(tmp_path / "long.wav", {2: noisy(clip, 10), 5: clip * 0.5})
+    ev = locate_copies(tmp_path / "clip.wav", tmp_path / "long.wav")
+    assert len(ev) == 2, ev
+    np.testing.assert_allclose(ev.offset_s, truth, atol=0.005)
+    assert (ev.confidence >= MATCH_THRESHOLD).all()
+
+
+def test_band_floor_is_local_when_given_a_window_and_global_otherwise():
+    from retrieval.copies.match import FLOOR_PERCENTILE, band_floor
+
+    rng = np.random.default_rng(3)
+    e = -80.0 + rng.uniform(0, 1, (400, BANDS))
+    e[200:241] += 40.0  # a noisy stretch of 41 frames
+    whole = band_floor(e)
+    np.testing.assert_array_equal(whole, np.percentile(e, FLOOR_PERCENTILE, axis=0))
+    np.testing.assert_array_equal(band_floor(e, 400), whole)
+    local = band_floor(e, 41)
+    assert local.shape == e.shape
+    assert (local[200:241] > -41).all()  # the run over the stretch measures the stretch's floor
+    assert (local[:150] < -79).all() and (local[300:] < -79).all()  # elsewhere the quiet floor
+    assert (local <= e.max(axis=0)).all()
+
+
 def test_locate_cli_match_copy_and_its_refusals(tmp_path):
     clip = word(21)
     write(tmp_path / "clip.wav", clip, SR)

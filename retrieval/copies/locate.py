@@ -1,6 +1,8 @@
 """``locate --match copy``: every occurrence of the clip itself in a long recording.
 
-The clip's and the long file's copy frames (:mod:`retrieval.copies.features`) are
+The clip's and the long file's copy frames (:mod:`retrieval.copies.features`; the long
+file's noise floor measured over runs as long as the clip, :func:`~retrieval.copies.match.band_floor`,
+so noise lying only over a copy is taken out as if the copy were a file of its own) are
 correlated at every offset (:func:`retrieval.copies.match.scores`); offsets scoring at
 least the threshold, with at least :data:`MIN_COVERAGE` of the clip's loud frames
 loud in the long file too, are events, strongest first, each suppressing the others
@@ -57,7 +59,7 @@ def locate_copies(clip: str | Path, long_file: str | Path, *, start_s: float | N
     qs = [prepare(f) for f in phases]
     if qs[0].w.sum() == 0:
         raise InputError(f"the clip {Path(clip).name} has no loud audio to match (silent, or shorter than 20 ms)")
-    lf = prepare(frames_of_path(Path(long_file)))
+    lf = prepare(frames_of_path(Path(long_file)), floor_frames=qs[0].n_frames)
     events = find_occurrences(qs, lf, thr, min_coverage)
     q = qs[0]
     frame = pd.DataFrame(events, columns=list(COLUMNS))

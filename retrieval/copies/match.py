@@ -11,7 +11,9 @@ Only *reliable cells* count: a loud frame (:func:`loud_frames`) whose band level
 :data:`FLOOR_MARGIN_DB` above that band's floor in the same file. Noise added to a copy
 raises its floors, so its noise-filled cells drop out on both sides instead of diluting
 the correlation (on FSDD's tuning speakers this took 10 dB SNR copies from a median
-correlation of 0.49 to 0.94, while re-takes stayed near 0.45).
+correlation of 0.49 to 0.94, while re-takes stayed near 0.45). In a long recording the
+floor is local (:func:`band_floor` over runs as long as the clip sought): noise that
+lies only over a copy raises the floor there and not the floor of the whole file.
 
 For every offset between the two files the score is the correlation of ``d`` over the
 cells both files trust; :func:`align` returns the best offset, its score and the cells
@@ -93,8 +95,42 @@ def loud_frames(level_db: np.ndarray) -> np.ndarray:
     return (level_db > peak - LOUD_RANGE_DB) & (level_db > LOUD_FLOOR_DB)
 
 
-def prepare(frames: np.ndarray) -> Prepared:
-    """``(T, BANDS)`` uint8 copy frames -> :class:`Prepared`."""
+def band_floor(e: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Each band's noise floor, dB: its :data:`FLOOR_PERCENTILE` over the file, or locally.
+
+    Args:
+        e: ``(T, BANDS)`` float64 band levels, dB.
+        window: None (or ``>= T``): one floor per band over the whole file, ``(BANDS,)``.
+            Otherwise frames: the percentile over every run of ``window`` frames inside the
+            file, and at each frame the highest floor of the runs that contain it, ``(T, BANDS)``.
+            A run as long as a clip placed over a copy of it measures the copy's own floor,
+            as if the copy were a file of its own, even where noise lies only around the copy
+            (a recording quieter elsewhere has the lower floor of the rest of the file).
+    """
+    t = len(e)
+    if t == 0:
+        return np.zeros(e.shape[1])
+    if window is None or window >= t:
+        return np.percentile(e, FLOOR_PERCENTILE, axis=0)
+    from scipy.ndimage import maximum_filter1d, percentile_filter
+
+    half = max(int(window), 1) // 2
+    size = 2 * half + 1
+    if size > t:
+        return np.percentile(e, FLOOR_PERCENTILE, axis=0)
+    centred = percentile_filter(e, FLOOR_PERCENTILE, size=(size, 1), mode="nearest")
+    centred[:half] = -np.inf  # runs reaching past either end are not measured
+    centred[t - half:] = -np.inf
+    return maximum_filter1d(centred, size=size, axis=0, mode="nearest")
+
+
+def prepare(frames: np.ndarray, floor_frames: int | None = None) -> Prepared:
+    """``(T, BANDS)`` uint8 copy frames -> :class:`Prepared`.
+
+    ``floor_frames``: None for one noise floor per band over the whole file (a library's
+    files, a query); a number of frames (the clip's length, for a long recording the clip
+    is sought in) for a local floor (:func:`band_floor`).
+    """
     e = dequantise(frames).astype(np.float64)
     t = len(e)
     level = 10.0 * np.log10(np.sum(10.0 ** (e / 10.0), axis=1) + 1e-12) if t else np.zeros(0)
@@ -105,7 +141,7 @@ def prepare(frames: np.ndarray) -> Prepared:
     shape = e[:, :-1] - e[:, 1:]
     d = np.zeros_like(shape)
     d[1:] = shape[1:] - shape[:-1]
-    floor = np.percentile(e, FLOOR_PERCENTILE, axis=0) if t else np.zeros(e.shape[1])
+    floor = band_floor(e, floor_frames)
     ok = e > floor + FLOOR_MARGIN_DB
     ok[:EDGE_FRAMES] = False
     ok[max(t - EDGE_FRAMES, 0):] = False
