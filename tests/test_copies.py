@@ -84,6 +84,32 @@ def test_frames_do_not_depend_on_block_size_and_are_deterministic():
     assert abs(len(whole) - len(x) / 22050 / HOP_S) <= 2
 
 
+def test_long_streams_framed_in_pieces_equal_a_direct_float64_framing():
+    """Past FRAME_BATCH_SAMPLES the stream frames in pieces: the same frames for any block size, and
+    within one 0.5 dB step of a direct float64 framing of the whole signal."""
+    from retrieval.copies.features import _BANDS, _SCALE, _WINDOW, FRAME_BATCH_SAMPLES, FRAME_SAMPLES, HOP_SAMPLES
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3 * FRAME_BATCH_SAMPLES + 1234, 2)) * np.linspace(0.001, 0.5, 3 * FRAME_BATCH_SAMPLES
+                                                                                 + 1234)[:, None]).astype(np.float32)
+    whole = copy_frames(x, 8000)
+    for size in (777, FRAME_BATCH_SAMPLES + 5):
+        s = CopyStream(8000, 2)
+        for a in range(0, len(x), size):
+            s.add(x[a:a + size])
+        np.testing.assert_array_equal(s.finish(), whole)
+    padded = np.concatenate([np.zeros((FRAME_SAMPLES // 2, 2)), x.astype(np.float64), np.zeros((FRAME_SAMPLES // 2, 2))])
+    n = 1 + (len(padded) - FRAME_SAMPLES) // HOP_SAMPLES
+    power = 0.0
+    for c in range(2):
+        frames = np.stack([padded[t * HOP_SAMPLES:t * HOP_SAMPLES + FRAME_SAMPLES, c] for t in range(n)])
+        spec = np.fft.rfft(frames * _WINDOW, axis=1)
+        power = power + (np.abs(spec) ** 2) @ _BANDS * _SCALE
+    direct = np.clip(np.rint((10 * np.log10(power + 1e-12) + 100) / 0.5), 0, 255)
+    assert whole.shape == direct.shape
+    assert np.abs(whole.astype(int) - direct).max() <= 1
+
+
 def test_a_phase_inverted_stereo_copy_is_the_mono_recording_3_db_up():
     """Mixed to mono such a file is silence; copy frames sum the channels' power instead."""
     x = word(1)
