@@ -51,6 +51,7 @@ class CopyStore:
 
     def __init__(self, db: MetadataDB) -> None:
         self.db = db
+        self._created = False
         if not db.read_only:
             self.create()
 
@@ -61,8 +62,11 @@ class CopyStore:
         con.execute("CREATE TABLE IF NOT EXISTS duplicate_pairs (a_id BIGINT, b_id BIGINT, a_start_s DOUBLE, "
                     "a_end_s DOUBLE, b_start_s DOUBLE, b_end_s DOUBLE, confidence DOUBLE, gain_db DOUBLE, "
                     "offset_s DOUBLE, duration_ratio DOUBLE, group_id BIGINT)")
+        self._created = True  # both tables exist: _has need not ask the catalogue
 
     def _has(self, table: str) -> bool:
+        if self._created:
+            return True
         return bool(self.db.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
 
