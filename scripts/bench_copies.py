@@ -33,7 +33,8 @@ Protocol (seeded; ``docs/bench_copies.md`` holds one run):
 * **Speed**: the library frames are perturbed (0.5 dB cell noise, 0-5 frame trims) into
   larger libraries (``--speed-sizes``, default 3k, 10k and 30k files); proposal and
   verification are timed and fitted as ``a n + b n^2``. Ingest: log-mel ``retrieve index``
-  of ``--ingest-files`` FSDD files with and without ``--copies``, same run, twice.
+  of ``--ingest-files`` FSDD files with and without ``--copies``, same run, ``--ingest-reps`` times
+  (the median of the added time is reported; a 1-2 s run on a shared machine varies by tens of percent).
 
 Usage: ``python scripts/bench_copies.py [--quick]``.
 """
@@ -236,6 +237,7 @@ def main() -> None:
     ap.add_argument("--speed-sizes", default="3000,10000,30000",
                     help="Library sizes to time duplicates at (the last two give the extrapolation).")
     ap.add_argument("--ingest-files", type=int, default=600, help="FSDD files in the ingest timing.")
+    ap.add_argument("--ingest-reps", type=int, default=5, help="Runs of the ingest timing (the median is reported).")
     ap.add_argument("--doc", type=Path, default=DOC, help="Where to write the report.")
     ap.add_argument("--sections", default="library,locate,speed,ingest",
                     help="Comma-separated sections to run.")
@@ -452,7 +454,7 @@ def ingest_section(args) -> list[str]:
         lib.mkdir()
         for name in names:
             os.symlink(FSDD / name, lib / name)
-        for rep in range(2):
+        for rep in range(args.ingest_reps):
             took = {}
             for copies in (False, True):
                 t0 = time.perf_counter()
@@ -462,7 +464,8 @@ def ingest_section(args) -> list[str]:
             rows.append(f"| {rep + 1} | {took[False]:.1f} | {took[True]:.1f} | {100 * ratios[-1]:+.0f}% |")
             print(rows[-1])
     return ["## Ingest cost of `--copies`", "",
-            f"Log-mel `retrieve index` of {n} FSDD files, `--workers 0`, without and with `--copies`:", "",
+            f"Log-mel `retrieve index` of {n} FSDD files, `--workers 0`, without and with `--copies` "
+            f"(`/proc/loadavg` before: {args.load}):", "",
             "| run | plain s | --copies s | added |", "|---|---|---|---|", *rows, "",
             f"Median added time: **{100 * float(np.median(ratios)):+.0f}%**.", ""]
 
