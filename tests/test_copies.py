@@ -90,15 +90,16 @@ def test_long_streams_framed_in_pieces_equal_a_direct_float64_framing():
     from retrieval.copies.features import _BANDS, _SCALE, _WINDOW, FRAME_BATCH_SAMPLES, FRAME_SAMPLES, HOP_SAMPLES
 
     rng = np.random.default_rng(4)
-    x = (rng.standard_normal((3 * FRAME_BATCH_SAMPLES + 1234, 2)) * np.linspace(0.001, 0.5, 3 * FRAME_BATCH_SAMPLES
-                                                                                 + 1234)[:, None]).astype(np.float32)
+    n_samples = 3 * FRAME_BATCH_SAMPLES + 1234
+    x = (rng.standard_normal((n_samples, 2)) * np.linspace(0.001, 0.5, n_samples)[:, None]).astype(np.float32)
     whole = copy_frames(x, 8000)
     for size in (777, FRAME_BATCH_SAMPLES + 5):
         s = CopyStream(8000, 2)
         for a in range(0, len(x), size):
             s.add(x[a:a + size])
         np.testing.assert_array_equal(s.finish(), whole)
-    padded = np.concatenate([np.zeros((FRAME_SAMPLES // 2, 2)), x.astype(np.float64), np.zeros((FRAME_SAMPLES // 2, 2))])
+    half = np.zeros((FRAME_SAMPLES // 2, 2))
+    padded = np.concatenate([half, x.astype(np.float64), half])
     n = 1 + (len(padded) - FRAME_SAMPLES) // HOP_SAMPLES
     power = 0.0
     for c in range(2):
