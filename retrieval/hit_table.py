@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.hits import shown_columns
+from retrieval.hits import positions, shown_columns
 from retrieval.render import clean
 from retrieval.store import Store
 
@@ -96,13 +96,7 @@ class HitTable:
         return out
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, np.int64)
-        pos = np.searchsorted(self.segment_ids, ids)
-        pos = np.minimum(pos, max(len(self.segment_ids) - 1, 0))
-        if len(self.segment_ids) == 0 or not np.array_equal(self.segment_ids[pos], ids):
-            missing = ids if len(self.segment_ids) == 0 else ids[self.segment_ids[pos] != ids]
-            raise KeyError(f"vector ids not in the index: {missing[:5].tolist()}")
-        return pos
+        return positions(self.segment_ids, ids)
 
 
 def build(store: Store) -> HitTable:

@@ -64,6 +64,20 @@ def ranked_in(vi: Searchable, query: np.ndarray, k: int, allowed: np.ndarray | N
         fetch = min(limit, fetch * 4)
 
 
+def positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``(k,)`` positions of ``(k,)`` int64 ``ids`` in the sorted ``sorted_ids``.
+
+    Raises:
+        KeyError: an id ``sorted_ids`` does not hold (names up to five).
+    """
+    ids = np.asarray(ids, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+    if len(ids) and (len(sorted_ids) == 0 or not np.array_equal(sorted_ids[pos], ids)):
+        missing = ids if len(sorted_ids) == 0 else ids[np.asarray(sorted_ids[pos]) != ids]
+        raise KeyError(f"vector ids not in the index: {missing[:5].tolist()}")
+    return pos
+
+
 def first_per_file(file_ids: np.ndarray, k: int) -> np.ndarray:
     """Positions of the first ``k`` distinct values of ``file_ids`` (best-first hits), in order."""
     seen: set[int] = set()

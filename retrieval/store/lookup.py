@@ -27,16 +27,16 @@ gets no lookup; its queries take the full path.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retrieval.hits import positions
 from retrieval.store.summary import LOOKUP_FILES as FILES
+from retrieval.store.vectors import _save_npy, _write_atomic
 
 LOOKUP = "lookup"
 META = "lookup.json"
@@ -77,14 +77,14 @@ def write(root: Path, *, meta: dict[str, Any], windows: np.ndarray, files: list[
     try:
         folder.mkdir(exist_ok=True)
         (folder / META).unlink(missing_ok=True)  # no reader trusts a half-replaced lookup
-        _put(folder / "windows.npy", _npy(np.ascontiguousarray(windows[order], np.int64)))
-        _put(folder / "files.jsonl", b"".join(lines))
-        _put(folder / "files_offsets.npy", _npy(offsets))
-        _put(folder / "files_ids.npy", _npy(np.array([r["file_id"] for r in files], np.int64)))
-        buf = io.BytesIO()
-        np.savez(buf, **postprocess)
-        _put(folder / "postprocess.npz", buf.getvalue())
-        _put(folder / META, json.dumps(meta).encode())
+        _write_atomic(folder / "windows.npy",
+                      lambda tmp: _save_npy(tmp, np.ascontiguousarray(windows[order], np.int64)))
+        _write_atomic(folder / "files.jsonl", lambda tmp: Path(tmp).write_bytes(b"".join(lines)))
+        _write_atomic(folder / "files_offsets.npy", lambda tmp: _save_npy(tmp, offsets))
+        file_ids = np.array([r["file_id"] for r in files], np.int64)
+        _write_atomic(folder / "files_ids.npy", lambda tmp: _save_npy(tmp, file_ids))
+        _write_atomic(folder / "postprocess.npz", lambda tmp: _save_npz(tmp, postprocess))
+        _write_atomic(folder / META, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     except OSError:  # a read-only folder: the lookup is optional
         remove(root)
         return False
@@ -132,14 +132,8 @@ class Lookup:
             return {k: z[k] for k in z.files}
 
     def _rows(self, segment_ids: np.ndarray) -> np.ndarray:
-        """Rows of ``windows`` for ``(n,)`` ids (each must be present)."""
-        ids = np.asarray(segment_ids, np.int64)
-        pos = np.searchsorted(self.windows[:, 0], ids)
-        pos = np.minimum(pos, max(len(self.windows) - 1, 0))
-        rows = np.asarray(self.windows[pos])
-        if len(ids) and (len(self.windows) == 0 or not np.array_equal(rows[:, 0], ids)):
-            raise KeyError("a vector id missing from the lookup")
-        return rows
+        """Rows of ``windows`` for ``(n,)`` ids (KeyError for an id it lacks)."""
+        return np.asarray(self.windows[positions(self.windows[:, 0], segment_ids)])
 
     def files_of(self, segment_ids: np.ndarray) -> np.ndarray:
         """``(n,)`` int64 file id of each of the ``(n,)`` vector ids."""
@@ -152,28 +146,15 @@ class Lookup:
         if not len(segment_ids):
             return out
         rows = self._rows(segment_ids)
+        at = positions(self.file_ids, rows[:, 1])
         with open(self.root / LOOKUP / "files.jsonl", "rb") as f:
-            for sid, fid, start, end in rows.tolist():
-                i = int(np.searchsorted(self.file_ids, fid))
-                if i >= len(self.file_ids) or self.file_ids[i] != fid:
-                    raise KeyError(f"file {fid} missing from the lookup")
+            for (sid, fid, start, end), i in zip(rows.tolist(), at.tolist()):
                 f.seek(int(self.offsets[i]))
                 record = json.loads(f.read(int(self.offsets[i + 1] - self.offsets[i])))
                 out[sid] = {"file_id": fid, "start_sample": start, "end_sample": end, **record}
         return out
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def _put(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez given a name would append ".npz"
+        np.savez(f, **arrays)
