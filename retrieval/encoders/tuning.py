@@ -85,13 +85,17 @@ def _mean_frames(h: torch.Tensor) -> torch.Tensor:
     return h.float().mean(dim=1)
 
 
-class Wav2Vec2Tuning:
-    """wav2vec2 / HuBERT / WavLM / data2vec-audio (:class:`~retrieval.encoders.wav2vec2.Wav2Vec2Encoder`)."""
+class _Tuning:
+    """What every family's :class:`Tunable` holds: the loaded encoder, its torch model and ``D``."""
 
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
         self.model = encoder.model
         self.dim = int(encoder.dim)
+
+
+class Wav2Vec2Tuning(_Tuning):
+    """wav2vec2 / HuBERT / WavLM / data2vec-audio (:class:`~retrieval.encoders.wav2vec2.Wav2Vec2Encoder`)."""
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         layers = list(self.model.encoder.layers)
@@ -130,13 +134,8 @@ class Wav2Vec2Tuning:
         return out
 
 
-class BeatsTuning:
+class BeatsTuning(_Tuning):
     """BEATs (:class:`~retrieval.encoders.beats.BeatsEncoder`); writes the official ``.pt`` layout."""
-
-    def __init__(self, encoder: Any) -> None:
-        self.encoder = encoder
-        self.model = encoder.model
-        self.dim = int(encoder.dim)
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         layers = list(self.model.encoder.layers)
@@ -171,14 +170,9 @@ class BeatsTuning:
         return target
 
 
-class ClapTuning:
+class ClapTuning(_Tuning):
     """CLAP's audio tower (:class:`~retrieval.encoders.clap.ClapEncoder`): the HTS-AT Swin blocks of
     every stage, flattened in order. Writes a transformers folder with the tokenizer and front end."""
-
-    def __init__(self, encoder: Any) -> None:
-        self.encoder = encoder
-        self.model = encoder.model
-        self.dim = int(encoder.dim)
 
     def blocks(self) -> Sequence[torch.nn.Module]:
         stages = self.model.audio_model.audio_encoder.layers
