@@ -178,7 +178,7 @@ class CopyStore:
                             ).fetchall()
             finally:
                 con.unregister("_dup")
-        self.db.set("metadata_version", str(int(self.db.get("metadata_version") or 0) + 1))
+        self.db.bump_metadata_version()
 
     def pairs(self) -> list[PairRow]:
         """Stored pairs of files still indexed, by group then confidence (best first)."""

@@ -240,9 +240,9 @@ class MetadataDB:
 
     def allocate_ids(self, n: int) -> int:
         """Reserve ``n`` ids; returns the first. Call inside the transaction that uses them."""
-        return self._add_to_counter("next_id", n) - n
+        return self.add_to_counter("next_id", n) - n
 
-    def _add_to_counter(self, key: str, n: int) -> int:
+    def add_to_counter(self, key: str, n: int) -> int:
         """Add ``n`` to the integer manifest entry ``key`` (absent: 0) and return the new value.
 
         One statement where the entry exists (ingest does this twice per commit), not a read,
@@ -267,7 +267,11 @@ class MetadataDB:
 
     def bump_generation(self) -> str:
         """Mark the vectors as changed; FAISS files carry the generation they were built from."""
-        return str(self._add_to_counter("generation", 1))
+        return str(self.add_to_counter("generation", 1))
+
+    def bump_metadata_version(self) -> None:
+        """Mark the ``files`` rows or columns as changed (hit tables and lookups keyed on it are stale)."""
+        self.add_to_counter("metadata_version", 1)
 
     # -- corpus roots ----------------------------------------------------------------------
 
@@ -390,7 +394,7 @@ class MetadataDB:
 
     def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None,
                              root: str | None = None) -> None:
-        self.set("metadata_version", str(int(self.get("metadata_version") or 0) + 1))
+        self.bump_metadata_version()
         self.con.execute("UPDATE files SET path = ?, size = ?, mtime = ?, label = ?, root = coalesce(?, root) "
                          "WHERE file_id = ?", [path, size, mtime, label, root, file_id])
 
@@ -469,7 +473,7 @@ class MetadataDB:
                 self.con.execute(f"ALTER TABLE files ADD COLUMN IF NOT EXISTS {quote_ident(c)} {sql_type}").fetchall()
             if not cols:
                 return 0
-            self.set("metadata_version", str(int(self.get("metadata_version") or 0) + 1))
+            self.bump_metadata_version()
             sets = ", ".join(f"{quote_ident(c)} = _meta.{quote_ident(c)}" for c in cols)
             self.con.execute(f"UPDATE files SET {sets} FROM _meta WHERE files.path = _meta.{quote_ident(key)}").fetchall()
             return int(self.con.execute(

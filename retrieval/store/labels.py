@@ -91,7 +91,7 @@ class LabelStore:
     def _bump(self, metadata: bool = False) -> None:
         self.db.set("labels_version", str(int(self.db.get("labels_version") or 0) + 1))
         if metadata:
-            self.db.set("metadata_version", str(int(self.db.get("metadata_version") or 0) + 1))
+            self.db.bump_metadata_version()
 
     # -- labels ----------------------------------------------------------------------------
 
