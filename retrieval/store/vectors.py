@@ -243,7 +243,7 @@ class VectorIndex:
         params = _default_params(kind, n, dim)
         vi = cls(dim, generation=generation, kind=kind, params=params)
         if kind == "ivfpq":
-            vi._train_ivf(vectors, seed)
+            vi._train_ivf(n, lambda rows: vectors if len(rows) == n else vectors[rows], seed)
         vi.add(ids, vectors)
         vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         if kind == "flat":
@@ -281,11 +281,7 @@ class VectorIndex:
         dim = first.shape[1]
         params = _default_params("ivfpq", n, dim)
         vi = cls(dim, generation=generation, kind="ivfpq", params=params)
-        rng = np.random.default_rng(seed)
-        nlist = int(params["nlist"])
-        list_rows = _sample_index(n, IVF_TRAIN_PER_LIST * nlist, rng)
-        vi.index.quantizer.add(two_level_kmeans(_read_rows(read, list_rows, chunk), nlist, seed))
-        vi.index.train(_read_rows(read, _sample_index(n, PQ_TRAIN_MAX, rng), chunk))
+        vi._train_ivf(n, lambda rows: _read_rows(read, rows, chunk), seed)
         try:
             fd, name = tempfile.mkstemp(prefix=f"{beside.name}.build.", suffix=".tmp", dir=beside.parent)
         except OSError:
@@ -307,14 +303,15 @@ class VectorIndex:
         vi.stats["build_s"] = round(time.perf_counter() - t0, 3)
         return vi
 
-    def _train_ivf(self, vectors: np.ndarray, seed: int) -> None:
-        """Train ivfpq on ``(n, D)`` unit vectors: list centroids (two-level k-means) into the
-        HNSW quantizer, then the PQ codebooks on a sample."""
+    def _train_ivf(self, n: int, take: Callable[[np.ndarray], np.ndarray], seed: int) -> None:
+        """Train ivfpq on samples of ``n`` unit vectors: list centroids (two-level k-means) into the
+        HNSW quantizer, then the PQ codebooks. ``take(rows)`` gives the ``(len(rows), D)`` float32
+        vectors of the sorted row numbers ``rows`` (from memory, or read in chunks)."""
         rng = np.random.default_rng(seed)
         nlist = int(self.params["nlist"])
-        centroids = two_level_kmeans(_sample_rows(vectors, IVF_TRAIN_PER_LIST * nlist, rng), nlist, seed)
+        centroids = two_level_kmeans(take(_sample_index(n, IVF_TRAIN_PER_LIST * nlist, rng)), nlist, seed)
         self.index.quantizer.add(centroids)  # trained and full: FAISS's train() leaves it alone
-        self.index.train(_sample_rows(vectors, PQ_TRAIN_MAX, rng))
+        self.index.train(take(_sample_index(n, PQ_TRAIN_MAX, rng)))
 
     def _measure(self, ids: np.ndarray, vectors: np.ndarray, tune: bool, target: float, seed: int) -> None:
         """Recall@10 on stored vectors as queries (each one's own id left out), tuning the knob first."""
@@ -784,7 +781,7 @@ def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
 
 
 def _sample_index(n: int, n_max: int, rng: np.random.Generator) -> np.ndarray:
-    """The rows :func:`_sample_rows` picks from ``n`` rows (same ``rng`` draws), in order."""
+    """``n`` row numbers, or ``n_max`` of them picked at random (sorted)."""
     return np.arange(n) if n <= n_max else np.sort(rng.choice(n, n_max, replace=False))
 
 
@@ -796,11 +793,6 @@ def _read_rows(read: Callable[[int, int], np.ndarray], rows: np.ndarray, chunk: 
         if len(want):
             parts.append(read(a, a + chunk)[want - a])  # the last chunk may be short; want stays inside it
     return np.ascontiguousarray(np.concatenate(parts), np.float32)
-
-
-def _sample_rows(x: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
-    """``x`` itself, or ``n_max`` of its rows picked at random (kept in order)."""
-    return x if len(x) <= n_max else x[_sample_index(len(x), n_max, rng)]
 
 
 def _hnsw_quantizer(index: faiss.Index) -> faiss.IndexHNSW | None:
