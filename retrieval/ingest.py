@@ -379,6 +379,8 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         if not found:
             raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
                              "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
+        if _pool_likely(options, len(found)):
+            pipeline.prestart()  # the fork server imports while this process plans and opens the store
         if options.dry_run:
             plan = _plan({}, found, set(roots), {})
             summary.plan = _describe(plan, roots, len(roots) > 1).to_dict()
@@ -594,6 +596,17 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
     if files < AUTO_WORKERS_MIN_FILES or cores < 2:
         return 0
     return min(cores - 1, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
+
+
+def _pool_likely(options: IngestOptions, files: int) -> bool:
+    """Whether a first run of ``files`` new files will start decoding workers (so their fork server
+    may boot ahead): ``--workers`` above 0, or left unset with enough files and cores for
+    :func:`auto_workers` to start some."""
+    if options.dry_run or options.embedder is not None:
+        return False
+    if options.workers is not None:
+        return options.workers > 0
+    return files >= AUTO_WORKERS_MIN_FILES and _usable_cores() >= 2
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
