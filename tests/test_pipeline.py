@@ -367,3 +367,12 @@ def test_encoders_run_by_workers_load_neither_torch_nor_transformers():
                 "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]", name
+
+
+def test_default_batches_hold_64_files_and_4_minutes_of_audio_at_most_1024_files():
+    """Short clips are committed in fewer, larger transactions; ``--commit-every`` counts files alone."""
+    assert not ing.batch_full(64, ing.COMMIT_AUDIO_S - 1, None)  # 64 short clips: keep going
+    assert ing.batch_full(64, ing.COMMIT_AUDIO_S, None)
+    assert not ing.batch_full(63, 10 * ing.COMMIT_AUDIO_S, None)  # long files: every 64, as before
+    assert ing.batch_full(ing.COMMIT_MAX_FILES, 0.0, None)  # silent or failed files bound it too
+    assert ing.batch_full(4, 0.0, 4) and not ing.batch_full(3, 1e9, 4)
