@@ -341,25 +341,21 @@ def worker_encoder(spec: WindowSpec) -> Any:
 
 def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
     """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
-    from retrieval.embed import Batching, embed_each
+    from retrieval.embed import Batching, embed_arrays
 
     recipe = spec.embed_recipe
     encoder = worker_encoder(spec)
     live = [d for d in results if d.error is None and not d.long and not d.deferred]
     windows = [w for d in live for w in d.windows()]
-    embedded = embed_each(encoder, windows, recipe.pooling, Batching(spec.batch_size))
+    # (w, P) vectors, (w,) counts and (w,) errors at once; a failed window has a zero row and count 0
+    vectors, counts, errors = embed_arrays(encoder, windows, recipe.pooling, Batching(spec.batch_size))
     pos = 0
     for d in live:
-        k = int((~d.silent).sum())
-        part = embedded[pos:pos + k]
+        k = int(np.count_nonzero(~d.silent))
+        d.vectors = vectors[pos:pos + k].copy()  # its own small array: what is sent back is this file's
+        d.counts = counts[pos:pos + k].copy()
+        d.window_errors = errors[pos:pos + k]
         pos += k
-        d.vectors = np.zeros((k, recipe.dim), np.float32)
-        d.counts = np.zeros(k, np.int64)
-        d.window_errors = [err for _, _, err in part]
-        for i, (vec, count, _) in enumerate(part):
-            if vec is not None:
-                d.vectors[i] = vec
-                d.counts[i] = count
         d.file_vector = pool_decoded(d, recipe.pooling)
         d.audio = np.zeros(0, np.float32)
 
