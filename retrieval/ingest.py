@@ -598,7 +598,9 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
       keeps a core of its own, since writing the rows (discovery, hashing, DuckDB commits) is
       about as much work as one worker's decoding and embedding. On 2 cores a second worker
       only competed with it: FSDD with the defaults ran at 0.33x the bare read loop with 2
-      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``);
+      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``).
+      What writing leaves of the main process's core goes to decoding: it runs the next group
+      itself whenever the workers' result in line is late (:mod:`retrieval.pipeline`);
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
