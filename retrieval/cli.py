@@ -35,7 +35,7 @@ from retrieval.cli_options import index_option, json_option, progress_option, wh
 from retrieval.render import Output, clean, emit, output_options, rounded, table as _table
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
-_TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
+_TABLE_SKIP = {"window_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
 #: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
 TRACEBACK_ENV = "RETRIEVE_TRACEBACK"
 
@@ -236,7 +236,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
     s = summary
     click.echo(f"{s.index}: {s.files_indexed} indexed, {s.files_unchanged} unchanged, {s.files_moved} moved, "
                f"{s.files_removed} removed, {s.files_failed} failed, {s.files_silent} silent; "
-               f"{s.segments} window vectors in {s.seconds:.1f} s"
+               f"{s.windows} window vectors in {s.seconds:.1f} s"
                + (f" ({s.realtime_factor:.0f}x realtime)" if s.audio_seconds else ""))
     click.echo(f"faiss: {s.vectors_update}")
 
@@ -248,7 +248,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 @click.argument("clip", type=click.Path(path_type=Path))
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@click.option("--windows", is_flag=True, help="Return every matching window instead of one row per file.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
 @click.option("--rank-by", metavar="COLUMN",
@@ -256,7 +256,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
                    "e.g. score_rooster after `retrieve score --target rooster`.")
 @where_option
 @output_options
-def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
+def query_cmd(clip: Path, k: int, index: str | None, windows: bool, start_s: float | None, end_s: float | None,
               rank_by: str | None, where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
     if not clip.is_file():
@@ -265,7 +265,7 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
         from retrieval import quick_query
         from retrieval.index_paths import find_index
 
-        quick = quick_query.search_rows(find_index(index), clip, k, segments=segments, start_s=start_s, end_s=end_s)
+        quick = quick_query.search_rows(find_index(index), clip, k, windows=windows, start_s=start_s, end_s=end_s)
         if quick is not None:
             _render_rows(*quick, output)
             return
@@ -273,10 +273,10 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 
     with Index.open(index) as idx:
         if rank_by:  # re-ranks a pool of hits by a stored column: the DataFrame path
-            hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s,
+            hits = idx.search(clip, k, windows=windows, where=list(where), start_s=start_s, end_s=end_s,
                               rank_by=rank_by)
         else:
-            rows, warnings = idx.search_rows(clip, k, segments=segments, where=list(where), start_s=start_s,
+            rows, warnings = idx.search_rows(clip, k, windows=windows, where=list(where), start_s=start_s,
                                              end_s=end_s)
     if rank_by:
         _render_hits(hits, output)
@@ -288,16 +288,16 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 @click.argument("description")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@click.option("--windows", is_flag=True, help="Return every matching window instead of one row per file.")
 @where_option
 @output_options
-def text_cmd(description: str, k: int, index: str | None, segments: bool, where: tuple[str, ...],
+def text_cmd(description: str, k: int, index: str | None, windows: bool, where: tuple[str, ...],
              output: Output) -> None:
     """Search by a text description such as "glass breaking" (indexes built with a text-audio encoder: clap)."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
-        hits = idx.search_text(description, k, segments=segments, where=list(where))
+        hits = idx.search_text(description, k, windows=windows, where=list(where))
     _render_hits(hits, output)
 
 
@@ -589,7 +589,7 @@ def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
     lines = [
         ("index", info["path"]), ("corpus", "; ".join(info.get("corpus_roots") or [str(info["corpus_root"])])),
         ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
-        ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
+        ("vectors", f"{info['windows']} windows, {info['file_vectors']} files"),
         ("errors", f"{info['errors']} errors, {info['warnings']} warnings"
                    + (" (list them: retrieve errors)" if info["errors"] or info["warnings"] else "")),
     ]
@@ -601,7 +601,7 @@ def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
                        f"postprocess {recipe['postprocess']}, {recipe['precision']}"),
             ("dim", f"{info['dim']} stored, {info['search_dim']} searched"),
             ("recipe hash", info["recipe_hash"]),
-            ("faiss ntotal", f"{info['faiss_ntotal_segment']} windows, {info['faiss_ntotal_file']} files"),
+            ("faiss ntotal", f"{info['faiss_ntotal_window']} windows, {info['faiss_ntotal_file']} files"),
             ("faiss index", f"{info.get('index_type')} (requested {info.get('index_type_requested')}; "
                             f"{info.get('index_type_reason')}), recall@10 {info.get('recall_at_10')}"
                             + (f" ({info['recall_note']})" if info.get("recall_note") else "")),

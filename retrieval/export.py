@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from retrieval.store import Store
 
 #: Export level name -> store level name.
-_STORE_LEVEL = {"file": "file", "window": "segment"}
+_STORE_LEVEL = {"file": "file", "window": "window"}
 
 
 class Exportable(Protocol):

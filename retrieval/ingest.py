@@ -87,7 +87,7 @@ PLAN_SHOWN = 20
 
 @dataclass
 class IngestSummary:
-    """What one ``retrieve index`` run did. ``segments`` counts window vectors written."""
+    """What one ``retrieve index`` run did. ``windows`` counts window vectors written."""
 
     files_indexed: int = 0
     files_unchanged: int = 0
@@ -96,7 +96,7 @@ class IngestSummary:
     files_failed: int = 0
     files_silent: int = 0
     warnings: int = 0
-    segments: int = 0
+    windows: int = 0
     audio_seconds: float = 0.0
     seconds: float = 0.0
     index: str = ""
@@ -669,7 +669,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
         for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
             db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         for src, f in plan.copies:
-            summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+            summary.windows += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
         db.add_errors(plan.errors)
         if plan.removed or plan.moved or plan.copies:
@@ -911,7 +911,7 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
             _put_copy_frames(store, jobs)
         db.add_errors(errors)
         db.bump_generation()
-    summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
+    summary.windows += n_vectors - sum(r.file_vector is not None for r in rows)
 
 
 def _put_copy_frames(store: Store, jobs: list[_FileJob]) -> None:

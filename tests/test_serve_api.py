@@ -73,7 +73,7 @@ def test_search_by_upload_answers_what_the_cli_prints(client: TestClient, built:
 
 def test_upload_of_a_window_finds_that_window_of_a_long_file(client: TestClient) -> None:
     res = client.post("/api/search", files={"file": ("q.wav", wav_bytes(long_audio("long_a")[8 * SR: 12 * SR]))},
-                      data={"k": 3, "segments": "true"})
+                      data={"k": 3, "windows": "true"})
     top = res.json()[0]
     assert (top["path"], top["start_s"], top["end_s"]) == ("long/long_a.wav", 8.0, 12.0)
 
@@ -89,8 +89,8 @@ def test_search_by_indexed_file_and_window(client: TestClient, built: tuple[Path
     assert [h["path"] for h in hits] == ref.path.tolist()
     np.testing.assert_allclose([h["score"] for h in hits], ref.score, atol=1e-5)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
-    seg = hits[0]["segment_id"]
-    more = client.post("/api/search", data={"segment_id": seg, "k": 3, "segments": "true"}).json()
+    seg = hits[0]["window_id"]
+    more = client.post("/api/search", data={"window_id": seg, "k": 3, "windows": "true"}).json()
     assert more and all(h["file_id"] != hits[0]["file_id"] for h in more)
 
 

@@ -48,7 +48,7 @@ def test_a_change_to_the_corpus_is_seen_after_the_next_ingest(built: tuple[Path,
 def test_a_changed_file_makes_it_stale_and_info_takes_the_full_path(built: tuple[Path, Path], damage: str) -> None:
     _, ix = built
     assert read_fresh(ix) is not None
-    seg = ix / "segments.faiss"
+    seg = ix / "windows.faiss"
     if damage == "delete":
         seg.unlink()
     elif damage == "same_size":  # a stray write keeps the size; the modification time moves
@@ -63,7 +63,7 @@ def test_a_changed_file_makes_it_stale_and_info_takes_the_full_path(built: tuple
         return
     # Same-size damage is caught by the checksum, which only --verify (or a search) reads.
     info = _info(ix, "--verify") if damage == "same_size" else _info(ix)
-    assert info["consistent"] and "segment" in info["repaired_on_open"]
+    assert info["consistent"] and "window" in info["repaired_on_open"]
     assert read_fresh(ix) is not None and _info(ix)["repaired_on_open"] == []  # the full read recorded it again
 
 
