@@ -31,7 +31,8 @@ from retrieval.options import (
     SEVERITIES,
     VECTOR_KINDS,
 )
-from retrieval.cli_options import index_option, json_option, progress_option, where_option
+from retrieval.cli_options import (LevelChoice, index_option, json_option, progress_option, where_option,
+                                   windows_option)
 from retrieval.render import Output, clean, emit, output_options, rounded, table as _table
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
@@ -248,7 +249,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 @click.argument("clip", type=click.Path(path_type=Path))
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--windows", is_flag=True, help="Return every matching window instead of one row per file.")
+@windows_option("Return every matching window instead of one row per file.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
 @click.option("--rank-by", metavar="COLUMN",
@@ -288,7 +289,7 @@ def query_cmd(clip: Path, k: int, index: str | None, windows: bool, start_s: flo
 @click.argument("description")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--windows", is_flag=True, help="Return every matching window instead of one row per file.")
+@windows_option("Return every matching window instead of one row per file.")
 @where_option
 @output_options
 def text_cmd(description: str, k: int, index: str | None, windows: bool, where: tuple[str, ...],
@@ -406,7 +407,7 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @click.option("--label-column", required=True, help="Metadata column with the labels (a;b = multi-label).")
 @click.option("--group-column", help="Neighbours from the same group (speaker, recording, site) never count.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
-@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
+@click.option("--level", type=LevelChoice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -478,7 +479,7 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
 @click.option("--group-column", help="Exclude same-group neighbours, and resample whole groups in the bootstrap.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
 @click.option("--metric", default="knn_accuracy@1", show_default=True, help="Metric that names the winner.")
-@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
+@click.option("--level", type=LevelChoice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Bootstrap resamples behind the confidence interval and p-value of the winner's margin.")
@@ -583,7 +584,9 @@ def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
 
         info = Store.read_info(root, verify=verify)
     if as_json:
-        click.echo(json.dumps(info, default=str))
+        from retrieval.legacy import INFO_KEYS, with_legacy_keys
+
+        click.echo(json.dumps(with_legacy_keys(info, INFO_KEYS), default=str))
         return
     recipe = info.get("recipe") or {}
     lines = [
@@ -643,7 +646,7 @@ def errors_cmd(index: str | None, severity: str | None, output: Output) -> None:
               help="searched: what the index searches, post-processed as its recipe says (center/whiten, "
                    "fitted on this corpus) and L2-normalised, so a dot product is the query score. raw: the "
                    "pooled encoder output as stored, before post-processing and normalisation.")
-@click.option("--level", type=click.Choice(EXPORT_LEVELS), default="both", show_default=True,
+@click.option("--level", type=LevelChoice(EXPORT_LEVELS), default="both", show_default=True,
               help="file: one vector per file; window: one per analysis window (start_s/end_s); both: both, "
                    "told apart by the 'level' column.")
 @json_option

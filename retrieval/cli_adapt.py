@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from retrieval.options import HEAD_KINDS, STRATEGIES, WEAK_WEIGHT
-from retrieval.cli_options import index_option, json_option, where_option
+from retrieval.cli_options import index_option, json_option, where_option, windows_option
 from retrieval.render import Output, emit, output_options, rounded
 
 
@@ -35,8 +35,7 @@ def target_option(f):  # type: ignore[no-untyped-def]
 @click.option("--positive", metavar="RANKS", help="Result ranks that are positive, e.g. 1-5,8.")
 @click.option("--negative", metavar="RANKS", help="Result ranks that are negative, e.g. 6,9.")
 @click.option("--uncertain", metavar="RANKS", help="Result ranks you cannot tell.")
-@click.option("--windows", is_flag=True,
-              help="Rank windows rather than files (as `retrieve query --windows` shows them).")
+@windows_option("Rank windows rather than files (as `retrieve query --windows` shows them).")
 @click.option("-k", "k", type=click.IntRange(min=1),
               help="Results to search (default: the highest rank named).")
 @where_option

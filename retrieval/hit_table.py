@@ -103,7 +103,7 @@ def build(store: Store) -> HitTable:
     """A :class:`HitTable` of ``store``'s current version, from :meth:`Store.hit_tables`."""
     windows, files = store.hit_tables()
     order = np.argsort(windows.index.to_numpy(np.int64), kind="stable")
-    seg_ids = windows.index.to_numpy(np.int64)[order]
+    ids = windows.index.to_numpy(np.int64)[order]
     forder = np.argsort(files.index.to_numpy(np.int64), kind="stable")
     files = files.iloc[forder]
     extra = shown_columns(list(files.columns))
@@ -111,7 +111,7 @@ def build(store: Store) -> HitTable:
     columns = ("path", *(("root",) if multi_root else ()), *extra, "duration_s")
     values = list(zip(*[[clean(v) for v in files[c].array] for c in columns])) if len(files) else []
     return HitTable(
-        window_ids=seg_ids,
+        window_ids=ids,
         file_of=windows["file_id"].to_numpy(np.int64)[order],
         start_sample=windows["start_sample"].to_numpy()[order],
         end_sample=windows["end_sample"].to_numpy()[order],

@@ -29,6 +29,7 @@ from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
+from retrieval.legacy import level_name, renamed_keywords
 from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
@@ -159,6 +160,7 @@ class Index:
         raw, _, _ = embed_clip(self.encoder, audio, r.window_samples, r.hop_samples, r.pooling)
         return self.store.postprocess.apply(raw[None])[0]
 
+    @renamed_keywords
     def search(self, clip: str | Path | np.ndarray, k: int = 10, *, windows: bool = False,
                where: str | Sequence[str] | None = None, sample_rate: int | None = None,
                start_s: float | None = None, end_s: float | None = None, rank_by: str | None = None) -> pd.DataFrame:
@@ -179,6 +181,7 @@ class Index:
         hits.attrs["warnings"] = warnings
         return hits
 
+    @renamed_keywords
     def search_rows(self, clip: str | Path | np.ndarray, k: int = 10, *, windows: bool = False,
                     where: str | Sequence[str] | None = None, sample_rate: int | None = None,
                     start_s: float | None = None, end_s: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -203,6 +206,7 @@ class Index:
         warning = silence_warning(audio, r.window_samples, r.hop_samples, r.silence_db)
         return vector, [warning] if warning else []
 
+    @renamed_keywords
     def search_text(self, text: str, k: int = 10, *, windows: bool = False,
                     where: str | Sequence[str] | None = None) -> pd.DataFrame:
         """Search by a text description; needs an encoder with a text tower (CLAP).
@@ -345,6 +349,7 @@ class Index:
         """
         from retrieval.evaluate import evaluate as run_evaluate
 
+        level = level_name(level)  # type: ignore[assignment]
         check_choice("level", level, LEVELS)
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
@@ -393,6 +398,7 @@ class Index:
         first, means = group_means(vecs, meta["file_id"].to_numpy())
         return meta.iloc[first].reset_index(drop=True), means
 
+    @renamed_keywords
     def search_vector(self, vector: np.ndarray, k: int = 10, *, windows: bool = False,
                       where: str | Sequence[str] | None = None) -> pd.DataFrame:
         """Search with a ready ``(D,)`` unit vector in the index's space."""
@@ -402,6 +408,7 @@ class Index:
         fn = search_windows if windows else search_files
         return fn(self.store, np.asarray(vector, np.float32), k, flt)
 
+    @renamed_keywords
     def search_indexed(self, k: int = 10, *, file_id: int | None = None, window_id: int | None = None,
                        windows: bool = False, where: str | Sequence[str] | None = None,
                        include_self: bool = False) -> pd.DataFrame:
@@ -418,6 +425,7 @@ class Index:
         hits["rank"] = np.arange(1, len(hits) + 1)
         return hits
 
+    @renamed_keywords
     def search_vector_rows(self, vector: np.ndarray, k: int = 10, *, windows: bool = False,
                            where: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
         """:meth:`search_vector` as plain rows (the DataFrame's records, cleaned), looked up in
@@ -427,6 +435,7 @@ class Index:
         flt = compile_where(where, self.store.db.column_types())
         return served_rows(self.store, np.asarray(vector, np.float32), k, flt, by_file=not windows)
 
+    @renamed_keywords
     def search_indexed_rows(self, k: int = 10, *, file_id: int | None = None, window_id: int | None = None,
                             windows: bool = False, where: str | Sequence[str] | None = None,
                             include_self: bool = False) -> list[dict[str, Any]]:
@@ -453,6 +462,7 @@ class Index:
             unless ``processed=False`` (then the raw pooled vectors).
         """
         r = self.recipe
+        level = level_name(level)  # type: ignore[assignment]
         flt = compile_where(where, self.store.db.column_types())
         tbl = self.store.db.vector_rows(level, flt.sql if flt else "", flt.params if flt else ())
         raw = vectors_of(tbl, "vector", r.dim)
@@ -492,7 +502,7 @@ class Index:
         """
         from retrieval.export import export_vectors
 
-        return export_vectors(self, out, vectors=vectors, level=level)
+        return export_vectors(self, out, vectors=vectors, level=level_name(level))  # type: ignore[arg-type]
 
     def few_shot(self, label_column: str = "label", group_column: str | None = None,
                  shots: Sequence[int] = (1, 2, 4, 8, 16, 32), *, draws: int = 5, level: Level = "file",
@@ -501,6 +511,7 @@ class Index:
         :func:`retrieval.fewshot.few_shot` on this index's search vectors."""
         from retrieval.fewshot import few_shot
 
+        level = level_name(level)  # type: ignore[assignment]
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         result = few_shot(vecs, meta[label_column].tolist(), meta[group_column].tolist() if group_column else None,
                           shots, draws=draws, weak_negatives=weak_negatives, seed=seed)

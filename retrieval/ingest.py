@@ -109,11 +109,13 @@ class IngestSummary:
         return self.audio_seconds / self.seconds if self.seconds else 0.0
 
     def to_json(self) -> str:
+        from retrieval.legacy import INFO_KEYS, with_legacy_keys
+
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         d["audio_seconds"] = round(self.audio_seconds, 3)
         d["realtime_factor"] = round(self.realtime_factor, 1)
-        return json.dumps(d)
+        return json.dumps(with_legacy_keys(d, INFO_KEYS))
 
 
 #: Files per transaction of a local run when ``--commit-every`` is not given.

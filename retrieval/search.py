@@ -42,6 +42,14 @@ def search_windows(store: Store, query: np.ndarray, k: int, where: Filter | None
     return _hits(store, *ranked(store, query, k, where, by_file=False, file_of=_cached_file_of(store)))
 
 
+def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
+    """Deprecated name of :func:`search_windows` (:mod:`retrieval.legacy`)."""
+    import warnings
+
+    warnings.warn("search_segments is deprecated; use search_windows", DeprecationWarning, stacklevel=2)
+    return search_windows(store, query, k, where)
+
+
 def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
     """The ``k`` files whose best window is most similar to ``query``; each row names that window."""
     return _hits(store, *ranked(store, query, k, where, by_file=True, file_of=_cached_file_of(store)))

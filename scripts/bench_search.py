@@ -362,7 +362,7 @@ def part_c(args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 store.rebuild_all()
                 build_s = time.perf_counter() - t
-                seg = store.vectors("window").describe()
+                win = store.vectors("window").describe()
             with Index.open(ix) as idx:
                 idx.search(clips[0], k=10, sample_rate=recipe.sample_rate)  # warm: encoder loaded, pages touched
                 total, embed, vec, ann = [], [], [], []
@@ -380,7 +380,7 @@ def part_c(args: argparse.Namespace) -> None:
                     idx.store.vectors("window").search(v[None], 42)  # what search_files asks FAISS for at k=10
                     ann.append(time.perf_counter() - t)
                 duck = duckdb_fetch_ms(idx.store, 100, rng)
-            print(f"| {seg['index_type']} | {build_s:.1f} | {seg['recall_at_10']} | {percentiles(total)} | "
+            print(f"| {win['index_type']} | {build_s:.1f} | {win['recall_at_10']} | {percentiles(total)} | "
                   f"{np.percentile(np.array(embed) * 1e3, 50):.1f} | {percentiles(vec)} | {percentiles(ann)} |")
         print(f"\nfetching 100 raw vectors by id from DuckDB (the alternative re-rank source): {duck:.1f} ms per query")
         text_latency(args, root, rng)
@@ -415,7 +415,7 @@ def text_latency(args: argparse.Namespace, root: Path, rng: np.random.Generator)
     ix = root / "clap"
     synth_store(ix, {"encoder": "clap", "model": str(model)}, args.api_windows, 10, centres, seed=4)
     with Index.open(ix) as idx:
-        seg = idx.store.vectors("window").describe()
+        win = idx.store.vectors("window").describe()
         idx.search_text(texts[0], k=10)
         total, embed, ann = [], [], []
         for i in range(args.api_queries):
@@ -430,7 +430,7 @@ def text_latency(args: argparse.Namespace, root: Path, rng: np.random.Generator)
             idx.store.vectors("window").search(v[None], 42)
             ann.append(time.perf_counter() - t)
     print(f"\nIndex.search_text on {args.api_windows} windows (tiny random CLAP, dim {recipe.dim}, "
-          f"index {seg['index_type']}, recall@10 {seg['recall_at_10']}): p50 / p95 {percentiles(total)} ms; "
+          f"index {win['index_type']}, recall@10 {win['recall_at_10']}): p50 / p95 {percentiles(total)} ms; "
           f"of which text embedding {percentiles(embed)} ms, FAISS {percentiles(ann)} ms")
 
 

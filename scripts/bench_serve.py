@@ -313,9 +313,9 @@ def main() -> None:
         from retrieval.store import Store
 
         with Store.open(ix) as store:
-            seg = store.vectors("window").describe()
+            win = store.vectors("window").describe()
             file_ids = np.array(sorted(fid for fid, *_ in store.db.known_files().values()), np.int64)
-        log(f"store ready in {fill_s:.0f} s ({seg['index_type']})")
+        log(f"store ready in {fill_s:.0f} s ({win['index_type']})")
         from retrieval.serve.app import default_heavy_slots
 
         runs = {}
@@ -352,7 +352,7 @@ def main() -> None:
             *__doc__.split("\n\n")[2].splitlines(), "",
             "## Results", "",
             f"Machine: {machine}. Store: {args.windows} windows in {n_files} files, dim 160, FAISS "
-            f"`{seg['index_type']}` (recall@10 {seg.get('recall_at_10')}), "
+            f"`{win['index_type']}` (recall@10 {win.get('recall_at_10')}), "
             + (f"filled in {fill_s:.0f} s." if np.isfinite(fill_s) else "reused from an earlier run (--store)."), "",
         ]
         summary = ["| server | search by id p50 / p95 ms (server) | all requests/s | errors | target | "

@@ -148,20 +148,20 @@ def _dump(path: Path) -> dict:
     idx = Index.open(path)
     try:
         files = idx.files()[["path", "status", "n_windows", "n_samples", "duration_s", "sample_rate"]]
-        seg_meta, seg_vecs = idx.embeddings("window", processed=False)
+        window_meta, window_vecs = idx.embeddings("window", processed=False)
         file_meta, file_vecs = idx.embeddings("file", processed=False)
         errors = idx.errors()[["path", "severity", "stage", "reason"]].sort_values(["path", "reason"])
         errors["reason"] = errors["reason"].str.replace(r"'/[^']*'", "'<path>'", regex=True)  # corpora differ by folder
         info = idx.info()
     finally:
         idx.store.close()
-    for meta in (seg_meta, file_meta):
+    for meta in (window_meta, file_meta):
         assert meta["window_id"].is_unique
     assert files["path"].is_unique
-    order = np.lexsort((seg_meta["start_s"].to_numpy(), seg_meta["path"].to_numpy()))
+    order = np.lexsort((window_meta["start_s"].to_numpy(), window_meta["path"].to_numpy()))
     return {"files": files.sort_values("path").reset_index(drop=True), "errors": errors.reset_index(drop=True),
-            "windows": seg_meta.iloc[order][["path", "start_s", "end_s"]].reset_index(drop=True),
-            "window_vectors": seg_vecs[order],
+            "windows": window_meta.iloc[order][["path", "start_s", "end_s"]].reset_index(drop=True),
+            "window_vectors": window_vecs[order],
             "file_paths": file_meta["path"].tolist(), "file_vectors": file_vecs, "info": info}
 
 

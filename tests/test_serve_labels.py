@@ -176,8 +176,8 @@ def test_without_a_token_writes_are_taken_at_a_loopback_host_only(held: IndexSet
                                                                   built: tuple[Path, Path]) -> None:
     """A page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to itself;
     its writes name its own host, which a server without a token refuses."""
-    seg = windows_of(client, built, "tone")[1]["window_id"]
-    form = {"target": "rebound", "label": "positive", "window_id": seg}
+    win = windows_of(client, built, "tone")[1]["window_id"]
+    form = {"target": "rebound", "label": "positive", "window_id": win}
     rebound = TestClient(create_app(held, heavy_processes=0), base_url="http://evil.example:8000")
     res = rebound.post("/api/labels", data=form, headers={"Origin": "http://evil.example:8000"})
     assert res.status_code == 403 and "127.0.0.1 or localhost" in res.json()["error"]

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import IndexLockedError, IndexNotFoundError, InputError, RetrievalError
+from retrieval.legacy import INFO_KEYS, with_legacy_keys
 from retrieval.serve.indexes import IndexSet, LiveIndex, Snapshot
 from retrieval.serve.media import Thumbnails, audio_slice_wav
 from retrieval.serve.uploads import UploadTooLarge
@@ -225,7 +226,7 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                 "refresh_error": live.last_refresh_error,
                 "max_upload_mb": limits.max_bytes / 1e6, "max_upload_s": limits.max_duration_s,
             }
-        return out
+        return with_legacy_keys(out, INFO_KEYS)
 
     @app.post("/api/search", summary="Search by an uploaded clip, or by an indexed file or window "
                                      "(\"more like this\"); the hits of `retrieve query --json`")
@@ -238,8 +239,12 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                windows: Annotated[bool, Form(description="One row per window instead of per file")] = False,
                start_s: Annotated[float | None, Form(description="Use the upload from this time")] = None,
                end_s: Annotated[float | None, Form(description="Use the upload up to this time")] = None,
-               index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+               index: Annotated[str | None, Form()] = None,
+               segment_id: Annotated[int | None, Form(include_in_schema=False)] = None,  # deprecated names
+               segments: Annotated[bool, Form(include_in_schema=False)] = False,  # (retrieval.legacy)
+               ) -> list[dict[str, Any]]:
         live = indexes.get(index)
+        window_id, windows = (window_id if window_id is not None else segment_id), windows or segments
         if file is not None and file.filename:
             with live.use() as snap:
                 with heavy.slot(response):  # no lock: the model and the fitted transform only read
@@ -265,9 +270,11 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
              k: Annotated[int, Form(ge=1, le=1000)] = 10,
              where: Annotated[list[str] | None, Form()] = None,
              windows: Annotated[bool, Form()] = False,
-             index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+             index: Annotated[str | None, Form()] = None,
+             segments: Annotated[bool, Form(include_in_schema=False)] = False,  # deprecated (retrieval.legacy)
+             ) -> list[dict[str, Any]]:
         with holding(indexes.get(index), response) as snap:
-            hits = snap.index.search_text(text, k, windows=windows, where=where)
+            hits = snap.index.search_text(text, k, windows=windows or segments, where=where)
         return _json(records(hits.to_dict(orient="records")), response)
 
     @app.post("/api/classify", summary="kNN label vote for a clip or an indexed file; "
@@ -307,9 +314,12 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                window_id: Annotated[int | None, Form(description="Query with this indexed window")] = None,
                text: Annotated[str | None, Form()] = None,
                threshold: Annotated[float | None, Form()] = None,
-               index: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+               index: Annotated[str | None, Form()] = None,
+               segment_id: Annotated[int | None, Form(include_in_schema=False)] = None,  # deprecated (retrieval.legacy)
+               ) -> dict[str, Any]:
         from retrieval.locate import locate_curve_with_index
 
+        window_id = window_id if window_id is not None else segment_id
         live = indexes.get(index)
         with heavy.slot(response):
             audio, sr = (_decode_upload(file, live, limits, workers) if file is not None and file.filename
@@ -409,15 +419,16 @@ def json_bytes(rows: list[dict[str, Any]]) -> bytes:
 
 def _json_rows(rows: list[dict[str, Any]], response: Response) -> Response:
     """:func:`json_bytes` of ``rows`` as the answer, with the headers set on ``response``."""
-    out = Response(json_bytes(rows), media_type="application/json")
+    out = Response(json_bytes(with_legacy_keys(rows)), media_type="application/json")
     for value in response.headers.getlist("server-timing"):
         out.headers.append("Server-Timing", value)
     return out
 
 
 def _json(content: Any, response: Response) -> JSONResponse:
-    """``content`` as JSON, with the headers set on ``response`` (skips FastAPI's re-validation of every row)."""
-    out = JSONResponse(content)
+    """``content`` as JSON, with the headers set on ``response`` (skips FastAPI's re-validation of every row).
+    Rows keep their deprecated keys too (:mod:`retrieval.legacy`), as the CLI's ``--json`` does."""
+    out = JSONResponse(with_legacy_keys(content))
     for value in response.headers.getlist("server-timing"):
         out.headers.append("Server-Timing", value)
     return out

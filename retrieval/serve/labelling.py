@@ -110,8 +110,11 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
                    file_id: Annotated[int | None, Form(description="Or label a span of this indexed file")] = None,
                    start_s: Annotated[float | None, Form(ge=0, description="Span start (empty: 0)")] = None,
                    end_s: Annotated[float | None, Form(gt=0, description="Span end (empty: the file's end)")] = None,
-                   index: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+                   index: Annotated[str | None, Form()] = None,
+                   segment_id: Annotated[list[int] | None, Form(include_in_schema=False)] = None,  # deprecated
+                   ) -> dict[str, Any]:
         live = indexes.get(index)
+        window_id = window_id or segment_id  # the deprecated field name (retrieval.legacy)
         target, value = check_target(target), label_value(label)  # before a writer is opened
         path = None
         if not window_id:

@@ -384,9 +384,9 @@ class MetadataDB:
         self.con.execute(
             f"INSERT INTO files ({names}, indexed_at) SELECT {names}, current_timestamp FROM _files_batch").fetchall()
         self.con.unregister("_files_batch")
-        self.con.register("_seg_batch", windows)
-        self.con.execute("INSERT INTO windows SELECT * FROM _seg_batch").fetchall()
-        self.con.unregister("_seg_batch")
+        self.con.register("_windows_batch", windows)
+        self.con.execute("INSERT INTO windows SELECT * FROM _windows_batch").fetchall()
+        self.con.unregister("_windows_batch")
         return n, int((~silent).sum())
 
     def delete_files(self, file_ids: Iterable[int]) -> None:

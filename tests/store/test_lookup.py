@@ -116,8 +116,8 @@ def test_anything_changed_since_sends_it_down_the_full_path(built: tuple[Path, P
     elif change == "wal":  # what a writer at work (or killed after a commit) leaves
         (ix / "meta.duckdb.wal").write_bytes(b"")
     elif change == "faiss_replaced":
-        seg = ix / "windows.faiss"
-        os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 10**9))
+        win = ix / "windows.faiss"
+        os.utime(win, ns=(win.stat().st_atime_ns, win.stat().st_mtime_ns + 10**9))
     else:
         (ix / "info.json").unlink()
     assert quick_query.search_rows(ix, clip, 3) is None

@@ -48,13 +48,13 @@ def test_a_change_to_the_corpus_is_seen_after_the_next_ingest(built: tuple[Path,
 def test_a_changed_file_makes_it_stale_and_info_takes_the_full_path(built: tuple[Path, Path], damage: str) -> None:
     _, ix = built
     assert read_fresh(ix) is not None
-    seg = ix / "windows.faiss"
+    win = ix / "windows.faiss"
     if damage == "delete":
-        seg.unlink()
+        win.unlink()
     elif damage == "same_size":  # a stray write keeps the size; the modification time moves
-        data = bytearray(seg.read_bytes())
+        data = bytearray(win.read_bytes())
         data[len(data) // 2] ^= 0x5A
-        seg.write_bytes(bytes(data))
+        win.write_bytes(bytes(data))
     else:  # what a writer killed after a commit leaves
         (ix / "meta.duckdb.wal").write_bytes(b"")
     assert read_fresh(ix) is None
