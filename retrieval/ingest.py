@@ -105,6 +105,14 @@ class IngestSummary:
     plan: dict | None = None  # with dry_run: IngestPlan.to_dict(); nothing was written
 
     @property
+    def segments(self) -> int:
+        """Deprecated name of :attr:`windows` (:mod:`retrieval.legacy`)."""
+        import warnings
+
+        warnings.warn("IngestSummary.segments is deprecated; use .windows", DeprecationWarning, stacklevel=2)
+        return self.windows
+
+    @property
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.seconds if self.seconds else 0.0
 

@@ -16,7 +16,8 @@ Server form fields
     ``segment_id`` (``window_id``), ``segments`` (``windows``).
 Python
     ``Index.search*(segments=..., segment_id=...)`` (``windows=``, ``window_id=``), the level
-    ``"segment"`` (``"window"``), ``retrieval.search.search_segments`` (``search_windows``).
+    ``"segment"`` (``"window"``), ``retrieval.search.search_segments`` (``search_windows``),
+    ``IngestSummary.segments`` (``.windows``).
     Each warns with a :class:`DeprecationWarning`. Result DataFrames carry only ``window_id``.
 """
 

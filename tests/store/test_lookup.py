@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from retrieval import quick_query
 from retrieval.cli import cli
 from retrieval.index import Index
+from retrieval.legacy import with_legacy_keys
 from retrieval.store import Store
 from retrieval.store.lookup import FILES, LOOKUP, Lookup
 from tests.serve_fixtures import build_index
@@ -125,7 +126,7 @@ def test_anything_changed_since_sends_it_down_the_full_path(built: tuple[Path, P
         (ix / "meta.duckdb.wal").unlink()
     res = CliRunner().invoke(cli, ["query", str(clip), "--index", str(ix), "--json", "-k", "3"])
     assert res.exit_code == 0, res.output
-    _same(json.loads(res.output), _full(ix, clip, 3, False))
+    _same(json.loads(res.output), with_legacy_keys(_full(ix, clip, 3, False)))  # --json keeps segment_id too
 
 
 def test_a_lookup_disagreeing_with_faiss_is_not_used(built: tuple[Path, Path]) -> None:

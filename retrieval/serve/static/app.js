@@ -154,7 +154,8 @@ function fmt(x, d) { return Number(x).toFixed(d); }
 
 // -- results ---------------------------------------------------------------------------------
 
-const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "window_id", "file_id", "margin"]);
+const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "window_id", "file_id", "margin",
+  "segment_id"]);  // segment_id: window_id's deprecated name, kept in the JSON for old scripts (retrieval/legacy.py)
 
 function renderHits(hits) {
   renderList($("#results"), hits, { empty: "No results (check the filters).", locate: true });
