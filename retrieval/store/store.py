@@ -182,7 +182,8 @@ class Store:
 
     @classmethod
     def _migrate(cls, root: Path) -> None:
-        """Open and close a writer of ``root``, which migrates an older store format (:mod:`retrieval.store.migrate`)."""
+        """Open and close a writer of ``root``: it migrates an older store format
+        (:mod:`retrieval.store.migrate`)."""
         try:
             with cls._writer(root, lock_wait_s=LOCK_WAIT_S):
                 pass

@@ -25,7 +25,8 @@ def _to_format_1(folder: Path) -> None:
     con.execute("ALTER TABLE windows RENAME TO segments")
     con.execute("UPDATE segments SET level = 'segment' WHERE level = 'window'")
     con.execute("ALTER TABLE files RENAME COLUMN n_windows TO n_segments")
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'window_scores'").fetchall()[0][0]:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "window_scores" in tables:
         con.execute("ALTER TABLE window_scores RENAME COLUMN window_id TO segment_id")
     con.execute("UPDATE manifest SET key = 'faiss_segment' WHERE key = 'faiss_window'")
     con.execute("UPDATE manifest SET value = '1' WHERE key = 'schema_version'")
