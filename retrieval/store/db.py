@@ -679,7 +679,7 @@ class MetadataDB:
         return int(json.loads(recipe)["dim"]) if recipe else 0
 
     def file_vector_rows(self, *, file_id: int | None = None,
-                         segment_id: int | None = None) -> list[tuple[int, int, str, list[float]]]:
+                         segment_id: int | None = None) -> list[tuple[int, int, str, Sequence[float]]]:
         """``(segment_id, file_id, level, vector)`` of every row with a vector of one file, both levels.
 
         The file is ``file_id``, or the file that owns window ``segment_id`` (give one);
@@ -694,7 +694,7 @@ class MetadataDB:
         rows = self.con.execute(
             f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
             [key]).fetchall()
-        return [(int(r[0]), int(r[1]), r[2], np.frombuffer(r[3], "<f4").tolist() if isinstance(r[3], bytes) else r[3])
+        return [(int(r[0]), int(r[1]), r[2], tuple(np.frombuffer(r[3], "<f4").tolist()) if isinstance(r[3], bytes) else r[3])
                 for r in rows]
 
     def window(self, segment_id: int) -> tuple[int, int, int] | None:
