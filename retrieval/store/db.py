@@ -104,7 +104,7 @@ def vector_column_sql(dim: int) -> str:
     """The SQL type of ``segments.vector`` in a new index: a BLOB of ``dim`` little-endian float32.
 
     Not ``FLOAT[dim]``: at a checkpoint DuckDB analyses and compresses each of the ``dim``
-    floats of a nested array (ALP and friends), which pooled embeddings do not reward; with
+    floats of a nested array with its floating-point codecs, which pooled embeddings do not reward; with
     the BLOB stored uncompressed a checkpoint is a copy. ``dim`` fixes the row length only.
     """
     return "BLOB USING COMPRESSION uncompressed"
@@ -114,7 +114,7 @@ def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     """``(n, dim)`` float32 from a vector Arrow column without NULLs: ``FLOAT[dim]`` (indexes made
     before the BLOB form) or BLOB (``dim * 4`` little-endian bytes per row)."""
     chunked = table.column(column)
-    if pa_is_binary(chunked.type):
+    if is_blob_type(chunked.type):
         from retrieval.store.columns import blob_rows
 
         return blob_rows(chunked, dim)
@@ -128,7 +128,7 @@ def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(len(col), dim), dtype=np.float32)
 
 
-def pa_is_binary(dtype: Any) -> bool:
+def is_blob_type(dtype: Any) -> bool:
     """Whether an Arrow type is a BLOB column's (``binary`` or ``large_binary``)."""
     import pyarrow as pa
 
@@ -141,7 +141,7 @@ def as_float_lists(table: pa.Table, column: str, dim: int) -> pa.Table:
     import pyarrow as pa
 
     at = table.column_names.index(column)
-    if not pa_is_binary(table.schema.field(at).type):
+    if not is_blob_type(table.schema.field(at).type):
         return table
     from retrieval.store.columns import blob_rows
 
@@ -670,7 +670,7 @@ class MetadataDB:
         """The vector width of ``table``'s BLOB ``vector`` column (bytes / 4), from the recipe when it
         has no rows; 0 for a ``FLOAT[dim]`` column (unused there)."""
         col = table.column("vector")
-        if not pa_is_binary(col.type):
+        if not is_blob_type(col.type):
             return 0
         for chunk in col.chunks:
             if len(chunk):
@@ -694,8 +694,9 @@ class MetadataDB:
         rows = self.con.execute(
             f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
             [key]).fetchall()
-        return [(int(r[0]), int(r[1]), r[2], tuple(np.frombuffer(r[3], "<f4").tolist()) if isinstance(r[3], bytes) else r[3])
-                for r in rows]
+        # a BLOB row as the tuple DuckDB gives for a FLOAT[dim] one
+        return [(int(r[0]), int(r[1]), r[2], tuple(np.frombuffer(r[3], "<f4").tolist())
+                 if isinstance(r[3], bytes) else r[3]) for r in rows]
 
     def window(self, segment_id: int) -> tuple[int, int, int] | None:
         """``(file_id, start_sample, end_sample)`` of window ``segment_id``, or None when there is none."""

@@ -86,7 +86,8 @@ def test_every_read_agrees_between_the_two_forms(tmp_path, monkeypatch):
             with db.transaction():
                 db.copy_file(owner, "copy.wav", 10, 1.0, "dog")
         np.testing.assert_array_equal(new.vectors("segment", DIM)[1], old.vectors("segment", DIM)[1])
-        assert new.vector_rows("file").column("vector").to_pylist() == old.vector_rows("file").column("vector").to_pylist()
+        assert new.vector_rows("file").column("vector").to_pylist() == \
+            old.vector_rows("file").column("vector").to_pylist()
     finally:
         new.close()
         old.close()
