@@ -87,7 +87,7 @@ PLAN_SHOWN = 20
 
 @dataclass
 class IngestSummary:
-    """What one ``retrieve index`` run did. ``segments`` counts window vectors written."""
+    """What one ``retrieve index`` run did. ``windows`` counts window vectors written."""
 
     files_indexed: int = 0
     files_unchanged: int = 0
@@ -96,7 +96,7 @@ class IngestSummary:
     files_failed: int = 0
     files_silent: int = 0
     warnings: int = 0
-    segments: int = 0
+    windows: int = 0
     audio_seconds: float = 0.0
     seconds: float = 0.0
     index: str = ""
@@ -105,15 +105,25 @@ class IngestSummary:
     plan: dict | None = None  # with dry_run: IngestPlan.to_dict(); nothing was written
 
     @property
+    def segments(self) -> int:
+        """Deprecated name of :attr:`windows` (:mod:`retrieval.legacy`)."""
+        import warnings
+
+        warnings.warn("IngestSummary.segments is deprecated; use .windows", DeprecationWarning, stacklevel=2)
+        return self.windows
+
+    @property
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.seconds if self.seconds else 0.0
 
     def to_json(self) -> str:
+        from retrieval.legacy import INFO_KEYS, with_legacy_keys
+
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         d["audio_seconds"] = round(self.audio_seconds, 3)
         d["realtime_factor"] = round(self.realtime_factor, 1)
-        return json.dumps(d)
+        return json.dumps(with_legacy_keys(d, INFO_KEYS))
 
 
 #: Files per transaction of a local run when ``--commit-every`` is not given.
@@ -669,7 +679,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
         for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
             db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         for src, f in plan.copies:
-            summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+            summary.windows += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
         db.add_errors(plan.errors)
         if plan.removed or plan.moved or plan.copies:
@@ -911,7 +921,7 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
             _put_copy_frames(store, jobs)
         db.add_errors(errors)
         db.bump_generation()
-    summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
+    summary.windows += n_vectors - sum(r.file_vector is not None for r in rows)
 
 
 def _put_copy_frames(store: Store, jobs: list[_FileJob]) -> None:

@@ -48,13 +48,13 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _table(ix: Path) -> tuple[list, list, list]:
-    """Every file row, segment row (vectors included) and error row, keyed by path, in a stable order."""
+    """Every file row, window row (vectors included) and error row, keyed by path, in a stable order."""
     with Store.open(ix) as s:
         con = s.db.con
-        files = con.execute("SELECT path, status, n_samples, duration_s, sample_rate, channels, n_segments "
+        files = con.execute("SELECT path, status, n_samples, duration_s, sample_rate, channels, n_windows "
                             "FROM files ORDER BY path").fetchall()
         segs = con.execute("SELECT f.path, s.level, s.start_sample, s.end_sample, s.rms_db, s.silent, s.n_frames, "
-                           "s.vector FROM segments s JOIN files f USING (file_id) "
+                           "s.vector FROM windows s JOIN files f USING (file_id) "
                            "ORDER BY f.path, s.level, s.start_sample").fetchall()
         errors = con.execute("SELECT path, severity, stage, reason FROM errors ORDER BY path, severity").fetchall()
     return files, segs, errors
@@ -72,7 +72,7 @@ def test_workers_give_the_same_rows_and_vectors(mixed, tmp_path, monkeypatch, em
     opts = dict(commit_every=5, batch_size=4)
     s0 = ingest(mixed, tmp_path / "w0", Choices(), IngestOptions(workers=0, **opts))
     s2 = ingest(mixed, tmp_path / "w2", Choices(), IngestOptions(workers=2, **opts))
-    for key in ("files_indexed", "files_failed", "files_silent", "warnings", "segments", "audio_seconds"):
+    for key in ("files_indexed", "files_failed", "files_silent", "warnings", "windows", "audio_seconds"):
         assert getattr(s0, key) == getattr(s2, key), key
     assert s2.files_failed == 2 and s2.files_silent == 1
     files0, segs0, errors0 = _table(tmp_path / "w0")
@@ -221,7 +221,7 @@ def test_kill_9_with_workers_then_rerun_resumes(tmp_path):
     assert summary.files_indexed == 30 - n_files and summary.files_unchanged == n_files
     with Store.open(ix) as store:
         rows = store.db.con.execute("SELECT count(*), count(DISTINCT path) FROM files").fetchall()[0]
-        segs = store.db.con.execute("SELECT count(*), count(DISTINCT segment_id) FROM segments").fetchall()[0]
+        segs = store.db.con.execute("SELECT count(*), count(DISTINCT window_id) FROM windows").fetchall()[0]
         assert rows == (30, 30) and segs[0] == segs[1] and store.info()["consistent"]
 
 

@@ -66,7 +66,7 @@ def vectors(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
 
 def vector_blobs(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     """``(n, dim)`` float32 rows as an Arrow ``large_binary`` column of ``dim * 4`` little-endian bytes
-    each (the ``segments.vector`` BLOB); rows where ``null`` is True are NULL (no bytes)."""
+    each (the ``windows.vector`` BLOB); rows where ``null`` is True are NULL (no bytes)."""
     n, dim = values.shape
     keep = np.ones(n, bool) if null is None else ~np.asarray(null, bool)
     data = np.ascontiguousarray(values if keep.all() else values[keep], dtype="<f4")

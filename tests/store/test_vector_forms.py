@@ -1,4 +1,4 @@
-"""The two forms of ``segments.vector``: the BLOB new indexes use and the ``FLOAT[dim]`` of indexes
+"""The two forms of ``windows.vector``: the BLOB new indexes use and the ``FLOAT[dim]`` of indexes
 made before it. An old index opens, reads and takes new files; every read gives what the
 same rows give in a new index, bit for bit, and search returns the same hits."""
 
@@ -19,6 +19,7 @@ from retrieval.ingest import IngestOptions, ingest
 from retrieval.store import MetadataDB, Store
 from retrieval.store import db as db_module
 from tests.conftest import write
+from tests.store.test_migrate import _to_format_1
 from tests.store.test_queries import DIM, _row
 
 
@@ -29,7 +30,7 @@ def _legacy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _filled(path, rows) -> MetadataDB:
     db = MetadataDB(path)
-    db.create_segments(DIM)
+    db.create_windows(DIM)
     with db.transaction():
         db.insert_files(rows, DIM)
     db.checkpoint()
@@ -47,10 +48,10 @@ def test_new_tables_hold_uncompressed_blobs_of_little_endian_float32(tmp_path):
     db = _filled(tmp_path / "meta.duckdb", rows)
     try:
         assert db.blob_vectors()
-        kinds = db.con.execute("SELECT DISTINCT compression FROM pragma_storage_info('segments') "
+        kinds = db.con.execute("SELECT DISTINCT compression FROM pragma_storage_info('windows') "
                                "WHERE column_name = 'vector' AND segment_type <> 'VALIDITY'").fetchall()
         assert kinds == [("Uncompressed",)]
-        first = db.con.execute("SELECT vector FROM segments WHERE vector IS NOT NULL ORDER BY segment_id LIMIT 1"
+        first = db.con.execute("SELECT vector FROM windows WHERE vector IS NOT NULL ORDER BY window_id LIMIT 1"
                                ).fetchall()[0][0]
         assert first == rows[0].window_vectors[0].astype("<f4").tobytes()
     finally:
@@ -64,7 +65,7 @@ def test_every_read_agrees_between_the_two_forms(tmp_path, monkeypatch):
         old = _filled(tmp_path / "old.duckdb", _rows())
     try:
         assert new.blob_vectors() and not old.blob_vectors()
-        for level in ("segment", "file"):
+        for level in ("window", "file"):
             ids, vecs = new.vectors(level, DIM)
             old_ids, old_vecs = old.vectors(level, DIM)
             np.testing.assert_array_equal(ids, old_ids)
@@ -85,7 +86,7 @@ def test_every_read_agrees_between_the_two_forms(tmp_path, monkeypatch):
         for db in (new, old):  # rows copied inside one table keep its form
             with db.transaction():
                 db.copy_file(owner, "copy.wav", 10, 1.0, "dog")
-        np.testing.assert_array_equal(new.vectors("segment", DIM)[1], old.vectors("segment", DIM)[1])
+        np.testing.assert_array_equal(new.vectors("window", DIM)[1], old.vectors("window", DIM)[1])
         assert new.vector_rows("file").column("vector").to_pylist() == \
             old.vector_rows("file").column("vector").to_pylist()
     finally:
@@ -93,13 +94,17 @@ def test_every_read_agrees_between_the_two_forms(tmp_path, monkeypatch):
         old.close()
 
 
-def test_an_old_index_opens_takes_new_files_and_searches_as_a_new_one(corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("names", ["windows", "segments"])
+def test_an_old_index_opens_takes_new_files_and_searches_as_a_new_one(corpus, tmp_path, monkeypatch, names):
+    """``names``: the old index's vocabulary (``segments``: store format 1, migrated on open)."""
     def run(ix):
         return json.loads(ingest(corpus, ix, Choices(), IngestOptions(commit_every=3)).to_json())
 
     with monkeypatch.context() as m:
         _legacy(m)
         run(tmp_path / "old")
+    if names == "segments":
+        _to_format_1(tmp_path / "old")
     run(tmp_path / "new")
     # The corpus changes; both take the change with today's code.
     write(corpus / "new" / "n.wav", synth.chirp(300, 3000, 1.3, 16000), 16000)
@@ -115,7 +120,7 @@ def test_an_old_index_opens_takes_new_files_and_searches_as_a_new_one(corpus, tm
             info = s.info()
             assert info["consistent"] and info["files"] == 21
         with Index.open(tmp_path / name) as idx:
-            meta, raw = idx.embeddings("segment", processed=False)
+            meta, raw = idx.embeddings("window", processed=False)
             hits = idx.search(corpus / "tone" / "tone_01.wav", k=5)
             found[name] = (meta.drop(columns=["indexed_at"]), raw, hits.drop(columns=["indexed_at"], errors="ignore"))
     old, new = found["old"], found["new"]
