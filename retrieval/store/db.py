@@ -7,7 +7,10 @@ Tables (see ``SCHEMA``):
               duration, native rate and channels, status, label and metadata columns
     windows   one row per vector: window rows (``level='window'``) and one pooled row
               per file (``level='file'``); start/end in samples at the recipe's rate,
-              level in dB, and the raw pooled vector (NULL for silent windows)
+              level in dB, and the raw pooled vector (NULL for silent windows): a BLOB of
+              ``dim`` little-endian float32 (``dim * 4`` bytes), stored uncompressed
+              (:func:`vector_column_sql`). Indexes made before held it as ``FLOAT[dim]``;
+              both forms are read, and rows go into a table in the form it has.
     errors    one row per problem: root, path, severity (``error`` or ``warning``), stage, reason
     transforms  fitted post-processing state, as ``.npz`` bytes
 
@@ -98,9 +101,25 @@ def pandas_of(table: pa.Table) -> Any:
     return df
 
 
+def vector_column_sql(dim: int) -> str:
+    """The SQL type of ``windows.vector`` in a new index: a BLOB of ``dim`` little-endian float32.
+
+    Not ``FLOAT[dim]``: at a checkpoint DuckDB analyses and compresses each of the ``dim``
+    floats of a nested array with its floating-point codecs, which pooled embeddings do not reward; with
+    the BLOB stored uncompressed a checkpoint is a copy. ``dim`` fixes the row length only.
+    """
+    return "BLOB USING COMPRESSION uncompressed"
+
+
 def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
-    """``(n, dim)`` float32 from a FLOAT[dim] Arrow column without NULLs."""
-    col = table.column(column).combine_chunks()
+    """``(n, dim)`` float32 from a vector Arrow column without NULLs: ``FLOAT[dim]`` (indexes made
+    before the BLOB form) or BLOB (``dim * 4`` little-endian bytes per row)."""
+    chunked = table.column(column)
+    if is_blob_type(chunked.type):
+        from retrieval.store.columns import blob_rows
+
+        return blob_rows(chunked, dim)
+    col = chunked.combine_chunks()
     if len(col) == 0:
         return np.zeros((0, dim), np.float32)
     from retrieval.store.columns import to_numpy
@@ -108,6 +127,29 @@ def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     # the child array, sliced as the list array is: ``flatten`` would import pyarrow.compute (0.1-0.3 s)
     values = to_numpy(col.values.slice(col.offset * dim, len(col) * dim) if not col.null_count else col.flatten())
     return np.ascontiguousarray(values.reshape(len(col), dim), dtype=np.float32)
+
+
+def is_blob_type(dtype: Any) -> bool:
+    """Whether an Arrow type is a BLOB column's (``binary`` or ``large_binary``)."""
+    import pyarrow as pa
+
+    return bool(pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype))
+
+
+def as_float_lists(table: pa.Table, column: str, dim: int) -> pa.Table:
+    """``table`` with its BLOB vector ``column`` (no NULLs) turned into ``FLOAT[dim]`` (a view of the
+    bytes where there is one chunk); a ``FLOAT[dim]`` column is returned as it is."""
+    import pyarrow as pa
+
+    at = table.column_names.index(column)
+    if not is_blob_type(table.schema.field(at).type):
+        return table
+    from retrieval.store.columns import blob_rows
+
+    flat = blob_rows(table.column(at), dim).reshape(-1)
+    values = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
+    lists = pa.FixedSizeListArray.from_arrays(values, dim)
+    return table.set_column(at, pa.field(column, lists.type), lists)
 
 
 def _ids_of(table: pa.Table) -> np.ndarray:
@@ -178,6 +220,7 @@ class MetadataDB:
         # asks for both several times, and each read costs about 0.5 ms.
         self._read_once: dict[tuple[str, str], object] = {}
         self._has_windows = False  # once created, ``windows`` is never dropped
+        self._blob_vectors: bool | None = None  # the form of ``windows.vector``, read once
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
             if not read_only:
@@ -213,11 +256,25 @@ class MetadataDB:
             self.set("schema_version", str(SCHEMA_VERSION))
 
     def create_windows(self, dim: int) -> None:
-        """Create ``windows`` with a ``FLOAT[dim]`` vector column (once, when the recipe is set)."""
+        """Create ``windows`` with a BLOB vector column of ``dim`` float32 (once, when the recipe is set;
+        an existing table keeps its form, see :func:`vector_column_sql`)."""
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS windows (window_id BIGINT, file_id BIGINT, level VARCHAR, "
-            f"start_sample BIGINT, end_sample BIGINT, rms_db REAL, silent BOOLEAN, n_frames INTEGER, vector FLOAT[{dim}])"
+            "start_sample BIGINT, end_sample BIGINT, rms_db REAL, silent BOOLEAN, n_frames INTEGER, "
+            f"vector {vector_column_sql(dim)})"
         )
+        self._blob_vectors = None
+
+    def blob_vectors(self) -> bool:
+        """Whether ``windows.vector`` is a BLOB (True) or a ``FLOAT[dim]`` of an older index (False).
+        Read once per connection: the column's type never changes."""
+        if self._blob_vectors is None:
+            rows = self.con.execute("SELECT data_type FROM information_schema.columns "
+                                    "WHERE table_name = 'windows' AND column_name = 'vector'").fetchall()
+            if not rows:
+                return True  # no table yet: the one made will be
+            self._blob_vectors = rows[0][0] == "BLOB"
+        return self._blob_vectors
 
     def has_windows(self) -> bool:
         """Whether ``windows`` exists (it is created with the recipe). Asked once per connection
@@ -377,7 +434,7 @@ class MetadataDB:
             "rms_db": col.numeric(levels, "float32"),
             "silent": col.booleans(silent),
             "n_frames": col.numeric(frames, "int32"),
-            "vector": col.vectors(vecs, null=silent),
+            "vector": (col.vector_blobs if self.blob_vectors() else col.vectors)(vecs, null=silent),
         })
         self.con.register("_files_batch", files)
         names = ", ".join(files.column_names)
@@ -571,8 +628,9 @@ class MetadataDB:
         pooled), then every column of ``files`` but ``content_hash``. ``where_sql``: as in
         :meth:`vectors`.
         """
-        return self._vector_rows("s.window_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash)",
-                                 level, where_sql, params)
+        tbl = self._vector_rows("s.window_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash)",
+                                level, where_sql, params)
+        return as_float_lists(tbl, "vector", self._dim_of(tbl))
 
     def vector_ids(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> np.ndarray:
         """``(n,)`` int64 sorted ids of the rows :meth:`vectors` returns for ``level`` (no vectors read).
@@ -612,8 +670,20 @@ class MetadataDB:
             self.con.unregister("_wanted_ids")
         return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
+    def _dim_of(self, table: pa.Table) -> int:
+        """The vector width of ``table``'s BLOB ``vector`` column (bytes / 4), from the recipe when it
+        has no rows; 0 for a ``FLOAT[dim]`` column (unused there)."""
+        col = table.column("vector")
+        if not is_blob_type(col.type):
+            return 0
+        for chunk in col.chunks:
+            if len(chunk):
+                return len(chunk[0].as_py()) // 4
+        recipe = self.get("recipe")
+        return int(json.loads(recipe)["dim"]) if recipe else 0
+
     def file_vector_rows(self, *, file_id: int | None = None,
-                         window_id: int | None = None) -> list[tuple[int, int, str, list[float]]]:
+                         window_id: int | None = None) -> list[tuple[int, int, str, Sequence[float]]]:
         """``(window_id, file_id, level, vector)`` of every row with a vector of one file, both levels.
 
         The file is ``file_id``, or the file that owns window ``window_id`` (give one);
@@ -625,9 +695,12 @@ class MetadataDB:
         owner = "?" if file_id is not None else \
             "(SELECT file_id FROM windows WHERE window_id = ? AND level = 'window')"
         key = int(file_id if file_id is not None else window_id)  # type: ignore[arg-type]
-        return [(int(r[0]), int(r[1]), r[2], r[3]) for r in self.con.execute(
+        rows = self.con.execute(
             f"SELECT window_id, file_id, level, vector FROM windows WHERE file_id = {owner} AND vector IS NOT NULL",
-            [key]).fetchall()]
+            [key]).fetchall()
+        # a BLOB row as the tuple DuckDB gives for a FLOAT[dim] one
+        return [(int(r[0]), int(r[1]), r[2], tuple(np.frombuffer(r[3], "<f4").tolist())
+                 if isinstance(r[3], bytes) else r[3]) for r in rows]
 
     def window(self, window_id: int) -> tuple[int, int, int] | None:
         """``(file_id, start_sample, end_sample)`` of window ``window_id``, or None when there is none."""
