@@ -151,7 +151,8 @@ def _is_number(text: str) -> bool:
 @click.option("--silence-db", type=float, help="Windows below this RMS level (dBFS) stay out of the index [-60].")
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
 @click.option("--commit-every", type=int,
-              help="Files per transaction [64; with --engine ray, a shard closes at 16384 windows or 30 s].")
+              help="Files per transaction [64 holding 4 minutes of audio, at most 1024; with --engine ray, "
+                   "a shard closes at 16384 windows or 30 s].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "

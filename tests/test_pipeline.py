@@ -367,3 +367,54 @@ def test_encoders_run_by_workers_load_neither_torch_nor_transformers():
                 "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]", name
+
+
+def test_default_batches_hold_64_files_and_4_minutes_of_audio_at_most_1024_files():
+    """Short clips are committed in fewer, larger transactions; ``--commit-every`` counts files alone."""
+    assert not ing.batch_full(64, ing.COMMIT_AUDIO_S - 1, None)  # 64 short clips: keep going
+    assert ing.batch_full(64, ing.COMMIT_AUDIO_S, None)
+    assert not ing.batch_full(63, 10 * ing.COMMIT_AUDIO_S, None)  # long files: every 64, as before
+    assert ing.batch_full(ing.COMMIT_MAX_FILES, 0.0, None)  # silent or failed files bound it too
+    assert ing.batch_full(4, 0.0, 4) and not ing.batch_full(3, 1e9, 4)
+
+
+def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_results(mixed, monkeypatch):
+    """With an encoder the workers run, groups the main process decodes while the head of the line
+    is late give the files, vectors and order that the workers (or one process) give."""
+    import threading
+    from concurrent.futures import Future
+
+    from retrieval.configure import resolve
+
+    _, recipe = resolve(Choices(), None)
+    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
+                      embed_recipe=recipe, long_samples=LONG_SAMPLES)
+    paths = sorted(str(p) for p in mixed.rglob("*") if p.is_file())
+    groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=2))
+    slow: list[threading.Timer] = []
+
+    def late(self, group, spec):  # a worker's result, 0.2 s late: the main process has time to help
+        done: Future = Future()
+        timer = threading.Timer(0.2, lambda: done.set_result(decode_task([p for p, _ in group], spec)))
+        slow.append(timer)
+        timer.start()
+        return done
+
+    ran_here: list[int] = []
+    run_here = pipeline._run_here
+    monkeypatch.setattr(DecodePool, "_submit", late)
+    monkeypatch.setattr(pipeline, "_run_here", lambda group, spec: ran_here.append(len(group)) or run_here(group, spec))
+    with DecodePool(1) as pool:
+        got = list(pool.results(iter(groups), spec))
+    for timer in slow:
+        timer.join()
+    assert ran_here, "the main process never helped"
+    alone = [d for g in groups for d in decode_task([p for p, _ in g], spec)]
+    assert [item for item, _ in got] == paths
+    for (_, d), ref in zip(got, alone):
+        assert (d.error, d.long, d.report.out_samples) == (ref.error, ref.long, ref.report.out_samples)
+        assert np.array_equal(d.starts, ref.starts) and np.array_equal(d.levels, ref.levels)
+        if ref.vectors is not None:
+            assert d.vectors.tobytes() == ref.vectors.tobytes()
+            assert (d.file_vector is None) == (ref.file_vector is None)
+            assert d.file_vector is None or d.file_vector.tobytes() == ref.file_vector.tobytes()
