@@ -68,7 +68,7 @@ from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
 from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
-from retrieval.pipeline import DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
+from retrieval.pipeline import HERE_JOURNAL, DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
 from retrieval.recipe import Recipe
 from retrieval.store import ErrorRow, FileRow, Store
 
@@ -454,7 +454,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
             workers = auto_workers(name, len(plan.to_embed))
-        pool = _start_pool(stack, workers, warn) if plan.to_embed and not options.embedder else None
+        pool = _start_pool(stack, workers, warn, store.root / HERE_JOURNAL) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         if options.copies or (stored is not None and stored.copies):
             recipe = replace(recipe, copies=True)
@@ -633,11 +633,13 @@ def _pool_likely(options: IngestOptions, files: int) -> bool:
     return files >= AUTO_WORKERS_MIN_FILES and _usable_cores() >= 2
 
 
-def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
-    """Start the decoding workers now, so they boot while the encoder loads."""
+def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],
+                journal: Path) -> DecodePool | None:
+    """Start the decoding workers now, so they boot while the encoder loads; ``journal`` is the
+    pool's record of what the main process decodes itself (see :data:`pipeline.HERE_JOURNAL`)."""
     if workers <= 0:
         return None
-    pool = stack.enter_context(DecodePool(workers, on_warning=warn))
+    pool = stack.enter_context(DecodePool(workers, on_warning=warn, journal=journal))
     pool.warm()
     return pool
 

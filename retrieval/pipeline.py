@@ -43,7 +43,10 @@ Design choices:
   otherwise go unused. The same :func:`decode_task` runs, so the vectors are the same bit
   for bit; results are still consumed in order. The price: a file the main process decodes
   has no process of its own, so a decoder that crashes or hangs on it stops the run, as
-  with ``--workers 0`` (the workers' files keep the protection below).
+  with ``--workers 0``. So before decoding a group itself the main process writes the
+  group's paths to a journal in the index folder (:data:`HERE_JOURNAL`) and empties it
+  after; a re-run that finds paths there leaves those files to the workers, whose
+  protection below turns the culprit into an error row instead of a second crash.
 * **A worker dies.** Every future of a broken pool fails together, so the files in flight
   are re-run one at a time in a fresh pool; the file whose task kills a worker again is
   recorded as an error, the others are indexed. A fresh pool that cannot run even a
@@ -97,6 +100,10 @@ HEALTH_TIMEOUT_S = 120.0
 #: about 10 ms, a full task of compressed audio a few seconds; 300 s leaves room for a machine
 #: a hundred times slower than that and still ends a hang.
 TASK_TIMEOUT_S = 300.0
+
+#: File in the index folder naming the files the main process is decoding right now (one path
+#: per line; empty when it decodes none). Left non-empty only by a run that died in the middle.
+HERE_JOURNAL = "decoding-here.txt"
 
 T = TypeVar("T")
 
@@ -444,10 +451,16 @@ class DecodePool:
             process takes over the decoding.
     """
 
-    def __init__(self, workers: int, on_warning: Callable[[str], None] | None = None) -> None:
+    def __init__(self, workers: int, on_warning: Callable[[str], None] | None = None,
+                 journal: Path | None = None) -> None:
         if workers < 1:
             raise InputError(f"a decode pool needs at least 1 worker; got {workers}")
         self.workers = workers
+        #: where the paths of a group decoded in this process are written first (None: nowhere,
+        #: and this process decodes nothing itself)
+        self.journal = journal
+        #: paths a run that died left in the journal: only the workers decode them
+        self.suspects = _read_journal(journal)
         self.max_in_flight = IN_FLIGHT_PER_WORKER * workers
         self.restarts = 0
         self.on_warning = on_warning or (lambda line: log.warning(line))
@@ -462,6 +475,8 @@ class DecodePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self.journal is not None and exc[0] is None:  # a clean end: nothing was left mid-decode
+            self.journal.unlink(missing_ok=True)
 
     def warm(self) -> None:
         """Start every worker now (in the background), so they are ready when work arrives."""
@@ -513,7 +528,7 @@ class DecodePool:
         """
         source = iter(groups)
         pending: deque[tuple[list[tuple[str, T]], Future]] = deque()
-        here = _decodes_here(spec)
+        here = _decodes_here(spec) and self.journal is not None
         local: set[Future] = set()  # futures of groups this process decoded (not the workers' to bound)
 
         def fill() -> None:
@@ -530,7 +545,12 @@ class DecodePool:
             group = next(source, None)
             if group is None:
                 return False
+            if self.suspects.intersection(p for p, _ in group):  # it may be what stopped a run here
+                pending.append((group, self._submit(group, spec)))
+                return True
+            _write_journal(self.journal, [p for p, _ in group])
             done = _run_here(group, spec)
+            _write_journal(self.journal, [])
             local.add(done)
             pending.append((group, done))
             return True
@@ -631,6 +651,21 @@ def _decodes_here(spec: WindowSpec) -> bool:
     for encoders the workers run (``spec.embed_recipe``: numpy only, bit-exact in any process),
     with the real task function (a test's stand-in runs in the workers only)."""
     return spec.embed_recipe is not None and _task_function() is decode_task
+
+
+def _read_journal(journal: Path | None) -> set[str]:
+    """Paths a run that died left in ``journal`` (empty when there is none)."""
+    try:
+        return set(filter(None, journal.read_text(encoding="utf-8").splitlines())) if journal else set()
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def _write_journal(journal: Path | None, paths: Sequence[str]) -> None:
+    """Replace ``journal``'s content with ``paths``, one per line (no fsync: it must outlive this
+    process crashing, not the machine)."""
+    if journal is not None:
+        journal.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8", errors="surrogateescape")
 
 
 def _run_here(group: list[tuple[str, Any]], spec: WindowSpec) -> Future:
