@@ -378,9 +378,11 @@ def test_default_batches_hold_64_files_and_4_minutes_of_audio_at_most_1024_files
     assert ing.batch_full(4, 0.0, 4) and not ing.batch_full(3, 1e9, 4)
 
 
-def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_results(mixed, monkeypatch, tmp_path):
-    """With an encoder the workers run, groups the main process decodes while the head of the line
-    is late give the files, vectors and order that the workers (or one process) give."""
+@pytest.fixture
+def late_workers(mixed, monkeypatch):
+    """``(spec, paths, here)``: the workers' results come 0.2 s late (so the main process has time
+    to help), with an encoder the workers run; ``here`` lists the groups decoded in this process.
+    Timers are joined at teardown."""
     import threading
     from concurrent.futures import Future
 
@@ -390,31 +392,39 @@ def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_res
     spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
                       embed_recipe=recipe, long_samples=LONG_SAMPLES)
     paths = sorted(str(p) for p in mixed.rglob("*") if p.is_file())
-    groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=2))
     slow: list[threading.Timer] = []
 
-    def late(self, group, spec):  # a worker's result, 0.2 s late: the main process has time to help
+    def late(self, group, spec):
         done: Future = Future()
         timer = threading.Timer(0.2, lambda: done.set_result(decode_task([p for p, _ in group], spec)))
         slow.append(timer)
         timer.start()
         return done
 
-    ran_here: list[int] = []
+    here: list[list[str]] = []
     run_here = pipeline._run_here
     monkeypatch.setattr(DecodePool, "_submit", late)
-    monkeypatch.setattr(pipeline, "_run_here", lambda group, spec: ran_here.append(len(group)) or run_here(group, spec))
+    monkeypatch.setattr(pipeline, "_run_here", lambda group, spec: here.append([p for p, _ in group]) or run_here(group, spec))
+    yield spec, paths, here
+    for timer in slow:
+        timer.join()
+
+
+def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_results(late_workers, monkeypatch,
+                                                                                    tmp_path):
+    """With an encoder the workers run, groups the main process decodes while the head of the line
+    is late give the files, vectors and order that the workers (or one process) give."""
+    spec, paths, ran_here = late_workers
+    groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=2))
     journal = tmp_path / "journal.txt"
     seen: list[list[str]] = []
     write = pipeline._write_journal
     monkeypatch.setattr(pipeline, "_write_journal", lambda path, paths: seen.append(list(paths)) or write(path, paths))
     with DecodePool(1, journal=journal) as pool:
         got = list(pool.results(iter(groups), spec))
-    for timer in slow:
-        timer.join()
     assert ran_here, "the main process never helped"
     # each group decoded here was named in the journal before, and the journal emptied after
-    assert [len(p) for p in seen[0::2]] == ran_here and not any(seen[1::2])
+    assert seen[0::2] == ran_here and not any(seen[1::2])
     assert not journal.exists(), "a clean end removes the journal"
     alone = [d for g in groups for d in decode_task([p for p, _ in g], spec)]
     assert [item for item, _ in got] == paths
@@ -427,40 +437,18 @@ def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_res
             assert d.file_vector is None or d.file_vector.tobytes() == ref.file_vector.tobytes()
 
 
-def test_files_a_dead_run_left_in_the_journal_go_to_the_workers_only(mixed, monkeypatch, tmp_path):
+def test_files_a_dead_run_left_in_the_journal_go_to_the_workers_only(late_workers, tmp_path):
     """A run that died while the main process decoded a group left its paths in the journal: the
     next run does not decode those files itself (a crashing decoder then kills a worker, which
     is survivable), and still decodes other groups itself while the workers are late."""
-    import threading
-    from concurrent.futures import Future
-
-    from retrieval.configure import resolve
-
-    _, recipe = resolve(Choices(), None)
-    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
-                      embed_recipe=recipe, long_samples=LONG_SAMPLES)
-    paths = sorted(str(p) for p in mixed.rglob("*") if p.is_file())
+    spec, paths, here = late_workers
     groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=1))
     journal = tmp_path / "journal.txt"
     journal.write_text(f"{paths[1]}\n{paths[-1]}\n", encoding="utf-8")
-    slow: list[threading.Timer] = []
-
-    def late(self, group, spec):
-        done: Future = Future()
-        timer = threading.Timer(0.2, lambda: done.set_result(decode_task([p for p, _ in group], spec)))
-        slow.append(timer)
-        timer.start()
-        return done
-
-    here: list[str] = []
-    run_here = pipeline._run_here
-    monkeypatch.setattr(DecodePool, "_submit", late)
-    monkeypatch.setattr(pipeline, "_run_here", lambda group, spec: here.extend(p for p, _ in group) or run_here(group, spec))
     with DecodePool(1, journal=journal) as pool:
         assert pool.suspects == {paths[1], paths[-1]}
         got = list(pool.results(iter(groups), spec))
-    for timer in slow:
-        timer.join()
     assert [item for item, _ in got] == paths
     assert here, "the main process never helped"
-    assert paths[1] not in here and paths[-1] not in here
+    decoded_here = {p for g in here for p in g}
+    assert paths[1] not in decoded_here and paths[-1] not in decoded_here
