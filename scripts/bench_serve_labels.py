@@ -4,8 +4,8 @@ A log-mel store of ``--windows`` window vectors (``bench_search.synth_store``, 1
 file, no audio needed) is served in this process through FastAPI's test client. Timed, each
 as the median of ``--repeat`` calls, one after another:
 
-- ``POST /api/labels`` of one window (a writer opens, stores the label, publishes a snapshot,
-  and the server swaps that snapshot in before it answers);
+- ``POST /api/labels`` of one window (the window's span is read from the snapshot served, the
+  label is one transaction of ``labels.sqlite``, and the target's counts are read back);
 - ``POST /api/search`` by indexed-file id (the cheap request the page makes most);
 - ``POST /api/train`` (linear head, default weak negatives), ``POST /api/score`` and
   ``GET /api/suggest`` (margin, 20 windows): one round of "Train & suggest".
@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_search import synth_store  # noqa: E402
 
-NOTE = ("A label write opens a writer of the live database, publishes a snapshot (a copy of "
-        "`meta.duckdb`) and opens that snapshot, so unlike a search its cost grows with the "
-        "database; training and scoring read every window's vector.")
+NOTE = ("A label is one transaction of `labels.sqlite` beside `meta.duckdb` (the window's span is read "
+        "from the snapshot served): no writer of the live database, no snapshot published or opened. "
+        "Training and scoring read every window's vector, and publish a snapshot for the head and scores.")
 
 
 def timed(call, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -75,7 +75,7 @@ def main() -> None:
             store.rebuild_all()
         build_s = time.perf_counter() - t
         held = IndexSet([ix])
-        client = TestClient(create_app(held, heavy_processes=0))
+        client = TestClient(create_app(held, heavy_processes=0), base_url="http://127.0.0.1:8000")  # a loopback host takes writes
         with held.get(None).use() as snap:
             ids = snap.index.store.search_vectors("window")[0]
             db_mib = (snap.index.store.files_dir / "meta.duckdb").stat().st_size / 2**20

@@ -47,6 +47,7 @@ from retrieval.recipe import Recipe
 from retrieval.store import lookup, migrate, snapshot, summary, vector_file
 from retrieval.store import vectors as vector_index
 from retrieval.store.db import MetadataDB, pandas_of
+from retrieval.store.labels import LabelStore
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
                                      sidecar)
 
@@ -172,6 +173,7 @@ class Store:
         store = cls(root, db, writable=True)
         try:
             migrate.rename_files(root)  # after the schema's migration committed (MetadataDB's open)
+            LabelStore(db, root).import_legacy()  # labels an older index kept in meta.duckdb
             store._remove_temp_files()
             snapshot.collect(root)
             if store.recipe is not None and not store.snapshot_current():
