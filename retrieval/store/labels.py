@@ -121,9 +121,10 @@ class LabelStore:
             return 0
         return self.file.upsert(rows.drop_duplicates(list(KEY), keep="last"))
 
-    def _stored(self, targets: Sequence[str] | None) -> pd.DataFrame:
+    def stored(self, targets: Sequence[str] | None = None) -> pd.DataFrame:
         """Every stored label of ``targets`` (None: all), one row per key (``label_file.COLUMNS``):
-        the file's, plus those of an older index's ``window_labels`` table not yet imported."""
+        the file's, plus those of an older index's ``window_labels`` table not yet imported.
+        Reads no ``files`` or ``windows`` row: what counting labels needs, at any index size."""
         found, imported = self.file.rows(targets)
         if imported or not self._has("window_labels"):
             return found
@@ -142,7 +143,7 @@ class LabelStore:
     def _registered(self, targets: Sequence[str] | None) -> Iterator[bool]:
         """The labels of ``targets`` as the view ``_labels`` of this connection (``label_file.COLUMNS``)
         while the block runs; yields whether there are any."""
-        stored = self._stored(targets)
+        stored = self.stored(targets)
         tbl = pa.table({c: pa.array(stored[c].tolist(), pa.int64() if c in _INTS else pa.string())
                         for c in COLUMNS})
         self.con.register("_labels", tbl)
@@ -196,7 +197,7 @@ class LabelStore:
 
     def targets(self) -> list[str]:
         """Targets with labels or a head, sorted."""
-        names = set(self._stored(None)["target"].tolist())
+        names = set(self.stored(None)["target"].tolist())
         if self._has("heads"):
             names |= {r[0] for r in self.con.execute("SELECT DISTINCT target FROM heads").fetchall()}
         return sorted(names)
@@ -241,13 +242,15 @@ class LabelStore:
 
     def window_spans(self, window_ids: Sequence[int]) -> pd.DataFrame:
         """``window_id, content_hash, start_sample, end_sample, path`` of indexed windows."""
-        want = pa.table({"window_id": np.asarray(window_ids, np.int64)})
+        ids = np.asarray(window_ids, np.int64)
+        want = pa.table({"window_id": ids})
+        bounds = [int(ids.min()), int(ids.max())] if len(ids) else [0, -1]
         self.con.register("_label_ids", want)
-        try:
+        try:  # the range lets DuckDB skip the row groups of other ids (rows are stored in id order)
             return arrow_of(self.con.sql(
                 "SELECT s.window_id, f.content_hash, s.start_sample, s.end_sample, f.path FROM windows s "
-                "JOIN files f USING (file_id) JOIN _label_ids USING (window_id) ORDER BY s.window_id"
-            )).to_pandas()
+                "JOIN files f USING (file_id) JOIN _label_ids USING (window_id) "
+                "WHERE s.window_id BETWEEN ? AND ? ORDER BY s.window_id", params=bounds)).to_pandas()
         finally:
             self.con.unregister("_label_ids")
 
