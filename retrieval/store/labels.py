@@ -33,7 +33,8 @@ import io
 import json
 import re
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -82,7 +83,19 @@ def _local_us(stamps: pd.Series) -> list[int]:
     """Naive local-time timestamps (what DuckDB's ``current_timestamp`` stored in a ``TIMESTAMP``
     column) as microseconds since the Unix epoch; the inverse of how :meth:`LabelStore.labels`
     shows ``labelled_at``."""
-    return [int(round(pd.Timestamp(t).to_pydatetime().timestamp() * 1e6)) for t in stamps.tolist()]
+    out = []
+    for t in stamps.tolist():
+        if pd.isna(t):  # no time recorded: older than every label
+            out.append(0)
+            continue
+        d = pd.Timestamp(t).to_pydatetime()
+        out.append(int(time.mktime(d.timetuple())) * 10**6 + d.microsecond)  # exact: no float microseconds
+    return out
+
+
+def _local_time(us: int) -> datetime:
+    """Microseconds since the Unix epoch as a naive local-time timestamp, exact to the microsecond."""
+    return datetime.fromtimestamp(us // 10**6) + timedelta(microseconds=us % 10**6)
 
 
 class LabelStore:
@@ -163,7 +176,7 @@ class LabelStore:
             out = arrow_of(self.con.sql(
                 "SELECT w.*, (SELECT min(f.path) FROM files f WHERE f.content_hash = w.content_hash) AS path "
                 "FROM _labels w ORDER BY w.target, path, w.start_sample")).to_pandas()
-        out["labelled_at"] = [datetime.fromtimestamp(us / 1e6) for us in out["labelled_at_us"].tolist()]
+        out["labelled_at"] = [_local_time(us) for us in out["labelled_at_us"].tolist()]
         return out[cols]
 
     def window_labels(self, targets: Sequence[str]) -> pd.DataFrame:
