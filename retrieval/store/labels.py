@@ -116,8 +116,7 @@ class LabelStore:
         self.con.execute("CREATE TABLE IF NOT EXISTS window_scores (window_id BIGINT, target VARCHAR, score REAL)")
 
     def _has(self, table: str) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                     [table]).fetchall()[0][0])
+        return self.db.has_table(table)
 
     def _bump(self, metadata: bool = False) -> None:
         self.db.set("labels_version", str(int(self.db.get("labels_version") or 0) + 1))
