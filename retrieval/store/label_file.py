@@ -24,6 +24,7 @@ labelling. A missing file holds no labels; it is created by the first write.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -88,12 +89,17 @@ class LabelFile:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection | None]:
-        """One read transaction on the file opened read-only; None when there is no file or schema yet."""
+        """One read transaction; None when there is no file or schema yet.
+
+        The file is opened read-write when it may be written, so a read after a writer was killed
+        mid-transaction rolls that transaction back (its hot journal) and sees the last commit;
+        read-only otherwise (a read-only copy of an index)."""
         if not self.path.is_file():
             yield None
             return
+        mode = "rw" if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK) else "ro"
         try:
-            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
                                   isolation_level=None)
         except sqlite3.Error as exc:
             raise self._error(exc, writing=False) from exc

@@ -74,6 +74,26 @@ def test_a_committed_label_survives_a_killed_process_and_a_held_file_is_waited_f
     assert LabelFile(tmp_path).upsert(_rows(("h2", 0, 5, "t", "positive"))) == 1
 
 
+def test_a_writer_killed_mid_transaction_leaves_the_last_commit(tmp_path):
+    lf = LabelFile(tmp_path)
+    lf.upsert(pd.DataFrame([{"content_hash": f"h{i}", "start_sample": 0, "end_sample": 5, "target": "t",
+                             "label": "positive", "source": "before"} for i in range(2000)]))
+    code = textwrap.dedent("""
+        import os, sqlite3, sys
+        con = sqlite3.connect(sys.argv[1], isolation_level=None)
+        con.execute("PRAGMA cache_size = 1")  # spill changed pages into the file before the commit
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("UPDATE window_labels SET label = 'negative', source = 'half'")
+        os.kill(os.getpid(), 9)
+    """)
+    child = subprocess.run([sys.executable, "-c", code, str(tmp_path / LABELS_NAME)], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert (tmp_path / f"{LABELS_NAME}-journal").exists()  # a hot journal: the file holds half a write
+    found = lf.rows()[0]
+    assert len(found) == 2000 and set(found["label"]) == {"positive"} and set(found["source"]) == {"before"}
+    assert lf.upsert(_rows(("h0", 0, 5, "t", "negative"))) == 1
+
+
 def test_labels_are_taken_during_an_ingest_and_kept_by_it(grown, tmp_path):
     corpus, ix = grown  # 20 files indexed, 30 in the folder
     csv = tmp_path / "labels.csv"
