@@ -23,13 +23,14 @@ Nothing is deleted. The pairs are stored (:class:`~retrieval.store.copies.CopySt
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_match, gain_db,
-                                    level_errors, loud_frames, prepare)
+from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_matches, gains_db,
+                                    level_errors, loud_frames, loud_spans, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
@@ -154,7 +155,9 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     al = align(pa, pb)
     if al is None:
         return None
-    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold, al.fraction)
+    found = _matches_at(b_id, pb, [a_id], [pa], np.array([al.offset]), np.array([al.score]),
+                        np.array([al.fraction]), min_overlap_s, threshold)
+    return found[0] if found else None
 
 
 def combined_confidence(correlation: float, level_error: float) -> float:
@@ -163,34 +166,45 @@ def combined_confidence(correlation: float, level_error: float) -> float:
     return float(correlation * np.exp(-level_error / LEVEL_SCALE_DB)) if np.isfinite(level_error) else 0.0
 
 
-def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
-              min_overlap_s: float, threshold: float, fraction: float = 0.0) -> Match | None:
-    """The :class:`Match` of ``pb`` at ``offset + fraction`` frames in ``pa``, or None.
+def _confidences(correlation: np.ndarray, level_error: np.ndarray) -> np.ndarray:
+    """:func:`combined_confidence` of ``(K,)`` pairs at once, float64."""
+    finite = np.isfinite(level_error)
+    return np.where(finite, correlation * np.exp(-np.where(finite, level_error, 0.0) / LEVEL_SCALE_DB), 0.0)
+
+
+def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: list[Prepared], offsets: np.ndarray,
+                score: np.ndarray, fraction: np.ndarray, min_overlap_s: float, threshold: float) -> list[Match]:
+    """The :class:`Match` es of ``pb`` in each of ``hosts`` (ids ``a_ids``) at ``(K,)`` whole-frame
+    ``offsets`` with their correlations ``score`` and the parabola's ``fraction`` of a frame, read all at
+    once; pairs that do not pass are left out.
 
     Pairs whose whole-frame correlation is within :data:`REFINE_MARGIN` of ``threshold`` are
-    read at the fractional offset (:func:`retrieval.copies.match.fine_match`) and judged by
+    read at the fractional offset (:func:`retrieval.copies.match.fine_matches`) and judged by
     :func:`combined_confidence`.
     """
-    if score < threshold - REFINE_MARGIN:
-        return None
-    offset_f = offset + fraction
-    fine, level_error = fine_match(pa, pb, offset_f)
-    if fine < score:
-        offset_f = float(offset)
-    score = combined_confidence(max(fine, score), level_error)
-    if score < threshold:
-        return None
-    ib = np.arange(pb.n_frames)
-    ia = ib + offset
-    both = (ia >= 0) & (ia < pa.n_frames)
-    both[both] &= (pa.loud[ia[both]] > 0) & (pb.loud[ib[both]] > 0)
-    on = np.flatnonzero(both)
-    b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
-    if (b1 - b0) * HOP_S < min_overlap_s:
-        return None
-    return Match(a_id, b_id, (b0 + offset_f) * HOP_S, (b1 + offset_f) * HOP_S, b0 * HOP_S, b1 * HOP_S,
-                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset_f * HOP_S, 4),
-                 round(pb.n_frames / max(pa.n_frames, 1), 4))
+    live = np.flatnonzero(score >= threshold - REFINE_MARGIN)
+    if live.size == 0:
+        return []
+    hs = [hosts[k] for k in live.tolist()]
+    offsets, score, fraction = offsets[live].astype(np.int64), score[live], fraction[live]
+    fine, level_error = fine_matches(pb, hs, offsets + fraction)
+    offset_f = np.where(fine < score, offsets.astype(np.float64), offsets + fraction)
+    conf = _confidences(np.maximum(fine, score), level_error)
+    keep = np.flatnonzero(conf >= threshold)
+    if keep.size == 0:
+        return []
+    hs = [hs[k] for k in keep.tolist()]
+    b0, b1 = loud_spans(pb, hs, offsets[keep])
+    gains = gains_db(pb, hs, offsets[keep])
+    out = []
+    for j, k in enumerate(keep.tolist()):
+        lo, hi, of = int(b0[j]), int(b1[j]), float(offset_f[k])
+        if (hi - lo) * HOP_S < min_overlap_s:
+            continue
+        out.append(Match(a_ids[live[k]], b_id, (lo + of) * HOP_S, (hi + of) * HOP_S, lo * HOP_S, hi * HOP_S,
+                         round(float(conf[k]), 4), round(float(gains[j]), 2), round(of * HOP_S, 4),
+                         round(pb.n_frames / max(hs[j].n_frames, 1), 4)))
+    return out
 
 
 def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
@@ -198,10 +212,31 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
     """:func:`verify` over ``(m, 2)`` index pairs into ``ids``/``prepared``, batched per shorter file.
 
     Each file is aligned inside all its longer (or equal, earlier) partners at once
-    (:func:`retrieval.copies.match.best_offsets`); the matches equal :func:`verify`'s, pair by pair.
+    (:func:`retrieval.copies.match.best_offsets`) and read at the best offsets all at once
+    (:func:`_matches_at`); the matches equal :func:`verify`'s, pair by pair. BLAS runs on one
+    thread: the products are small, and on a loaded 2-core machine a second BLAS thread made
+    them 5-25 times slower (see ``docs/benchmarks.md``).
     """
     if pairs.shape[0] == 0:
         return []
+    with _one_blas_thread():
+        return _verify_pairs(ids, prepared, pairs, min_overlap_s, threshold)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> Any:  # threadpoolctl inspects the loaded libraries once; later calls reuse it
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """Context in which numpy's BLAS uses one thread."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
+                  threshold: float) -> list[Match]:
     n = np.array([p.n_frames for p in prepared])
     i, j = pairs[:, 0], pairs[:, 1]
     swap = n[j] > n[i]  # ties keep the pair's order, as verify does
@@ -216,15 +251,16 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
         hosts = longer[s0:s1].tolist()
         found = best_offsets(prepared[b], [prepared[a] for a in hosts])
         live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
-        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], [found[k][0] for k in live])
-        for k, error in zip(live, errors.tolist()):
-            a, best = hosts[k], found[k]
-            if combined_confidence(best[1] + REFINE_MARGIN, max(error - LEVEL_SLACK_DB, 0.0)) < threshold:
-                continue  # cannot reach the threshold at any fraction of a frame
-            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold,
-                          best[3])
-            if m is not None:
-                out.append(m)
+        if not live:
+            continue
+        best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
+        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], best[:, 0].astype(np.int64))
+        # pairs that cannot reach the threshold at any fraction of a frame are not read there
+        reach = _confidences(best[:, 1] + REFINE_MARGIN, np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
+        sel = np.flatnonzero(reach)
+        out += _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()],
+                           [prepared[hosts[live[k]]] for k in sel.tolist()], best[sel, 0].astype(np.int64),
+                           best[sel, 1], best[sel, 3], min_overlap_s, threshold)
     return out
 
 

@@ -306,6 +306,99 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
 
 #: Fewest reliable band levels shared for :func:`fine_match` to judge the levels of a pair.
 MIN_BAND_CELLS = 16
+#: Frames of ``b`` times hosts read at once by the batched readings (:func:`fine_matches`,
+#: :func:`level_errors`, :func:`gains_db`, :func:`loud_spans`): bounds their memory to a few
+#: float64 arrays of this many frames times the bands (about 16 MB each).
+READ_BATCH_FRAMES = 1 << 17
+
+
+def _batches(tb: int, k: int) -> list[slice]:
+    """Slices of ``k`` hosts, each holding at most :data:`READ_BATCH_FRAMES` frames of a ``tb``-frame file."""
+    step = max(1, READ_BATCH_FRAMES // max(tb, 1))
+    return [slice(i, i + step) for i in range(0, k, step)]
+
+
+def _stack(hosts: list[Prepared], name: str) -> np.ndarray:
+    """One field of ``hosts`` concatenated in time (no copy for a single host)."""
+    parts = [getattr(h, name) for h in hosts]
+    if any(p is None for p in parts):
+        raise ValueError(f"the batched readings need Prepared frames with {name} (from prepare())")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _place(tb: int, hosts: list[Prepared], offsets: np.ndarray, fractional: bool
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where ``b``'s ``tb`` frames fall in each host, at ``(K,)`` offsets (frames).
+
+    Returns ``(g0, g1, f, inside)``, each ``(K, tb)``: rows of the hosts' concatenation
+    (:func:`_stack`) read below and above (int64, clipped into the host), the fraction of the
+    way to ``g1`` (float64, 0 for whole-frame offsets), and whether frame ``t`` of ``b`` lands
+    in the host (both rows, when ``fractional``).
+    """
+    ta = np.array([h.n_frames for h in hosts], np.int64)[:, None]
+    base = np.concatenate([[0], np.cumsum(ta[:, 0])[:-1]])[:, None]
+    pos = np.arange(tb)[None, :] + np.asarray(offsets, np.float64)[:, None]
+    last = np.maximum(ta - 1, 0)
+    if fractional:
+        i0 = np.floor(pos + 1e-9).astype(np.int64)
+        inside = (i0 >= 0) & (i0 + 1 < ta)
+        f = np.where(inside, np.clip(pos - i0, 0.0, 1.0), 0.0)
+    else:
+        i0 = np.rint(pos).astype(np.int64)
+        inside = (i0 >= 0) & (i0 < ta)
+        f = np.zeros(pos.shape)
+    return base + np.clip(i0, 0, last), base + np.clip(i0 + 1, 0, last), f, inside
+
+
+def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``(K, N)`` values and mask -> ``(K,)`` mean absolute deviation from the median over the masked
+    values of each row (``inf`` under :data:`MIN_BAND_CELLS` of them)."""
+    count = ok.sum(axis=1)
+    out = np.full(diff.shape[0], np.inf)
+    has = count >= MIN_BAND_CELLS
+    if has.any():
+        f = np.sort(np.where(ok[has], diff[has], np.nan), axis=1)  # NaN last
+        n, r = count[has], np.arange(int(has.sum()))
+        mid = (f[r, (n - 1) // 2] + f[r, n // 2]) / 2
+        dev = np.abs(f - mid[:, None])
+        out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
+    return out
+
+
+def _level_error(b: Prepared, hosts: list[Prepared], g0: np.ndarray, g1: np.ndarray, f: np.ndarray,
+                 inside: np.ndarray) -> np.ndarray:
+    """``(K,)`` level error (see :func:`fine_match`) of ``b`` read at the placement ``(g0, g1, f, inside)``."""
+    bands, band_ok = _stack(hosts, "bands_db"), _stack(hosts, "band_ok")
+    if b.bands_db is None or b.band_ok is None:
+        raise ValueError("the batched readings need Prepared frames with band levels (from prepare())")
+    f3, frac = f[..., None], (f > 1e-9)[..., None]
+    ok = band_ok[g0] & np.where(frac, band_ok[g1], True) & b.band_ok[None] & inside[..., None]
+    diff = (1.0 - f3) * bands[g0] + f3 * bands[g1] - b.bands_db[None]
+    k = g0.shape[0]
+    return _mean_deviation(diff.reshape(k, -1), ok.reshape(k, -1))
+
+
+def fine_matches(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fine_match` of ``b`` in every host at once, at ``(K,)`` fractional offsets (frames):
+    ``(correlation (K,), level error dB (K,))`` float64."""
+    k, tb = len(hosts), b.n_frames
+    corr, error = np.full(k, -np.inf), np.full(k, np.inf)
+    offsets = np.asarray(offsets, np.float64)
+    for sl in _batches(tb, k):
+        hs = hosts[sl]
+        g0, g1, f, inside = _place(tb, hs, offsets[sl], fractional=True)
+        d, w = _stack(hs, "d"), _stack(hs, "w")
+        f3, frac, in3 = f[..., None], (f > 1e-9)[..., None], inside[..., None]
+        ad = np.where(in3, (1.0 - f3) * d[g0] + f3 * d[g1], 0.0)
+        ww = w[g0] * np.where(frac, w[g1], 1.0) * b.w[None] * in3
+        bd = b.d[None] * ww
+        dot, na = (ad * bd).sum(axis=(1, 2)), (ad * ad * ww).sum(axis=(1, 2))
+        nb, cells = (bd * bd).sum(axis=(1, 2), dtype=np.float64), ww.sum(axis=(1, 2), dtype=np.float64)
+        den = np.sqrt(np.maximum(na, 0.0) * nb)
+        ok = (cells >= MIN_CELLS) & (den > 1e-3)
+        corr[sl] = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), -np.inf)
+        error[sl] = _level_error(b, hs, g0, g1, f, inside)
+    return corr, error
 
 
 def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
@@ -323,63 +416,66 @@ def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
     the same recording reproduces its band levels up to a gain within a codec's or added
     noise's error (0.5-1 dB on FSDD's tuning speakers); another take of the same word by the
     same speaker, however well its timing correlates, differs by 1.5 dB or more (``inf``
-    under :data:`MIN_BAND_CELLS`).
+    under :data:`MIN_BAND_CELLS`). One host of :func:`fine_matches`.
     """
     if a.bands_db is None or b.bands_db is None or a.band_ok is None or b.band_ok is None:
         raise ValueError("fine_match needs Prepared frames with band levels (from prepare())")
-    pos = np.arange(b.n_frames) + offset
-    i0 = np.floor(pos + 1e-9).astype(np.int64)
-    inside = (i0 >= 0) & (i0 + 1 < a.n_frames)
-    tb, i0 = np.flatnonzero(inside), i0[inside]
-    f = np.clip(pos[inside] - i0, 0.0, 1.0)[:, None]
-    frac = f > 1e-9
-    ad = (1.0 - f) * a.d[i0] + f * a.d[i0 + 1]
-    w = a.w[i0] * np.where(frac, a.w[i0 + 1], 1.0) * b.w[tb]
-    bd = b.d[tb] * w
-    dot, na, nb, cells = float((ad * bd).sum()), float((ad * ad * w).sum()), float((bd * bd).sum()), float(w.sum())
-    den = np.sqrt(max(na, 0.0) * nb)
-    corr = float(np.clip(dot / den, -1, 1)) if cells >= MIN_CELLS and den > 1e-3 else -np.inf
-    ok = a.band_ok[i0] & np.where(frac, a.band_ok[i0 + 1], True) & b.band_ok[tb]
-    if ok.sum() < MIN_BAND_CELLS:
-        return corr, float("inf")
-    diff = ((1.0 - f) * a.bands_db[i0] + f * a.bands_db[i0 + 1] - b.bands_db[tb])[ok]
-    return corr, float(np.mean(np.abs(diff - np.median(diff))))
+    corr, error = fine_matches(b, [a], np.array([offset], np.float64))
+    return float(corr[0]), float(error[0])
 
 
 def level_errors(b: Prepared, hosts: list[Prepared], offsets: list[int]) -> np.ndarray:
     """``(len(hosts),)`` float64: :func:`fine_match`'s level error of ``b`` at whole-frame ``offsets[k]`` in
     ``hosts[k]``, all at once (``inf`` under :data:`MIN_BAND_CELLS` shared levels). A cheap first look
     that spares most pairs the fractional reading."""
-    if b.bands_db is None or b.band_ok is None or not hosts:
-        return np.full(len(hosts), np.inf)
-    t = np.arange(b.n_frames)
-    diffs = np.full((len(hosts), b.n_frames, b.bands_db.shape[1]), np.nan)
-    for k, (h, off) in enumerate(zip(hosts, offsets)):
-        ia = t + off
-        inside = (ia >= 0) & (ia < h.n_frames)
-        tb, ia = t[inside], ia[inside]
-        ok = h.band_ok[ia] & b.band_ok[tb]  # type: ignore[index]
-        diffs[k, tb] = np.where(ok, h.bands_db[ia] - b.bands_db[tb], np.nan)  # type: ignore[index]
-    flat = diffs.reshape(len(hosts), -1)
-    count = np.sum(np.isfinite(flat), axis=1)
     out = np.full(len(hosts), np.inf)
-    has = count >= MIN_BAND_CELLS
-    if has.any():
-        f = np.sort(flat[has], axis=1)  # NaN last
-        n = count[has]
-        mid = (f[np.arange(f.shape[0]), (n - 1) // 2] + f[np.arange(f.shape[0]), n // 2]) / 2  # the median
-        dev = np.abs(f - mid[:, None])
-        out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
+    if b.bands_db is None or b.band_ok is None or not hosts:
+        return out
+    offsets_f = np.asarray(offsets, np.float64)
+    for sl in _batches(b.n_frames, len(hosts)):
+        g0, g1, f, inside = _place(b.n_frames, hosts[sl], offsets_f[sl], fractional=False)
+        out[sl] = _level_error(b, hosts[sl], g0, g1, f, inside)
+    return out
+
+
+def _both_loud(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(both (K, Tb) bool, g (K, Tb) int64)``: frames of ``b`` loud in both files at whole-frame
+    ``offsets``, and the hosts' concatenated rows they lie on."""
+    g, _, _, inside = _place(b.n_frames, hosts, offsets, fractional=False)
+    return inside & (_stack(hosts, "loud")[g] > 0) & (b.loud[None] > 0), g
+
+
+def gains_db(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> np.ndarray:
+    """``(K,)`` float64: :func:`gain_db` of ``b`` in every host at once, at whole-frame ``offsets``."""
+    out = np.zeros(len(hosts))
+    for sl in _batches(b.n_frames, len(hosts)):
+        hs = hosts[sl]
+        both, g = _both_loud(b, hs, np.asarray(offsets, np.float64)[sl])
+        count = both.sum(axis=1)
+        has = count > 0
+        if has.any():
+            diff = np.where(both, b.level_db[None].astype(np.float64) - _stack(hs, "level_db")[g], np.nan)
+            v = np.sort(diff[has], axis=1)  # NaN last
+            n, r = count[has], np.arange(int(has.sum()))
+            out[np.flatnonzero(has) + (sl.start or 0)] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
     return out
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
     """Median level of ``b`` minus ``a`` (dB) over the frames both have loud at ``offset``."""
-    ia = np.arange(b.n_frames) + offset
-    ok = (ia >= 0) & (ia < a.n_frames)
-    ib = np.flatnonzero(ok)
-    ia = ia[ok]
-    both = (a.loud[ia] > 0) & (b.loud[ib] > 0)
-    if not both.any():
-        return 0.0
-    return float(np.median(b.level_db[ib[both]] - a.level_db[ia[both]]))
+    return float(gains_db(b, [a], np.array([offset], np.float64))[0])
+
+
+def loud_spans(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(b0, b1)``, ``(K,)`` int64 each: the frames ``[b0, b1)`` of ``b`` from the frame before its first
+    loud frame shared with each host (at whole-frame ``offsets``) to the frame after its last, or
+    ``(0, Tb)`` where none is shared (a loud frame's difference also reads the frame before)."""
+    tb, k = b.n_frames, len(hosts)
+    b0, b1 = np.zeros(k, np.int64), np.full(k, tb, np.int64)
+    for sl in _batches(tb, k):
+        both, _ = _both_loud(b, hosts[sl], np.asarray(offsets, np.float64)[sl])
+        has = both.any(axis=1)
+        first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
+        b0[sl] = np.where(has, first - 1, 0)
+        b1[sl] = np.where(has, last + 1, tb)
+    return b0, b1
