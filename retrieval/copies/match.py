@@ -161,10 +161,17 @@ def prepare(frames: np.ndarray, floor_frames: int | None = None) -> Prepared:
 def vertex(left: float, mid: float, right: float) -> float:
     """Fractional position (-0.5..0.5 frames) of the peak of the parabola through three scores at
     offsets -1, 0, +1 (``mid`` the largest); 0 when a side is missing (not finite)."""
-    if not (np.isfinite(left) and np.isfinite(right)):
-        return 0.0
-    curve = left - 2.0 * mid + right
-    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < -1e-12 else 0.0
+    return float(vertices(np.array([left]), np.array([mid]), np.array([right]))[0])
+
+
+def vertices(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """:func:`vertex` of ``(K,)`` triples at once, float64."""
+    left, mid, right = (np.asarray(v, np.float64) for v in (left, mid, right))
+    sides = np.isfinite(left) & np.isfinite(right)
+    curve = np.where(sides, left - 2.0 * mid + right, 0.0)
+    bent = sides & (curve < -1e-12)
+    peak = 0.5 * (np.where(bent, left, 0.0) - np.where(bent, right, 0.0)) / np.where(bent, curve, -1.0)
+    return np.where(bent, np.clip(peak, -0.5, 0.5), 0.0)
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,7 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     width = ta + tb - 1  # full-correlation length of each pair
     base = np.concatenate([[0], np.cumsum(width)[:-1]])
     total = int(width.sum())
-    rows = np.concatenate([base[k] + np.arange(ta[k]) for k in range(len(keep))])
+    rows = np.arange(int(ta.sum())) + np.repeat(base - np.concatenate([[0], np.cumsum(ta)[:-1]]), ta)
     ad = np.zeros((total, b.d.shape[1]), np.float32)
     aw = np.zeros_like(ad)
     ad[rows] = np.concatenate([hosts[i].d[::-1] for i in keep])
@@ -283,9 +290,11 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     sums = []
     for x, y in ((b.d, ad), (b.w, ad * ad), (b.d * b.d, aw), (b.w, aw)):  # dot, a's energy, b's, cells
         g = x @ y.T  # (tb, total) float32, C order
-        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames
+        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames.
+        # Summed in float32 (a float64 sum of this strided view cost as much as the products): ``tb``
+        # terms each already rounded to float32 by the product
         view = np.lib.stride_tricks.as_strided(g, (tb, total), ((total - 1) * g.itemsize, g.itemsize))
-        sums.append(view.sum(axis=0, dtype=np.float64))
+        sums.append(view.sum(axis=0).astype(np.float64))
     dot, na, nb, cells = sums
     cells = np.rint(cells)
     den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
@@ -295,12 +304,16 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     pair = np.repeat(np.arange(len(keep)), width)
     hit = np.flatnonzero(score == top[pair])[::-1]  # the last column of a tie is the earliest offset
     first_pair, first_hit = np.unique(pair[hit], return_index=True)
-    for k, h in zip(first_pair.tolist(), hit[first_hit].tolist()):
-        if np.isfinite(score[h]):
-            lo, hi = int(base[k]), int(base[k] + width[k])
-            side = [float(score[i]) if lo <= i < hi else -np.inf for i in (h + 1, h - 1)]  # offsets -1, +1
-            out[keep[k]] = (int(ta[k]) - 1 - (h - lo), float(score[h]), int(cells[h]),
-                            vertex(side[0], float(score[h]), side[1]))
+    h = hit[first_hit]
+    found = np.isfinite(score[h])
+    k, h = first_pair[found], h[found]
+    lo, hi = base[k], base[k] + width[k]
+    padded = np.r_[-np.inf, score, -np.inf]  # padded[i + 1] = score[i]
+    before = np.where(h + 1 < hi, padded[h + 2], -np.inf)  # offset - 1 (the next column)
+    after = np.where(h - 1 >= lo, padded[h], -np.inf)  # offset + 1
+    fraction = vertices(before, score[h], after)
+    for kk, hh, frac in zip(k.tolist(), h.tolist(), fraction.tolist()):
+        out[keep[kk]] = (int(ta[kk]) - 1 - (hh - int(base[kk])), float(score[hh]), int(cells[hh]), frac)
     return out
 
 
