@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_matches, gains_db,
+from retrieval.copies.match import (LOUD_RANGE_DB, Hosts, Prepared, align, best_offsets, fine_matches, gains_db,
                                     level_errors, loud_frames, loud_spans, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
@@ -155,7 +155,7 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     al = align(pa, pb)
     if al is None:
         return None
-    found = _matches_at(b_id, pb, [a_id], [pa], np.array([al.offset]), np.array([al.score]),
+    found = _matches_at(b_id, pb, [a_id], Hosts([pa]), np.array([al.offset]), np.array([al.score]),
                         np.array([al.fraction]), min_overlap_s, threshold)
     return found[0] if found else None
 
@@ -172,9 +172,9 @@ def _confidences(correlation: np.ndarray, level_error: np.ndarray) -> np.ndarray
     return np.where(finite, correlation * np.exp(-np.where(finite, level_error, 0.0) / LEVEL_SCALE_DB), 0.0)
 
 
-def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: list[Prepared], offsets: np.ndarray,
+def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: Hosts, offsets: np.ndarray,
                 score: np.ndarray, fraction: np.ndarray, min_overlap_s: float, threshold: float) -> list[Match]:
-    """The :class:`Match` es of ``pb`` in each of ``hosts`` (ids ``a_ids``) at ``(K,)`` whole-frame
+    """The matches of ``pb`` in each of ``hosts`` (ids ``a_ids``) at ``(K,)`` whole-frame
     ``offsets`` with their correlations ``score`` and the parabola's ``fraction`` of a frame, read all at
     once; pairs that do not pass are left out.
 
@@ -185,7 +185,7 @@ def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: list[Prepared]
     live = np.flatnonzero(score >= threshold - REFINE_MARGIN)
     if live.size == 0:
         return []
-    hs = [hosts[k] for k in live.tolist()]
+    hs = hosts.take(live)
     offsets, score, fraction = offsets[live].astype(np.int64), score[live], fraction[live]
     fine, level_error = fine_matches(pb, hs, offsets + fraction)
     offset_f = np.where(fine < score, offsets.astype(np.float64), offsets + fraction)
@@ -193,7 +193,7 @@ def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: list[Prepared]
     keep = np.flatnonzero(conf >= threshold)
     if keep.size == 0:
         return []
-    hs = [hs[k] for k in keep.tolist()]
+    hs = hs.take(keep)
     b0, b1 = loud_spans(pb, hs, offsets[keep])
     gains = gains_db(pb, hs, offsets[keep])
     out = []
@@ -203,7 +203,7 @@ def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: list[Prepared]
             continue
         out.append(Match(a_ids[live[k]], b_id, (lo + of) * HOP_S, (hi + of) * HOP_S, lo * HOP_S, hi * HOP_S,
                          round(float(conf[k]), 4), round(float(gains[j]), 2), round(of * HOP_S, 4),
-                         round(pb.n_frames / max(hs[j].n_frames, 1), 4)))
+                         round(pb.n_frames / max(int(hs.frames[j]), 1), 4)))
     return out
 
 
@@ -254,12 +254,13 @@ def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, m
         if not live:
             continue
         best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
-        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], best[:, 0].astype(np.int64))
+        stacked = Hosts([prepared[hosts[k]] for k in live])
+        errors = level_errors(prepared[b], stacked, best[:, 0].astype(np.int64))
         # pairs that cannot reach the threshold at any fraction of a frame are not read there
         reach = _confidences(best[:, 1] + REFINE_MARGIN, np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
         sel = np.flatnonzero(reach)
         out += _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()],
-                           [prepared[hosts[live[k]]] for k in sel.tolist()], best[sel, 0].astype(np.int64),
+                           stacked.take(sel), best[sel, 0].astype(np.int64),
                            best[sel, 1], best[sel, 3], min_overlap_s, threshold)
     return out
 

@@ -339,17 +339,51 @@ def _stack(hosts: list[Prepared], name: str) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _place(tb: int, hosts: list[Prepared], offsets: np.ndarray, fractional: bool
+class Hosts:
+    """Files one file is read in at once (:func:`fine_matches`, :func:`level_errors`, :func:`gains_db`,
+    :func:`loud_spans`): their :class:`Prepared` fields concatenated in time, each on first use and
+    once for every :meth:`take` of them.
+
+    Attributes:
+        start: ``(K,)`` int64, each file's first row in the concatenation.
+        frames: ``(K,)`` int64, each file's frames.
+    """
+
+    def __init__(self, hosts: list[Prepared], start: np.ndarray | None = None, frames: np.ndarray | None = None,
+                 cache: dict[str, np.ndarray] | None = None) -> None:
+        self._hosts = hosts
+        self.frames = np.array([h.n_frames for h in hosts], np.int64) if frames is None else frames
+        self.start = np.concatenate([[0], np.cumsum(self.frames)[:-1]]).astype(np.int64) if start is None else start
+        self._cache: dict[str, np.ndarray] = {} if cache is None else cache
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def field(self, name: str) -> np.ndarray:
+        """``(sum of all files' frames, ...)``: one :class:`Prepared` field of every file, concatenated."""
+        if name not in self._cache:
+            self._cache[name] = _stack(self._hosts, name)
+        return self._cache[name]
+
+    def take(self, which: np.ndarray | slice) -> Hosts:
+        """Some of these files (an index array or a slice), sharing the concatenation."""
+        return Hosts(self._hosts, self.start[which], self.frames[which], self._cache)
+
+
+def _hosts(hosts: Hosts | list[Prepared]) -> Hosts:
+    return hosts if isinstance(hosts, Hosts) else Hosts(hosts)
+
+
+def _place(tb: int, hosts: Hosts, offsets: np.ndarray, fractional: bool
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where ``b``'s ``tb`` frames fall in each host, at ``(K,)`` offsets (frames).
 
     Returns ``(g0, g1, f, inside)``, each ``(K, tb)``: rows of the hosts' concatenation
-    (:func:`_stack`) read below and above (int64, clipped into the host), the fraction of the
+    (:meth:`Hosts.field`) read below and above (int64, clipped into the host), the fraction of the
     way to ``g1`` (float64, 0 for whole-frame offsets), and whether frame ``t`` of ``b`` lands
     in the host (both rows, when ``fractional``).
     """
-    ta = np.array([h.n_frames for h in hosts], np.int64)[:, None]
-    base = np.concatenate([[0], np.cumsum(ta[:, 0])[:-1]])[:, None]
+    ta, base = hosts.frames[:, None], hosts.start[:, None]
     pos = np.arange(tb)[None, :] + np.asarray(offsets, np.float64)[:, None]
     last = np.maximum(ta - 1, 0)
     if fractional:
@@ -378,10 +412,10 @@ def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return out
 
 
-def _level_error(b: Prepared, hosts: list[Prepared], g0: np.ndarray, g1: np.ndarray, f: np.ndarray,
+def _level_error(b: Prepared, hosts: Hosts, g0: np.ndarray, g1: np.ndarray, f: np.ndarray,
                  inside: np.ndarray) -> np.ndarray:
     """``(K,)`` level error (see :func:`fine_match`) of ``b`` read at the placement ``(g0, g1, f, inside)``."""
-    bands, band_ok = _stack(hosts, "bands_db"), _stack(hosts, "band_ok")
+    bands, band_ok = hosts.field("bands_db"), hosts.field("band_ok")
     if b.bands_db is None or b.band_ok is None:
         raise ValueError("the batched readings need Prepared frames with band levels (from prepare())")
     f3, frac = f[..., None], (f > 1e-9)[..., None]
@@ -391,16 +425,17 @@ def _level_error(b: Prepared, hosts: list[Prepared], g0: np.ndarray, g1: np.ndar
     return _mean_deviation(diff.reshape(k, -1), ok.reshape(k, -1))
 
 
-def fine_matches(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fine_matches(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fine_match` of ``b`` in every host at once, at ``(K,)`` fractional offsets (frames):
     ``(correlation (K,), level error dB (K,))`` float64."""
+    hosts = _hosts(hosts)
     k, tb = len(hosts), b.n_frames
     corr, error = np.full(k, -np.inf), np.full(k, np.inf)
     offsets = np.asarray(offsets, np.float64)
     for sl in _batches(tb, k):
-        hs = hosts[sl]
+        hs = hosts.take(sl)
         g0, g1, f, inside = _place(tb, hs, offsets[sl], fractional=True)
-        d, w = _stack(hs, "d"), _stack(hs, "w")
+        d, w = hs.field("d"), hs.field("w")
         f3, frac, in3 = f[..., None], (f > 1e-9)[..., None], inside[..., None]
         ad = np.where(in3, (1.0 - f3) * d[g0] + f3 * d[g1], 0.0)
         ww = w[g0] * np.where(frac, w[g1], 1.0) * b.w[None] * in3
@@ -437,37 +472,40 @@ def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
     return float(corr[0]), float(error[0])
 
 
-def level_errors(b: Prepared, hosts: list[Prepared], offsets: list[int]) -> np.ndarray:
+def level_errors(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray | list[int]) -> np.ndarray:
     """``(len(hosts),)`` float64: :func:`fine_match`'s level error of ``b`` at whole-frame ``offsets[k]`` in
     ``hosts[k]``, all at once (``inf`` under :data:`MIN_BAND_CELLS` shared levels). A cheap first look
     that spares most pairs the fractional reading."""
+    hosts = _hosts(hosts)
     out = np.full(len(hosts), np.inf)
-    if b.bands_db is None or b.band_ok is None or not hosts:
+    if b.bands_db is None or b.band_ok is None or not len(hosts):
         return out
     offsets_f = np.asarray(offsets, np.float64)
     for sl in _batches(b.n_frames, len(hosts)):
-        g0, g1, f, inside = _place(b.n_frames, hosts[sl], offsets_f[sl], fractional=False)
-        out[sl] = _level_error(b, hosts[sl], g0, g1, f, inside)
+        hs = hosts.take(sl)
+        g0, g1, f, inside = _place(b.n_frames, hs, offsets_f[sl], fractional=False)
+        out[sl] = _level_error(b, hs, g0, g1, f, inside)
     return out
 
 
-def _both_loud(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _both_loud(b: Prepared, hosts: Hosts, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(both (K, Tb) bool, g (K, Tb) int64)``: frames of ``b`` loud in both files at whole-frame
     ``offsets``, and the hosts' concatenated rows they lie on."""
     g, _, _, inside = _place(b.n_frames, hosts, offsets, fractional=False)
-    return inside & (_stack(hosts, "loud")[g] > 0) & (b.loud[None] > 0), g
+    return inside & (hosts.field("loud")[g] > 0) & (b.loud[None] > 0), g
 
 
-def gains_db(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> np.ndarray:
+def gains_db(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> np.ndarray:
     """``(K,)`` float64: :func:`gain_db` of ``b`` in every host at once, at whole-frame ``offsets``."""
+    hosts = _hosts(hosts)
     out = np.zeros(len(hosts))
     for sl in _batches(b.n_frames, len(hosts)):
-        hs = hosts[sl]
+        hs = hosts.take(sl)
         both, g = _both_loud(b, hs, np.asarray(offsets, np.float64)[sl])
         count = both.sum(axis=1)
         has = count > 0
         if has.any():
-            diff = np.where(both, b.level_db[None].astype(np.float64) - _stack(hs, "level_db")[g], np.nan)
+            diff = np.where(both, b.level_db[None].astype(np.float64) - hs.field("level_db")[g], np.nan)
             v = np.sort(diff[has], axis=1)  # NaN last
             n, r = count[has], np.arange(int(has.sum()))
             out[np.flatnonzero(has) + (sl.start or 0)] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
@@ -479,14 +517,15 @@ def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
     return float(gains_db(b, [a], np.array([offset], np.float64))[0])
 
 
-def loud_spans(b: Prepared, hosts: list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def loud_spans(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(b0, b1)``, ``(K,)`` int64 each: the frames ``[b0, b1)`` of ``b`` from the frame before its first
     loud frame shared with each host (at whole-frame ``offsets``) to the frame after its last, or
     ``(0, Tb)`` where none is shared (a loud frame's difference also reads the frame before)."""
+    hosts = _hosts(hosts)
     tb, k = b.n_frames, len(hosts)
     b0, b1 = np.zeros(k, np.int64), np.full(k, tb, np.int64)
     for sl in _batches(tb, k):
-        both, _ = _both_loud(b, hosts[sl], np.asarray(offsets, np.float64)[sl])
+        both, _ = _both_loud(b, hosts.take(sl), np.asarray(offsets, np.float64)[sl])
         has = both.any(axis=1)
         first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
         b0[sl] = np.where(has, first - 1, 0)
