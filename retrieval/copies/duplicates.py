@@ -9,7 +9,9 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    follows. Two views (:data:`SUMMARY_RANGES_DB`), so at most ``2 * n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
    HNSW graph, so neither step is quadratic in the library.
 2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
-   matrix products per file, :func:`retrieval.copies.match.best_offsets`);
+   matrix products per file, :func:`retrieval.copies.match.best_offsets`, then one batched
+   reading of the file in all its partners at their best offsets, :func:`_matches_at`; BLAS on
+   one thread);
    it is a copy when its confidence (:func:`combined_confidence`: the aligned correlation,
    read at the fractional offset, times the agreement of the band levels) is at least
    :data:`MATCH_THRESHOLD` over at least ``min_overlap_s`` seconds of loud audio.
@@ -29,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import (LOUD_RANGE_DB, Hosts, Prepared, align, best_offsets, fine_matches, gains_db,
-                                    level_errors, loud_frames, loud_spans, prepare)
+from retrieval.copies.match import (LOUD_RANGE_DB, Hosts, Prepared, align, best_offsets, fine_matches,
+                                    level_errors, loud_frames, loud_readings, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
@@ -194,8 +196,7 @@ def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: Hosts, offsets
     if keep.size == 0:
         return []
     hs = hs.take(keep)
-    b0, b1 = loud_spans(pb, hs, offsets[keep])
-    gains = gains_db(pb, hs, offsets[keep])
+    gains, b0, b1 = loud_readings(pb, hs, offsets[keep])
     out = []
     for j, k in enumerate(keep.tolist()):
         lo, hi, of = int(b0[j]), int(b1[j]), float(offset_f[k])
@@ -246,6 +247,7 @@ def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, m
     starts = np.flatnonzero(np.r_[True, shorter[1:] != shorter[:-1]])
     ends = np.r_[starts[1:], shorter.size]
     out: list[Match] = []
+    every = Hosts(prepared)  # every file's fields concatenated once, on first use; groups read rows of it
     for s0, s1 in zip(starts.tolist(), ends.tolist()):
         b = int(shorter[s0])
         hosts = longer[s0:s1].tolist()
@@ -254,10 +256,15 @@ def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, m
         if not live:
             continue
         best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
-        stacked = Hosts([prepared[hosts[k]] for k in live])
-        errors = level_errors(prepared[b], stacked, best[:, 0].astype(np.int64))
-        # pairs that cannot reach the threshold at any fraction of a frame are not read there
-        reach = _confidences(best[:, 1] + REFINE_MARGIN, np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
+        stacked = every.take(np.array([hosts[k] for k in live]))
+        # pairs under the threshold at the whole frame that cannot reach it at any fraction of a frame
+        # are not read there (a look at their whole-frame level error; the pairs above it are read anyway)
+        reach = best[:, 1] >= threshold
+        low = np.flatnonzero(~reach)
+        if low.size:
+            errors = level_errors(prepared[b], stacked.take(low), best[low, 0].astype(np.int64))
+            reach[low] = _confidences(best[low, 1] + REFINE_MARGIN,
+                                      np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
         sel = np.flatnonzero(reach)
         out += _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()],
                            stacked.take(sel), best[sel, 0].astype(np.int64),

@@ -413,14 +413,19 @@ def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _level_error(b: Prepared, hosts: Hosts, g0: np.ndarray, g1: np.ndarray, f: np.ndarray,
-                 inside: np.ndarray) -> np.ndarray:
-    """``(K,)`` level error (see :func:`fine_match`) of ``b`` read at the placement ``(g0, g1, f, inside)``."""
+                 inside: np.ndarray, fractional: bool = True) -> np.ndarray:
+    """``(K,)`` level error (see :func:`fine_match`) of ``b`` read at the placement ``(g0, g1, f, inside)``
+    (:func:`_place`; without ``fractional``, whole frames: ``g1`` and ``f`` are not read)."""
     bands, band_ok = hosts.field("bands_db"), hosts.field("band_ok")
     if b.bands_db is None or b.band_ok is None:
         raise ValueError("the batched readings need Prepared frames with band levels (from prepare())")
-    f3, frac = f[..., None], (f > 1e-9)[..., None]
-    ok = band_ok[g0] & np.where(frac, band_ok[g1], True) & b.band_ok[None] & inside[..., None]
-    diff = (1.0 - f3) * bands[g0] + f3 * bands[g1] - b.bands_db[None]
+    if fractional:
+        f3, frac = f[..., None], (f > 1e-9)[..., None]
+        ok = band_ok[g0] & np.where(frac, band_ok[g1], True) & b.band_ok[None] & inside[..., None]
+        diff = (1.0 - f3) * bands[g0] + f3 * bands[g1] - b.bands_db[None]
+    else:
+        ok = band_ok[g0] & b.band_ok[None] & inside[..., None]
+        diff = bands[g0].astype(np.float64) - b.bands_db[None]
     k = g0.shape[0]
     return _mean_deviation(diff.reshape(k, -1), ok.reshape(k, -1))
 
@@ -484,7 +489,7 @@ def level_errors(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray
     for sl in _batches(b.n_frames, len(hosts)):
         hs = hosts.take(sl)
         g0, g1, f, inside = _place(b.n_frames, hs, offsets_f[sl], fractional=False)
-        out[sl] = _level_error(b, hs, g0, g1, f, inside)
+        out[sl] = _level_error(b, hs, g0, g1, f, inside, fractional=False)
     return out
 
 
@@ -495,11 +500,13 @@ def _both_loud(b: Prepared, hosts: Hosts, offsets: np.ndarray) -> tuple[np.ndarr
     return inside & (hosts.field("loud")[g] > 0) & (b.loud[None] > 0), g
 
 
-def gains_db(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> np.ndarray:
-    """``(K,)`` float64: :func:`gain_db` of ``b`` in every host at once, at whole-frame ``offsets``."""
+def loud_readings(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gains_db` and :func:`loud_spans` at once: ``(gain (K,) float64, b0 (K,), b1 (K,) int64)``."""
     hosts = _hosts(hosts)
-    out = np.zeros(len(hosts))
-    for sl in _batches(b.n_frames, len(hosts)):
+    tb, k = b.n_frames, len(hosts)
+    gain, b0, b1 = np.zeros(k), np.zeros(k, np.int64), np.full(k, tb, np.int64)
+    for sl in _batches(tb, k):
         hs = hosts.take(sl)
         both, g = _both_loud(b, hs, np.asarray(offsets, np.float64)[sl])
         count = both.sum(axis=1)
@@ -508,8 +515,16 @@ def gains_db(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) ->
             diff = np.where(both, b.level_db[None].astype(np.float64) - hs.field("level_db")[g], np.nan)
             v = np.sort(diff[has], axis=1)  # NaN last
             n, r = count[has], np.arange(int(has.sum()))
-            out[np.flatnonzero(has) + (sl.start or 0)] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
-    return out
+            gain[np.flatnonzero(has) + sl.start] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
+        first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
+        b0[sl] = np.where(has, first - 1, 0)
+        b1[sl] = np.where(has, last + 1, tb)
+    return gain, b0, b1
+
+
+def gains_db(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> np.ndarray:
+    """``(K,)`` float64: :func:`gain_db` of ``b`` in every host at once, at whole-frame ``offsets``."""
+    return loud_readings(b, hosts, offsets)[0]
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
@@ -521,13 +536,5 @@ def loud_spans(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) 
     """``(b0, b1)``, ``(K,)`` int64 each: the frames ``[b0, b1)`` of ``b`` from the frame before its first
     loud frame shared with each host (at whole-frame ``offsets``) to the frame after its last, or
     ``(0, Tb)`` where none is shared (a loud frame's difference also reads the frame before)."""
-    hosts = _hosts(hosts)
-    tb, k = b.n_frames, len(hosts)
-    b0, b1 = np.zeros(k, np.int64), np.full(k, tb, np.int64)
-    for sl in _batches(tb, k):
-        both, _ = _both_loud(b, hosts.take(sl), np.asarray(offsets, np.float64)[sl])
-        has = both.any(axis=1)
-        first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
-        b0[sl] = np.where(has, first - 1, 0)
-        b1[sl] = np.where(has, last + 1, tb)
+    _, b0, b1 = loud_readings(b, hosts, offsets)
     return b0, b1
