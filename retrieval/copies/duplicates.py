@@ -246,30 +246,33 @@ def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, m
     longer, shorter = longer[order], shorter[order]
     starts = np.flatnonzero(np.r_[True, shorter[1:] != shorter[:-1]])
     ends = np.r_[starts[1:], shorter.size]
-    out: list[Match] = []
     every = Hosts(prepared)  # every file's fields concatenated once, on first use; groups read rows of it
+    out: list[Match] = []
     for s0, s1 in zip(starts.tolist(), ends.tolist()):
-        b = int(shorter[s0])
-        hosts = longer[s0:s1].tolist()
-        found = best_offsets(prepared[b], [prepared[a] for a in hosts])
-        live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
-        if not live:
-            continue
-        best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
-        stacked = every.take(np.array([hosts[k] for k in live]))
-        # pairs under the threshold at the whole frame that cannot reach it at any fraction of a frame
-        # are not read there (a look at their whole-frame level error; the pairs above it are read anyway)
-        reach = best[:, 1] >= threshold
-        low = np.flatnonzero(~reach)
-        if low.size:
-            errors = level_errors(prepared[b], stacked.take(low), best[low, 0].astype(np.int64))
-            reach[low] = _confidences(best[low, 1] + REFINE_MARGIN,
-                                      np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
-        sel = np.flatnonzero(reach)
-        out += _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()],
-                           stacked.take(sel), best[sel, 0].astype(np.int64),
-                           best[sel, 1], best[sel, 3], min_overlap_s, threshold)
+        out += _verify_group(ids, prepared, every, int(shorter[s0]), longer[s0:s1], min_overlap_s, threshold)
     return out
+
+
+def _verify_group(ids: list[int], prepared: list[Prepared], every: Hosts, b: int, partners: np.ndarray,
+                  min_overlap_s: float, threshold: float) -> list[Match]:
+    """The matches of file ``b`` (index into ``ids``/``prepared``) in its longer ``partners`` (indexes)."""
+    hosts = partners.tolist()
+    found = best_offsets(prepared[b], [prepared[a] for a in hosts])
+    live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
+    if not live:
+        return []
+    best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
+    stacked = every.take(np.array([hosts[k] for k in live]))
+    # pairs under the threshold at the whole frame that cannot reach it at any fraction of a frame
+    # are not read there (a look at their whole-frame level error; the pairs above it are read anyway)
+    reach = best[:, 1] >= threshold
+    low = np.flatnonzero(~reach)
+    if low.size:
+        errors = level_errors(prepared[b], stacked.take(low), best[low, 0].astype(np.int64))
+        reach[low] = _confidences(best[low, 1] + REFINE_MARGIN, np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
+    sel = np.flatnonzero(reach)
+    return _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()], stacked.take(sel),
+                       best[sel, 0].astype(np.int64), best[sel, 1], best[sel, 3], min_overlap_s, threshold)
 
 
 class _Groups:
