@@ -371,6 +371,7 @@ class Hosts:
 
 
 def _hosts(hosts: Hosts | list[Prepared]) -> Hosts:
+    """``hosts`` as :class:`Hosts` (a list is concatenated on first use)."""
     return hosts if isinstance(hosts, Hosts) else Hosts(hosts)
 
 
