@@ -102,13 +102,13 @@ class Adapter:
             rows = rows.rename(columns={"file": "path"})
         return self.add_labels(rows, source=f"csv:{Path(csv).name}")
 
-    def label_windows(self, segment_ids: Sequence[int], target: str, label: str, *, source: str = "api") -> int:
+    def label_windows(self, window_ids: Sequence[int], target: str, label: str, *, source: str = "api") -> int:
         """Label indexed windows by id (as search results and suggestions name them)."""
-        spans = self.labels_db.window_spans(list(segment_ids))
-        missing = sorted(set(int(s) for s in segment_ids) - set(spans["segment_id"].tolist()))
+        spans = self.labels_db.window_spans(list(window_ids))
+        missing = sorted(set(int(s) for s in window_ids) - set(spans["window_id"].tolist()))
         if missing:
             raise InputError(f"no indexed window with id {missing[0]} ({len(missing)} missing); ids are the "
-                             "segment_id of search results and suggestions")
+                             "window_id of search results and suggestions")
         rows = spans.assign(target=check_target(target), label=label_value(label), source=source)
         with self.store.db.transaction():
             return self.labels_db.add_labels(rows)
@@ -124,14 +124,14 @@ class Adapter:
     # -- vectors ---------------------------------------------------------------------------
 
     def space(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(segment_ids (n,) int64, search vectors (n, D) float32)`` of every window, cached per generation.
+        """``(window_ids (n,) int64, search vectors (n, D) float32)`` of every window, cached per generation.
 
         The vectors are memory-mapped from the store's derived copy (:meth:`Store.search_vectors`),
         so a fresh open neither reads them from DuckDB nor post-processes them again.
         """
         gen = self.store.db.get("generation") or "0"
         if self._space is None or self._space[2] != gen:
-            ids, x = self.store.search_vectors("segment")
+            ids, x = self.store.search_vectors("window")
             self._space = (ids, x, gen)
         return self._space[0], self._space[1]
 
@@ -161,7 +161,7 @@ class Adapter:
         for target in targets:
             t0 = time.perf_counter()
             mine = resolved[resolved["target"] == target]
-            row_of = np.searchsorted(ids, mine["segment_id"].to_numpy(np.int64))
+            row_of = np.searchsorted(ids, mine["window_id"].to_numpy(np.int64))
             pos = row_of[(mine["label"] == "positive").to_numpy()]
             neg = row_of[(mine["label"] == "negative").to_numpy()]
             if not len(pos):
@@ -240,7 +240,7 @@ class Adapter:
         return "" if found is None else str(found[4])
 
     def window_scores(self, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(segment_ids, scores)`` stored for ``target`` by its current head.
+        """``(window_ids, scores)`` stored for ``target`` by its current head.
 
         Raises:
             InputError: never scored, or scored by an older head than the stored one.
@@ -264,7 +264,7 @@ class Adapter:
         (:func:`pick_windows`); ``top``: highest score over the targets; ``random``: a seeded uniform sample.
 
         Returns:
-            One row per window, best first: ``rank, segment_id, path, start_s, end_s``, then
+            One row per window, best first: ``rank, window_id, path, start_s, end_s``, then
             ``score_<target>`` for each target and ``margin``.
         """
         if strategy not in STRATEGIES:
@@ -279,13 +279,13 @@ class Adapter:
             pos = np.searchsorted(ids, sid)
             ok = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == sid)
             table[pos[ok], j] = s[ok]
-        labelled = self.labels_db.window_labels(targets)["segment_id"].to_numpy(np.int64)
+        labelled = self.labels_db.window_labels(targets)["window_id"].to_numpy(np.int64)
         free = ~np.isin(ids, labelled) & ~np.isnan(table).any(axis=1)
         margin = np.abs(table - 0.5).min(axis=1)
         pick = pick_windows(table, np.flatnonzero(free), n, strategy, seed, vectors=x)
-        spans = self.labels_db.window_spans(ids[pick].tolist()).set_index("segment_id").loc[ids[pick]]
+        spans = self.labels_db.window_spans(ids[pick].tolist()).set_index("window_id").loc[ids[pick]]
         sr = self.recipe.sample_rate
-        out = pd.DataFrame({"rank": np.arange(1, len(pick) + 1), "segment_id": ids[pick],
+        out = pd.DataFrame({"rank": np.arange(1, len(pick) + 1), "window_id": ids[pick],
                             "path": spans["path"].to_numpy(), "start_s": spans["start_sample"].to_numpy() / sr,
                             "end_s": spans["end_sample"].to_numpy() / sr})
         for j, t in enumerate(targets):

@@ -31,11 +31,12 @@ from retrieval.options import (
     SEVERITIES,
     VECTOR_KINDS,
 )
-from retrieval.cli_options import index_option, json_option, progress_option, where_option
+from retrieval.cli_options import (LevelChoice, index_option, json_option, progress_option, where_option,
+                                   windows_option)
 from retrieval.render import Output, clean, emit, output_options, rounded, table as _table
 
 #: Columns shown in human-readable hit tables, after rank/score/path/time.
-_TABLE_SKIP = {"segment_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
+_TABLE_SKIP = {"window_id", "file_id", "duration_s", "rank", "score", "path", "start_s", "end_s"}
 #: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
 TRACEBACK_ENV = "RETRIEVE_TRACEBACK"
 
@@ -150,7 +151,8 @@ def _is_number(text: str) -> bool:
 @click.option("--silence-db", type=float, help="Windows below this RMS level (dBFS) stay out of the index [-60].")
 @click.option("--keep-silent", is_flag=True, help="Index every window, however quiet.")
 @click.option("--commit-every", type=int,
-              help="Files per transaction [64; with --engine ray, a shard closes at 16384 windows or 30 s].")
+              help="Files per transaction [64 holding 4 minutes of audio, at most 1024; with --engine ray, "
+                   "a shard closes at 16384 windows or 30 s].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
@@ -236,7 +238,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
     s = summary
     click.echo(f"{s.index}: {s.files_indexed} indexed, {s.files_unchanged} unchanged, {s.files_moved} moved, "
                f"{s.files_removed} removed, {s.files_failed} failed, {s.files_silent} silent; "
-               f"{s.segments} window vectors in {s.seconds:.1f} s"
+               f"{s.windows} window vectors in {s.seconds:.1f} s"
                + (f" ({s.realtime_factor:.0f}x realtime)" if s.audio_seconds else ""))
     click.echo(f"faiss: {s.vectors_update}")
 
@@ -248,7 +250,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
 @click.argument("clip", type=click.Path(path_type=Path))
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@windows_option("Return every matching window instead of one row per file.")
 @click.option("--start-s", type=float, help="Use the query clip from this time (seconds).")
 @click.option("--end-s", type=float, help="Use the query clip up to this time (seconds).")
 @click.option("--rank-by", metavar="COLUMN",
@@ -256,7 +258,7 @@ def index_cmd(corpus: tuple[Path, ...], index: str | None, encoder: str | None, 
                    "e.g. score_rooster after `retrieve score --target rooster`.")
 @where_option
 @output_options
-def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: float | None, end_s: float | None,
+def query_cmd(clip: Path, k: int, index: str | None, windows: bool, start_s: float | None, end_s: float | None,
               rank_by: str | None, where: tuple[str, ...], output: Output) -> None:
     """Search by example: the files (or windows) that sound most like CLIP."""
     if not clip.is_file():
@@ -265,7 +267,7 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
         from retrieval import quick_query
         from retrieval.index_paths import find_index
 
-        quick = quick_query.search_rows(find_index(index), clip, k, segments=segments, start_s=start_s, end_s=end_s)
+        quick = quick_query.search_rows(find_index(index), clip, k, windows=windows, start_s=start_s, end_s=end_s)
         if quick is not None:
             _render_rows(*quick, output)
             return
@@ -273,10 +275,10 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 
     with Index.open(index) as idx:
         if rank_by:  # re-ranks a pool of hits by a stored column: the DataFrame path
-            hits = idx.search(clip, k, segments=segments, where=list(where), start_s=start_s, end_s=end_s,
+            hits = idx.search(clip, k, windows=windows, where=list(where), start_s=start_s, end_s=end_s,
                               rank_by=rank_by)
         else:
-            rows, warnings = idx.search_rows(clip, k, segments=segments, where=list(where), start_s=start_s,
+            rows, warnings = idx.search_rows(clip, k, windows=windows, where=list(where), start_s=start_s,
                                              end_s=end_s)
     if rank_by:
         _render_hits(hits, output)
@@ -288,16 +290,16 @@ def query_cmd(clip: Path, k: int, index: str | None, segments: bool, start_s: fl
 @click.argument("description")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @index_option
-@click.option("--segments", is_flag=True, help="Return every matching window instead of one row per file.")
+@windows_option("Return every matching window instead of one row per file.")
 @where_option
 @output_options
-def text_cmd(description: str, k: int, index: str | None, segments: bool, where: tuple[str, ...],
+def text_cmd(description: str, k: int, index: str | None, windows: bool, where: tuple[str, ...],
              output: Output) -> None:
     """Search by a text description such as "glass breaking" (indexes built with a text-audio encoder: clap)."""
     from retrieval.index import Index
 
     with Index.open(index) as idx:
-        hits = idx.search_text(description, k, segments=segments, where=list(where))
+        hits = idx.search_text(description, k, windows=windows, where=list(where))
     _render_hits(hits, output)
 
 
@@ -406,7 +408,7 @@ def classify_cmd(clips: Path, k: int, index: str | None, label_column: str, out:
 @click.option("--label-column", required=True, help="Metadata column with the labels (a;b = multi-label).")
 @click.option("--group-column", help="Neighbours from the same group (speaker, recording, site) never count.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
-@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
+@click.option("--level", type=LevelChoice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--probe", is_flag=True, help="Also report a linear probe with group-aware cross-validation.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -478,7 +480,7 @@ def eval_cmd(index: str | None, label_column: str, group_column: str | None, ks:
 @click.option("--group-column", help="Exclude same-group neighbours, and resample whole groups in the bootstrap.")
 @click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated k values.")
 @click.option("--metric", default="knn_accuracy@1", show_default=True, help="Metric that names the winner.")
-@click.option("--level", type=click.Choice(LEVELS), default="file", show_default=True,
+@click.option("--level", type=LevelChoice(LEVELS), default="file", show_default=True,
               help="Score whole files (each by its file vector) or every window as its own item.")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Bootstrap resamples behind the confidence interval and p-value of the winner's margin.")
@@ -583,13 +585,15 @@ def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
 
         info = Store.read_info(root, verify=verify)
     if as_json:
-        click.echo(json.dumps(info, default=str))
+        from retrieval.legacy import INFO_KEYS, with_legacy_keys
+
+        click.echo(json.dumps(with_legacy_keys(info, INFO_KEYS), default=str))
         return
     recipe = info.get("recipe") or {}
     lines = [
         ("index", info["path"]), ("corpus", "; ".join(info.get("corpus_roots") or [str(info["corpus_root"])])),
         ("files", f"{info['files']} ({info['files_silent']} silent, {info['audio_hours']:.2f} h of audio)"),
-        ("vectors", f"{info['segments']} windows, {info['file_vectors']} files"),
+        ("vectors", f"{info['windows']} windows, {info['file_vectors']} files"),
         ("errors", f"{info['errors']} errors, {info['warnings']} warnings"
                    + (" (list them: retrieve errors)" if info["errors"] or info["warnings"] else "")),
     ]
@@ -601,7 +605,7 @@ def info_cmd(index: str | None, verify: bool, as_json: bool) -> None:
                        f"postprocess {recipe['postprocess']}, {recipe['precision']}"),
             ("dim", f"{info['dim']} stored, {info['search_dim']} searched"),
             ("recipe hash", info["recipe_hash"]),
-            ("faiss ntotal", f"{info['faiss_ntotal_segment']} windows, {info['faiss_ntotal_file']} files"),
+            ("faiss ntotal", f"{info['faiss_ntotal_window']} windows, {info['faiss_ntotal_file']} files"),
             ("faiss index", f"{info.get('index_type')} (requested {info.get('index_type_requested')}; "
                             f"{info.get('index_type_reason')}), recall@10 {info.get('recall_at_10')}"
                             + (f" ({info['recall_note']})" if info.get("recall_note") else "")),
@@ -643,7 +647,7 @@ def errors_cmd(index: str | None, severity: str | None, output: Output) -> None:
               help="searched: what the index searches, post-processed as its recipe says (center/whiten, "
                    "fitted on this corpus) and L2-normalised, so a dot product is the query score. raw: the "
                    "pooled encoder output as stored, before post-processing and normalisation.")
-@click.option("--level", type=click.Choice(EXPORT_LEVELS), default="both", show_default=True,
+@click.option("--level", type=LevelChoice(EXPORT_LEVELS), default="both", show_default=True,
               help="file: one vector per file; window: one per analysis window (start_s/end_s); both: both, "
                    "told apart by the 'level' column.")
 @json_option

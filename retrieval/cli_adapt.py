@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from retrieval.options import HEAD_KINDS, STRATEGIES, WEAK_WEIGHT
-from retrieval.cli_options import index_option, json_option, where_option
+from retrieval.cli_options import index_option, json_option, where_option, windows_option
 from retrieval.render import Output, emit, output_options, rounded
 
 
@@ -35,14 +35,13 @@ def target_option(f):  # type: ignore[no-untyped-def]
 @click.option("--positive", metavar="RANKS", help="Result ranks that are positive, e.g. 1-5,8.")
 @click.option("--negative", metavar="RANKS", help="Result ranks that are negative, e.g. 6,9.")
 @click.option("--uncertain", metavar="RANKS", help="Result ranks you cannot tell.")
-@click.option("--segments", is_flag=True,
-              help="Rank windows rather than files (as `retrieve query --segments` shows them).")
+@windows_option("Rank windows rather than files (as `retrieve query --windows` shows them).")
 @click.option("-k", "k", type=click.IntRange(min=1),
               help="Results to search (default: the highest rank named).")
 @where_option
 @json_option
 def label_cmd(index: str | None, csv_path: Path | None, clip: Path | None, target: str | None,
-              positive: str | None, negative: str | None, uncertain: str | None, segments: bool, k: int | None,
+              positive: str | None, negative: str | None, uncertain: str | None, windows: bool, k: int | None,
               where: tuple[str, ...], as_json: bool) -> None:
     """Label windows for a target: from a CSV, or from a query's results by rank. Labels are kept by
     content and time span, so they survive moves, renames and re-indexing."""
@@ -64,14 +63,14 @@ def label_cmd(index: str | None, csv_path: Path | None, clip: Path | None, targe
             named = [r for ranks in by_rank.values() for r in ranks]
             if not named:
                 raise click.UsageError("name the ranks to label with --positive, --negative or --uncertain")
-            hits = idx.search(clip, k or max(named), segments=segments, where=list(where))
+            hits = idx.search(clip, k or max(named), windows=windows, where=list(where))
             if max(named) > len(hits):
                 raise click.ClickException(f"rank {max(named)} is past the {len(hits)} results; lower it or "
                                            "raise -k")
             n = 0
             for lab, ranks in by_rank.items():
                 if ranks:
-                    ids = hits["segment_id"].to_numpy()[[r - 1 for r in ranks]]
+                    ids = hits["window_id"].to_numpy()[[r - 1 for r in ranks]]
                     n += ad.label_windows(ids.tolist(), target, lab, source=f"query:{clip.name}")
             summary = {"labels": n, "source": f"query:{clip}", "target": target}
     if as_json:

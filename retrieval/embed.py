@@ -99,6 +99,15 @@ def embed_each(
     return [(None, 0, err) if err is not None else (v, int(c), None) for v, c, err in zip(out, counts, errors)]
 
 
+def embed_arrays(
+    encoder: Encoder, windows: Sequence[np.ndarray], pooling: str, batch_size: int | Batching = 16
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """:func:`embed_each` as arrays: ``(w, P)`` float32 vectors, ``(w,)`` int64 frame counts and one
+    error or None per window; a window that failed has a zero vector and count 0 (the same
+    values, without a tuple per window)."""
+    return _embed(encoder, windows, pooling, _batching(batch_size), isolate=True)
+
+
 #: What a failing encoder call may raise without stopping ingest (anything else is a bug).
 ENCODER_FAILURES = (RetrievalError, RuntimeError, ValueError, MemoryError)
 

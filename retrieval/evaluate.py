@@ -1,7 +1,7 @@
 """Leave-one-out nearest-neighbour quality of a set of labelled vectors.
 
 Every labelled item is a query against every other labelled item, with leakage
-removed: items of the query's own file are never neighbours (segment-level rows of
+removed: items of the query's own file are never neighbours (window-level rows of
 one file would otherwise find each other), and, when ``groups`` are given, neither
 are items of the query's group (speaker, recording, site). Unlabelled items are
 neither queries nor neighbours. An item is *relevant* to a query when they share a

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     from retrieval.recipe import Recipe
     from retrieval.store import Store
 
-#: Export level name -> store level name.
-_STORE_LEVEL = {"file": "file", "window": "segment"}
-
 
 class Exportable(Protocol):
     """What an export reads of an index (:class:`retrieval.index.Index` is one)."""
@@ -123,7 +120,7 @@ def export_vectors(index: Exportable, out: str | Path, *, vectors: VectorKind = 
     columns = index.store.db.metadata_columns()
     frames, counts = [], {"file": 0, "window": 0}
     for name in levels:
-        meta, vecs = index.embeddings(_STORE_LEVEL[name], processed=processed)  # type: ignore[arg-type]
+        meta, vecs = index.embeddings(name, processed=processed)  # type: ignore[arg-type]
         located = ["path", "root"] if len(index.store.db.roots()) > 1 else ["path"]  # paths are relative to their root
         df = meta[located + ["start_s", "end_s"] + [c for c in columns if c in meta]].copy()
         df.insert(1, "level", name)

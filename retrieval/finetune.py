@@ -119,14 +119,14 @@ class LabelledWindows:
     """The training material: one row per labelled window.
 
     Attributes:
-        segment_ids: ``(n,)`` int64 window ids.
+        window_ids: ``(n,)`` int64 window ids.
         y: ``(n, T)`` float32, 1 positive, 0 negative, NaN unlabelled for that target.
         groups: ``(n,)`` group of each window (``file:<id>`` or the group column's value as text).
         files: ``(n,)`` ``(root, stored path)`` of each window's file.
         spans: ``(n, 2)`` int64 ``[start, end)`` samples at the index's sample rate.
     """
 
-    segment_ids: np.ndarray
+    window_ids: np.ndarray
     y: np.ndarray
     groups: np.ndarray
     files: list[tuple[str, str]]
@@ -152,9 +152,9 @@ def labelled_windows(adapter: Adapter, targets: Sequence[str], group_column: str
         if not n_pos or not n_neg:
             raise InputError(f"fine-tuning needs positive and negative windows for {t!r}; it has {n_pos} positive "
                              f"and {n_neg} negative: label some of each with `retrieve label`")
-    ids = np.unique(resolved["segment_id"].to_numpy(np.int64))
+    ids = np.unique(resolved["window_id"].to_numpy(np.int64))
     y = np.full((len(ids), len(targets)), np.nan, np.float32)
-    rows = np.searchsorted(ids, resolved["segment_id"].to_numpy(np.int64))
+    rows = np.searchsorted(ids, resolved["window_id"].to_numpy(np.int64))
     cols = np.array([list(targets).index(t) for t in resolved["target"]], np.int64)
     y[rows, cols] = (resolved["label"] == "positive").to_numpy(np.float32)
     extra = [group_column] if group_column and group_column not in ("path", "root") else []

@@ -38,7 +38,7 @@ class HitTable:
     """Everything a hit shows, for every vector id of one version of a store.
 
     Attributes:
-        segment_ids: ``(n,)`` int64 vector ids (both levels), sorted.
+        window_ids: ``(n,)`` int64 vector ids (both levels), sorted.
         file_of: ``(n,)`` int64 file id of each.
         start_sample, end_sample: ``(n,)`` int64 (or float64 where NULL) bounds of each, samples.
         file_ids: ``(m,)`` int64 file ids, sorted.
@@ -48,7 +48,7 @@ class HitTable:
         sample_rate: Hz, to turn samples into ``start_s`` / ``end_s``.
     """
 
-    segment_ids: np.ndarray
+    window_ids: np.ndarray
     file_of: np.ndarray
     start_sample: np.ndarray
     end_sample: np.ndarray
@@ -67,7 +67,7 @@ class HitTable:
 
     def rows(self, ids: np.ndarray, scores: np.ndarray, *, first_rank: int = 1) -> list[dict[str, Any]]:
         """One dict per hit, best first, for ``(k,)`` int64 vector ``ids`` and ``(k,)`` float ``scores``:
-        ``rank, score, path, [root,] start_s, end_s, <metadata...>, duration_s, segment_id, file_id``.
+        ``rank, score, path, [root,] start_s, end_s, <metadata...>, duration_s, window_id, file_id``.
 
         Raises:
             KeyError: an id this table does not hold.
@@ -91,19 +91,19 @@ class HitTable:
             row["start_s"], row["end_s"] = clean(starts[i]), clean(ends[i])
             row.update(zip(middle, values[n_lead:-1]))
             row["duration_s"] = values[-1]
-            row["segment_id"], row["file_id"] = sid, fid
+            row["window_id"], row["file_id"] = sid, fid
             out.append(row)
         return out
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
-        return positions(self.segment_ids, ids)
+        return positions(self.window_ids, ids)
 
 
 def build(store: Store) -> HitTable:
     """A :class:`HitTable` of ``store``'s current version, from :meth:`Store.hit_tables`."""
     windows, files = store.hit_tables()
     order = np.argsort(windows.index.to_numpy(np.int64), kind="stable")
-    seg_ids = windows.index.to_numpy(np.int64)[order]
+    ids = windows.index.to_numpy(np.int64)[order]
     forder = np.argsort(files.index.to_numpy(np.int64), kind="stable")
     files = files.iloc[forder]
     extra = shown_columns(list(files.columns))
@@ -111,7 +111,7 @@ def build(store: Store) -> HitTable:
     columns = ("path", *(("root",) if multi_root else ()), *extra, "duration_s")
     values = list(zip(*[[clean(v) for v in files[c].array] for c in columns])) if len(files) else []
     return HitTable(
-        segment_ids=seg_ids,
+        window_ids=ids,
         file_of=windows["file_id"].to_numpy(np.int64)[order],
         start_sample=windows["start_sample"].to_numpy()[order],
         end_sample=windows["end_sample"].to_numpy()[order],
@@ -158,7 +158,7 @@ def build_file_queries(store: Store, table: HitTable) -> FileQueries | None:
     owners = table.files_of(ids)
     fids, first, counts = np.unique(owners, return_index=True, return_counts=True)
     single = counts == 1  # a file with two file vectors is left to DuckDB, as before
-    windows = table.files_of(store.db.vector_ids("segment"))
+    windows = table.files_of(store.db.vector_ids("window"))
     wf, wn = np.unique(windows, return_counts=True)
     n_windows = np.zeros(len(fids), np.int64)
     at = np.searchsorted(fids, wf)

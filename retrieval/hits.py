@@ -17,10 +17,10 @@ import numpy as np
 FileOf = Callable[[np.ndarray], np.ndarray]
 
 #: Hidden columns of ``files`` not shown in results.
-HIDDEN = frozenset({"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_segments",
+HIDDEN = frozenset({"content_hash", "size", "mtime", "format", "indexed_at", "n_samples", "status", "n_windows",
                     "sample_rate", "channels", "root"})
 #: Keys of a hit that do not come from the file's metadata columns.
-HIT_KEYS = ("rank", "score", "path", "root", "start_s", "end_s", "duration_s", "segment_id", "file_id")
+HIT_KEYS = ("rank", "score", "path", "root", "start_s", "end_s", "duration_s", "window_id", "file_id")
 
 
 class Searchable(Protocol):
@@ -112,6 +112,6 @@ def hit_dicts(found: Mapping[int, Mapping[str, Any]], ids: np.ndarray, scores: n
         row["start_s"] = hit["start_sample"] / sample_rate
         row["end_s"] = hit["end_sample"] / sample_rate
         row.update({c: hit[c] for c in extra})
-        row.update({"duration_s": hit["duration_s"], "segment_id": sid, "file_id": hit["file_id"]})
+        row.update({"duration_s": hit["duration_s"], "window_id": sid, "file_id": hit["file_id"]})
         rows.append(row)
     return rows

@@ -29,6 +29,7 @@ from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import InputError
 from retrieval.filters import compile_where
 from retrieval.index_paths import DEFAULT_INDEXES, find_index, index_path_for, indexes_dir  # noqa: F401
+from retrieval.legacy import level_name, renamed_keywords
 from retrieval.options import LEVELS, ExportLevel, VectorKind, check_choice
 from retrieval.pooling import group_means, lift
 from retrieval.postprocess import l2_normalize
@@ -38,7 +39,7 @@ from retrieval.search import (
     search_exact,
     search_files,
     search_rows,
-    search_segments,
+    search_windows,
     served_rows,
 )
 from retrieval.store import Level, Store
@@ -159,10 +160,11 @@ class Index:
         raw, _, _ = embed_clip(self.encoder, audio, r.window_samples, r.hop_samples, r.pooling)
         return self.store.postprocess.apply(raw[None])[0]
 
-    def search(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
+    @renamed_keywords
+    def search(self, clip: str | Path | np.ndarray, k: int = 10, *, windows: bool = False,
                where: str | Sequence[str] | None = None, sample_rate: int | None = None,
                start_s: float | None = None, end_s: float | None = None, rank_by: str | None = None) -> pd.DataFrame:
-        """Search by example. Files are ranked by their best window; ``segments=True`` returns windows.
+        """Search by example. Files are ranked by their best window; ``windows=True`` returns windows.
 
         ``rank_by`` (e.g. ``score_rooster``) re-ranks the most similar hits by that column
         (:func:`retrieval.rank.rank_hits`). A silent clip still returns hits, with a warning in
@@ -172,14 +174,15 @@ class Index:
         if rank_by:
             from retrieval.rank import pool_size, rank_hits
 
-            hits = self.search_vector(vector, pool_size(k), segments=segments, where=where)
-            hits = rank_hits(self.store, hits, rank_by, k, segments=segments)
+            hits = self.search_vector(vector, pool_size(k), windows=windows, where=where)
+            hits = rank_hits(self.store, hits, rank_by, k, windows=windows)
         else:
-            hits = self.search_vector(vector, k, segments=segments, where=where)
+            hits = self.search_vector(vector, k, windows=windows, where=where)
         hits.attrs["warnings"] = warnings
         return hits
 
-    def search_rows(self, clip: str | Path | np.ndarray, k: int = 10, *, segments: bool = False,
+    @renamed_keywords
+    def search_rows(self, clip: str | Path | np.ndarray, k: int = 10, *, windows: bool = False,
                     where: str | Sequence[str] | None = None, sample_rate: int | None = None,
                     start_s: float | None = None, end_s: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
         """:meth:`search` as ``(rows, warnings)``: one dict per hit, with the DataFrame's columns.
@@ -192,7 +195,7 @@ class Index:
             raise InputError(f"k must be at least 1; got {k}")
         vector, warnings = self._clip_query(clip, sample_rate, start_s, end_s)
         flt = compile_where(where, self.store.db.column_types())
-        return search_rows(self.store, vector, k, flt, by_file=not segments), warnings
+        return search_rows(self.store, vector, k, flt, by_file=not windows), warnings
 
     def _clip_query(self, clip: str | Path | np.ndarray, sample_rate: int | None, start_s: float | None,
                     end_s: float | None) -> tuple[np.ndarray, list[str]]:
@@ -203,7 +206,8 @@ class Index:
         warning = silence_warning(audio, r.window_samples, r.hop_samples, r.silence_db)
         return vector, [warning] if warning else []
 
-    def search_text(self, text: str, k: int = 10, *, segments: bool = False,
+    @renamed_keywords
+    def search_text(self, text: str, k: int = 10, *, windows: bool = False,
                     where: str | Sequence[str] | None = None) -> pd.DataFrame:
         """Search by a text description; needs an encoder with a text tower (CLAP).
 
@@ -213,12 +217,12 @@ class Index:
         """
         vec = self.text_vector(text)
         if self.recipe.postprocess == "none":
-            return self.search_vector(vec, k, segments=segments, where=where)
+            return self.search_vector(vec, k, windows=windows, where=where)
         if k < 1:
             raise InputError(f"k must be at least 1; got {k}")
-        ids, raw = self._raw_unit("segment")
+        ids, raw = self._raw_unit("window")
         flt = compile_where(where, self.store.db.column_types())
-        return search_exact(self.store, ids, raw, vec, k, flt, by_file=not segments)
+        return search_exact(self.store, ids, raw, vec, k, flt, by_file=not windows)
 
     def text_vector(self, text: str | Sequence[str]) -> np.ndarray:
         """Unit text embedding(s) lifted into the pooled space (raw, not post-processed): ``(D,)`` or ``(n, D)``.
@@ -340,11 +344,12 @@ class Index:
 
         Returns:
             :class:`retrieval.evaluate.EvalResult`, with item ids = ``path`` (file level) or
-            ``path@start_s`` (segment level), so results of indexes built from the same
+            ``path@start_s`` (window level), so results of indexes built from the same
             corpus line up for :func:`retrieval.compare.compare`.
         """
         from retrieval.evaluate import evaluate as run_evaluate
 
+        level = level_name(level)  # type: ignore[assignment]
         check_choice("level", level, LEVELS)
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         groups = meta[group_column].tolist() if group_column else None
@@ -389,57 +394,61 @@ class Index:
         meta, vecs = self.embeddings("file", processed=False)
         if len(meta):
             return meta, l2_normalize(vecs)
-        meta, vecs = self.embeddings("segment", processed=False)
+        meta, vecs = self.embeddings("window", processed=False)
         first, means = group_means(vecs, meta["file_id"].to_numpy())
         return meta.iloc[first].reset_index(drop=True), means
 
-    def search_vector(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
+    @renamed_keywords
+    def search_vector(self, vector: np.ndarray, k: int = 10, *, windows: bool = False,
                       where: str | Sequence[str] | None = None) -> pd.DataFrame:
         """Search with a ready ``(D,)`` unit vector in the index's space."""
         if k < 1:
             raise InputError(f"k must be at least 1; got {k}")
         flt = compile_where(where, self.store.db.column_types())
-        fn = search_segments if segments else search_files
+        fn = search_windows if windows else search_files
         return fn(self.store, np.asarray(vector, np.float32), k, flt)
 
-    def search_indexed(self, k: int = 10, *, file_id: int | None = None, segment_id: int | None = None,
-                       segments: bool = False, where: str | Sequence[str] | None = None,
+    @renamed_keywords
+    def search_indexed(self, k: int = 10, *, file_id: int | None = None, window_id: int | None = None,
+                       windows: bool = False, where: str | Sequence[str] | None = None,
                        include_self: bool = False) -> pd.DataFrame:
         """"More like this": search with the stored vector of an indexed file or window.
 
         No audio is decoded or embedded. The query's own file is left out of the hits
         unless ``include_self``. Rows are those of :meth:`search`.
         """
-        vec, own, n_windows = indexed_query(self.store, file_id=file_id, segment_id=segment_id)
+        vec, own, n_windows = indexed_query(self.store, file_id=file_id, window_id=window_id)
         if include_self:
-            return self.search_vector(vec, k, segments=segments, where=where)
-        hits = self.search_vector(vec, k + (n_windows if segments else 1), segments=segments, where=where)
+            return self.search_vector(vec, k, windows=windows, where=where)
+        hits = self.search_vector(vec, k + (n_windows if windows else 1), windows=windows, where=where)
         hits = hits[hits["file_id"] != own].head(k).reset_index(drop=True)
         hits["rank"] = np.arange(1, len(hits) + 1)
         return hits
 
-    def search_vector_rows(self, vector: np.ndarray, k: int = 10, *, segments: bool = False,
+    @renamed_keywords
+    def search_vector_rows(self, vector: np.ndarray, k: int = 10, *, windows: bool = False,
                            where: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
         """:meth:`search_vector` as plain rows (the DataFrame's records, cleaned), looked up in
         tables kept in memory: what a server answering many queries needs."""
         if k < 1:
             raise InputError(f"k must be at least 1; got {k}")
         flt = compile_where(where, self.store.db.column_types())
-        return served_rows(self.store, np.asarray(vector, np.float32), k, flt, by_file=not segments)
+        return served_rows(self.store, np.asarray(vector, np.float32), k, flt, by_file=not windows)
 
-    def search_indexed_rows(self, k: int = 10, *, file_id: int | None = None, segment_id: int | None = None,
-                            segments: bool = False, where: str | Sequence[str] | None = None,
+    @renamed_keywords
+    def search_indexed_rows(self, k: int = 10, *, file_id: int | None = None, window_id: int | None = None,
+                            windows: bool = False, where: str | Sequence[str] | None = None,
                             include_self: bool = False) -> list[dict[str, Any]]:
         """:meth:`search_indexed` as plain rows (see :meth:`search_vector_rows`); the query
         vector is kept while the index's vectors stay the same."""
         if k < 1:
             raise InputError(f"k must be at least 1; got {k}")
-        vec, own, n_windows = cached_indexed_query(self.store, file_id=file_id, segment_id=segment_id)
+        vec, own, n_windows = cached_indexed_query(self.store, file_id=file_id, window_id=window_id)
         flt = compile_where(where, self.store.db.column_types())
         if include_self:
-            return served_rows(self.store, vec, k, flt, by_file=not segments)
-        return served_rows(self.store, vec, k, flt, by_file=not segments, leave_out=own,
-                           spare=n_windows if segments else 1)
+            return served_rows(self.store, vec, k, flt, by_file=not windows)
+        return served_rows(self.store, vec, k, flt, by_file=not windows, leave_out=own,
+                           spare=n_windows if windows else 1)
 
     # -- data access -----------------------------------------------------------------------
 
@@ -453,6 +462,7 @@ class Index:
             unless ``processed=False`` (then the raw pooled vectors).
         """
         r = self.recipe
+        level = level_name(level)  # type: ignore[assignment]
         flt = compile_where(where, self.store.db.column_types())
         tbl = self.store.db.vector_rows(level, flt.sql if flt else "", flt.params if flt else ())
         raw = vectors_of(tbl, "vector", r.dim)
@@ -492,7 +502,7 @@ class Index:
         """
         from retrieval.export import export_vectors
 
-        return export_vectors(self, out, vectors=vectors, level=level)
+        return export_vectors(self, out, vectors=vectors, level=level_name(level))  # type: ignore[arg-type]
 
     def few_shot(self, label_column: str = "label", group_column: str | None = None,
                  shots: Sequence[int] = (1, 2, 4, 8, 16, 32), *, draws: int = 5, level: Level = "file",
@@ -501,6 +511,7 @@ class Index:
         :func:`retrieval.fewshot.few_shot` on this index's search vectors."""
         from retrieval.fewshot import few_shot
 
+        level = level_name(level)  # type: ignore[assignment]
         meta, vecs = self._gallery(label_column, where, level=level, group_column=group_column)
         result = few_shot(vecs, meta[label_column].tolist(), meta[group_column].tolist() if group_column else None,
                           shots, draws=draws, weak_negatives=weak_negatives, seed=seed)

@@ -18,8 +18,9 @@ Ingest is incremental and crash-safe:
 * every option, the encoder and its weights and the labels CSV are checked before the
   index folder is created, and a first run that fails before writing a file removes what
   it created;
-* new and changed files are embedded and committed every ``commit_every`` files, each
-  file in one transaction with all its vectors, so ``kill -9`` loses at most one batch
+* new and changed files are embedded and committed in batches (``commit_every`` files, or by
+  default :func:`batch_full`'s files and seconds of audio), each file in one transaction
+  with all its vectors, so ``kill -9`` loses at most one batch
   and a re-run resumes with no duplicates;
 * at the end the FAISS indexes follow DuckDB (:meth:`Store.sync_vectors`): updated in
   place while the window vectors added plus removed since the post-processing was fitted
@@ -67,7 +68,7 @@ from retrieval.errors import InputError
 from retrieval.labels import folder_label, read_labels_csv
 from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
-from retrieval.pipeline import DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
+from retrieval.pipeline import HERE_JOURNAL, DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
 from retrieval.recipe import Recipe
 from retrieval.store import ErrorRow, FileRow, Store
 
@@ -87,7 +88,7 @@ PLAN_SHOWN = 20
 
 @dataclass
 class IngestSummary:
-    """What one ``retrieve index`` run did. ``segments`` counts window vectors written."""
+    """What one ``retrieve index`` run did. ``windows`` counts window vectors written."""
 
     files_indexed: int = 0
     files_unchanged: int = 0
@@ -96,7 +97,7 @@ class IngestSummary:
     files_failed: int = 0
     files_silent: int = 0
     warnings: int = 0
-    segments: int = 0
+    windows: int = 0
     audio_seconds: float = 0.0
     seconds: float = 0.0
     index: str = ""
@@ -105,19 +106,39 @@ class IngestSummary:
     plan: dict | None = None  # with dry_run: IngestPlan.to_dict(); nothing was written
 
     @property
+    def segments(self) -> int:
+        """Deprecated name of :attr:`windows` (:mod:`retrieval.legacy`)."""
+        import warnings
+
+        warnings.warn("IngestSummary.segments is deprecated; use .windows", DeprecationWarning, stacklevel=2)
+        return self.windows
+
+    @property
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.seconds if self.seconds else 0.0
 
     def to_json(self) -> str:
+        from retrieval.legacy import INFO_KEYS, with_legacy_keys
+
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         d["audio_seconds"] = round(self.audio_seconds, 3)
         d["realtime_factor"] = round(self.realtime_factor, 1)
-        return json.dumps(d)
+        return json.dumps(with_legacy_keys(d, INFO_KEYS))
 
 
-#: Files per transaction of a local run when ``--commit-every`` is not given.
+#: Files per transaction of a local run when ``--commit-every`` is not given, once they hold
+#: :data:`COMMIT_AUDIO_S` of audio (or :data:`COMMIT_MAX_FILES` files, whichever comes first).
 COMMIT_EVERY = 64
+#: Seconds of audio a default transaction holds at least: a commit costs about 10-20 ms
+#: whatever it holds (DuckDB's commit, the counters, a checkpoint every few), so 64 short clips
+#: (FSDD's 64 files hold 28 s, a few milliseconds of log-mel work each) spent more on commits
+#: than on embedding. Files of 4 s and more commit every 64 as before. A kill loses at most one
+#: transaction: 4 minutes of audio (under a second of log-mel work; about 40 s for wav2vec2 on
+#: 2 cores) or 64 files, whichever is more.
+COMMIT_AUDIO_S = 240.0
+#: Files a default transaction holds at most, however short (or silent, or failed) they are.
+COMMIT_MAX_FILES = 1024
 
 
 @dataclass
@@ -126,7 +147,8 @@ class IngestOptions:
 
     Attributes:
         labels_csv: CSV of metadata to attach (kept in the manifest and re-applied on later runs).
-        commit_every: files per transaction; None: :data:`COMMIT_EVERY` here, and on Ray
+        commit_every: files per transaction; None: :data:`COMMIT_EVERY` files holding at least
+            :data:`COMMIT_AUDIO_S` of audio (at most :data:`COMMIT_MAX_FILES`) here, and on Ray
             (``embedder``) a shard closes by size and age instead
             (:func:`retrieval.ray_ingest.merge_stream`).
         batch_size: windows per encoder call.
@@ -379,6 +401,8 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         if not found:
             raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
                              "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
+        if _pool_likely(options, len(found)):
+            pipeline.prestart()  # the fork server imports while this process plans and opens the store
         if options.dry_run:
             plan = _plan({}, found, set(roots), {})
             summary.plan = _describe(plan, roots, len(roots) > 1).to_dict()
@@ -430,7 +454,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
             workers = auto_workers(name, len(plan.to_embed))
-        pool = _start_pool(stack, workers, warn) if plan.to_embed and not options.embedder else None
+        pool = _start_pool(stack, workers, warn, store.root / HERE_JOURNAL) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         if options.copies or (stored is not None and stored.copies):
             recipe = replace(recipe, copies=True)
@@ -584,7 +608,9 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
       keeps a core of its own, since writing the rows (discovery, hashing, DuckDB commits) is
       about as much work as one worker's decoding and embedding. On 2 cores a second worker
       only competed with it: FSDD with the defaults ran at 0.33x the bare read loop with 2
-      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``);
+      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``).
+      What writing leaves of the main process's core goes to decoding: it runs the next group
+      itself whenever the workers' result in line is late (:mod:`retrieval.pipeline`);
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
@@ -596,11 +622,24 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
     return min(cores - 1, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
 
 
-def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None]) -> DecodePool | None:
-    """Start the decoding workers now, so they boot while the encoder loads."""
+def _pool_likely(options: IngestOptions, files: int) -> bool:
+    """Whether a first run of ``files`` new files will start decoding workers (so their fork server
+    may boot ahead): ``--workers`` above 0, or left unset with enough files and cores for
+    :func:`auto_workers` to start some."""
+    if options.dry_run or options.embedder is not None:
+        return False
+    if options.workers is not None:
+        return options.workers > 0
+    return files >= AUTO_WORKERS_MIN_FILES and _usable_cores() >= 2
+
+
+def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],
+                journal: Path) -> DecodePool | None:
+    """Start the decoding workers now, so they boot while the encoder loads; ``journal`` is the
+    pool's record of what the main process decodes itself (see :data:`pipeline.HERE_JOURNAL`)."""
     if workers <= 0:
         return None
-    pool = stack.enter_context(DecodePool(workers, on_warning=warn))
+    pool = stack.enter_context(DecodePool(workers, on_warning=warn, journal=journal))
     pool.warm()
     return pool
 
@@ -669,7 +708,7 @@ def _apply_plan(store: Store, plan: _Plan, summary: IngestSummary, warn: Callabl
         for fid, f in plan.touched + plan.moved:  # same bytes: new mtime, or a new path too
             db.update_file_location(fid, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         for src, f in plan.copies:
-            summary.segments += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
+            summary.windows += db.copy_file(src, f.rel_path, f.size, f.mtime, folder_label(f.rel_path), f.root)
         _clear_errors(db, [(f.root, f.rel_path) for _, f in plan.moved + plan.copies])
         db.add_errors(plan.errors)
         if plan.removed or plan.moved or plan.copies:
@@ -695,13 +734,14 @@ def _clear_errors(db, keys: list[tuple[str | None, str]]) -> None:
 def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[RootedFile, str, int | None]],
                options: IngestOptions, summary: IngestSummary, warn: Callable[[str], None],
                pool: DecodePool | None = None) -> None:
-    """Decode, embed and commit every file in ``todo``, ``commit_every`` files per transaction.
+    """Decode, embed and commit every file in ``todo``, a :func:`batch_full` batch per transaction.
 
     Files are consumed in ``todo`` order whatever decoded them, and the encoder queue is
     flushed at the same points, so ``--workers N`` writes the same rows and the same
     vectors as ``--workers 0``.
     """
     open_jobs: list[_FileJob] = []  # decoded, not yet committed
+    open_samples = [0]  # decoded samples (at the recipe's rate) of open_jobs
     queue: list[tuple[_FileJob, int, np.ndarray]] = []
     queued = [0]  # samples in the queue
     batching = Batching(options.batch_size)
@@ -733,6 +773,7 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
             _commit(store, recipe, open_jobs, summary, warn)
             bar.update(len(open_jobs))
             open_jobs.clear()
+            open_samples[0] = 0
 
     with _torch_threads():
         for (f, digest, old_id), pre in _decoded(todo, spec, pool):
@@ -747,12 +788,26 @@ def _embed_all(store: Store, encoder: Encoder, recipe: Recipe, todo: list[tuple[
                     pre.audio = _NO_AUDIO  # the queue holds views of it for as long as it needs them
             job.had_errors = (f.root, f.rel_path) in had_errors
             open_jobs.append(job)
-            if len(open_jobs) >= (options.commit_every or COMMIT_EVERY):
+            open_samples[0] += job.file.report.out_samples
+            if batch_full(len(open_jobs), open_samples[0] / recipe.sample_rate, options.commit_every):
                 commit()
         commit()
     bar.close()
     if batching.halvings:
         warn(f"the encoder ran out of memory; batch size lowered from {options.batch_size} to {batching.size}")
+
+
+def batch_full(files: int, audio_s: float, commit_every: int | None) -> bool:
+    """Whether a batch of ``files`` decoded files holding ``audio_s`` seconds of audio is committed now.
+
+    ``commit_every`` (``--commit-every``) counts files alone; None commits at
+    :data:`COMMIT_EVERY` files holding :data:`COMMIT_AUDIO_S` of audio, or at
+    :data:`COMMIT_MAX_FILES` files. Decided from decoded lengths, never from time, so the commit
+    points (and the encoder batches they flush) are the same on every run.
+    """
+    if commit_every:
+        return files >= commit_every
+    return files >= COMMIT_MAX_FILES or (files >= COMMIT_EVERY and audio_s >= COMMIT_AUDIO_S)
 
 
 def adopt_decoded(entry: tuple[RootedFile, str, int | None], pre: DecodedFile) -> _FileJob:
@@ -911,7 +966,7 @@ def _commit(store: Store, recipe: Recipe, jobs: list[_FileJob], summary: IngestS
             _put_copy_frames(store, jobs)
         db.add_errors(errors)
         db.bump_generation()
-    summary.segments += n_vectors - sum(r.file_vector is not None for r in rows)
+    summary.windows += n_vectors - sum(r.file_vector is not None for r in rows)
 
 
 def _put_copy_frames(store: Store, jobs: list[_FileJob]) -> None:

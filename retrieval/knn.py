@@ -184,7 +184,7 @@ def nearest(
         k: neighbours wanted; more than the gallery holds returns all of it.
         exclude: optional ``(q, g)`` bool, True where a gallery item must not be returned.
         query_ids, gallery_ids: optional item ids (e.g. file ids); a gallery item with the
-            query's id is excluded (leave-one-out, or every segment of the same file).
+            query's id is excluded (leave-one-out, or every window of the same file).
         query_groups, gallery_groups: optional groups (speaker, recording, site); a gallery
             item in the query's group is excluded. Missing groups never match.
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load with a labels CSV only: 1.5 s of a 
 KEY_COLUMNS = ("file", "path")
 #: Columns of ``files`` a CSV may not set (ingest owns them); ``label`` is allowed.
 RESERVED_COLUMNS = ("file_id", "path", "root", "size", "mtime", "content_hash", "duration_s", "sample_rate",
-                    "channels", "format", "n_samples", "status", "n_segments", "indexed_at")
+                    "channels", "format", "n_samples", "status", "n_windows", "indexed_at")
 
 
 def folder_label(rel_path: str) -> str | None:

@@ -42,12 +42,12 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 PrecisionChoice = Literal["fp32", "fp16", "bf16", "int8", "auto"]
 PRECISION_CHOICES: tuple[PrecisionChoice, ...] = get_args(PrecisionChoice)
 
-#: Vector levels in the store: one per analysis window (``segment``) or per file.
-Level = Literal["segment", "file"]
+#: Vector levels in the store: one per analysis window or per file.
+Level = Literal["window", "file"]
 LEVELS: tuple[Level, ...] = get_args(Level)
 
 #: ``retrieve export``: which vectors (searched = post-processed and normalised, raw = as stored)
-#: and which levels (``window`` is the store's ``segment``).
+#: and which levels (the store's two, or both).
 VectorKind = Literal["searched", "raw"]
 VECTOR_KINDS: tuple[VectorKind, ...] = get_args(VectorKind)
 ExportLevel = Literal["file", "window", "both"]

@@ -36,6 +36,17 @@ Design choices:
   numpy, no weights, bit-exact batch invariance: the log-mel baseline), the workers also embed
   and send back vectors, so the main process only writes; for model encoders the model
   stays in the main process (one copy of the weights, all torch threads).
+* **The main process helps.** With such an encoder, whenever the next result in line is not
+  ready the main process decodes and embeds the next group itself (at most
+  ``IN_FLIGHT_PER_WORKER * N`` groups ahead) instead of waiting: writing rows leaves it idle
+  most of the time, and with one worker per core but one (``auto_workers``) its core would
+  otherwise go unused. The same :func:`decode_task` runs, so the vectors are the same bit
+  for bit; results are still consumed in order. The price: a file the main process decodes
+  has no process of its own, so a decoder that crashes or hangs on it stops the run, as
+  with ``--workers 0``. So before decoding a group itself the main process writes the
+  group's paths to a journal in the index folder (:data:`HERE_JOURNAL`) and empties it
+  after; a re-run that finds paths there leaves those files to the workers, whose
+  protection below turns the culprit into an error row instead of a second crash.
 * **A worker dies.** Every future of a broken pool fails together, so the files in flight
   are re-run one at a time in a fresh pool; the file whose task kills a worker again is
   recorded as an error, the others are indexed. A fresh pool that cannot run even a
@@ -89,6 +100,10 @@ HEALTH_TIMEOUT_S = 120.0
 #: about 10 ms, a full task of compressed audio a few seconds; 300 s leaves room for a machine
 #: a hundred times slower than that and still ends a hang.
 TASK_TIMEOUT_S = 300.0
+
+#: File in the index folder naming the files the main process is decoding right now (one path
+#: per line; empty when it decodes none). Left non-empty only by a run that died in the middle.
+HERE_JOURNAL = "decoding-here.txt"
 
 T = TypeVar("T")
 
@@ -341,25 +356,21 @@ def worker_encoder(spec: WindowSpec) -> Any:
 
 def _embed_in_worker(results: list[DecodedFile], spec: WindowSpec) -> None:
     """Embed every non-silent window of ``results`` in one sorted pass; audio is dropped after."""
-    from retrieval.embed import Batching, embed_each
+    from retrieval.embed import Batching, embed_arrays
 
     recipe = spec.embed_recipe
     encoder = worker_encoder(spec)
     live = [d for d in results if d.error is None and not d.long and not d.deferred]
     windows = [w for d in live for w in d.windows()]
-    embedded = embed_each(encoder, windows, recipe.pooling, Batching(spec.batch_size))
+    # (w, P) vectors, (w,) counts and (w,) errors at once; a failed window has a zero row and count 0
+    vectors, counts, errors = embed_arrays(encoder, windows, recipe.pooling, Batching(spec.batch_size))
     pos = 0
     for d in live:
-        k = int((~d.silent).sum())
-        part = embedded[pos:pos + k]
+        k = int(np.count_nonzero(~d.silent))
+        d.vectors = vectors[pos:pos + k].copy()  # its own small array: what is sent back is this file's
+        d.counts = counts[pos:pos + k].copy()
+        d.window_errors = errors[pos:pos + k]
         pos += k
-        d.vectors = np.zeros((k, recipe.dim), np.float32)
-        d.counts = np.zeros(k, np.int64)
-        d.window_errors = [err for _, _, err in part]
-        for i, (vec, count, _) in enumerate(part):
-            if vec is not None:
-                d.vectors[i] = vec
-                d.counts[i] = count
         d.file_vector = pool_decoded(d, recipe.pooling)
         d.audio = np.zeros(0, np.float32)
 
@@ -418,6 +429,16 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+def prestart() -> None:
+    """Boot the fork server now, without waiting for it: its imports (a quarter of a second or
+    more) then run on another core while the caller discovers and plans, instead of blocking
+    the first :meth:`DecodePool.warm`. Does nothing where there is no fork server (spawn)."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 class DecodePool:
     """Worker processes that run :func:`decode_task`; results come back in submission order.
 
@@ -430,10 +451,16 @@ class DecodePool:
             process takes over the decoding.
     """
 
-    def __init__(self, workers: int, on_warning: Callable[[str], None] | None = None) -> None:
+    def __init__(self, workers: int, on_warning: Callable[[str], None] | None = None,
+                 journal: Path | None = None) -> None:
         if workers < 1:
             raise InputError(f"a decode pool needs at least 1 worker; got {workers}")
         self.workers = workers
+        #: where the paths of a group decoded in this process are written first (None: nowhere,
+        #: and this process decodes nothing itself)
+        self.journal = journal
+        #: paths a run that died left in the journal: only the workers decode them
+        self.suspects = _read_journal(journal)
         self.max_in_flight = IN_FLIGHT_PER_WORKER * workers
         self.restarts = 0
         self.on_warning = on_warning or (lambda line: log.warning(line))
@@ -448,6 +475,8 @@ class DecodePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self.journal is not None and exc[0] is None:  # a clean end: nothing was left mid-decode
+            self.journal.unlink(missing_ok=True)
 
     def warm(self) -> None:
         """Start every worker now (in the background), so they are ready when work arrives."""
@@ -499,13 +528,32 @@ class DecodePool:
         """
         source = iter(groups)
         pending: deque[tuple[list[tuple[str, T]], Future]] = deque()
+        here = _decodes_here(spec) and self.journal is not None
+        local: set[Future] = set()  # futures of groups this process decoded (not the workers' to bound)
 
         def fill() -> None:
-            while len(pending) < self.max_in_flight:
+            while len(pending) - sum(f in local for _, f in pending) < self.max_in_flight:
                 group = next(source, None)
                 if group is None:
                     return
                 pending.append((group, self._submit(group, spec)))
+
+        def help_out() -> bool:
+            """Decode the next group in this process while the head of the line is not ready."""
+            if not here or pending[0][1].done() or len(local) >= self.max_in_flight:
+                return False
+            group = next(source, None)
+            if group is None:
+                return False
+            if self.suspects.intersection(p for p, _ in group):  # it may be what stopped a run here
+                pending.append((group, self._submit(group, spec)))
+                return True
+            _write_journal(self.journal, [p for p, _ in group])
+            done = _run_here(group, spec)
+            _write_journal(self.journal, [])
+            local.add(done)
+            pending.append((group, done))
+            return True
 
         def hand_back(pairs: list[tuple[str, T]], why: str) -> Iterator[tuple[T, None]]:
             self.on_warning(f"decoding workers cannot run ({why}); decoding in the main process instead")
@@ -517,6 +565,8 @@ class DecodePool:
 
         fill()
         while pending:
+            if help_out():
+                continue
             group, future = pending[0]
             try:
                 decoded = self._wait(future)
@@ -526,10 +576,12 @@ class DecodePool:
                 # one at a time to find the culprit, if there is one.
                 suspects = [pair for g, _ in pending for pair in g] if isinstance(exc, BrokenProcessPool) else group
                 self._broken = isinstance(exc, BrokenProcessPool)
-                if self._broken:
+                if self._broken:  # groups decoded here go too: re-run alone, they give the same files
                     pending.clear()
+                    local.clear()
                 else:
                     pending.popleft()
+                    local.discard(future)
                 log.warning("a decoding task failed (%s: %s); re-running %d files one at a time",
                             type(exc).__name__, exc, len(suspects))
                 for k, (path, item) in enumerate(suspects):
@@ -541,6 +593,7 @@ class DecodePool:
                 fill()
                 continue
             pending.popleft()
+            local.discard(future)
             rest = [pair for pair, d in zip(group, decoded) if d.deferred]
             if rest:  # next in line, ahead of everything already submitted
                 pending.appendleft((rest, self._submit(rest, spec)))
@@ -591,6 +644,38 @@ class DecodePool:
         for proc in list(processes.values()):
             proc.kill()
         log.warning("a decoding task hung for over %g s; its workers were stopped", TASK_TIMEOUT_S)
+
+
+def _decodes_here(spec: WindowSpec) -> bool:
+    """Whether the main process decodes (and embeds) groups itself while it waits on the workers:
+    for encoders the workers run (``spec.embed_recipe``: numpy only, bit-exact in any process),
+    with the real task function (a test's stand-in runs in the workers only)."""
+    return spec.embed_recipe is not None and _task_function() is decode_task
+
+
+def _read_journal(journal: Path | None) -> set[str]:
+    """Paths a run that died left in ``journal`` (empty when there is none)."""
+    try:
+        return set(filter(None, journal.read_text(encoding="utf-8").splitlines())) if journal else set()
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def _write_journal(journal: Path | None, paths: Sequence[str]) -> None:
+    """Replace ``journal``'s content with ``paths``, one per line (no fsync: it must outlive this
+    process crashing, not the machine)."""
+    if journal is not None:
+        journal.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8", errors="surrogateescape")
+
+
+def _run_here(group: list[tuple[str, Any]], spec: WindowSpec) -> Future:
+    """:func:`decode_task` on ``group`` in this process, as a finished future (its failure, if it raises)."""
+    done: Future = Future()
+    try:
+        done.set_result(decode_task([p for p, _ in group], spec))
+    except Exception as exc:  # handled as a worker's failed task: its files are re-run one at a time
+        done.set_exception(exc)
+    return done
 
 
 class _Hung(BrokenProcessPool):

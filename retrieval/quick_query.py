@@ -31,7 +31,7 @@ from retrieval.store.lookup import Lookup
 from retrieval.store.vectors import VectorIndex
 
 
-def search_rows(root: Path, clip: str | Path, k: int, *, segments: bool = False, start_s: float | None = None,
+def search_rows(root: Path, clip: str | Path, k: int, *, windows: bool = False, start_s: float | None = None,
                 end_s: float | None = None, device: str = "cpu") -> tuple[list[dict[str, Any]], list[str]] | None:
     """``(rows, warnings)`` of a search by example of the index at ``root``, as
     :meth:`retrieval.index.Index.search_rows` gives them (no filter); None when the lookup
@@ -53,7 +53,7 @@ def search_rows(root: Path, clip: str | Path, k: int, *, segments: bool = False,
     vector = Postprocess(recipe.postprocess, look.postprocess_state()).apply(raw[None])[0]  # type: ignore[arg-type]
     warning = silence_warning(audio, recipe.window_samples, recipe.hop_samples, recipe.silence_db)
     try:
-        ids, scores = ranked_in(vi, np.asarray(vector, np.float32), k, None, by_file=not segments,
+        ids, scores = ranked_in(vi, np.asarray(vector, np.float32), k, None, by_file=not windows,
                                 file_of=look.files_of)
         rows = look.hit_rows(ids)
     except KeyError:  # the lookup and FAISS disagree after all: let the full path answer
@@ -71,7 +71,7 @@ def _open(root: Path) -> tuple[Lookup, VectorIndex] | None:
     if look is None:
         return None
     faiss_meta = look.meta.get("faiss") or {}
-    vi = VectorIndex.load(root / str(faiss_meta.get("path", "segments.faiss")))
+    vi = VectorIndex.load(root / str(faiss_meta.get("path", "windows.faiss")))
     if (vi is None or vi.generation != str(look.meta.get("generation")) or vi.ntotal != faiss_meta.get("ntotal")
             or vi.kind != faiss_meta.get("kind") or vi.stats.get("postprocess_fit") != look.meta.get("fit_digest")):
         return None

@@ -3,7 +3,7 @@
 The query's :data:`POOL_FACTOR` x k most similar hits (at least :data:`MIN_POOL`) are
 sorted by the column, highest first (ties keep their similarity order), and the first k
 kept: "of what sounds like this clip, what does the head score highest". A ``score_<target>``
-column is the file's best window score on file hits and, on window hits (``--segments``),
+column is the file's best window score on file hits and, on window hits (``--windows``),
 the window's own score.
 """
 
@@ -25,18 +25,18 @@ def pool_size(k: int) -> int:
     return max(POOL_FACTOR * k, MIN_POOL)
 
 
-def rank_hits(store: Store, hits: pd.DataFrame, column: str, k: int, *, segments: bool) -> pd.DataFrame:
+def rank_hits(store: Store, hits: pd.DataFrame, column: str, k: int, *, windows: bool) -> pd.DataFrame:
     """The ``k`` hits with the highest ``column``, re-numbered 1..k (NULLs last).
 
     Raises:
         InputError: ``column`` is not a column of the hits (lists the numeric ones).
     """
     hits = hits.copy()
-    if segments and column.startswith(SCORE_PREFIX) and len(hits):
+    if windows and column.startswith(SCORE_PREFIX) and len(hits):
         ids, scores = LabelStore(store.db).scores(column[len(SCORE_PREFIX):])
         if len(ids):
             by_id = pd.Series(scores, index=ids)
-            hits[column] = by_id.reindex(hits["segment_id"].to_numpy()).to_numpy()
+            hits[column] = by_id.reindex(hits["window_id"].to_numpy()).to_numpy()
     if column not in hits.columns:
         numeric = [c for c in hits.columns if pd.api.types.is_numeric_dtype(hits[c]) and c not in ("rank",)]
         raise InputError(f"cannot rank by {column!r}: no such column; numeric columns: {', '.join(numeric)} "

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from retrieval.legacy import with_legacy_keys
 from retrieval.options import OUTPUTS, Output
 from retrieval.safecsv import neutralise
 
@@ -75,8 +76,11 @@ def emit(output: Output, rows: Sequence[Mapping[str, Any]], columns: Sequence[st
         empty: the table's text when there are no rows.
     """
     records = [clean_record(r) for r in rows]
+    if output != "table":  # machine-readable outputs keep the deprecated keys too (one place: retrieval.legacy)
+        records = with_legacy_keys(records)
     if output == "json":
-        click.echo(json.dumps(clean(document) if document is not None else records, ensure_ascii=False, default=str))
+        doc = with_legacy_keys(clean(document)) if document is not None else records
+        click.echo(json.dumps(doc, ensure_ascii=False, default=str))
     elif output == "nl":
         for r in records:
             click.echo(json.dumps(r, ensure_ascii=False, default=str))

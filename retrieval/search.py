@@ -37,9 +37,17 @@ def allowed_ids(store: Store, level: str, where: Filter | None) -> np.ndarray | 
     return store.db.vector_ids(level, where.sql, where.params)
 
 
-def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
+def search_windows(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
     """The ``k`` windows most similar to ``query`` (a ``(D,)`` post-processed unit vector)."""
     return _hits(store, *ranked(store, query, k, where, by_file=False, file_of=_cached_file_of(store)))
+
+
+def search_segments(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
+    """Deprecated name of :func:`search_windows` (:mod:`retrieval.legacy`)."""
+    import warnings
+
+    warnings.warn("search_segments is deprecated; use search_windows", DeprecationWarning, stacklevel=2)
+    return search_windows(store, query, k, where)
 
 
 def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None = None) -> pd.DataFrame:
@@ -49,7 +57,7 @@ def search_files(store: Store, query: np.ndarray, k: int, where: Filter | None =
 
 def search_rows(store: Store, query: np.ndarray, k: int, where: Filter | None = None, *,
                 by_file: bool = True) -> list[dict[str, Any]]:
-    """:func:`search_files` (or, ``by_file=False``, :func:`search_segments`) as plain rows, one
+    """:func:`search_files` (or, ``by_file=False``, :func:`search_windows`) as plain rows, one
     dict per hit with the same keys and values as the DataFrame's records; no pandas."""
     ids, scores = ranked(store, query, k, where, by_file=by_file, file_of=store.db.files_of)
     return hit_rows(store, ids, scores)
@@ -75,7 +83,7 @@ def ranked(store: Store, query: np.ndarray, k: int, where: Filter | None, *, by_
            file_of: FileOf) -> tuple[np.ndarray, np.ndarray]:
     """:func:`retrieval.hits.ranked_in` over the store's window index, among the windows whose
     file passes ``where``."""
-    return ranked_in(store.vectors("segment"), query, k, allowed_ids(store, "segment", where), by_file=by_file,
+    return ranked_in(store.vectors("window"), query, k, allowed_ids(store, "window", where), by_file=by_file,
                      file_of=file_of)
 
 
@@ -87,7 +95,7 @@ def search_exact(store: Store, ids: np.ndarray, vectors: np.ndarray, query: np.n
     whitened index are scored against the raw (L2-normalised) window vectors, so their
     scores stay the encoder's own text-audio cosine.
     """
-    allowed = allowed_ids(store, "segment", where)
+    allowed = allowed_ids(store, "window", where)
     scores = vectors @ np.asarray(query, np.float32)
     if allowed is not None:
         scores = np.where(np.isin(ids, allowed), scores, -np.inf)
@@ -132,7 +140,7 @@ def _hits(store: Store, ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     if "root" in meta.columns and len(store.db.roots()) > 1:  # paths are relative to their root
         out.insert(3, "root", meta["root"].to_numpy())
     out["duration_s"] = meta["duration_s"].to_numpy()
-    out["segment_id"] = ids
+    out["window_id"] = ids
     out["file_id"] = win["file_id"].to_numpy()
     return out
 
@@ -141,7 +149,7 @@ def _empty(store: Store) -> pd.DataFrame:
     import pandas as pd
 
     cols = ["rank", "score", "path", "start_s", "end_s"] + store.db.metadata_columns() + [
-        "duration_s", "segment_id", "file_id"]
+        "duration_s", "window_id", "file_id"]
     return pd.DataFrame({c: [] for c in cols})
 
 
@@ -159,7 +167,7 @@ def hit_rows(store: Store, ids: np.ndarray, scores: np.ndarray) -> list[dict[str
 
 
 def cached_indexed_query(store: Store, *, file_id: int | None = None,
-                         segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
+                         window_id: int | None = None) -> tuple[np.ndarray, int, int]:
     """:func:`indexed_query`, kept per version of the store's vectors (the vector is read-only).
 
     A file's vector comes from the raw file vectors kept in memory
@@ -173,15 +181,15 @@ def cached_indexed_query(store: Store, *, file_id: int | None = None,
             vec = store.postprocess.apply(raw)[0].astype(np.float32)
             vec.setflags(write=False)
             return vec, int(file_id), n_windows  # type: ignore[arg-type]
-        vec, own, n_windows = indexed_query(store, file_id=file_id, segment_id=segment_id)
+        vec, own, n_windows = indexed_query(store, file_id=file_id, window_id=window_id)
         vec.setflags(write=False)
         return vec, own, n_windows
 
-    return cached_query(store, ("indexed", file_id, segment_id), compute)
+    return cached_query(store, ("indexed", file_id, window_id), compute)
 
 
 def indexed_query(store: Store, *, file_id: int | None = None,
-                  segment_id: int | None = None) -> tuple[np.ndarray, int, int]:
+                  window_id: int | None = None) -> tuple[np.ndarray, int, int]:
     """The search vector of an indexed file or window, as a query would have it.
 
     A file gives its file vector (or, with pooling ``none``, the mean of its window
@@ -196,21 +204,21 @@ def indexed_query(store: Store, *, file_id: int | None = None,
     """
     from retrieval.errors import InputError
 
-    if (file_id is None) == (segment_id is None):
-        raise InputError("give exactly one of file_id and segment_id")
-    rows = store.db.file_vector_rows(file_id=file_id, segment_id=segment_id)
-    windows = {r[0]: r[3] for r in rows if r[2] == "segment"}
+    if (file_id is None) == (window_id is None):
+        raise InputError("give exactly one of file_id and window_id")
+    rows = store.db.file_vector_rows(file_id=file_id, window_id=window_id)
+    windows = {r[0]: r[3] for r in rows if r[2] == "window"}
     own = int(rows[0][1]) if rows else None
-    if segment_id is not None:
-        raw = np.array([windows[segment_id]], np.float32) if segment_id in windows else np.zeros((0, 0), np.float32)
-        what = f"window {segment_id}"
+    if window_id is not None:
+        raw = np.array([windows[window_id]], np.float32) if window_id in windows else np.zeros((0, 0), np.float32)
+        what = f"window {window_id}"
     else:
         raw = np.array([r[3] for r in rows if r[2] == "file"], np.float32)
         if not len(raw) and windows:  # pooling "none" keeps no file vectors
             raw = l2_normalize(np.array(list(windows.values()), np.float32)).mean(axis=0, keepdims=True)
         what = f"file {file_id}"
     if own is None or not len(raw):
-        raise InputError(f"the index holds no vector for {what}; ids are in the `file_id` and `segment_id` "
+        raise InputError(f"the index holds no vector for {what}; ids are in the `file_id` and `window_id` "
                          "of search results")
     n_windows = len(windows)
     return store.postprocess.apply(raw.astype(np.float32))[0].astype(np.float32), own, n_windows

@@ -130,7 +130,7 @@ def commit_shard(store: Store, recipe: Recipe, table: pa.Table, old_ids: np.ndar
         _, n_vectors = db.insert_batch(batch, dim)
         db.add_errors(errors)
         db.bump_generation()
-    summary.segments += n_vectors - int(batch.has_file_vector.sum())
+    summary.windows += n_vectors - int(batch.has_file_vector.sum())
 
 
 def _first_window_errors(table: pa.Table) -> dict[int, str]:

@@ -194,18 +194,18 @@ SCALE_TITLE = "## Re-scoring and one loop round at scale (synthetic stores)"
 SCALE_OLD = ("## Re-scoring at scale", "## One label-train-score-suggest round on")
 
 
-def synth(root: Path, n_segments: int, seed: int) -> None:
-    """A synthetic logmel-recipe store of ``n_segments`` windows (:func:`bench_search.synth_store`)."""
+def synth(root: Path, n_windows: int, seed: int) -> None:
+    """A synthetic logmel-recipe store of ``n_windows`` windows (:func:`bench_search.synth_store`)."""
     from bench_search import synth_store
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((64, 160)).astype(np.float32)
-    synth_store(root, {"encoder": "logmel"}, n_segments, 200, centres, seed)
+    synth_store(root, {"encoder": "logmel"}, n_windows, 200, centres, seed)
 
 
 def drop_copy(root: Path) -> None:
     """Delete the derived search-vector copy (:mod:`retrieval.store.vector_file`), so the next open rebuilds it."""
-    for f in root.glob("segments.search.*"):
+    for f in root.glob("windows.search.*"):
         f.unlink()
 
 
@@ -237,13 +237,13 @@ def fresh_rescore(root: Path) -> dict[str, float]:
 
 def naive_round(root: Path, labelled: np.ndarray, y: np.ndarray, n: int) -> tuple[float, np.ndarray]:
     """The by-hand way: every raw vector out of DuckDB into numpy, sklearn ``LogisticRegression`` on
-    the labelled rows (``labelled`` segment ids, ``y`` bool), ``predict_proba`` of all, the ``n``
+    the labelled rows (``labelled`` window ids, ``y`` bool), ``predict_proba`` of all, the ``n``
     smallest ``|p - 0.5|``. Returns (seconds, picked ids); no whitening, nothing stored."""
     from sklearn.linear_model import LogisticRegression
 
     t = time.perf_counter()
     with Index.open(root) as idx:
-        ids, x = idx.store.db.vectors("segment", idx.store.require_recipe().dim)
+        ids, x = idx.store.db.vectors("window", idx.store.require_recipe().dim)
     rows = np.searchsorted(ids, labelled)
     p = LogisticRegression(max_iter=1000).fit(x[rows], y).predict_proba(x)[:, 1]
     pick = ids[np.argsort(np.abs(p - 0.5), kind="stable")[:n]]
@@ -317,12 +317,12 @@ def part_c(work: Path, n_big: int, n_round: int) -> list[str]:
             idx.adapter().score(["bench"])
         t.append(time.perf_counter())
         with Index.open(root) as idx:                      # retrieve suggest
-            sug = idx.adapter().suggest(["bench"], 20)["segment_id"].to_numpy(np.int64)
+            sug = idx.adapter().suggest(["bench"], 20)["window_id"].to_numpy(np.int64)
         t.append(time.perf_counter())
         rounds.append(np.diff(t))
         with Index.open(root) as idx:
             spans = idx.adapter().labels_db.window_labels(["bench"])
-        naive_s.append(naive_round(root, spans["segment_id"].to_numpy(np.int64),
+        naive_s.append(naive_round(root, spans["window_id"].to_numpy(np.int64),
                                    (spans["label"] == "positive").to_numpy(), 20)[0])
         batch = (sug[:10], sug[10:])
     loads.append(open("/proc/loadavg").read().split()[:3])

@@ -247,7 +247,7 @@ Each choice, and how general it is:
   the envelope it keeps matters more for sounds that are not speech.
 - **Trimming leading and trailing frames more than 40 dB below the window's loudest frame**
   (general). Implemented as the encoder marking those frames invalid in its mask, so every pooling
-  mode, and segment search, sees the sound and not the silence around it. Frames inside the sound
+  mode, and window search, sees the sound and not the silence around it. Frames inside the sound
   are never dropped, and digital silence keeps every frame. Trimming adds about two points
   ({acc('mfcc gain'):.3f} -> {get('none'):.3f} with `none`, {acc('mfcc gain', post='whiten'):.3f} -> {get('whiten'):.3f} whitened).
   40 dB is a conservative range: 30 dB scored a little higher on FSDD ({acc('mfcc gain trim30', post='whiten'):.3f}

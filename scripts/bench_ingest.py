@@ -570,7 +570,7 @@ def memory_child(corpus: str, workers: int) -> None:
     hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
     print(json.dumps({"after_imports_mb": after_imports / 2**20, "peak_main_mb": hwm_kb / 1024,
                       "peak_all_mb": peak_total[0] / 2**20, "wall_s": wall, "audio_s": s.audio_seconds,
-                      "files": s.files_indexed, "segments": s.segments}))
+                      "files": s.files_indexed, "windows": s.windows}))
 
 
 def write_hour(path: Path, seconds: int = 3600, sr: int = 16000) -> Path:

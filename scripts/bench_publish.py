@@ -1,6 +1,6 @@
 """What a snapshot publish and a FAISS checksum cost (issue 11, items 7 and 20).
 
-    python scripts/bench_publish.py --fsdd ../shared/data/fsdd/recordings --segments 100000
+    python scripts/bench_publish.py --fsdd ../shared/data/fsdd/recordings --windows 100000
 
 For FSDD: a log-mel ingest, then a forced re-publish. For N windows: a synthetic store
 written straight into DuckDB (``bench_search.synth_store``), then a forced re-publish, and
@@ -36,19 +36,19 @@ def republish(ix: Path) -> None:
             store.publish(sync=False)
             times.append(time.perf_counter() - t)
         db_mb = store.db.path.stat().st_size / 2**20
-        faiss = store.faiss_path("segment")
+        faiss = store.faiss_path("window")
         t = time.perf_counter()
         file_checksum(faiss)
         check_s = time.perf_counter() - t
     print(f"  meta.duckdb {db_mb:.1f} MiB; publish (checkpoint + copy + links) {min(times):.3f} / "
           f"{max(times):.3f} s (best / worst of 3)")
-    print(f"  segments.faiss {faiss.stat().st_size / 2**20:.1f} MiB; xxh3 checksum {check_s:.3f} s")
+    print(f"  windows.faiss {faiss.stat().st_size / 2**20:.1f} MiB; xxh3 checksum {check_s:.3f} s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fsdd", type=Path, help="FSDD recordings folder (skipped when absent)")
-    ap.add_argument("--segments", type=int, default=100_000, help="windows in the synthetic store (0: skip)")
+    ap.add_argument("--windows", type=int, default=100_000, help="windows in the synthetic store (0: skip)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_publish_"))
     try:
@@ -59,7 +59,7 @@ def main() -> None:
             ingest(args.fsdd, root / "fsdd")
             print(f"FSDD: ingest {time.perf_counter() - t:.1f} s")
             republish(root / "fsdd")
-        if args.segments:
+        if args.windows:
             from bench_search import synth_store
 
             from retrieval import synth
@@ -71,8 +71,8 @@ def main() -> None:
                                                  recipe.window_samples, recipe.hop_samples, recipe.pooling)[1]
                                       for label in synth.DEMO_CLASSES for i in range(10)]).astype(np.float32)
             t = time.perf_counter()
-            synth_store(root / "big", {"encoder": "logmel"}, args.segments, 10, centres, seed=3)
-            print(f"{args.segments} windows: store written in {time.perf_counter() - t:.1f} s")
+            synth_store(root / "big", {"encoder": "logmel"}, args.windows, 10, centres, seed=3)
+            print(f"{args.windows} windows: store written in {time.perf_counter() - t:.1f} s")
             republish(root / "big")
     finally:
         shutil.rmtree(root, ignore_errors=True)

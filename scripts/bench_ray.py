@@ -173,7 +173,7 @@ def merge_only(tmp: Path, windows: int = 200_000, windows_per_file: int = 20, di
             with single_threaded_blas():  # as ingest runs it
                 store.sync_vectors()
             out["faiss_s"], out["faiss_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
-            out["faiss_kind"] = store.vectors("segment").kind
+            out["faiss_kind"] = store.vectors("window").kind
             out["faiss_wps"] = n_windows / out["faiss_s"]
     with fresh("merge_resume") as store:
         plan = _Plan(entries, recipe.hash())
@@ -381,14 +381,14 @@ def compare(tmp: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], 
         finally:
             ri.Embedder = real_embedder
         split = {**phases.split(start, start + ray_s), **actor_times(log, epoch)}
-        assert (local.files_indexed, local.segments) == (on_ray.files_indexed, on_ray.segments)
-        row = {"encoder": name, "audio_s": audio_s, "windows": on_ray.segments, "local_s": local_s,
+        assert (local.files_indexed, local.windows) == (on_ray.files_indexed, on_ray.windows)
+        row = {"encoder": name, "audio_s": audio_s, "windows": on_ray.windows, "local_s": local_s,
                "ray_s": ray_s, "local_x": audio_s / local_s, "ray_x": audio_s / ray_s, "ratio": local_s / ray_s,
                # windows per second of an actor's embedding calls (start-up excluded)
-               "per_actor_wps": on_ray.segments / max(split.get("embed_calls_s", ray_s * actors), 1e-9),
+               "per_actor_wps": on_ray.windows / max(split.get("embed_calls_s", ray_s * actors), 1e-9),
                "loadavg": [round(x, 2) for x in os.getloadavg()], **split}
         rows.append(row)
-        print(f"{name}: {audio_s:.0f} s audio, {on_ray.segments} windows; local {local_s:.1f} s "
+        print(f"{name}: {audio_s:.0f} s audio, {on_ray.windows} windows; local {local_s:.1f} s "
               f"({row['local_x']:.1f}x realtime), ray {ray_s:.1f} s ({row['ray_x']:.1f}x); ray/local "
               f"{row['ratio']:.2f}; ray phases " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     ray.shutdown()

@@ -12,7 +12,7 @@
     reference (the IVF-PQ lists and quantizer, full vectors: the ceiling of re-ranking).
     Plus single-query flat latency against index size (what ``auto`` is based on).
 
-(c) A ``--api-segments`` (100k) window index built directly in a store (synthetic
+(c) A ``--api-windows`` (100k) window index built directly in a store (synthetic
     vectors clustered around real log-mel embeddings of synthetic clips: no audio is
     decoded), then ``Index.search`` on a 5 s clip, warm, p50/p95, for each index kind;
     and ``Index.search_text`` on a CLAP index the same way (a tiny random CLAP made by
@@ -21,7 +21,7 @@
 Usage (from the repository root, venv active)::
 
     python scripts/bench_search.py                       # the numbers in docs/bench_search.md
-    python scripts/bench_search.py --n 200000 --queries 300 --api-segments 20000   # a quick run
+    python scripts/bench_search.py --n 200000 --queries 300 --api-windows 20000   # a quick run
 
 Everything runs on ``--threads`` (2) FAISS threads.
 """
@@ -276,9 +276,9 @@ def ivf_flat_reference(pq: VectorIndex, x: np.ndarray, ids: np.ndarray, q: np.nd
 # -- part (c) ---------------------------------------------------------------------------------
 
 
-def synth_store(root: Path, encoder_choice: dict, n_segments: int, windows_per_file: int,
+def synth_store(root: Path, encoder_choice: dict, n_windows: int, windows_per_file: int,
                 centres: np.ndarray, seed: int) -> None:
-    """A store of ``n_segments`` window vectors scattered around ``centres`` ``(c, D)``, written
+    """A store of ``n_windows`` window vectors scattered around ``centres`` ``(c, D)``, written
     straight into DuckDB (no audio), then post-processed and indexed like an ingest."""
     from retrieval.configure import Choices, resolve
     from retrieval.store import FileRow, Store
@@ -286,7 +286,7 @@ def synth_store(root: Path, encoder_choice: dict, n_segments: int, windows_per_f
     rng = np.random.default_rng(seed)
     _, recipe = resolve(Choices(**encoder_choice), None)
     dim = recipe.dim
-    n_files = n_segments // windows_per_file
+    n_files = n_windows // windows_per_file
     spread = 0.15 * np.median(np.linalg.norm(centres, axis=1))
     with Store.create(root) as store:
         with store.db.transaction():
@@ -331,7 +331,7 @@ def part_c(args: argparse.Namespace) -> None:
     from retrieval.index import Index
     from retrieval.store import Store
 
-    log(f"(c) {args.api_segments}-window log-mel store, built directly in DuckDB")
+    log(f"(c) {args.api_windows}-window log-mel store, built directly in DuckDB")
     encoder, recipe = resolve(Choices(encoder="logmel"), None)
     centres = []
     for label in synth.DEMO_CLASSES:
@@ -348,9 +348,9 @@ def part_c(args: argparse.Namespace) -> None:
     try:
         ix = root / "logmel"
         t = time.perf_counter()
-        synth_store(ix, {"encoder": "logmel"}, args.api_segments, 10, centres, seed=3)
+        synth_store(ix, {"encoder": "logmel"}, args.api_windows, 10, centres, seed=3)
         fill_s = time.perf_counter() - t
-        print(f"\n(c) {args.api_segments} windows + {args.api_segments // 10} file vectors of dim {recipe.dim} "
+        print(f"\n(c) {args.api_windows} windows + {args.api_windows // 10} file vectors of dim {recipe.dim} "
               f"written to DuckDB in {fill_s:.0f} s (synthetic: clustered around {len(centres)} real log-mel "
               "window embeddings of synthetic clips)")
         print("\n| index kind | build s | recall@10 (self-measured) | Index.search p50 / p95 ms "
@@ -362,7 +362,7 @@ def part_c(args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 store.rebuild_all()
                 build_s = time.perf_counter() - t
-                seg = store.vectors("segment").describe()
+                win = store.vectors("window").describe()
             with Index.open(ix) as idx:
                 idx.search(clips[0], k=10, sample_rate=recipe.sample_rate)  # warm: encoder loaded, pages touched
                 total, embed, vec, ann = [], [], [], []
@@ -377,10 +377,10 @@ def part_c(args: argparse.Namespace) -> None:
                     idx.search_vector(v, k=10)
                     vec.append(time.perf_counter() - t)
                     t = time.perf_counter()
-                    idx.store.vectors("segment").search(v[None], 42)  # what search_files asks FAISS for at k=10
+                    idx.store.vectors("window").search(v[None], 42)  # what search_files asks FAISS for at k=10
                     ann.append(time.perf_counter() - t)
                 duck = duckdb_fetch_ms(idx.store, 100, rng)
-            print(f"| {seg['index_type']} | {build_s:.1f} | {seg['recall_at_10']} | {percentiles(total)} | "
+            print(f"| {win['index_type']} | {build_s:.1f} | {win['recall_at_10']} | {percentiles(total)} | "
                   f"{np.percentile(np.array(embed) * 1e3, 50):.1f} | {percentiles(vec)} | {percentiles(ann)} |")
         print(f"\nfetching 100 raw vectors by id from DuckDB (the alternative re-rank source): {duck:.1f} ms per query")
         text_latency(args, root, rng)
@@ -389,12 +389,12 @@ def part_c(args: argparse.Namespace) -> None:
 
 
 def duckdb_fetch_ms(store, n_ids: int, rng: np.random.Generator) -> float:
-    ids = store.vectors("segment").ids()
+    ids = store.vectors("window").ids()
     times = []
     for _ in range(20):
         pick = rng.choice(ids, n_ids, replace=False).tolist()
         t = time.perf_counter()
-        store.db.con.execute("SELECT segment_id, vector FROM segments WHERE segment_id IN (SELECT unnest(?::BIGINT[]))",
+        store.db.con.execute("SELECT window_id, vector FROM windows WHERE window_id IN (SELECT unnest(?::BIGINT[]))",
                              [pick]).fetchall()
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1e3)
@@ -413,9 +413,9 @@ def text_latency(args: argparse.Namespace, root: Path, rng: np.random.Generator)
     centres = np.concatenate([encoder.text_embeddings(texts).reshape(len(texts), -1),
                               rng.standard_normal((200, recipe.dim), dtype=np.float32)]).astype(np.float32)
     ix = root / "clap"
-    synth_store(ix, {"encoder": "clap", "model": str(model)}, args.api_segments, 10, centres, seed=4)
+    synth_store(ix, {"encoder": "clap", "model": str(model)}, args.api_windows, 10, centres, seed=4)
     with Index.open(ix) as idx:
-        seg = idx.store.vectors("segment").describe()
+        win = idx.store.vectors("window").describe()
         idx.search_text(texts[0], k=10)
         total, embed, ann = [], [], []
         for i in range(args.api_queries):
@@ -427,10 +427,10 @@ def text_latency(args: argparse.Namespace, root: Path, rng: np.random.Generator)
             v = idx.text_vector(text)
             embed.append(time.perf_counter() - t)
             t = time.perf_counter()
-            idx.store.vectors("segment").search(v[None], 42)
+            idx.store.vectors("window").search(v[None], 42)
             ann.append(time.perf_counter() - t)
-    print(f"\nIndex.search_text on {args.api_segments} windows (tiny random CLAP, dim {recipe.dim}, "
-          f"index {seg['index_type']}, recall@10 {seg['recall_at_10']}): p50 / p95 {percentiles(total)} ms; "
+    print(f"\nIndex.search_text on {args.api_windows} windows (tiny random CLAP, dim {recipe.dim}, "
+          f"index {win['index_type']}, recall@10 {win['recall_at_10']}): p50 / p95 {percentiles(total)} ms; "
           f"of which text embedding {percentiles(embed)} ms, FAISS {percentiles(ann)} ms")
 
 
@@ -446,7 +446,7 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.25, help="isotropic noise, relative to the cluster's scale")
     p.add_argument("--single", type=int, default=200, help="one-at-a-time queries per ANN setting")
     p.add_argument("--flat-single", type=int, default=10, help="one-at-a-time flat queries at full size")
-    p.add_argument("--api-segments", type=int, default=100_000, help="windows in the (c) store")
+    p.add_argument("--api-windows", type=int, default=100_000, help="windows in the (c) store")
     p.add_argument("--api-queries", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Load test of `retrieve serve` on loopback: 16 clients, 2,000 mixed requests, a 100k-window index.
 
-(a) **API under load.** A log-mel store of ``--segments`` (100,000) window vectors is
+(a) **API under load.** A log-mel store of ``--windows`` (100,000) window vectors is
 written straight into DuckDB (``bench_search.synth_store``: clustered around real
 log-mel embeddings of synthetic clips; 10 windows per file), FAISS built as ``auto``
 picks. Its 10,000 files are symlinks to 20 real 22 s WAV files, so audio slices and
@@ -79,7 +79,7 @@ def wav(audio: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
-def build_store(root: Path, n_segments: int) -> tuple[Path, int, float]:
+def build_store(root: Path, n_windows: int) -> tuple[Path, int, float]:
     """The 100k-window store with real audio behind every file; returns (index, files, seconds)."""
     from retrieval import synth
     from retrieval.configure import Choices, resolve
@@ -93,7 +93,7 @@ def build_store(root: Path, n_segments: int) -> tuple[Path, int, float]:
         for label in synth.DEMO_CLASSES for i in range(40)]).astype(np.float32)
     ix, corpus = root / "ix", root / "corpus"
     t = time.perf_counter()
-    synth_store(ix, {"encoder": "logmel"}, n_segments, 10, centres, seed=3)
+    synth_store(ix, {"encoder": "logmel"}, n_windows, 10, centres, seed=3)
     real = corpus / "real"
     real.mkdir(parents=True)
     sr = recipe.sample_rate
@@ -102,7 +102,7 @@ def build_store(root: Path, n_segments: int) -> tuple[Path, int, float]:
         x = np.resize(synth.demo_clip(label, i, sr), 22 * sr)
         sf.write(real / f"{i:02d}.wav", x, sr, subtype="PCM_16")
     (corpus / "synthetic").mkdir()
-    n_files = n_segments // 10
+    n_files = n_windows // 10
     for f in range(n_files):
         (corpus / "synthetic" / f"{f:06d}.wav").symlink_to(real / f"{f % 20:02d}.wav")
     with Store.open(ix, writable=True) as store:
@@ -285,7 +285,7 @@ def browser_first_results(k: int, fsdd: Path) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--segments", type=int, default=100_000)
+    p.add_argument("--windows", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-s", type=float, default=240.0, help="stop sending after this many seconds")
@@ -294,28 +294,28 @@ def main() -> None:
     p.add_argument("--fsdd", type=Path, default=SHARED_FSDD, help="FSDD folder (with recordings/) for (b)")
     p.add_argument("--store", type=Path, default=None,
                    help="keep the store in this folder and reuse it when a previous run left one there "
-                        "(same --segments); default: a temporary folder, removed at the end")
+                        "(same --windows); default: a temporary folder, removed at the end")
     args = p.parse_args()
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
                f"load average at start {os.getloadavg()[0]:.1f}")
     log(machine)
     root = args.store.resolve() if args.store else Path(tempfile.mkdtemp(prefix="bench_serve_"))
     try:
-        if args.store and (root / "ix").is_dir() and (root / "n_segments").read_text() == str(args.segments):
-            ix, n_files, fill_s = root / "ix", args.segments // 10, float("nan")
-            log(f"reusing the {args.segments}-window store in {root}")
+        if args.store and (root / "ix").is_dir() and (root / "n_windows").read_text() == str(args.windows):
+            ix, n_files, fill_s = root / "ix", args.windows // 10, float("nan")
+            log(f"reusing the {args.windows}-window store in {root}")
         else:
             if args.store:
                 shutil.rmtree(root, ignore_errors=True)
-            log(f"building a {args.segments}-window log-mel store")
-            ix, n_files, fill_s = build_store(root, args.segments)
-            (root / "n_segments").write_text(str(args.segments))
+            log(f"building a {args.windows}-window log-mel store")
+            ix, n_files, fill_s = build_store(root, args.windows)
+            (root / "n_windows").write_text(str(args.windows))
         from retrieval.store import Store
 
         with Store.open(ix) as store:
-            seg = store.vectors("segment").describe()
+            win = store.vectors("window").describe()
             file_ids = np.array(sorted(fid for fid, *_ in store.db.known_files().values()), np.int64)
-        log(f"store ready in {fill_s:.0f} s ({seg['index_type']})")
+        log(f"store ready in {fill_s:.0f} s ({win['index_type']})")
         from retrieval.serve.app import default_heavy_slots
 
         runs = {}
@@ -351,8 +351,8 @@ def main() -> None:
             *__doc__.split("\n\n")[1].splitlines(), "",
             *__doc__.split("\n\n")[2].splitlines(), "",
             "## Results", "",
-            f"Machine: {machine}. Store: {args.segments} windows in {n_files} files, dim 160, FAISS "
-            f"`{seg['index_type']}` (recall@10 {seg.get('recall_at_10')}), "
+            f"Machine: {machine}. Store: {args.windows} windows in {n_files} files, dim 160, FAISS "
+            f"`{win['index_type']}` (recall@10 {win.get('recall_at_10')}), "
             + (f"filled in {fill_s:.0f} s." if np.isfinite(fill_s) else "reused from an earlier run (--store)."), "",
         ]
         summary = ["| server | search by id p50 / p95 ms (server) | all requests/s | errors | target | "

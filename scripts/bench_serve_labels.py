@@ -1,6 +1,6 @@
 """What one click of the serve page's labelling loop costs on a big index, against a search by id.
 
-A log-mel store of ``--segments`` window vectors (``bench_search.synth_store``, 10 windows per
+A log-mel store of ``--windows`` window vectors (``bench_search.synth_store``, 10 windows per
 file, no audio needed) is served in this process through FastAPI's test client. Timed, each
 as the median of ``--repeat`` calls, one after another:
 
@@ -13,7 +13,7 @@ as the median of ``--repeat`` calls, one after another:
 Client-side wall time, so HTTP parsing in the test client is included. The ratios are
 measured in the same run. Prints a markdown table; ``--doc PATH`` also writes it there.
 
-    python scripts/bench_serve_labels.py [--segments 100000] [--repeat 5]
+    python scripts/bench_serve_labels.py [--windows 100000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def timed(call, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--segments", type=int, default=100_000)
+    parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--doc", type=Path)
     args = parser.parse_args()
@@ -70,21 +70,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ix = Path(tmp) / "ix"
         t = time.perf_counter()
-        synth_store(ix, {"encoder": "logmel"}, args.segments, 10, centres, seed=3)
+        synth_store(ix, {"encoder": "logmel"}, args.windows, 10, centres, seed=3)
         with Store.open(ix, writable=True) as store:
             store.rebuild_all()
         build_s = time.perf_counter() - t
         held = IndexSet([ix])
         client = TestClient(create_app(held, heavy_processes=0))
         with held.get(None).use() as snap:
-            ids = snap.index.store.search_vectors("segment")[0]
+            ids = snap.index.store.search_vectors("window")[0]
             db_mib = (snap.index.store.files_dir / "meta.duckdb").stat().st_size / 2**20
             files = rng.choice(snap.files.index.to_numpy(), args.repeat, replace=False).tolist()
         picks = rng.choice(ids, 4 * args.repeat + 4, replace=False).tolist()
-        client.post("/api/labels", data={"target": "bench", "label": "positive", "segment_id": picks[-1]})  # warm
-        client.post("/api/labels", data={"target": "bench", "label": "negative", "segment_id": picks[-2]})
+        client.post("/api/labels", data={"target": "bench", "label": "positive", "window_id": picks[-1]})  # warm
+        client.post("/api/labels", data={"target": "bench", "label": "negative", "window_id": picks[-2]})
         label_s = timed(lambda i: client.post("/api/labels", data={
-            "target": "bench", "label": "positive" if i % 2 else "negative", "segment_id": picks[i]}), args.repeat)
+            "target": "bench", "label": "positive" if i % 2 else "negative", "window_id": picks[i]}), args.repeat)
         search_s = timed(lambda i: client.post("/api/search", data={"file_id": files[i], "k": 10}), args.repeat)
         train_s = timed(lambda i: client.post("/api/train", data={"target": "bench"}), args.repeat)
         score_s = timed(lambda i: client.post("/api/score", data={"target": "bench"}), args.repeat)
@@ -94,7 +94,7 @@ def main() -> None:
     rows = [("label one window", label_s), ("search by indexed-file id", search_s), ("train (linear)", train_s),
             ("score every window", score_s), ("suggest 20 (margin)", suggest_s),
             ("one Train & suggest round", train_s + score_s + suggest_s)]
-    lines = [f"{args.segments:,} windows ({db_mib:.0f} MiB meta.duckdb, built in {build_s:.0f} s); median of "
+    lines = [f"{args.windows:,} windows ({db_mib:.0f} MiB meta.duckdb, built in {build_s:.0f} s); median of "
              f"{args.repeat} calls each, client-side, through FastAPI's test client in one process; "
              f"load average {' '.join(load_before)} before, {' '.join(load_after)} after.", "",
              "| request | seconds | x search by id |", "|---|---|---|"]

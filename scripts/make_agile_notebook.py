@@ -103,12 +103,12 @@ def oracle(paths):
 
 def label_by_oracle(found, target):
     for value in ("positive", "negative"):
-        chosen = found["segment_id"][oracle(found["path"]) == value]
+        chosen = found["window_id"][oracle(found["path"]) == value]
         if len(chosen):
             ad.label_windows(chosen.tolist(), target, value, source="oracle")
 
 example = corpus / "7_jackson_0.wav"
-hits = idx.search(example, k=11, segments=True, where=f"speaker != '{HELD_OUT}'")
+hits = idx.search(example, k=11, windows=True, where=f"speaker != '{HELD_OUT}'")
 hits = hits[hits["path"] != example.name].head(10)
 for target in ("seven", "seven_random"):
     label_by_oracle(hits, target)

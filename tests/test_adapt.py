@@ -98,16 +98,16 @@ def test_label_train_score_suggest(corpus, tmp_path):
         truth = [p.startswith("tone/") for p, _ in files]
         assert roc_auc_score(truth, [s for _, s in files]) > 0.9
         best = idx.store.db.con.execute(
-            "SELECT f.score_tone, max(x.score) FROM files f JOIN segments s USING (file_id) "
-            "JOIN window_scores x USING (segment_id) GROUP BY f.file_id, f.score_tone").fetchall()
+            "SELECT f.score_tone, max(x.score) FROM files f JOIN windows s USING (file_id) "
+            "JOIN window_scores x USING (window_id) GROUP BY f.file_id, f.score_tone").fetchall()
         assert all(a == pytest.approx(b) for a, b in best)
         # score_tone is usable in --where
         hits = idx.search(corpus / "tone" / "tone_03.wav", k=20, where="score_tone > 0.5")
         assert len(hits) and (hits["score_tone"] > 0.5).all()
         ad = idx.adapter()
-        labelled = set(ad.labels_db.window_labels(["tone"])["segment_id"])
+        labelled = set(ad.labels_db.window_labels(["tone"])["window_id"])
         margin = ad.suggest(["tone"], n=5)
-        assert len(margin) == 5 and not labelled & set(margin["segment_id"])
+        assert len(margin) == 5 and not labelled & set(margin["window_id"])
         assert margin["margin"].is_monotonic_increasing
         ids, scores = ad.window_scores("tone")
         free = ~np.isin(ids, list(labelled))
@@ -116,7 +116,7 @@ def test_label_train_score_suggest(corpus, tmp_path):
         assert top["score_tone"].is_monotonic_decreasing
         assert top["score_tone"].iloc[0] == pytest.approx(scores[free].max())
         rand = ad.suggest(["tone"], n=5, strategy="random", seed=1)
-        assert rand["segment_id"].tolist() == ad.suggest(["tone"], n=5, strategy="random", seed=1)["segment_id"].tolist()
+        assert rand["window_id"].tolist() == ad.suggest(["tone"], n=5, strategy="random", seed=1)["window_id"].tolist()
 
 
 def test_labels_survive_move_rename_and_reingest(corpus, tmp_path):
@@ -128,7 +128,7 @@ def test_labels_survive_move_rename_and_reingest(corpus, tmp_path):
         ad.label("noise/noise_02.wav", "tone", "negative")          # will be removed, then re-ingested
         before = ad.labels_db.window_labels(["tone"])
         n_before = before.groupby("label").size().to_dict()
-        old_ids = set(before["segment_id"])
+        old_ids = set(before["window_id"])
     os.rename(corpus / "tone" / "tone_00.wav", corpus / "tone" / "renamed.wav")
     (corpus / "moved").mkdir()
     shutil.move(corpus / "chirp" / "chirp_01.wav", corpus / "moved" / "chirp_01.wav")
@@ -143,7 +143,7 @@ def test_labels_survive_move_rename_and_reingest(corpus, tmp_path):
         paths = set(ad.labels()["path"])
         assert paths == {"tone/renamed.wav", "moved/chirp_01.wav", "noise/noise_02.wav"}
         # the re-ingested file has new window ids, and its labels found them
-        assert set(after["segment_id"]) - old_ids
+        assert set(after["window_id"]) - old_ids
 
 
 def test_label_csv_partial_span_and_errors(corpus, tmp_path):
@@ -156,7 +156,7 @@ def test_label_csv_partial_span_and_errors(corpus, tmp_path):
         assert ad.label_csv(csv) == 2
         got = ad.labels(["tone"])
         assert sorted(got["label"]) == ["negative", "positive"] and got["source"].iloc[0] == "csv:labels.csv"
-        spans = ad.labels_db.window_spans(ad.labels_db.window_labels(["tone"])["segment_id"].tolist())
+        spans = ad.labels_db.window_spans(ad.labels_db.window_labels(["tone"])["window_id"].tolist())
         part = spans[spans["path"] == "tone/tone_01.wav"]
         sr = idx.recipe.sample_rate
         # a short event labels the windows holding at least half of it, and no others
@@ -218,12 +218,12 @@ def test_cli_loop_from_query_to_rank_by(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     ranked = [h["score_vowel"] for h in json.loads(r.output)]
     assert ranked == sorted(ranked, reverse=True) and len(ranked) == 5
-    r = run(cli, ["query", clip, "--index", ix, "-k", "5", "--segments", "--rank-by", "score_vowel", "--json"])
+    r = run(cli, ["query", clip, "--index", ix, "-k", "5", "--windows", "--rank-by", "score_vowel", "--json"])
     hits = json.loads(r.output)
     with Index.open(ix) as idx:
         ids, scores = idx.adapter().labels_db.scores("vowel")
     by_id = dict(zip(ids.tolist(), scores.tolist()))
-    assert [h["score_vowel"] for h in hits] == pytest.approx([by_id[h["segment_id"]] for h in hits])
+    assert [h["score_vowel"] for h in hits] == pytest.approx([by_id[h["window_id"]] for h in hits])
     r = run(cli, ["query", clip, "--index", ix, "--where", "score_vowel >= 0.5", "--json"])
     assert r.exit_code == 0 and all(h["score_vowel"] >= 0.5 for h in json.loads(r.output))
     r = run(cli, ["query", clip, "--index", ix, "--rank-by", "score_nothing"])

@@ -60,7 +60,7 @@ def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 def stored(ix: Path) -> tuple[Recipe, str | None, np.ndarray]:
     with Store.open(ix) as store:
         recipe = store.require_recipe()
-        return recipe, store.db.get("recipe_hash"), store.db.vectors("segment", recipe.dim)[1]
+        return recipe, store.db.get("recipe_hash"), store.db.vectors("window", recipe.dim)[1]
 
 
 def test_a_relative_model_is_stored_absolute_and_works_from_anywhere(built: dict[str, Path]) -> None:

@@ -30,7 +30,7 @@ def test_index_query_info_export(corpus, tmp_path):
     out = run(cli, ["index", str(corpus), "--index", str(tmp_path / "ix"), "--json"])
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"files_indexed", "files_unchanged", "files_removed", "files_failed", "segments", "seconds"} <= set(summary)
+    assert {"files_indexed", "files_unchanged", "files_removed", "files_failed", "windows", "seconds"} <= set(summary)
     assert summary["files_indexed"] == 20
 
     q = run(cli, ["query", str(corpus / "clicks" / "clicks_02.wav"), "--index", str(tmp_path / "ix"), "-k", "3",
@@ -40,11 +40,11 @@ def test_index_query_info_export(corpus, tmp_path):
     assert {"score", "path", "start_s", "end_s", "label"} <= set(hits[0])
 
     table = run(cli, ["query", str(corpus / "clicks" / "clicks_02.wav"), "--index", str(tmp_path / "ix"), "-k", "2",
-                      "--segments", "--where", "label = clicks"])
+                      "--windows", "--where", "label = clicks"])
     assert table.exit_code == 0 and "clicks/clicks_02.wav" in table.output.splitlines()[1]
 
     info = json.loads(run(cli, ["info", "--index", str(tmp_path / "ix"), "--json"]).stdout)
-    assert info["consistent"] and info["faiss_ntotal"] == info["segments"] and info["recipe"]["encoder"] == "logmel"
+    assert info["consistent"] and info["faiss_ntotal"] == info["windows"] and info["recipe"]["encoder"] == "logmel"
 
     ex = run(cli, ["export", "--index", str(tmp_path / "ix"), str(tmp_path / "v.parquet")])
     assert ex.exit_code == 0 and (tmp_path / "v.parquet").is_file()

@@ -1,7 +1,7 @@
 """Copies vs similar sounds: copy frames, verification, ``retrieve duplicates``, ``locate --match copy``.
 
-Words are seeded sequences of voiced segments (:func:`word`); a *take* of the same word
-repeats its segments with other micro-timing and pitch (the hard negative: FSDD's other
+Words are seeded sequences of voiced windows (:func:`word`); a *take* of the same word
+repeats its windows with other micro-timing and pitch (the hard negative: FSDD's other
 takes of a digit by the same speaker); a *copy* is the same samples transformed.
 """
 
@@ -30,9 +30,9 @@ SR = 16000
 
 
 def word(seed: int, take: int = 0, sr: int = SR) -> np.ndarray:
-    """A seeded "word", peak 0.3: 6 voiced segments (formants, a wandering pitch, breath noise).
+    """A seeded "word", peak 0.3: 6 voiced windows (formants, a wandering pitch, breath noise).
 
-    ``take > 0`` says the same segments again with another timing, pitch contour and breath.
+    ``take > 0`` says the same windows again with another timing, pitch contour and breath.
     """
     rng = np.random.default_rng(seed)
     jit = np.random.default_rng(1000 * seed + take)
@@ -204,12 +204,12 @@ def test_duplicates_without_copy_frames_names_the_fix_and_turning_copies_on_keep
         with pytest.raises(InputError, match="--copies"):
             find_duplicates(store)
         before_hash = store.recipe.hash()
-        before = store.db.con.execute("SELECT file_id, vector FROM segments ORDER BY segment_id").fetchall()
+        before = store.db.con.execute("SELECT file_id, vector FROM windows ORDER BY window_id").fetchall()
     summary = ingest(lib, tmp_path / "idx", options=IngestOptions(copies=True))
     assert summary.files_indexed == 0  # nothing re-embedded
     with Store.create(tmp_path / "idx") as store:
         assert store.recipe.copies and store.recipe.hash() == before_hash
-        assert store.db.con.execute("SELECT file_id, vector FROM segments ORDER BY segment_id").fetchall() == before
+        assert store.db.con.execute("SELECT file_id, vector FROM windows ORDER BY window_id").fetchall() == before
         assert len(find_duplicates(store).groups) == 1
     write(lib / "late_copy.wav", word(11) * 0.5, SR)
     ingest(lib, tmp_path / "idx")  # copies stay on without the flag

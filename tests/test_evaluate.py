@@ -101,7 +101,7 @@ def test_k_larger_than_gallery_divides_by_what_exists() -> None:
 
 
 def test_same_file_rows_never_see_each_other() -> None:
-    # Two segments of file "x" (label A) are identical; a B item is close to both.
+    # Two windows of file "x" (label A) are identical; a B item is close to both.
     # Rows 0 and 1 must skip each other and find row 2 (B); row 2 sees 0 and 1 tied
     # (same vector) and takes the lower index; row 3 (30 deg) is nearest row 2 (22 deg).
     v = arc(0, 0, 8, 30)

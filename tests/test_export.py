@@ -57,10 +57,10 @@ def test_levels(whitened, tmp_path):
     with Index.open(whitened) as idx:
         win = idx.export(tmp_path / "w.parquet", level="window")
         both = idx.export(tmp_path / "b.parquet")
-        n_seg = len(idx.embeddings("segment")[0])
-    assert win.rows == win.windows == n_seg and win.files == 0
+        n_win = len(idx.embeddings("window")[0])
+    assert win.rows == win.windows == n_win and win.files == 0
     assert set(pq.read_table(tmp_path / "w.parquet").column("level").to_pylist()) == {"window"}
-    assert both.rows == both.files + both.windows and both.windows == n_seg and both.files == 20
+    assert both.rows == both.files + both.windows and both.windows == n_win and both.files == 20
 
 
 def test_cli_json_help_and_missing_folder(whitened, tmp_path):

@@ -29,40 +29,40 @@ def _old_body(hits) -> bytes:
     return fastapi.responses.JSONResponse(records(hits.to_dict(orient="records"))).body
 
 
-@pytest.mark.parametrize("segments", [False, True])
-def test_rows_by_vector_equal_the_dataframe(built: tuple[Path, Path], segments: bool) -> None:  # noqa: F811
+@pytest.mark.parametrize("windows", [False, True])
+def test_rows_by_vector_equal_the_dataframe(built: tuple[Path, Path], windows: bool) -> None:  # noqa: F811
     ix, corpus = built
     with Index.open(ix) as idx:
         for clip, where, k in itertools.product(
                 (corpus / "tone" / "tone_01.wav", corpus / "chirp" / "chirp_00.wav"), WHERES, (1, 4, 500)):
             vector = idx.embed(clip)
-            frame = idx.search_vector(vector, k, segments=segments, where=where)
-            rows = idx.search_vector_rows(vector, k, segments=segments, where=where)
+            frame = idx.search_vector(vector, k, windows=windows, where=where)
+            rows = idx.search_vector_rows(vector, k, windows=windows, where=where)
             assert rows == _frame_rows(frame)
             if rows:
                 assert list(rows[0]) == list(frame.columns)
 
 
-@pytest.mark.parametrize("segments", [False, True])
+@pytest.mark.parametrize("windows", [False, True])
 def test_rows_of_an_indexed_file_or_window_equal_the_old_path(built: tuple[Path, Path],  # noqa: F811
-                                                              segments: bool) -> None:
+                                                              windows: bool) -> None:
     ix, _ = built
     with Index.open(ix) as idx:
-        windows, _ = idx.store.hit_tables()
+        window_table, _ = idx.store.hit_tables()
         files = idx.files()
         file_ids = files["file_id"].iloc[:: max(1, len(files) // 6)].tolist()  # both roots, NULL and set takes
         file_ids += files.loc[files["take"].notna(), "file_id"].tolist()
-        some_windows = windows.index.to_numpy()[:: max(1, len(windows) // 5)].tolist()
-        asked = [{"file_id": f} for f in file_ids] + [{"segment_id": s} for s in some_windows]
+        some_windows = window_table.index.to_numpy()[:: max(1, len(window_table) // 5)].tolist()
+        asked = [{"file_id": f} for f in file_ids] + [{"window_id": s} for s in some_windows]
         n = 0
         for ask, where, k, include_self in itertools.product(asked, WHERES, (1, 500), (False, True)):
             try:
-                frame = idx.search_indexed(k, segments=segments, where=where, include_self=include_self, **ask)
+                frame = idx.search_indexed(k, windows=windows, where=where, include_self=include_self, **ask)
             except Exception as exc:  # a file-level row is no window: both paths refuse it alike
                 with pytest.raises(type(exc)):
-                    idx.search_indexed_rows(k, segments=segments, where=where, include_self=include_self, **ask)
+                    idx.search_indexed_rows(k, windows=windows, where=where, include_self=include_self, **ask)
                 continue
-            rows = idx.search_indexed_rows(k, segments=segments, where=where, include_self=include_self, **ask)
+            rows = idx.search_indexed_rows(k, windows=windows, where=where, include_self=include_self, **ask)
             assert rows == _frame_rows(frame), (ask, where, k, include_self)
             n += bool(rows)
         assert n > len(asked)  # most asks found hits, so the equality above was not vacuous
@@ -75,9 +75,9 @@ def test_the_json_body_is_byte_for_byte_the_old_one(built: tuple[Path, Path]) ->
     ix, _ = built
     with Index.open(ix) as idx:
         for fid in idx.files()["file_id"].tolist()[:6]:
-            for segments in (False, True):
-                frame = idx.search_indexed(8, file_id=fid, segments=segments)
-                rows = idx.search_indexed_rows(8, file_id=fid, segments=segments)
+            for windows in (False, True):
+                frame = idx.search_indexed(8, file_id=fid, windows=windows)
+                rows = idx.search_indexed_rows(8, file_id=fid, windows=windows)
                 assert json_bytes(rows) == _old_body(frame)
                 assert json.loads(json_bytes(rows)) == rows
 
@@ -103,17 +103,17 @@ def test_query_vectors_are_read_once_per_version(built: tuple[Path, Path],  # no
         monkeypatch.setattr(idx.store.db, "file_vector_rows", lambda **kw: reads.append(kw) or real(**kw))
         a, b = idx.files()["file_id"].tolist()[:2]
         idx.search_indexed_rows(4, file_id=a)
-        idx.search_indexed_rows(4, file_id=b, segments=True)
+        idx.search_indexed_rows(4, file_id=b, windows=True)
         assert reads == []  # file vectors are held in memory: DuckDB is not asked
-        win = int(hit_table(idx.store).segment_ids[0])
-        first = idx.search_indexed_rows(4, segment_id=win)
-        assert idx.search_indexed_rows(4, segment_id=win) == first
-        idx.search_indexed_rows(4, segment_id=win, segments=True)
+        win = int(hit_table(idx.store).window_ids[0])
+        first = idx.search_indexed_rows(4, window_id=win)
+        assert idx.search_indexed_rows(4, window_id=win) == first
+        idx.search_indexed_rows(4, window_id=win, windows=True)
         assert len(reads) == 1  # a window's vector is read once, then kept
         generation = idx.store.db.get("generation")
         monkeypatch.setattr(idx.store.db, "get", lambda key, real_get=idx.store.db.get:
                             f"{generation}-next" if key == "generation" else real_get(key))
-        idx.search_indexed_rows(4, segment_id=win)  # another generation: read again
+        idx.search_indexed_rows(4, window_id=win)  # another generation: read again
         assert len(reads) == 2
     assert QUERY_CACHE_SIZE > 0
 
@@ -130,9 +130,9 @@ def test_over_the_memory_limit_file_vectors_come_from_duckdb_alike(built: tuple[
         real = idx.store.db.file_vector_rows
         monkeypatch.setattr(idx.store.db, "file_vector_rows", lambda **kw: reads.append(kw) or real(**kw))
         for fid in idx.files()["file_id"].tolist()[:4]:
-            for segments in (False, True):
-                rows = idx.search_indexed_rows(6, file_id=fid, segments=segments)
-                assert rows == _frame_rows(idx.search_indexed(6, file_id=fid, segments=segments))
+            for windows in (False, True):
+                rows = idx.search_indexed_rows(6, file_id=fid, windows=windows)
+                assert rows == _frame_rows(idx.search_indexed(6, file_id=fid, windows=windows))
         assert len({r["file_id"] for r in reads}) == 4
 
 
@@ -143,7 +143,7 @@ def test_the_hit_table_is_kept_until_the_vectors_or_metadata_change(built: tuple
         table = hit_table(idx.store)
         assert hit_table(idx.store) is table  # kept: no second scan
         windows, files = idx.store.hit_tables()
-        assert len(table.segment_ids) == len(windows) and len(table.file_values) == len(files)
+        assert len(table.window_ids) == len(windows) and len(table.file_values) == len(files)
         for key in ("metadata_version", "generation"):
             before = hit_table(idx.store)
             real_get = idx.store.db.get

@@ -71,7 +71,7 @@ def test_hostile_corpus(hostile, tmp_path):
     assert files.loc["channels/8ch.wav", "channels"] == 8 and files.loc["rates/192khz.wav", "sample_rate"] == 192000
     # the silent file and its windows are kept out of the vector index
     with Index.open(tmp_path / "ix") as idx:
-        meta, _ = idx.embeddings("segment")
+        meta, _ = idx.embeddings("window")
         assert "bad/silent.wav" not in set(meta.path) and idx.info()["consistent"]
     # a second run retries the failures, records them once, and re-embeds nothing
     again = json.loads(ingest(hostile, tmp_path / "ix").to_json())
@@ -95,7 +95,7 @@ def test_twenty_minute_file_streams(tmp_path):
     audio = (0.1 * rng.standard_normal(20 * 60 * sr)).astype(np.float32)
     write(tmp_path / "c" / "long.wav", audio, sr)
     s = ingest(tmp_path / "c", tmp_path / "ix", Choices(window_s=10.0, hop_s=10.0))
-    assert s.files_indexed == 1 and s.segments == 120
+    assert s.files_indexed == 1 and s.windows == 120
     with Index.open(tmp_path / "ix") as idx:
-        meta, _ = idx.embeddings("segment")
+        meta, _ = idx.embeddings("window")
     assert meta.end_s.max() == pytest.approx(1200.0)

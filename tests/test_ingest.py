@@ -27,15 +27,15 @@ def _paths(index):
 
 def _vector_rows(index):
     with Store.open(index) as s:
-        return s.db.con.execute("SELECT count(*), count(DISTINCT segment_id) FROM segments").fetchall()[0]
+        return s.db.con.execute("SELECT count(*), count(DISTINCT window_id) FROM windows").fetchall()[0]
 
 
 def test_first_run_then_nothing_to_do(corpus, tmp_path):
     ix = tmp_path / "ix"
     first = _run(corpus, ix)
-    assert first["files_indexed"] == 20 and first["files_failed"] == 0 and first["segments"] >= 20
+    assert first["files_indexed"] == 20 and first["files_failed"] == 0 and first["windows"] >= 20
     again = _run(corpus, ix)
-    assert again["files_indexed"] == 0 and again["files_unchanged"] == 20 and again["segments"] == 0
+    assert again["files_indexed"] == 0 and again["files_unchanged"] == 20 and again["windows"] == 0
     with Store.open(ix) as s:
         info = s.info()
     assert info["consistent"] and info["files"] == 20 and info["file_vectors"] == 20
@@ -119,10 +119,10 @@ def test_window_vectors_and_file_vector_pool_exactly(tmp_path):
     ix = tmp_path / "ix"
     _run(corpus, ix, window_s=2.0, hop_s=1.0, pooling="mean")
     with Index.open(ix) as idx:
-        meta, segs = idx.embeddings("segment", processed=False)
+        meta, segs = idx.embeddings("window", processed=False)
         _, files = idx.embeddings("file", processed=False)
     assert meta.start_s.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 7.3]
     with Store.open(ix) as s:
         counts = np.array([r[0] for r in s.db.con.execute(
-            "SELECT n_frames FROM segments WHERE level = 'segment' ORDER BY segment_id").fetchall()])
+            "SELECT n_frames FROM windows WHERE level = 'window' ORDER BY window_id").fetchall()])
     np.testing.assert_allclose(files[0], (segs * counts[:, None]).sum(0) / counts.sum(), rtol=1e-5, atol=1e-6)

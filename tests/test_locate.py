@@ -139,9 +139,9 @@ def fine_index(tmp_path):
     return corpus, tmp_path / "ix", write(tmp_path / "event.wav", event, SR)
 
 
-def test_segments_of_a_fine_index_are_timestamped_results(fine_index):
+def test_windows_of_a_fine_index_are_timestamped_results(fine_index):
     corpus, ix, event = fine_index
-    out = CliRunner().invoke(cli, ["query", str(event), "--index", str(ix), "--segments", "-k", "2", "--json"])
+    out = CliRunner().invoke(cli, ["query", str(event), "--index", str(ix), "--windows", "-k", "2", "--json"])
     hits = json.loads(out.stdout)
     assert out.exit_code == 0 and [h["path"] for h in hits] == ["long.wav", "long.wav"]
     assert sorted((h["start_s"], h["end_s"]) for h in hits) == [(7.0, 8.0), (12.5, 13.5)]
@@ -155,7 +155,7 @@ def test_index_locate_uses_the_recipe_and_matches_search_scores(fine_index):
         assert_found(events, [7.0, 12.5], 1.0, 0.5)
         # Without the per-file standardisation, a window's score is exactly its search score.
         raw = locate_curve_with_index(idx, event, corpus / "long.wav", standardize=False).curve
-        hits = idx.search(event, k=5, segments=True)
+        hits = idx.search(event, k=5, windows=True)
     by_start = dict(zip(raw.windows[:, 0] / SR, raw.scores))
     for h in hits.itertuples():
         if h.path == "long.wav":

@@ -48,13 +48,13 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _table(ix: Path) -> tuple[list, list, list]:
-    """Every file row, segment row (vectors included) and error row, keyed by path, in a stable order."""
+    """Every file row, window row (vectors included) and error row, keyed by path, in a stable order."""
     with Store.open(ix) as s:
         con = s.db.con
-        files = con.execute("SELECT path, status, n_samples, duration_s, sample_rate, channels, n_segments "
+        files = con.execute("SELECT path, status, n_samples, duration_s, sample_rate, channels, n_windows "
                             "FROM files ORDER BY path").fetchall()
         segs = con.execute("SELECT f.path, s.level, s.start_sample, s.end_sample, s.rms_db, s.silent, s.n_frames, "
-                           "s.vector FROM segments s JOIN files f USING (file_id) "
+                           "s.vector FROM windows s JOIN files f USING (file_id) "
                            "ORDER BY f.path, s.level, s.start_sample").fetchall()
         errors = con.execute("SELECT path, severity, stage, reason FROM errors ORDER BY path, severity").fetchall()
     return files, segs, errors
@@ -72,7 +72,7 @@ def test_workers_give_the_same_rows_and_vectors(mixed, tmp_path, monkeypatch, em
     opts = dict(commit_every=5, batch_size=4)
     s0 = ingest(mixed, tmp_path / "w0", Choices(), IngestOptions(workers=0, **opts))
     s2 = ingest(mixed, tmp_path / "w2", Choices(), IngestOptions(workers=2, **opts))
-    for key in ("files_indexed", "files_failed", "files_silent", "warnings", "segments", "audio_seconds"):
+    for key in ("files_indexed", "files_failed", "files_silent", "warnings", "windows", "audio_seconds"):
         assert getattr(s0, key) == getattr(s2, key), key
     assert s2.files_failed == 2 and s2.files_silent == 1
     files0, segs0, errors0 = _table(tmp_path / "w0")
@@ -221,7 +221,7 @@ def test_kill_9_with_workers_then_rerun_resumes(tmp_path):
     assert summary.files_indexed == 30 - n_files and summary.files_unchanged == n_files
     with Store.open(ix) as store:
         rows = store.db.con.execute("SELECT count(*), count(DISTINCT path) FROM files").fetchall()[0]
-        segs = store.db.con.execute("SELECT count(*), count(DISTINCT segment_id) FROM segments").fetchall()[0]
+        segs = store.db.con.execute("SELECT count(*), count(DISTINCT window_id) FROM windows").fetchall()[0]
         assert rows == (30, 30) and segs[0] == segs[1] and store.info()["consistent"]
 
 
@@ -367,3 +367,88 @@ def test_encoders_run_by_workers_load_neither_torch_nor_transformers():
                 "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]", name
+
+
+def test_default_batches_hold_64_files_and_4_minutes_of_audio_at_most_1024_files():
+    """Short clips are committed in fewer, larger transactions; ``--commit-every`` counts files alone."""
+    assert not ing.batch_full(64, ing.COMMIT_AUDIO_S - 1, None)  # 64 short clips: keep going
+    assert ing.batch_full(64, ing.COMMIT_AUDIO_S, None)
+    assert not ing.batch_full(63, 10 * ing.COMMIT_AUDIO_S, None)  # long files: every 64, as before
+    assert ing.batch_full(ing.COMMIT_MAX_FILES, 0.0, None)  # silent or failed files bound it too
+    assert ing.batch_full(4, 0.0, 4) and not ing.batch_full(3, 1e9, 4)
+
+
+@pytest.fixture
+def late_workers(mixed, monkeypatch):
+    """``(spec, paths, here)``: the workers' results come 0.2 s late (so the main process has time
+    to help), with an encoder the workers run; ``here`` lists the groups decoded in this process.
+    Timers are joined at teardown."""
+    import threading
+    from concurrent.futures import Future
+
+    from retrieval.configure import resolve
+
+    _, recipe = resolve(Choices(), None)
+    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
+                      embed_recipe=recipe, long_samples=LONG_SAMPLES)
+    paths = sorted(str(p) for p in mixed.rglob("*") if p.is_file())
+    slow: list[threading.Timer] = []
+
+    def late(self, group, spec):
+        done: Future = Future()
+        timer = threading.Timer(0.2, lambda: done.set_result(decode_task([p for p, _ in group], spec)))
+        slow.append(timer)
+        timer.start()
+        return done
+
+    here: list[list[str]] = []
+    run_here = pipeline._run_here
+    monkeypatch.setattr(DecodePool, "_submit", late)
+    monkeypatch.setattr(pipeline, "_run_here", lambda group, spec: here.append([p for p, _ in group]) or run_here(group, spec))
+    yield spec, paths, here
+    for timer in slow:
+        timer.join()
+
+
+def test_the_main_process_decodes_while_the_workers_are_behind_with_the_same_results(late_workers, monkeypatch,
+                                                                                    tmp_path):
+    """With an encoder the workers run, groups the main process decodes while the head of the line
+    is late give the files, vectors and order that the workers (or one process) give."""
+    spec, paths, ran_here = late_workers
+    groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=2))
+    journal = tmp_path / "journal.txt"
+    seen: list[list[str]] = []
+    write = pipeline._write_journal
+    monkeypatch.setattr(pipeline, "_write_journal", lambda path, paths: seen.append(list(paths)) or write(path, paths))
+    with DecodePool(1, journal=journal) as pool:
+        got = list(pool.results(iter(groups), spec))
+    assert ran_here, "the main process never helped"
+    # each group decoded here was named in the journal before, and the journal emptied after
+    assert seen[0::2] == ran_here and not any(seen[1::2])
+    assert not journal.exists(), "a clean end removes the journal"
+    alone = [d for g in groups for d in decode_task([p for p, _ in g], spec)]
+    assert [item for item, _ in got] == paths
+    for (_, d), ref in zip(got, alone):
+        assert (d.error, d.long, d.report.out_samples) == (ref.error, ref.long, ref.report.out_samples)
+        assert np.array_equal(d.starts, ref.starts) and np.array_equal(d.levels, ref.levels)
+        if ref.vectors is not None:
+            assert d.vectors.tobytes() == ref.vectors.tobytes()
+            assert (d.file_vector is None) == (ref.file_vector is None)
+            assert d.file_vector is None or d.file_vector.tobytes() == ref.file_vector.tobytes()
+
+
+def test_files_a_dead_run_left_in_the_journal_go_to_the_workers_only(late_workers, tmp_path):
+    """A run that died while the main process decoded a group left its paths in the journal: the
+    next run does not decode those files itself (a crashing decoder then kills a worker, which
+    is survivable), and still decodes other groups itself while the workers are late."""
+    spec, paths, here = late_workers
+    groups = list(group_files([(p, p) for p in paths], lambda _: 0, files_per_task=1))
+    journal = tmp_path / "journal.txt"
+    journal.write_text(f"{paths[1]}\n{paths[-1]}\n", encoding="utf-8")
+    with DecodePool(1, journal=journal) as pool:
+        assert pool.suspects == {paths[1], paths[-1]}
+        got = list(pool.results(iter(groups), spec))
+    assert [item for item, _ in got] == paths
+    assert here, "the main process never helped"
+    decoded_here = {p for g in here for p in g}
+    assert paths[1] not in decoded_here and paths[-1] not in decoded_here

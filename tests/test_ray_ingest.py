@@ -29,7 +29,7 @@ from retrieval.ray_ingest import Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTS = ("files_indexed", "files_unchanged", "files_moved", "files_removed", "files_failed", "files_silent",
-          "warnings", "segments")
+          "warnings", "windows")
 
 
 def test_unreachable_address_is_one_line(tmp_path: Path) -> None:
@@ -147,29 +147,29 @@ def _dump(path: Path) -> dict:
     """What an index holds, keyed by path: files, windows, vectors, errors; ids checked for duplicates."""
     idx = Index.open(path)
     try:
-        files = idx.files()[["path", "status", "n_segments", "n_samples", "duration_s", "sample_rate"]]
-        seg_meta, seg_vecs = idx.embeddings("segment", processed=False)
+        files = idx.files()[["path", "status", "n_windows", "n_samples", "duration_s", "sample_rate"]]
+        window_meta, window_vecs = idx.embeddings("window", processed=False)
         file_meta, file_vecs = idx.embeddings("file", processed=False)
         errors = idx.errors()[["path", "severity", "stage", "reason"]].sort_values(["path", "reason"])
         errors["reason"] = errors["reason"].str.replace(r"'/[^']*'", "'<path>'", regex=True)  # corpora differ by folder
         info = idx.info()
     finally:
         idx.store.close()
-    for meta in (seg_meta, file_meta):
-        assert meta["segment_id"].is_unique
+    for meta in (window_meta, file_meta):
+        assert meta["window_id"].is_unique
     assert files["path"].is_unique
-    order = np.lexsort((seg_meta["start_s"].to_numpy(), seg_meta["path"].to_numpy()))
+    order = np.lexsort((window_meta["start_s"].to_numpy(), window_meta["path"].to_numpy()))
     return {"files": files.sort_values("path").reset_index(drop=True), "errors": errors.reset_index(drop=True),
-            "segments": seg_meta.iloc[order][["path", "start_s", "end_s"]].reset_index(drop=True),
-            "segment_vectors": seg_vecs[order],
+            "windows": window_meta.iloc[order][["path", "start_s", "end_s"]].reset_index(drop=True),
+            "window_vectors": window_vecs[order],
             "file_paths": file_meta["path"].tolist(), "file_vectors": file_vecs, "info": info}
 
 
 def _assert_same(a: dict, b: dict) -> None:
     pd.testing.assert_frame_equal(a["files"], b["files"])
     pd.testing.assert_frame_equal(a["errors"], b["errors"])
-    pd.testing.assert_frame_equal(a["segments"], b["segments"])
-    va, vb = a["segment_vectors"], b["segment_vectors"]
+    pd.testing.assert_frame_equal(a["windows"], b["windows"])
+    va, vb = a["window_vectors"], b["window_vectors"]
     assert va.shape == vb.shape
     cos = (va * vb).sum(1) / np.maximum(np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1), 1e-12)
     assert cos.min() >= 0.99999
@@ -203,7 +203,7 @@ def test_same_index_as_local_ingest(ray_cluster: str, tmp_path: Path, request: p
     assert any("broken.wav" in line for line in lines)
     a, b = _dump(tmp_path / "local"), _dump(tmp_path / "ray")
     _assert_same(a, b)
-    assert (a["segment_vectors"] == b["segment_vectors"]).all()  # log-mel is bit-exact in any process
+    assert (a["window_vectors"] == b["window_vectors"]).all()  # log-mel is bit-exact in any process
     assert not list((tmp_path / "ray" / "shards").glob("*"))  # every shard merged and gone
     for path in (tmp_path / "local", tmp_path / "ray"):  # every search answers the same
         idx = Index.open(path)

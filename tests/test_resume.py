@@ -51,7 +51,7 @@ def test_kill_9_then_rerun_resumes_without_duplicates(tmp_path):
     with Store.open(ix) as store:
         rows = store.db.con.execute(
             "SELECT count(*), count(DISTINCT path) FROM files").fetchall()[0]
-        segs = store.db.con.execute("SELECT count(*), count(DISTINCT segment_id) FROM segments").fetchall()[0]
+        segs = store.db.con.execute("SELECT count(*), count(DISTINCT window_id) FROM windows").fetchall()[0]
         assert rows == (30, 30) and segs[0] == segs[1]
         assert store.info()["consistent"]
     with Index.open(ix) as idx:

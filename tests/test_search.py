@@ -1,4 +1,4 @@
-"""Query by example: self-match first, determinism across batches, segments, filters, arrays."""
+"""Query by example: self-match first, determinism across batches, windows, filters, arrays."""
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def test_same_vector_alone_or_in_any_batch():
     np.testing.assert_array_equal(reversed_[::-1], alone)
 
 
-def test_segments_report_where_the_match_is(tmp_path):
+def test_windows_report_where_the_match_is(tmp_path):
     corpus = tmp_path / "c"
     rng = np.random.default_rng(0)
     long = (0.05 * rng.standard_normal(16000 * 12)).astype(np.float32)
@@ -53,7 +53,7 @@ def test_segments_report_where_the_match_is(tmp_path):
     ix = tmp_path / "ix"
     ingest(corpus, ix, Choices(window_s=1.0, hop_s=0.5, pooling="mean"))
     with Index.open(ix) as idx:
-        hits = idx.search(event + long[16000 * 7: 16000 * 8] * 0, k=3, segments=True, sample_rate=16000)
+        hits = idx.search(event + long[16000 * 7: 16000 * 8] * 0, k=3, windows=True, sample_rate=16000)
         assert hits.path[0] == "long.wav" and hits.start_s[0] == pytest.approx(7.0)
         crop = idx.search(corpus / "long.wav", k=1, start_s=7.0, end_s=8.0)
         assert crop.path[0] == "long.wav" and 6.5 <= crop.start_s[0] <= 7.5
@@ -114,10 +114,10 @@ def test_export_parquet(indexed, tmp_path):
 
 def test_faiss_is_rebuilt_when_deleted_or_stale(indexed):
     _, ix = indexed
-    (ix / "segments.faiss").unlink()
+    (ix / "windows.faiss").unlink()
     (ix / "files.faiss").write_bytes(b"broken")
     with Index.open(ix) as idx:
         info = idx.info()
-    assert info["consistent"] and set(info["repaired_on_open"]) == {"segment", "file"}
+    assert info["consistent"] and set(info["repaired_on_open"]) == {"window", "file"}
     with Index.open(ix) as idx:
         assert idx.info()["repaired_on_open"] == []

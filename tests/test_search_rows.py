@@ -37,15 +37,15 @@ def _frame_rows(hits) -> list[dict]:
     return [clean_record(r) for r in hits.to_dict(orient="records")]
 
 
-@pytest.mark.parametrize("segments", [False, True])
-def test_rows_equal_the_dataframe(built: tuple[Path, Path], segments: bool) -> None:
+@pytest.mark.parametrize("windows", [False, True])
+def test_rows_equal_the_dataframe(built: tuple[Path, Path], windows: bool) -> None:
     two_roots, corpus = built
     with Index.open(two_roots) as idx:
         for clip, where, k in itertools.product(
                 (corpus / "tone" / "tone_01.wav", corpus / "chirp" / "chirp_00.wav"),
                 (None, "take >= 3", "site = 'south' OR label = 'noise'", "take > 99"), (1, 4, 500)):
-            frame = idx.search(clip, k, segments=segments, where=where)
-            rows, warnings = idx.search_rows(clip, k, segments=segments, where=where)
+            frame = idx.search(clip, k, windows=windows, where=where)
+            rows, warnings = idx.search_rows(clip, k, windows=windows, where=where)
             assert [clean_record(r) for r in rows] == _frame_rows(frame)
             assert warnings == frame.attrs["warnings"] == []
             if rows:

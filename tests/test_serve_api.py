@@ -73,7 +73,7 @@ def test_search_by_upload_answers_what_the_cli_prints(client: TestClient, built:
 
 def test_upload_of_a_window_finds_that_window_of_a_long_file(client: TestClient) -> None:
     res = client.post("/api/search", files={"file": ("q.wav", wav_bytes(long_audio("long_a")[8 * SR: 12 * SR]))},
-                      data={"k": 3, "segments": "true"})
+                      data={"k": 3, "windows": "true"})
     top = res.json()[0]
     assert (top["path"], top["start_s"], top["end_s"]) == ("long/long_a.wav", 8.0, 12.0)
 
@@ -89,8 +89,8 @@ def test_search_by_indexed_file_and_window(client: TestClient, built: tuple[Path
     assert [h["path"] for h in hits] == ref.path.tolist()
     np.testing.assert_allclose([h["score"] for h in hits], ref.score, atol=1e-5)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
-    seg = hits[0]["segment_id"]
-    more = client.post("/api/search", data={"segment_id": seg, "k": 3, "segments": "true"}).json()
+    win = hits[0]["window_id"]
+    more = client.post("/api/search", data={"window_id": win, "k": 3, "windows": "true"}).json()
     assert more and all(h["file_id"] != hits[0]["file_id"] for h in more)
 
 
@@ -334,3 +334,16 @@ def test_heavy_requests_wait_for_a_slot_and_searches_by_file_do_not(held: IndexS
         assert waited > 0, (name, answers[name])  # the wait itself is shown above: no answer while the slot was held
     with pytest.raises(InputError, match="0 \\(no limit\\)"):
         create_app(held, heavy_slots=-1)
+
+
+def test_the_deprecated_segment_names_still_work(client: TestClient) -> None:
+    """Fields and keys from before "segment" became "window" (retrieval.legacy): same answers."""
+    hits = client.post("/api/search", data={"file_id": 1, "k": 3, "windows": "true"}).json()
+    assert hits and all(h["segment_id"] == h["window_id"] for h in hits)
+    win = hits[0]["window_id"]
+    new = client.post("/api/search", data={"window_id": win, "k": 3, "windows": "true"}).json()
+    old = client.post("/api/search", data={"segment_id": win, "k": 3, "segments": "true"}).json()
+    assert old == new and len({h["window_id"] for h in new}) == len(new)  # windows, not files
+    info = client.get("/api/info").json()
+    assert info["segments"] == info["windows"] > 0 and info["index"]["segment"] == info["index"]["window"]
+    assert info["faiss_ntotal_segment"] == info["faiss_ntotal_window"]

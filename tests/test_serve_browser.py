@@ -191,8 +191,8 @@ def test_label_buttons_count_and_train_and_suggest_lists_playable_windows(server
             assert page.locator("#suggest").is_visible() and page.locator("#results").is_hidden()
             assert "windows scored" in page.locator("#train-state").inner_text()
             suggestions = page.locator("#suggest .hit")
-            labelled = {hits.nth(r).get_attribute("data-segment-id") for r in labels}
-            shown = {suggestions.nth(i).get_attribute("data-segment-id") for i in range(suggestions.count())}
+            labelled = {hits.nth(r).get_attribute("data-window-id") for r in labels}
+            shown = {suggestions.nth(i).get_attribute("data-window-id") for i in range(suggestions.count())}
             assert shown and not shown & labelled  # only windows without a label are suggested
             first = suggestions.nth(0)
             assert first.locator(".score").inner_text().startswith("p ")

@@ -43,7 +43,7 @@ def client(held: IndexSet) -> TestClient:
 def windows_of(client: TestClient, built: tuple[Path, Path], cls: str, k: int = 40) -> list[dict]:
     """Window hits of searching with ``cls``'s first clip, as the page shows them."""
     clip = built[0] / cls / f"{cls}_00.wav"
-    res = client.post("/api/search", files={"file": (clip.name, clip.read_bytes())}, data={"k": k, "segments": "true"})
+    res = client.post("/api/search", files={"file": (clip.name, clip.read_bytes())}, data={"k": k, "windows": "true"})
     assert res.status_code == 200, res.text
     return res.json()
 
@@ -64,14 +64,14 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
     live = held.get(None)
     version = live.current().version
     res = client.post("/api/labels", data={"target": "chirpy", "label": "positive",
-                                           "segment_id": [h["segment_id"] for h in pos]})
+                                           "window_id": [h["window_id"] for h in pos]})
     assert res.status_code == 200, res.text
     assert res.json() == {"labels": 2, "source": "serve", "target": "chirpy",
                           "counts": {"positive": 2, "negative": 0, "uncertain": 0}}
     assert live.current().version > version  # the write was published and swapped in
     assert "chirpy" in client.get("/api/info").json()["serve"]["targets"]  # the page offers it next time
     for h in neg:
-        res = client.post("/api/labels", data={"target": "chirpy", "label": "-", "segment_id": h["segment_id"]})
+        res = client.post("/api/labels", data={"target": "chirpy", "label": "-", "window_id": h["window_id"]})
     assert res.json()["counts"] == {"positive": 2, "negative": 2, "uncertain": 0}
 
     listed = client.get("/api/labels", params={"target": "chirpy"}).json()
@@ -82,9 +82,9 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
     counts = client.get("/api/labels", params={"target": "chirpy", "counts": "true"}).json()
     assert counts == cli_json("labels", "--index", ix, "--target", "chirpy", "--counts")
     windows = client.get("/api/labels", params={"target": "chirpy", "windows": "true"}).json()
-    by_window = {w["segment_id"]: w["label"] for w in windows}
-    assert all(by_window[h["segment_id"]] == "positive" for h in pos)
-    assert all(by_window[h["segment_id"]] == "negative" for h in neg)
+    by_window = {w["window_id"]: w["label"] for w in windows}
+    assert all(by_window[h["window_id"]] == "positive" for h in pos)
+    assert all(by_window[h["window_id"]] == "negative" for h in neg)
     assert {w["target"] for w in windows} == {"chirpy"}
 
     trained = client.post("/api/train", data={"target": "chirpy", "weak_negatives": 0.2})
@@ -99,13 +99,13 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
 
     got = client.get("/api/suggest", params={"target": "chirpy", "n": 5}).json()
     expected = cli_json("suggest", "--index", ix, "--target", "chirpy", "-n", "5")
-    assert [g["segment_id"] for g in got] == [e["segment_id"] for e in expected] and len(got) == 5
+    assert [g["window_id"] for g in got] == [e["window_id"] for e in expected] and len(got) == 5
     for g, e in zip(got, expected):
         assert {k: g[k] for k in e} == pytest.approx(e)  # every column of `retrieve suggest --json` ...
         assert g["score"] == g["score_chirpy"]  # ... and those of a search hit, to render and play it
         assert set(hits[0]) <= set(g)
-    labelled = {h["segment_id"] for h in pos + neg}
-    assert not labelled & {g["segment_id"] for g in got}
+    labelled = {h["window_id"] for h in pos + neg}
+    assert not labelled & {g["window_id"] for g in got}
     margins = [g["margin"] for g in got]
     assert margins == sorted(margins) and margins == [pytest.approx(abs(g["score"] - 0.5)) for g in got]
     assert client.get(f"/api/files/{got[0]['file_id']}/audio",
@@ -113,10 +113,10 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
 
     # a suggestion labelled in place leaves the next list
     res = client.post("/api/labels", data={"target": "chirpy", "label": "uncertain",
-                                           "segment_id": got[0]["segment_id"]})
+                                           "window_id": got[0]["window_id"]})
     assert res.json()["counts"]["uncertain"] == 1
     top = client.get("/api/suggest", params={"target": "chirpy", "n": 5, "strategy": "top"}).json()
-    assert got[0]["segment_id"] not in {t["segment_id"] for t in top}
+    assert got[0]["window_id"] not in {t["window_id"] for t in top}
     assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
 
 
@@ -135,10 +135,10 @@ def test_a_span_of_an_indexed_file_is_labelled_by_file_id(client: TestClient, he
 
 
 @pytest.mark.parametrize(("call", "words"), [
-    (("post", "/api/labels", {"target": "bad target", "label": "positive", "segment_id": 1}), "letters, digits"),
-    (("post", "/api/labels", {"target": "t", "label": "maybe", "segment_id": 1}), "positive, negative"),
-    (("post", "/api/labels", {"target": "t", "label": "positive"}), "segment_id"),
-    (("post", "/api/labels", {"target": "t", "label": "positive", "segment_id": 999999}), "no indexed window"),
+    (("post", "/api/labels", {"target": "bad target", "label": "positive", "window_id": 1}), "letters, digits"),
+    (("post", "/api/labels", {"target": "t", "label": "maybe", "window_id": 1}), "positive, negative"),
+    (("post", "/api/labels", {"target": "t", "label": "positive"}), "window_id"),
+    (("post", "/api/labels", {"target": "t", "label": "positive", "window_id": 999999}), "no indexed window"),
     (("post", "/api/labels", {"target": "t", "label": "positive", "file_id": 999999}), "no file with id"),
     (("post", "/api/train", {"target": "nobody_labelled"}), "no positive window"),
     (("post", "/api/train", {"target": "bad-name"}), "letters, digits"),
@@ -157,7 +157,7 @@ def test_bad_requests_are_one_readable_line(client: TestClient, call: tuple, wor
 def test_writes_need_the_token_and_come_from_this_site(client: TestClient, held: IndexSet,
                                                         built: tuple[Path, Path]) -> None:
     guarded = TestClient(create_app(held, token="s3cret", heavy_processes=0))
-    form = {"target": "guarded", "label": "positive", "segment_id": windows_of(client, built, "tone")[0]["segment_id"]}
+    form = {"target": "guarded", "label": "positive", "window_id": windows_of(client, built, "tone")[0]["window_id"]}
     for path in ("/api/labels", "/api/train", "/api/score"):
         assert guarded.post(path, data=form).status_code == 401
     assert guarded.get("/api/suggest", params={"target": "guarded"}).status_code == 401
@@ -176,8 +176,8 @@ def test_without_a_token_writes_are_taken_at_a_loopback_host_only(held: IndexSet
                                                                   built: tuple[Path, Path]) -> None:
     """A page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to itself;
     its writes name its own host, which a server without a token refuses."""
-    seg = windows_of(client, built, "tone")[1]["segment_id"]
-    form = {"target": "rebound", "label": "positive", "segment_id": seg}
+    win = windows_of(client, built, "tone")[1]["window_id"]
+    form = {"target": "rebound", "label": "positive", "window_id": win}
     rebound = TestClient(create_app(held, heavy_processes=0), base_url="http://evil.example:8000")
     res = rebound.post("/api/labels", data=form, headers={"Origin": "http://evil.example:8000"})
     assert res.status_code == 403 and "127.0.0.1 or localhost" in res.json()["error"]
@@ -192,11 +192,11 @@ def test_a_write_waits_for_another_writer_and_searches_never_do(client: TestClie
     """While another process holds the index (an ingest), searches answer from the published
     snapshot and a label write answers 409 in one line; an in-flight request keeps its version."""
     live = held.get(None)
-    one, two = (h["segment_id"] for h in windows_of(client, built, "noise")[:2])
+    one, two = (h["window_id"] for h in windows_of(client, built, "noise")[:2])
     with live.use() as old:  # a request in flight across a write keeps its snapshot open and usable
-        assert client.post("/api/labels", data={"target": "held", "label": "+", "segment_id": one}).status_code == 200
+        assert client.post("/api/labels", data={"target": "held", "label": "+", "window_id": one}).status_code == 200
         assert live.current() is not old and old.retired
-        assert len(old.index.search_indexed(3, segment_id=one)) == 3
+        assert len(old.index.search_indexed(3, window_id=one)) == 3
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from pathlib import Path; from retrieval.store import Store\n"
@@ -205,13 +205,13 @@ def test_a_write_waits_for_another_writer_and_searches_never_do(client: TestClie
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        assert client.post("/api/search", data={"segment_id": one, "k": 3}).status_code == 200
-        res = client.post("/api/labels", data={"target": "held", "label": "-", "segment_id": two})
+        assert client.post("/api/search", data={"window_id": one, "k": 3}).status_code == 200
+        res = client.post("/api/labels", data={"target": "held", "label": "-", "window_id": two})
         assert res.status_code == 409, res.text
         assert "holds it open" in res.json()["error"] and "\n" not in res.json()["error"]
     finally:
         holder.communicate("", timeout=60)
-    assert client.post("/api/labels", data={"target": "held", "label": "-", "segment_id": two}).json()["counts"] == {
+    assert client.post("/api/labels", data={"target": "held", "label": "-", "window_id": two}).json()["counts"] == {
         "positive": 1, "negative": 1, "uncertain": 0}
 
 

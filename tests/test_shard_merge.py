@@ -2,7 +2,7 @@
 
 Two indexes get the same embedded files, one through ``retrieval.ingest.commit_jobs`` (one
 Python object per file, local ingest's commit) and one through a shard table and
-``retrieval.shard_merge.commit_shard``; every row of ``files``, ``segments`` and ``errors``,
+``retrieval.shard_merge.commit_shard``; every row of ``files``, ``windows`` and ``errors``,
 the summary counts and the warning lines must agree, for every kind of file a run meets.
 """
 
@@ -71,11 +71,11 @@ def _corpus(seed: int) -> list[tuple[str, str, DecodedFile]]:
 def _dump(store: Store) -> dict:
     db = store.db
     files = db.files_table(by_path=True).drop_columns(["indexed_at"]).to_pylist()
-    segments = db.window_bounds().to_pylist()
-    ids, vectors = db.vectors("segment", DIM)
+    windows = db.window_bounds().to_pylist()
+    ids, vectors = db.vectors("window", DIM)
     file_ids, file_vectors = db.vectors("file", DIM)
     errors = db.errors_table().drop_columns(["recorded_at"]).to_pylist()
-    return {"files": files, "segments": segments, "ids": ids.tolist(), "vectors": vectors, "file_ids": file_ids.tolist(),
+    return {"files": files, "windows": windows, "ids": ids.tolist(), "vectors": vectors, "file_ids": file_ids.tolist(),
             "file_vectors": file_vectors, "errors": errors, "next_id": db.get("next_id"),
             "silent": db.silent_windows()}
 
@@ -108,7 +108,7 @@ def _assert_same(a: dict, b: dict) -> None:
     assert a["summary"] == b["summary"]
     assert a["lines"] == b["lines"]
     da, db = a["db"], b["db"]
-    for key in ("files", "segments", "ids", "file_ids", "errors", "next_id", "silent"):
+    for key in ("files", "windows", "ids", "file_ids", "errors", "next_id", "silent"):
         assert da[key] == db[key], key
     np.testing.assert_array_equal(da["vectors"], db["vectors"])
     np.testing.assert_array_equal(da["file_vectors"], db["file_vectors"])

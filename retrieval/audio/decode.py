@@ -137,6 +137,8 @@ class AudioSource:
                 if remaining is not None:
                     remaining -= len(block)
                 yield block
+                if len(block) < n:  # soundfile reads at most what is left: the end (no empty read to find it)
+                    break
         except AudioError:
             raise
         except Exception as exc:

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from retrieval.encoders.registry import entry, text_encoders
 from retrieval.errors import IndexLockedError, IndexNotFoundError, InputError, RetrievalError
+from retrieval.legacy import INFO_KEYS, with_legacy_keys
 from retrieval.serve.indexes import IndexSet, LiveIndex, Snapshot
 from retrieval.serve.media import Thumbnails, audio_slice_wav
 from retrieval.serve.uploads import UploadTooLarge
@@ -225,21 +226,25 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                 "refresh_error": live.last_refresh_error,
                 "max_upload_mb": limits.max_bytes / 1e6, "max_upload_s": limits.max_duration_s,
             }
-        return out
+        return with_legacy_keys(out, INFO_KEYS)
 
     @app.post("/api/search", summary="Search by an uploaded clip, or by an indexed file or window "
                                      "(\"more like this\"); the hits of `retrieve query --json`")
     def search(response: Response,
                file: Annotated[UploadFile | None, File(description="Audio clip to search with")] = None,
                file_id: Annotated[int | None, Form(description="Search with this indexed file")] = None,
-               segment_id: Annotated[int | None, Form(description="Search with this indexed window")] = None,
+               window_id: Annotated[int | None, Form(description="Search with this indexed window")] = None,
                k: Annotated[int, Form(ge=1, le=1000)] = 10,
                where: Annotated[list[str] | None, Form(description="Metadata filter, as --where")] = None,
-               segments: Annotated[bool, Form(description="One row per window instead of per file")] = False,
+               windows: Annotated[bool, Form(description="One row per window instead of per file")] = False,
                start_s: Annotated[float | None, Form(description="Use the upload from this time")] = None,
                end_s: Annotated[float | None, Form(description="Use the upload up to this time")] = None,
-               index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+               index: Annotated[str | None, Form()] = None,
+               segment_id: Annotated[int | None, Form(include_in_schema=False)] = None,  # deprecated names
+               segments: Annotated[bool, Form(include_in_schema=False)] = False,  # (retrieval.legacy)
+               ) -> list[dict[str, Any]]:
         live = indexes.get(index)
+        window_id, windows = (window_id if window_id is not None else segment_id), windows or segments
         if file is not None and file.filename:
             with live.use() as snap:
                 with heavy.slot(response):  # no lock: the model and the fitted transform only read
@@ -250,13 +255,13 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                     vector = (ix.store.postprocess.apply(raw[None])[0] if raw is not None
                               else ix.embed(audio, sample_rate=ix.recipe.sample_rate))
                 with locked(snap, response):
-                    rows = snap.index.search_vector_rows(vector, k, segments=segments, where=where)
-        elif file_id is not None or segment_id is not None:
+                    rows = snap.index.search_vector_rows(vector, k, windows=windows, where=where)
+        elif file_id is not None or window_id is not None:
             with holding(live, response) as snap:
-                rows = snap.index.search_indexed_rows(k, file_id=file_id, segment_id=segment_id, segments=segments,
+                rows = snap.index.search_indexed_rows(k, file_id=file_id, window_id=window_id, windows=windows,
                                                       where=where)
         else:
-            raise InputError("give an audio file (field `file`), or `file_id` or `segment_id` of an indexed one")
+            raise InputError("give an audio file (field `file`), or `file_id` or `window_id` of an indexed one")
         return _json_rows(rows, response)
 
     @app.post("/api/text", summary="Search by a text description (CLAP indexes); the hits of `retrieve text --json`")
@@ -264,10 +269,12 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
              text: Annotated[str, Form(min_length=1, max_length=1000)],
              k: Annotated[int, Form(ge=1, le=1000)] = 10,
              where: Annotated[list[str] | None, Form()] = None,
-             segments: Annotated[bool, Form()] = False,
-             index: Annotated[str | None, Form()] = None) -> list[dict[str, Any]]:
+             windows: Annotated[bool, Form()] = False,
+             index: Annotated[str | None, Form()] = None,
+             segments: Annotated[bool, Form(include_in_schema=False)] = False,  # deprecated (retrieval.legacy)
+             ) -> list[dict[str, Any]]:
         with holding(indexes.get(index), response) as snap:
-            hits = snap.index.search_text(text, k, segments=segments, where=where)
+            hits = snap.index.search_text(text, k, windows=windows or segments, where=where)
         return _json(records(hits.to_dict(orient="records")), response)
 
     @app.post("/api/classify", summary="kNN label vote for a clip or an indexed file; "
@@ -304,12 +311,15 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
     def locate(response: Response,
                target_id: Annotated[int, Form(description="The indexed (long) file to search in")],
                file: Annotated[UploadFile | None, File()] = None,
-               segment_id: Annotated[int | None, Form(description="Query with this indexed window")] = None,
+               window_id: Annotated[int | None, Form(description="Query with this indexed window")] = None,
                text: Annotated[str | None, Form()] = None,
                threshold: Annotated[float | None, Form()] = None,
-               index: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+               index: Annotated[str | None, Form()] = None,
+               segment_id: Annotated[int | None, Form(include_in_schema=False)] = None,  # deprecated (retrieval.legacy)
+               ) -> dict[str, Any]:
         from retrieval.locate import locate_curve_with_index
 
+        window_id = window_id if window_id is not None else segment_id
         live = indexes.get(index)
         with heavy.slot(response):
             audio, sr = (_decode_upload(file, live, limits, workers) if file is not None and file.filename
@@ -318,17 +328,17 @@ def create_app(indexes: IndexSet, *, token: str | None = None, limits: Limits = 
                 long_file = snap.audio_path(target_id)
                 query: Any = audio
                 crop: dict[str, Any] = {"sample_rate": sr}
-                if audio is None and segment_id is not None:
-                    owner, w_start_s, w_end_s = snap.window(segment_id)
+                if audio is None and window_id is not None:
+                    owner, w_start_s, w_end_s = snap.window(window_id)
                     query, crop = snap.audio_path(owner), {"start_s": w_start_s, "end_s": w_end_s}
                 if query is None and not text:
-                    raise InputError("give an audio file (field `file`), a `segment_id` or a `text` to locate")
+                    raise InputError("give an audio file (field `file`), a `window_id` or a `text` to locate")
                 found = locate_curve_with_index(snap.index, query, long_file, text=text if query is None else None,
                                                 threshold=threshold, **crop)
         a = found.events.attrs
         curve = found.curve.to_frame()
         return json.loads(json.dumps({
-            "query": text if query is None else (file.filename if file is not None else f"window {segment_id}"),
+            "query": text if query is None else (file.filename if file is not None else f"window {window_id}"),
             "long_file": str(snap.files.at[target_id, "path"]), "file_id": target_id,
             **{key: a.get(key) for key in ("threshold", "background", "threshold_rule", "window_s", "hop_s",
                                            "duration_s", "encoder", "pooling")},
@@ -409,15 +419,16 @@ def json_bytes(rows: list[dict[str, Any]]) -> bytes:
 
 def _json_rows(rows: list[dict[str, Any]], response: Response) -> Response:
     """:func:`json_bytes` of ``rows`` as the answer, with the headers set on ``response``."""
-    out = Response(json_bytes(rows), media_type="application/json")
+    out = Response(json_bytes(with_legacy_keys(rows)), media_type="application/json")
     for value in response.headers.getlist("server-timing"):
         out.headers.append("Server-Timing", value)
     return out
 
 
 def _json(content: Any, response: Response) -> JSONResponse:
-    """``content`` as JSON, with the headers set on ``response`` (skips FastAPI's re-validation of every row)."""
-    out = JSONResponse(content)
+    """``content`` as JSON, with the headers set on ``response`` (skips FastAPI's re-validation of every row).
+    Rows keep their deprecated keys too (:mod:`retrieval.legacy`), as the CLI's ``--json`` does."""
+    out = JSONResponse(with_legacy_keys(content))
     for value in response.headers.getlist("server-timing"):
         out.headers.append("Server-Timing", value)
     return out

@@ -100,15 +100,15 @@ class Snapshot:
                                      "re-run `retrieve index`")
         return path
 
-    def window(self, segment_id: int) -> tuple[int, float, float]:
+    def window(self, window_id: int) -> tuple[int, float, float]:
         """``(file_id, start_s, end_s)`` of an indexed window.
 
         Raises:
             IndexNotFoundError: no window with that id.
         """
-        found = self.index.store.db.window(segment_id)
+        found = self.index.store.db.window(window_id)
         if found is None:
-            raise IndexNotFoundError(f"no window with id {segment_id} in this index")
+            raise IndexNotFoundError(f"no window with id {window_id} in this index")
         rate = self.index.recipe.sample_rate
         return found[0], found[1] / rate, found[2] / rate
 
@@ -273,7 +273,7 @@ class LiveIndex:
             _freeze(index)
             if previous is not None and previous.index.recipe == index.recipe:
                 index._encoder = previous.index._encoder  # keep a loaded model warm across versions
-            index.store.vectors("segment")  # load (or rebuild) FAISS now, not in the first request
+            index.store.vectors("window")  # load (or rebuild) FAISS now, not in the first request
             index.store.postprocess  # noqa: B018 - and the fitted transform, which queries then only read
             file_queries(index.store)  # and the tables hits and file queries are looked up in
             files = index.files().set_index("file_id")

@@ -2,12 +2,12 @@
 
 Routes (added to the app by :func:`retrieval.serve.app.create_app`):
 
-- ``POST /api/labels``: label windows by ``segment_id`` (repeatable), or a span of an indexed
+- ``POST /api/labels``: label windows by ``window_id`` (repeatable), or a span of an indexed
   file by ``file_id`` with ``start_s``/``end_s`` (both empty: the whole file), for ``target``;
   ``label`` is positive, negative or uncertain. Stored with source ``serve``. Answers what
   ``retrieve label --json`` prints plus ``counts`` (the target's labels by value).
 - ``GET /api/labels?target=T[&counts=true]``: the rows of ``retrieve labels --json`` (``--counts``);
-  with ``windows=true``, the labels resolved onto today's windows (``segment_id, target, label``),
+  with ``windows=true``, the labels resolved onto today's windows (``window_id, target, label``),
   so the page can mark the results already labelled.
 - ``POST /api/train``: ``target``, ``head``, ``weak_negatives``, ``seed``; the summaries of
   ``retrieve train --json``.
@@ -101,22 +101,25 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
     writes = [Depends(guard)]
 
     @router.post("/api/labels", dependencies=writes,
-                 summary="Label windows (by segment_id) or a span of an indexed file for a target; "
+                 summary="Label windows (by window_id) or a span of an indexed file for a target; "
                          "`retrieve label --json` plus the target's counts")
     def add_labels(response: Response,
                    target: Annotated[str, Form(description="Target name: letters, digits, underscores")],
                    label: Annotated[str, Form(description="positive, negative or uncertain")],
-                   segment_id: Annotated[list[int] | None, Form(description="Window(s) to label")] = None,
+                   window_id: Annotated[list[int] | None, Form(description="Window(s) to label")] = None,
                    file_id: Annotated[int | None, Form(description="Or label a span of this indexed file")] = None,
                    start_s: Annotated[float | None, Form(ge=0, description="Span start (empty: 0)")] = None,
                    end_s: Annotated[float | None, Form(gt=0, description="Span end (empty: the file's end)")] = None,
-                   index: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+                   index: Annotated[str | None, Form()] = None,
+                   segment_id: Annotated[list[int] | None, Form(include_in_schema=False)] = None,  # deprecated
+                   ) -> dict[str, Any]:
         live = indexes.get(index)
+        window_id = window_id or segment_id  # the deprecated field name (retrieval.legacy)
         target, value = check_target(target), label_value(label)  # before a writer is opened
         path = None
-        if not segment_id:
+        if not window_id:
             if file_id is None:
-                raise InputError("give `segment_id` (a window of a search result or suggestion), or `file_id` "
+                raise InputError("give `window_id` (a window of a search result or suggestion), or `file_id` "
                                  "with `start_s`/`end_s`")
             with holding(live, response) as snap:
                 if file_id not in snap.files.index:
@@ -125,7 +128,7 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
         with live.writing() as ix:
             ad = ix.adapter()
             if path is None:
-                n = ad.label_windows(segment_id, target, value, source=SOURCE)
+                n = ad.label_windows(window_id, target, value, source=SOURCE)
             else:
                 n = ad.label(path, target, value, start_s=start_s, end_s=end_s, source=SOURCE)
             counts = label_counts(ad.labels([target]))
@@ -136,7 +139,7 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
                     target: Annotated[str | None, Query(description="Only these targets (comma-separated)")] = None,
                     counts: Annotated[bool, Query(description="One row per target and label, with counts")] = False,
                     windows: Annotated[bool, Query(description="The label of each window a label covers "
-                                                               "(segment_id, target, label)")] = False,
+                                                               "(window_id, target, label)")] = False,
                     index: Annotated[str | None, Query()] = None) -> list[dict[str, Any]]:
         wanted = targets_of(target) if target else None
         with holding(indexes.get(index), response) as snap:
@@ -188,7 +191,7 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
             found = snap.adapter().suggest(targets, n, strategy=strategy, seed=seed)
             score_columns = [f"score_{t}" for t in targets]
             best = found[score_columns].max(axis=1).to_numpy(np.float64) if len(found) else np.zeros(0)
-            rows = hit_rows(snap.index.store, found["segment_id"].to_numpy(np.int64), best)
+            rows = hit_rows(snap.index.store, found["window_id"].to_numpy(np.int64), best)
         for row, extra in zip(rows, found[[*score_columns, "margin"]].to_dict(orient="records")):
             row.update(extra)  # the window's scores, over the file's best of the same name
         return _json(records(rows), response)

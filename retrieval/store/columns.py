@@ -64,6 +64,44 @@ def vectors(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     return pa.Array.from_buffers(pa.list_(pa.float32(), dim), n, [validity], children=[flat])
 
 
+def vector_blobs(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """``(n, dim)`` float32 rows as an Arrow ``large_binary`` column of ``dim * 4`` little-endian bytes
+    each (the ``windows.vector`` BLOB); rows where ``null`` is True are NULL (no bytes)."""
+    n, dim = values.shape
+    keep = np.ones(n, bool) if null is None else ~np.asarray(null, bool)
+    data = np.ascontiguousarray(values if keep.all() else values[keep], dtype="<f4")
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(keep * (dim * 4), out=offsets[1:])
+    validity = None if keep.all() else _bits(keep)
+    return pa.Array.from_buffers(pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def blob_rows(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """``(n, dim)`` float32 from a BLOB column of ``dim * 4`` little-endian bytes per row, without NULLs
+    (a view of the data buffer for each chunk; chunks are copied once into one array).
+
+    Raises:
+        ValueError: a NULL, or a row that is not ``dim * 4`` bytes long.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    width = dim * 4
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count:
+            raise ValueError(f"vector column holds {chunk.null_count} NULLs")
+        wide = pa.types.is_large_binary(chunk.type)
+        offsets = np.frombuffer(chunk.buffers()[1], np.int64 if wide else np.int32, len(chunk) + 1, chunk.offset
+                                * (8 if wide else 4))
+        if not (np.diff(offsets) == width).all():
+            raise ValueError(f"vector column rows are not {width} bytes ({dim} float32) long")
+        parts.append(np.frombuffer(chunk.buffers()[2], "<f4", len(chunk) * dim, int(offsets[0])).reshape(-1, dim))
+    if not parts:
+        return np.zeros((0, dim), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def table(columns: dict[str, pa.Array]) -> pa.Table:
     """A table of named columns (no pandas probe)."""
     return pa.Table.from_arrays(list(columns.values()), names=list(columns))

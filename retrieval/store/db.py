@@ -5,9 +5,12 @@ Tables (see ``SCHEMA``):
     files     one row per audio file: corpus root and the path relative to it (together
               the file's identity), size, mtime, content hash,
               duration, native rate and channels, status, label and metadata columns
-    segments  one row per vector: window rows (``level='segment'``) and one pooled row
+    windows   one row per vector: window rows (``level='window'``) and one pooled row
               per file (``level='file'``); start/end in samples at the recipe's rate,
-              level in dB, and the raw pooled vector (NULL for silent windows)
+              level in dB, and the raw pooled vector (NULL for silent windows): a BLOB of
+              ``dim`` little-endian float32 (``dim * 4`` bytes), stored uncompressed
+              (:func:`vector_column_sql`). Indexes made before held it as ``FLOAT[dim]``;
+              both forms are read, and rows go into a table in the form it has.
     errors    one row per problem: root, path, severity (``error`` or ``warning``), stage, reason
     transforms  fitted post-processing state, as ``.npz`` bytes
 
@@ -50,7 +53,8 @@ if TYPE_CHECKING:  # pyarrow is imported where rows go in or out in bulk: `retri
 
     from retrieval.store.batch import FileBatch
 
-SCHEMA_VERSION = 1
+#: Store format; 2 since "segment" became "window" (format 1 is migrated on open: :mod:`retrieval.store.migrate`).
+SCHEMA_VERSION = 2
 #: The writer checkpoints the WAL into the database file after this many commits...
 CHECKPOINT_EVERY_COMMITS = 8
 #: ... or as soon as the WAL holds more than this.
@@ -60,10 +64,10 @@ CHECKPOINT_WAL_BYTES = 4 << 20
 FILE_COLUMNS: dict[str, str] = {
     "file_id": "BIGINT", "path": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE",
     "content_hash": "VARCHAR", "duration_s": "DOUBLE", "sample_rate": "INTEGER", "channels": "INTEGER",
-    "format": "VARCHAR", "n_samples": "BIGINT", "status": "VARCHAR", "n_segments": "INTEGER",
+    "format": "VARCHAR", "n_samples": "BIGINT", "status": "VARCHAR", "n_windows": "INTEGER",
     "label": "VARCHAR", "indexed_at": "TIMESTAMP", "root": "VARCHAR",
 }
-SEGMENT_COLUMNS = ("segment_id", "file_id", "level", "start_sample", "end_sample", "rms_db", "silent", "n_frames")
+WINDOW_COLUMNS = ("window_id", "file_id", "level", "start_sample", "end_sample", "rms_db", "silent", "n_frames")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -97,9 +101,25 @@ def pandas_of(table: pa.Table) -> Any:
     return df
 
 
+def vector_column_sql(dim: int) -> str:
+    """The SQL type of ``windows.vector`` in a new index: a BLOB of ``dim`` little-endian float32.
+
+    Not ``FLOAT[dim]``: at a checkpoint DuckDB analyses and compresses each of the ``dim``
+    floats of a nested array with its floating-point codecs, which pooled embeddings do not reward; with
+    the BLOB stored uncompressed a checkpoint is a copy. ``dim`` fixes the row length only.
+    """
+    return "BLOB USING COMPRESSION uncompressed"
+
+
 def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
-    """``(n, dim)`` float32 from a FLOAT[dim] Arrow column without NULLs."""
-    col = table.column(column).combine_chunks()
+    """``(n, dim)`` float32 from a vector Arrow column without NULLs: ``FLOAT[dim]`` (indexes made
+    before the BLOB form) or BLOB (``dim * 4`` little-endian bytes per row)."""
+    chunked = table.column(column)
+    if is_blob_type(chunked.type):
+        from retrieval.store.columns import blob_rows
+
+        return blob_rows(chunked, dim)
+    col = chunked.combine_chunks()
     if len(col) == 0:
         return np.zeros((0, dim), np.float32)
     from retrieval.store.columns import to_numpy
@@ -109,11 +129,34 @@ def vectors_of(table: pa.Table, column: str, dim: int) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(len(col), dim), dtype=np.float32)
 
 
+def is_blob_type(dtype: Any) -> bool:
+    """Whether an Arrow type is a BLOB column's (``binary`` or ``large_binary``)."""
+    import pyarrow as pa
+
+    return bool(pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype))
+
+
+def as_float_lists(table: pa.Table, column: str, dim: int) -> pa.Table:
+    """``table`` with its BLOB vector ``column`` (no NULLs) turned into ``FLOAT[dim]`` (a view of the
+    bytes where there is one chunk); a ``FLOAT[dim]`` column is returned as it is."""
+    import pyarrow as pa
+
+    at = table.column_names.index(column)
+    if not is_blob_type(table.schema.field(at).type):
+        return table
+    from retrieval.store.columns import blob_rows
+
+    flat = blob_rows(table.column(at), dim).reshape(-1)
+    values = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
+    lists = pa.FixedSizeListArray.from_arrays(values, dim)
+    return table.set_column(at, pa.field(column, lists.type), lists)
+
+
 def _ids_of(table: pa.Table) -> np.ndarray:
-    """The ``segment_id`` column as ``(n,)`` int64."""
+    """The ``window_id`` column as ``(n,)`` int64."""
     from retrieval.store.columns import to_numpy
 
-    return to_numpy(table.column("segment_id")).astype(np.int64)
+    return to_numpy(table.column("window_id")).astype(np.int64)
 
 
 @dataclass
@@ -176,7 +219,8 @@ class MetadataDB:
         # file lock), so what it reads of the manifest and the schema is read once: a search
         # asks for both several times, and each read costs about 0.5 ms.
         self._read_once: dict[tuple[str, str], object] = {}
-        self._has_segments = False  # once created, ``segments`` is never dropped
+        self._has_windows = False  # once created, ``windows`` is never dropped
+        self._blob_vectors: bool | None = None  # the form of ``windows.vector``, read once
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
             if not read_only:
@@ -205,23 +249,40 @@ class MetadataDB:
             "size BIGINT, mtime DOUBLE, recorded_at TIMESTAMP DEFAULT current_timestamp, root VARCHAR)"
         )
         self.con.execute("CREATE TABLE IF NOT EXISTS transforms (name VARCHAR, data BLOB)")
+        from retrieval.store.migrate import migrate_schema
+
+        migrate_schema(self)
         if self.get("schema_version") is None:
             self.set("schema_version", str(SCHEMA_VERSION))
 
-    def create_segments(self, dim: int) -> None:
-        """Create ``segments`` with a ``FLOAT[dim]`` vector column (once, when the recipe is set)."""
+    def create_windows(self, dim: int) -> None:
+        """Create ``windows`` with a BLOB vector column of ``dim`` float32 (once, when the recipe is set;
+        an existing table keeps its form, see :func:`vector_column_sql`)."""
         self.con.execute(
-            "CREATE TABLE IF NOT EXISTS segments (segment_id BIGINT, file_id BIGINT, level VARCHAR, "
-            f"start_sample BIGINT, end_sample BIGINT, rms_db REAL, silent BOOLEAN, n_frames INTEGER, vector FLOAT[{dim}])"
+            "CREATE TABLE IF NOT EXISTS windows (window_id BIGINT, file_id BIGINT, level VARCHAR, "
+            "start_sample BIGINT, end_sample BIGINT, rms_db REAL, silent BOOLEAN, n_frames INTEGER, "
+            f"vector {vector_column_sql(dim)})"
         )
+        self._blob_vectors = None
 
-    def has_segments(self) -> bool:
-        """Whether ``segments`` exists (it is created with the recipe). Asked once per connection
+    def blob_vectors(self) -> bool:
+        """Whether ``windows.vector`` is a BLOB (True) or a ``FLOAT[dim]`` of an older index (False).
+        Read once per connection: the column's type never changes."""
+        if self._blob_vectors is None:
+            rows = self.con.execute("SELECT data_type FROM information_schema.columns "
+                                    "WHERE table_name = 'windows' AND column_name = 'vector'").fetchall()
+            if not rows:
+                return True  # no table yet: the one made will be
+            self._blob_vectors = rows[0][0] == "BLOB"
+        return self._blob_vectors
+
+    def has_windows(self) -> bool:
+        """Whether ``windows`` exists (it is created with the recipe). Asked once per connection
         until it answers yes: counting a level asks it first."""
-        if not self._has_segments:
-            self._has_segments = bool(self.con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'segments'").fetchall()[0][0])
-        return self._has_segments
+        if not self._has_windows:
+            self._has_windows = bool(self.con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'").fetchall()[0][0])
+        return self._has_windows
 
     # -- manifest --------------------------------------------------------------------------
 
@@ -300,7 +361,7 @@ class MetadataDB:
         return {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
     def insert_files(self, rows: Sequence[FileRow], dim: int) -> tuple[int, int]:
-        """Insert files and their vectors; returns ``(files, segment vectors)`` written."""
+        """Insert files and their vectors; returns ``(files, window vectors)`` written."""
         if not rows:
             return 0, 0
         from retrieval.store.batch import batch_of_rows
@@ -310,9 +371,9 @@ class MetadataDB:
     def insert_batch(self, batch: FileBatch, dim: int) -> tuple[int, int]:
         """Insert ``n`` files and their windows in bulk (two Arrow inserts, no Python loop per row).
 
-        Ids: ``n`` file ids, then the segment rows file by file (its windows, then its pooled
+        Ids: ``n`` file ids, then the window rows file by file (its windows, then its pooled
         row when it has one), as :meth:`insert_files` always allotted them. Call inside a
-        transaction. Returns ``(files, segment vectors)`` written.
+        transaction. Returns ``(files, window vectors)`` written.
         """
         n = len(batch)
         if n == 0:
@@ -338,11 +399,11 @@ class MetadataDB:
             "format": col.strings(batch.format),
             "n_samples": col.numeric(batch.n_samples, "int64"),
             "status": col.strings(batch.status),
-            "n_segments": col.numeric(loud_per_file, "int32"),
+            "n_windows": col.numeric(loud_per_file, "int32"),
             "label": col.strings(batch.label),
             "root": col.strings(batch.root),
         })
-        # Segment rows, file by file: its windows, then its pooled row (when it has one).
+        # Window rows, file by file: its windows, then its pooled row (when it has one).
         per_row = widths + pooled
         owner = np.repeat(np.arange(n), per_row)
         is_file = np.zeros(len(owner), bool)
@@ -364,32 +425,32 @@ class MetadataDB:
             levels[is_file] = per_file(rms, batch.offsets, "max")[pooled]
             frames[is_file] = per_file(np.asarray(batch.n_frames, np.int64), batch.offsets, "sum")[pooled]
             vecs[is_file] = np.asarray(batch.file_vectors, np.float32).reshape(-1, dim)
-        segments = col.table({
-            "segment_id": col.numeric(first_id + n + np.arange(len(owner)), "int64"),
+        windows = col.table({
+            "window_id": col.numeric(first_id + n + np.arange(len(owner)), "int64"),
             "file_id": col.numeric(file_ids[owner], "int64"),
-            "level": col.choice(is_file, "file", "segment"),
+            "level": col.choice(is_file, "file", "window"),
             "start_sample": col.numeric(starts, "int64"),
             "end_sample": col.numeric(ends, "int64"),
             "rms_db": col.numeric(levels, "float32"),
             "silent": col.booleans(silent),
             "n_frames": col.numeric(frames, "int32"),
-            "vector": col.vectors(vecs, null=silent),
+            "vector": (col.vector_blobs if self.blob_vectors() else col.vectors)(vecs, null=silent),
         })
         self.con.register("_files_batch", files)
         names = ", ".join(files.column_names)
         self.con.execute(
             f"INSERT INTO files ({names}, indexed_at) SELECT {names}, current_timestamp FROM _files_batch").fetchall()
         self.con.unregister("_files_batch")
-        self.con.register("_seg_batch", segments)
-        self.con.execute("INSERT INTO segments SELECT * FROM _seg_batch").fetchall()
-        self.con.unregister("_seg_batch")
+        self.con.register("_windows_batch", windows)
+        self.con.execute("INSERT INTO windows SELECT * FROM _windows_batch").fetchall()
+        self.con.unregister("_windows_batch")
         return n, int((~silent).sum())
 
     def delete_files(self, file_ids: Iterable[int]) -> None:
         ids = list(file_ids)
         if not ids:
             return
-        self.con.execute("DELETE FROM segments WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        self.con.execute("DELETE FROM windows WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
         self.con.execute("DELETE FROM files WHERE file_id IN (SELECT unnest(?::BIGINT[]))", [ids])
 
     def update_file_location(self, file_id: int, path: str, size: int, mtime: float, label: str | None,
@@ -400,8 +461,8 @@ class MetadataDB:
 
     def copy_file(self, source_id: int, path: str, size: int, mtime: float, label: str | None,
                   root: str | None = None) -> int:
-        """Duplicate a file's row and vectors under a new path (same content); returns segments copied."""
-        n = self.con.execute("SELECT count(*) FROM segments WHERE file_id = ?", [source_id]).fetchall()[0][0]
+        """Duplicate a file's row and vectors under a new path (same content); returns windows copied."""
+        n = self.con.execute("SELECT count(*) FROM windows WHERE file_id = ?", [source_id]).fetchall()[0][0]
         first = self.allocate_ids(1 + n)
         cols = [c for c in self.file_columns()
                 if c not in ("file_id", "path", "size", "mtime", "label", "indexed_at", "root")]
@@ -411,11 +472,11 @@ class MetadataDB:
             f"SELECT ?, ?, ?, ?, ?, current_timestamp, coalesce(?, root), {sel} FROM files WHERE file_id = ?",
             [first, path, size, mtime, label, root, source_id])
         self.con.execute(
-            "INSERT INTO segments SELECT ? + row_number() OVER (ORDER BY segment_id), ?, level, start_sample, "
-            "end_sample, rms_db, silent, n_frames, vector FROM segments WHERE file_id = ?",
+            "INSERT INTO windows SELECT ? + row_number() OVER (ORDER BY window_id), ?, level, start_sample, "
+            "end_sample, rms_db, silent, n_frames, vector FROM windows WHERE file_id = ?",
             [first, first, source_id])
         return int(self.con.execute(
-            "SELECT count(*) FROM segments WHERE file_id = ? AND vector IS NOT NULL AND level = 'segment'",
+            "SELECT count(*) FROM windows WHERE file_id = ? AND vector IS NOT NULL AND level = 'window'",
             [first]).fetchall()[0][0])
 
     def files_table(self, *, by_path: bool = False) -> pa.Table:
@@ -430,9 +491,9 @@ class MetadataDB:
 
     def silent_windows(self) -> int:
         """How many windows were kept out of the vector index as silent."""
-        if not self.has_segments():
+        if not self.has_windows():
             return 0
-        return int(self.con.execute("SELECT count(*) FROM segments WHERE silent").fetchall()[0][0])
+        return int(self.con.execute("SELECT count(*) FROM windows WHERE silent").fetchall()[0][0])
 
     def file_columns(self) -> list[str]:
         return [r[0] for r in self.con.execute(
@@ -539,7 +600,7 @@ class MetadataDB:
                      join: str = "", order: bool = True) -> pa.Table:
         """``SELECT select`` over the rows that hold a vector of ``level``, each joined to its file.
 
-        The one segments-join-files query: ``segments`` is aliased ``s``, ``files`` ``f``;
+        The one windows-join-files query: ``windows`` is aliased ``s``, ``files`` ``f``;
         ``where_sql`` is an extra parameterised condition (on ``f``'s columns, for
         ``--where``), ``join`` an extra join. Rows come in id order unless ``order=False``.
         """
@@ -548,49 +609,50 @@ class MetadataDB:
     @staticmethod
     def _vector_sql(select: str, where_sql: str = "", join: str = "", order: bool = True) -> str:
         """The SQL text of :meth:`_vector_rows` (its first parameter is the level)."""
-        return (f"SELECT {select} FROM segments s JOIN files f USING (file_id){join} "
+        return (f"SELECT {select} FROM windows s JOIN files f USING (file_id){join} "
                 "WHERE s.level = ? AND s.vector IS NOT NULL" + (f" AND ({where_sql})" if where_sql else "")
-                + (" ORDER BY s.segment_id" if order else ""))
+                + (" ORDER BY s.window_id" if order else ""))
 
     def vectors(self, level: str, dim: int, where_sql: str = "", params: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,) int64, raw vectors (n, dim) float32)`` of one level, in id order.
 
         ``where_sql`` is an extra parameterised condition on ``files`` (alias ``f``).
         """
-        tbl = self._vector_rows("s.segment_id, s.vector", level, where_sql, params)
+        tbl = self._vector_rows("s.window_id, s.vector", level, where_sql, params)
         return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
     def vector_rows(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> pa.Table:
         """Each vector of ``level`` with its window and its file's columns, in id order.
 
-        Columns: ``segment_id, start_sample, end_sample, vector`` (``FLOAT[dim]``, raw
+        Columns: ``window_id, start_sample, end_sample, vector`` (``FLOAT[dim]``, raw
         pooled), then every column of ``files`` but ``content_hash``. ``where_sql``: as in
         :meth:`vectors`.
         """
-        return self._vector_rows("s.segment_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash)",
-                                 level, where_sql, params)
+        tbl = self._vector_rows("s.window_id, s.start_sample, s.end_sample, s.vector, f.* EXCLUDE (content_hash)",
+                                level, where_sql, params)
+        return as_float_lists(tbl, "vector", self._dim_of(tbl))
 
     def vector_ids(self, level: str, where_sql: str = "", params: Sequence[Any] = ()) -> np.ndarray:
         """``(n,)`` int64 sorted ids of the rows :meth:`vectors` returns for ``level`` (no vectors read).
 
         ``where_sql``: as in :meth:`vectors`.
         """
-        if not self.has_segments():
+        if not self.has_windows():
             return np.zeros(0, np.int64)
-        return _ids_of(self._vector_rows("s.segment_id", level, where_sql, params))
+        return _ids_of(self._vector_rows("s.window_id", level, where_sql, params))
 
     def count_ids(self, level: str, below: int) -> tuple[int, int]:
         """``(all, under)``: how many rows :meth:`vector_ids` would return, and how many of
         them have an id under ``below`` (counted in SQL, no ids read)."""
-        if not self.has_segments():
+        if not self.has_windows():
             return 0, 0
-        sql = self._vector_sql("count(*), count(*) FILTER (WHERE s.segment_id < ?)", order=False)
+        sql = self._vector_sql("count(*), count(*) FILTER (WHERE s.window_id < ?)", order=False)
         total, under = self.con.execute(sql, [int(below), level]).fetchall()[0]  # tuples: no pyarrow
         return int(total), int(under)
 
     def vectors_between(self, level: str, first: int, last: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`vectors`, for ids ``first <= id <= last`` only (a range read, for builds in chunks)."""
-        tbl = self._vector_rows("s.segment_id, s.vector", level, "s.segment_id BETWEEN ? AND ?", [int(first), int(last)])
+        tbl = self._vector_rows("s.window_id, s.vector", level, "s.window_id BETWEEN ? AND ?", [int(first), int(last)])
         return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
     def vectors_by_id(self, level: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -600,69 +662,84 @@ class MetadataDB:
         """
         from retrieval.store import columns as col
 
-        want = col.table({"segment_id": col.numeric(np.unique(np.asarray(ids, np.int64)), "int64")})
+        want = col.table({"window_id": col.numeric(np.unique(np.asarray(ids, np.int64)), "int64")})
         self.con.register("_wanted_ids", want)
         try:
-            tbl = self._vector_rows("s.segment_id, s.vector", level, join=" JOIN _wanted_ids w USING (segment_id)")
+            tbl = self._vector_rows("s.window_id, s.vector", level, join=" JOIN _wanted_ids w USING (window_id)")
         finally:
             self.con.unregister("_wanted_ids")
         return _ids_of(tbl), vectors_of(tbl, "vector", dim)
 
-    def file_vector_rows(self, *, file_id: int | None = None,
-                         segment_id: int | None = None) -> list[tuple[int, int, str, list[float]]]:
-        """``(segment_id, file_id, level, vector)`` of every row with a vector of one file, both levels.
+    def _dim_of(self, table: pa.Table) -> int:
+        """The vector width of ``table``'s BLOB ``vector`` column (bytes / 4), from the recipe when it
+        has no rows; 0 for a ``FLOAT[dim]`` column (unused there)."""
+        col = table.column("vector")
+        if not is_blob_type(col.type):
+            return 0
+        for chunk in col.chunks:
+            if len(chunk):
+                return len(chunk[0].as_py()) // 4
+        recipe = self.get("recipe")
+        return int(json.loads(recipe)["dim"]) if recipe else 0
 
-        The file is ``file_id``, or the file that owns window ``segment_id`` (give one);
+    def file_vector_rows(self, *, file_id: int | None = None,
+                         window_id: int | None = None) -> list[tuple[int, int, str, Sequence[float]]]:
+        """``(window_id, file_id, level, vector)`` of every row with a vector of one file, both levels.
+
+        The file is ``file_id``, or the file that owns window ``window_id`` (give one);
         no rows when there is no such file or window. Rows are stored by file, so this is
         one pass.
         """
-        if (file_id is None) == (segment_id is None):
-            raise InputError("give exactly one of file_id and segment_id")
+        if (file_id is None) == (window_id is None):
+            raise InputError("give exactly one of file_id and window_id")
         owner = "?" if file_id is not None else \
-            "(SELECT file_id FROM segments WHERE segment_id = ? AND level = 'segment')"
-        key = int(file_id if file_id is not None else segment_id)  # type: ignore[arg-type]
-        return [(int(r[0]), int(r[1]), r[2], r[3]) for r in self.con.execute(
-            f"SELECT segment_id, file_id, level, vector FROM segments WHERE file_id = {owner} AND vector IS NOT NULL",
-            [key]).fetchall()]
-
-    def window(self, segment_id: int) -> tuple[int, int, int] | None:
-        """``(file_id, start_sample, end_sample)`` of window ``segment_id``, or None when there is none."""
+            "(SELECT file_id FROM windows WHERE window_id = ? AND level = 'window')"
+        key = int(file_id if file_id is not None else window_id)  # type: ignore[arg-type]
         rows = self.con.execute(
-            "SELECT file_id, start_sample, end_sample FROM segments WHERE segment_id = ? AND level = 'segment'",
-            [int(segment_id)]).fetchall()
+            f"SELECT window_id, file_id, level, vector FROM windows WHERE file_id = {owner} AND vector IS NOT NULL",
+            [key]).fetchall()
+        # a BLOB row as the tuple DuckDB gives for a FLOAT[dim] one
+        return [(int(r[0]), int(r[1]), r[2], tuple(np.frombuffer(r[3], "<f4").tolist())
+                 if isinstance(r[3], bytes) else r[3]) for r in rows]
+
+    def window(self, window_id: int) -> tuple[int, int, int] | None:
+        """``(file_id, start_sample, end_sample)`` of window ``window_id``, or None when there is none."""
+        rows = self.con.execute(
+            "SELECT file_id, start_sample, end_sample FROM windows WHERE window_id = ? AND level = 'window'",
+            [int(window_id)]).fetchall()
         return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else None
 
     def window_bounds(self) -> pa.Table:
-        """``segment_id, file_id, start_sample, end_sample`` of every row with a vector (both levels)."""
-        return arrow_of(self.con.sql("SELECT segment_id, file_id, start_sample, end_sample FROM segments "
+        """``window_id, file_id, start_sample, end_sample`` of every row with a vector (both levels)."""
+        return arrow_of(self.con.sql("SELECT window_id, file_id, start_sample, end_sample FROM windows "
                                      "WHERE vector IS NOT NULL"))
 
-    def files_of(self, segment_ids: np.ndarray) -> np.ndarray:
+    def files_of(self, window_ids: np.ndarray) -> np.ndarray:
         """``(n,)`` int64: the file id of each of the ``(n,)`` vector ids, in the order given."""
-        ids = np.asarray(segment_ids, np.int64)
+        ids = np.asarray(window_ids, np.int64)
         if not ids.size:
             return np.zeros(0, np.int64)
-        owner = dict(self.con.execute("SELECT segment_id, file_id FROM segments "
-                                      "WHERE segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()]).fetchall())
+        owner = dict(self.con.execute("SELECT window_id, file_id FROM windows "
+                                      "WHERE window_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()]).fetchall())
         return np.array([owner[i] for i in ids.tolist()], np.int64)
 
-    def hit_rows(self, segment_ids: np.ndarray, file_columns: Sequence[str]) -> dict[int, dict[str, Any]]:
-        """``segment_id -> {file_id, start_sample, end_sample, *file_columns}`` for the given vector
+    def hit_rows(self, window_ids: np.ndarray, file_columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """``window_id -> {file_id, start_sample, end_sample, *file_columns}`` for the given vector
         ids (the rows of a few search hits, read without loading the tables)."""
-        ids = np.asarray(segment_ids, np.int64)
+        ids = np.asarray(window_ids, np.int64)
         cols = list(file_columns)
         sel = ", ".join(f"f.{quote_ident(c)}" for c in cols)
         cur = self.con.execute(
-            f"SELECT s.segment_id, s.file_id, s.start_sample, s.end_sample, {sel} FROM segments s "
-            "JOIN files f USING (file_id) WHERE s.segment_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()])
+            f"SELECT s.window_id, s.file_id, s.start_sample, s.end_sample, {sel} FROM windows s "
+            "JOIN files f USING (file_id) WHERE s.window_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()])
         keys = ["file_id", "start_sample", "end_sample", *cols]
         return {r[0]: dict(zip(keys, r[1:])) for r in cur.fetchall()}
 
     def count_vectors(self, level: str) -> int:
-        if not self.has_segments():
+        if not self.has_windows():
             return 0
         return int(self.con.execute(
-            "SELECT count(*) FROM segments WHERE level = ? AND vector IS NOT NULL", [level]).fetchall()[0][0])
+            "SELECT count(*) FROM windows WHERE level = ? AND vector IS NOT NULL", [level]).fetchall()[0][0])
 
     # -- transforms ------------------------------------------------------------------------
 

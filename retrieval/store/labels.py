@@ -10,7 +10,7 @@ Tables (created on first write):
                    (so a short event labels the windows holding it).
     heads          one row per target: the head's kind, the recipe hash it was trained on, a
                    JSON summary of its training data and its parameters (``.npz`` bytes).
-    window_scores  one row per (segment_id, target): the head's score (probability, 0..1).
+    window_scores  one row per (window_id, target): the head's score (probability, 0..1).
                    Scores are derived data: re-scoring replaces a target's rows. The file-level
                    maximum is also kept as a ``files`` column ``score_<target>``, so ``--where``
                    and ranking can use it.
@@ -82,7 +82,7 @@ class LabelStore:
                          "labelled_at TIMESTAMP DEFAULT current_timestamp)")
         self.con.execute("CREATE TABLE IF NOT EXISTS heads (target VARCHAR, kind VARCHAR, recipe_hash VARCHAR, "
                          "summary VARCHAR, params BLOB, trained_at TIMESTAMP DEFAULT current_timestamp)")
-        self.con.execute("CREATE TABLE IF NOT EXISTS window_scores (segment_id BIGINT, target VARCHAR, score REAL)")
+        self.con.execute("CREATE TABLE IF NOT EXISTS window_scores (window_id BIGINT, target VARCHAR, score REAL)")
 
     def _has(self, table: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
@@ -133,22 +133,22 @@ class LabelStore:
             params=params)).to_pandas()[cols]
 
     def window_labels(self, targets: Sequence[str]) -> pd.DataFrame:
-        """Labels resolved onto today's windows: ``segment_id, target, label`` (one row per window
+        """Labels resolved onto today's windows: ``window_id, target, label`` (one row per window
         and target; where spans disagree, the most recent label wins). A window takes a span's
         label when they overlap by at least half of the shorter of the two; ``uncertain`` rows are kept."""
         if not self._has("window_labels"):
-            return pd.DataFrame({"segment_id": pd.Series([], dtype="int64"), "target": [], "label": []})
+            return pd.DataFrame({"window_id": pd.Series([], dtype="int64"), "target": [], "label": []})
         where, params = self._target_filter(targets, "w")
         return arrow_of(self.con.sql(
-            "SELECT segment_id, target, label FROM ("
-            " SELECT s.segment_id, w.target, w.label, row_number() OVER (PARTITION BY s.segment_id, w.target "
+            "SELECT window_id, target, label FROM ("
+            " SELECT s.window_id, w.target, w.label, row_number() OVER (PARTITION BY s.window_id, w.target "
             "  ORDER BY w.labelled_at DESC) AS r"
             " FROM window_labels w JOIN files f ON f.content_hash = w.content_hash"
-            " JOIN segments s ON s.file_id = f.file_id AND s.level = 'segment' AND s.vector IS NOT NULL"
+            " JOIN windows s ON s.file_id = f.file_id AND s.level = 'window' AND s.vector IS NOT NULL"
             " AND 2 * (least(s.end_sample, w.end_sample) - greatest(s.start_sample, w.start_sample))"
             "     >= least(s.end_sample - s.start_sample, w.end_sample - w.start_sample)"
             " AND least(s.end_sample, w.end_sample) > greatest(s.start_sample, w.start_sample)"
-            f" WHERE {where}) WHERE r = 1 ORDER BY segment_id, target", params=params)).to_pandas()
+            f" WHERE {where}) WHERE r = 1 ORDER BY window_id, target", params=params)).to_pandas()
 
     def remove_labels(self, targets: Sequence[str]) -> int:
         """Delete every label of ``targets``; returns how many went."""
@@ -188,14 +188,14 @@ class LabelStore:
         finally:
             self.con.unregister("_label_paths")
 
-    def window_spans(self, segment_ids: Sequence[int]) -> pd.DataFrame:
-        """``segment_id, content_hash, start_sample, end_sample, path`` of indexed windows."""
-        want = pa.table({"segment_id": np.asarray(segment_ids, np.int64)})
+    def window_spans(self, window_ids: Sequence[int]) -> pd.DataFrame:
+        """``window_id, content_hash, start_sample, end_sample, path`` of indexed windows."""
+        want = pa.table({"window_id": np.asarray(window_ids, np.int64)})
         self.con.register("_label_ids", want)
         try:
             return arrow_of(self.con.sql(
-                "SELECT s.segment_id, f.content_hash, s.start_sample, s.end_sample, f.path FROM segments s "
-                "JOIN files f USING (file_id) JOIN _label_ids USING (segment_id) ORDER BY s.segment_id"
+                "SELECT s.window_id, f.content_hash, s.start_sample, s.end_sample, f.path FROM windows s "
+                "JOIN files f USING (file_id) JOIN _label_ids USING (window_id) ORDER BY s.window_id"
             )).to_pandas()
         finally:
             self.con.unregister("_label_ids")
@@ -234,35 +234,35 @@ class LabelStore:
 
     # -- scores ----------------------------------------------------------------------------
 
-    def save_scores(self, target: str, segment_ids: np.ndarray, scores: np.ndarray) -> str:
+    def save_scores(self, target: str, window_ids: np.ndarray, scores: np.ndarray) -> str:
         """Replace ``target``'s window scores (``(n,)`` ids and float32 scores) and set the files column
         ``score_<target>`` to each file's best window score (NULL for files without one).
         Returns the column name."""
         self.ensure()
         column = SCORE_PREFIX + target
-        tbl = pa.table({"segment_id": np.asarray(segment_ids, np.int64),
+        tbl = pa.table({"window_id": np.asarray(window_ids, np.int64),
                         "score": np.asarray(scores, np.float32)})
         self.con.execute("DELETE FROM window_scores WHERE target = ?", [target])
         self.con.register("_scores", tbl)
         try:
-            self.con.execute("INSERT INTO window_scores SELECT segment_id, ?, score FROM _scores", [target])
+            self.con.execute("INSERT INTO window_scores SELECT window_id, ?, score FROM _scores", [target])
             col = quote_ident(column)
             self.con.execute(f"ALTER TABLE files ADD COLUMN IF NOT EXISTS {col} REAL")
             self.con.execute(f"UPDATE files SET {col} = NULL")
             self.con.execute(
                 f"UPDATE files SET {col} = m.best FROM (SELECT s.file_id, max(x.score) AS best FROM _scores x "
-                "JOIN segments s USING (segment_id) GROUP BY s.file_id) m WHERE files.file_id = m.file_id")
+                "JOIN windows s USING (window_id) GROUP BY s.file_id) m WHERE files.file_id = m.file_id")
         finally:
             self.con.unregister("_scores")
         self._bump(metadata=True)
         return column
 
     def scores(self, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(segment_ids (n,) int64, scores (n,) float32)`` of ``target`` over windows still indexed."""
+        """``(window_ids (n,) int64, scores (n,) float32)`` of ``target`` over windows still indexed."""
         if not self._has("window_scores"):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         tbl = arrow_of(self.con.sql(
-            "SELECT x.segment_id, x.score FROM window_scores x JOIN segments s USING (segment_id) "
-            "WHERE x.target = ? ORDER BY x.segment_id", params=[target]))
-        return (tbl.column("segment_id").to_numpy().astype(np.int64),
+            "SELECT x.window_id, x.score FROM window_scores x JOIN windows s USING (window_id) "
+            "WHERE x.target = ? ORDER BY x.window_id", params=[target]))
+        return (tbl.column("window_id").to_numpy().astype(np.int64),
                 tbl.column("score").to_numpy().astype(np.float32))

@@ -12,8 +12,8 @@ opens the database. Like FAISS it is derived data: deleting it costs one slower 
 
 Files (all written to temporary names, then moved into place; ``lookup.json`` last):
 
-    windows.npy        (n, 4) int64: segment_id, file_id, start_sample, end_sample of every
-                       row with a vector, sorted by segment_id
+    windows.npy        (n, 4) int64: window_id, file_id, start_sample, end_sample of every
+                       row with a vector, sorted by window_id
     files.jsonl        one JSON object per file, sorted by file_id: file_id, path, root,
                        duration_s and the shown metadata columns
     files_offsets.npy  (m + 1,) int64 byte offsets of those lines; files_ids.npy (m,) int64
@@ -60,7 +60,7 @@ def write(root: Path, *, meta: dict[str, Any], windows: np.ndarray, files: list[
     Args:
         meta: ``recipe`` (JSON text), ``generation``, ``fit_digest``, ``columns`` (the shown
             metadata columns), ``roots`` and ``state_key``.
-        windows: ``(n, 4)`` int64 rows ``segment_id, file_id, start_sample, end_sample``.
+        windows: ``(n, 4)`` int64 rows ``window_id, file_id, start_sample, end_sample``.
         files: one dict per file with ``file_id``, ``path``, ``root``, ``duration_s`` and each
             of ``meta["columns"]``.
         postprocess: the fitted post-processing's arrays (may be empty).
@@ -107,7 +107,7 @@ class Lookup:
 
     root: Path
     meta: dict[str, Any]
-    windows: np.ndarray       # (n, 4) int64, sorted by segment_id
+    windows: np.ndarray       # (n, 4) int64, sorted by window_id
     offsets: np.ndarray       # (m + 1,) int64 byte offsets into files.jsonl
     file_ids: np.ndarray      # (m,) int64, sorted
 
@@ -131,21 +131,21 @@ class Lookup:
         with np.load(self.root / LOOKUP / "postprocess.npz") as z:
             return {k: z[k] for k in z.files}
 
-    def _rows(self, segment_ids: np.ndarray) -> np.ndarray:
+    def _rows(self, window_ids: np.ndarray) -> np.ndarray:
         """Rows of ``windows`` for ``(n,)`` ids (KeyError for an id it lacks)."""
-        return np.asarray(self.windows[positions(self.windows[:, 0], segment_ids)])
+        return np.asarray(self.windows[positions(self.windows[:, 0], window_ids)])
 
-    def files_of(self, segment_ids: np.ndarray) -> np.ndarray:
+    def files_of(self, window_ids: np.ndarray) -> np.ndarray:
         """``(n,)`` int64 file id of each of the ``(n,)`` vector ids."""
-        return self._rows(segment_ids)[:, 1].copy() if len(segment_ids) else np.zeros(0, np.int64)
+        return self._rows(window_ids)[:, 1].copy() if len(window_ids) else np.zeros(0, np.int64)
 
-    def hit_rows(self, segment_ids: np.ndarray) -> dict[int, dict[str, Any]]:
-        """``segment_id -> {file_id, start_sample, end_sample, path, root, duration_s, *columns}``,
+    def hit_rows(self, window_ids: np.ndarray) -> dict[int, dict[str, Any]]:
+        """``window_id -> {file_id, start_sample, end_sample, path, root, duration_s, *columns}``,
         as :meth:`retrieval.store.db.MetadataDB.hit_rows` gives them."""
         out: dict[int, dict[str, Any]] = {}
-        if not len(segment_ids):
+        if not len(window_ids):
             return out
-        rows = self._rows(segment_ids)
+        rows = self._rows(window_ids)
         at = positions(self.file_ids, rows[:, 1])
         with open(self.root / LOOKUP / "files.jsonl", "rb") as f:
             for (sid, fid, start, end), i in zip(rows.tolist(), at.tolist()):

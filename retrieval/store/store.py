@@ -1,4 +1,4 @@
-"""One index on disk: ``meta.duckdb`` (truth) plus ``segments.faiss`` and ``files.faiss`` (derived).
+"""One index on disk: ``meta.duckdb`` (truth) plus ``windows.faiss`` and ``files.faiss`` (derived).
 
 Opening a store checks each FAISS file against DuckDB (generation stamp, vector
 count and index kind) and rebuilds it from DuckDB when they disagree, e.g. after an
@@ -8,7 +8,7 @@ the generation again, so an index never returns an id DuckDB no longer holds.
 The requested index kind (``--index-type``: auto, flat, hnsw, ivfpq) is a manifest
 key, not part of the recipe: it changes how vectors are searched, not the vectors.
 Each build's kind, knobs and measured recall@10 are kept in the FAISS sidecar and in
-the manifest (``faiss_segment``, ``faiss_file``), and shown by :meth:`Store.info`.
+the manifest (``faiss_window``, ``faiss_file``), and shown by :meth:`Store.info`.
 
 After an ingest, :meth:`Store.sync_vectors` brings the FAISS files up to date: in place
 (removed ids out, new rows in through the stored post-processing) while the corpus has
@@ -44,7 +44,7 @@ from retrieval.options import LEVELS, Level  # noqa: F401  (re-exported by retri
 from retrieval.hits import shown_columns
 from retrieval.postprocess import Postprocess
 from retrieval.recipe import Recipe
-from retrieval.store import lookup, snapshot, summary, vector_file
+from retrieval.store import lookup, migrate, snapshot, summary, vector_file
 from retrieval.store import vectors as vector_index
 from retrieval.store.db import MetadataDB, pandas_of
 from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, choose_index_type, describe_sidecar,
@@ -52,6 +52,23 @@ from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, c
 
 if TYPE_CHECKING:
     import pandas as pd
+
+def _int64s(column: Any) -> np.ndarray:
+    """``(n,)`` int64 of an Arrow integer column, read from its buffers when it holds no NULLs.
+
+    pyarrow's ``to_numpy`` imports pandas (0.1-0.3 s, the largest import of a log-mel
+    ``retrieve index``) even for a plain integer column; the buffers need nothing.
+    ``column``: a ``pyarrow.ChunkedArray``.
+    """
+    import pyarrow as pa
+
+    if column.null_count or not pa.types.is_integer(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(np.int64)
+    dtype = np.dtype(f"{'i' if pa.types.is_signed_integer(column.type) else 'u'}{column.type.bit_width // 8}")
+    parts = [np.frombuffer(c.buffers()[1], dtype, count=len(c), offset=c.offset * dtype.itemsize)
+             for c in column.chunks if len(c)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
 
 DB_NAME = "meta.duckdb"
 #: Manifest key of the requested index kind; ``faiss_<level>`` keys hold each build's description.
@@ -154,6 +171,7 @@ class Store:
                 time.sleep(0.2)
         store = cls(root, db, writable=True)
         try:
+            migrate.rename_files(root)  # after the schema's migration committed (MetadataDB's open)
             store._remove_temp_files()
             snapshot.collect(root)
             if store.recipe is not None and not store.snapshot_current():
@@ -166,13 +184,32 @@ class Store:
     @classmethod
     def _reader(cls, root: Path) -> Store:
         try:
-            return cls(root, MetadataDB(root / DB_NAME, read_only=True), writable=False)
+            db = MetadataDB(root / DB_NAME, read_only=True)
+            if migrate.needs_migration(db) or migrate.files_pending(root):  # older format: a writer's open migrates it
+                db.close()
+                cls._migrate(root)
+                db = MetadataDB(root / DB_NAME, read_only=True)
+            return cls(root, db, writable=False)
         except IndexLockedError as exc:
             lease = snapshot.lease_current(root)
             if lease is None:
                 raise IndexLockedError(f"{exc}; no snapshot of this index is published yet (a writer publishes "
                                        "one when it finishes)") from exc
             return cls._on_lease(root, lease, "snapshot: another connection holds the live database")
+
+    @classmethod
+    def _migrate(cls, root: Path) -> None:
+        """Open and close a writer of ``root``: it migrates an older store format
+        (:mod:`retrieval.store.migrate`)."""
+        try:
+            with cls._writer(root, lock_wait_s=LOCK_WAIT_S):
+                pass
+        except IndexLockedError:
+            raise
+        except StoreError as exc:
+            raise StoreError(f"{root} is an index of an older format (segments, not windows) that has to be "
+                             f"migrated once by a process that can write it: {exc}; run `retrieve info --index "
+                             f"{root}` where the folder is writable") from exc
 
     @classmethod
     def _snapshot_reader(cls, root: Path) -> Store:
@@ -202,6 +239,10 @@ class Store:
     def _on_lease(cls, root: Path, lease: snapshot.Lease, reading: str) -> Store:
         try:
             db = MetadataDB(lease.folder / DB_NAME, read_only=True)
+            if migrate.needs_migration(db):
+                db.close()
+                raise IndexLockedError(f"the snapshot of {root} is of an older format: a writer is migrating "
+                                       "the index; retry when it has published")
         except BaseException:
             lease.release()
             raise
@@ -251,7 +292,7 @@ class Store:
         unless the lookup already holds this committed state. Call it only where the summary
         is recorded next (:meth:`close_recording`): the summary's stamp is what makes it trusted."""
         recipe = self.recipe
-        faiss_meta = self._current_sidecar("segment") if recipe is not None else None
+        faiss_meta = self._current_sidecar("window") if recipe is not None else None
         if recipe is None or faiss_meta is None:  # a query would have to rebuild FAISS: the full path
             lookup.remove(self.root)
             return
@@ -261,15 +302,14 @@ class Store:
             return
         extra = shown_columns(columns)
         bounds = self.db.window_bounds()
-        windows = np.stack([bounds.column(c).to_numpy(zero_copy_only=False).astype(np.int64)
-                            for c in ("segment_id", "file_id", "start_sample", "end_sample")], axis=1) \
-            if bounds.num_rows else np.zeros((0, 4), np.int64)
+        windows = np.stack([_int64s(bounds.column(c)) for c in ("window_id", "file_id", "start_sample", "end_sample")],
+                           axis=1) if bounds.num_rows else np.zeros((0, 4), np.int64)
         files = self.db.files_table().select(["file_id", "path", "root", "duration_s", *extra]).to_pylist()
         pp = self.postprocess
         meta = {"state_key": key, "recipe": recipe.to_json(), "generation": self._generation(),
                 "fit_digest": self.fit_digest(), "columns": extra, "roots": self.db.roots(),
                 "corpus_root": self.db.get("corpus_root"),
-                "faiss": {"path": str(self.faiss_path("segment").relative_to(self.root)),
+                "faiss": {"path": str(self.faiss_path("window").relative_to(self.root)),
                           "ntotal": faiss_meta["ntotal"], "kind": faiss_meta["kind"]}}
         lookup.write(self.root, meta=meta, windows=windows, files=files, postprocess=dict(pp.state))
 
@@ -410,7 +450,7 @@ class Store:
                     f"(same weights, sha256 {moved.digest}; recipe hash {moved.hash()} unchanged)")
         self.db.set("recipe", recipe.to_json())
         self.db.set("recipe_hash", recipe.hash())
-        self.db.create_segments(recipe.dim)
+        self.db.create_windows(recipe.dim)
         return None
 
     # -- post-processing -------------------------------------------------------------------
@@ -432,12 +472,12 @@ class Store:
         it inside a transaction, so the transform and its record land together.
         """
         recipe = self.require_recipe()
-        ids = self.db.vector_ids("segment")
+        ids = self.db.vector_ids("window")
         if len(ids) > FIT_SAMPLE_MAX and recipe.postprocess != "none":  # a sample: never every vector at once
             pick = np.sort(np.random.default_rng(0).choice(len(ids), FIT_SAMPLE_MAX, replace=False))
-            _, raw = self.db.vectors_by_id("segment", ids[pick], recipe.dim)
+            _, raw = self.db.vectors_by_id("window", ids[pick], recipe.dim)
         else:
-            raw = (self.db.vectors("segment", recipe.dim)[1] if recipe.postprocess != "none"
+            raw = (self.db.vectors("window", recipe.dim)[1] if recipe.postprocess != "none"
                    else np.zeros((0, recipe.dim), np.float32))
         self._postprocess = Postprocess.fit(recipe.postprocess, raw)
         self.db.save_transform("postprocess", self._postprocess.state)
@@ -466,7 +506,7 @@ class Store:
         if fitted_on is None or next_id is None:
             return None
         if window_ids is None:
-            total, kept = self.db.count_ids("segment", below=int(next_id))
+            total, kept = self.db.count_ids("window", below=int(next_id))
         else:
             total, kept = int(window_ids.size), int(np.searchsorted(window_ids, int(next_id)))
         return FitDrift(int(fitted_on), added=total - kept, removed=max(0, int(fitted_on) - kept))
@@ -513,7 +553,7 @@ class Store:
         self._vectors[level] = vi
         return vi
 
-    def search_vectors(self, level: Level = "segment") -> tuple[np.ndarray, np.ndarray]:
+    def search_vectors(self, level: Level = "window") -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,) int64 sorted, search vectors (n, D) float32)`` of every row with a vector at
         ``level``, memory-mapped from a derived copy when current (:mod:`retrieval.store.vector_file`)."""
         return vector_file.search_vectors(self, level)
@@ -607,7 +647,7 @@ class Store:
             for level in LEVELS:
                 self.vectors(level)  # repairs a stale FAISS file left by a killed run
             return "unchanged" if len(self.repaired) == repaired else f"rebuilt {', '.join(self.repaired[repaired:])}"
-        window_ids = self.db.vector_ids("segment")
+        window_ids = self.db.vector_ids("window")
         drift = self.fit_drift(window_ids)
         if drift is None:
             first = self.db.get("fitted_generation") is None
@@ -619,7 +659,7 @@ class Store:
             return self._refit_and_rebuild(f"{change} > {REFIT_CHANGE_SHARE:.0%}")
         bases: dict[Level, tuple[VectorIndex, np.ndarray]] = {}
         for level in LEVELS:
-            now = window_ids if level == "segment" else self.db.vector_ids(level)
+            now = window_ids if level == "window" else self.db.vector_ids(level)
             base = self._update_base(level, len(now))
             if isinstance(base, str):
                 return self._refit_and_rebuild(base)
@@ -687,17 +727,17 @@ class Store:
         return self.postprocess.out_dim or self.require_recipe().dim
 
     def hit_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``(windows by segment_id, files by file_id)``: what search results are looked up in.
+        """``(windows by window_id, files by file_id)``: what search results are looked up in.
 
         ``windows`` holds ``file_id, start_sample, end_sample`` of every row with a vector;
         ``files`` every column of ``files`` but ``content_hash``. Looking hits up in DuckDB
-        costs a scan of ``segments`` per query (10-40 ms at 100k windows), so both are
+        costs a scan of ``windows`` per query (10-40 ms at 100k windows), so both are
         kept until the vectors (``generation``) or the metadata (``metadata_version``)
         change, also when another process changed them.
         """
         key = (self.db.get("generation"), self.db.get("metadata_version"))
         if self._hit_tables is None or self._hit_tables[0] != key:
-            windows = self.db.window_bounds().to_pandas().set_index("segment_id")
+            windows = self.db.window_bounds().to_pandas().set_index("window_id")
             files = pandas_of(self.db.files_table()).set_index("file_id")
             self._hit_tables = (key, windows, files)
         return self._hit_tables[1], self._hit_tables[2]
@@ -721,7 +761,7 @@ class Store:
             "corpus_roots": self.db.roots(),
             "files": files[0], "files_silent": files[1], "audio_hours": round(files[2] / 3600, 4),
             "errors": errors[0], "warnings": errors[1],
-            "segments": self.db.count_vectors("segment"), "file_vectors": self.db.count_vectors("file"),
+            "windows": self.db.count_vectors("window"), "file_vectors": self.db.count_vectors("file"),
             "metadata_columns": self.db.metadata_columns(),
             "index_type_requested": self.index_type_requested,
             "reading": self.reading,
@@ -729,7 +769,7 @@ class Store:
         }
         if recipe is not None:
             out.update({
-                "segments_silent": self.db.silent_windows(),
+                "windows_silent": self.db.silent_windows(),
                 "recipe": json.loads(recipe.to_json()),
                 "recipe_hash": recipe.hash(),
                 "dim": recipe.dim,
@@ -747,12 +787,12 @@ class Store:
                 out[f"faiss_ntotal_{level}"] = ntotal
                 out["index"][level] = described
                 consistent &= ntotal == self.db.count_vectors(level)
-            out["faiss_ntotal"] = out["faiss_ntotal_segment"]
-            segment = out["index"]["segment"]
-            out["index_type"] = segment["index_type"]
-            out["index_type_reason"] = segment.get("reason")
-            out["recall_at_10"] = segment.get("recall_at_10")
-            out["recall_note"] = segment.get("recall_note")
+            out["faiss_ntotal"] = out["faiss_ntotal_window"]
+            window = out["index"]["window"]
+            out["index_type"] = window["index_type"]
+            out["index_type_reason"] = window.get("reason")
+            out["recall_at_10"] = window.get("recall_at_10")
+            out["recall_note"] = window.get("recall_note")
             drift = self.fit_drift()
             out["postprocess_fit"] = None if drift is None else {
                 "mode": recipe.postprocess, "fitted_on": drift.fitted_on,

@@ -7,7 +7,7 @@ plus the size and modification time (ns) of every file that info was computed fr
 taken after the database is closed:
 
     meta.duckdb, meta.duckdb.wal            (the WAL recorded as absent)
-    segments.faiss(.json), files.faiss(.json)
+    windows.faiss(.json), files.faiss(.json)
     lookup/*                                (what a query reads instead of DuckDB; absent is fine)
 
 A reader (:func:`read_fresh`) trusts it only while each of those files still has exactly
@@ -31,7 +31,7 @@ SUMMARY = "info.json"
 #: The lookup a one-off query reads instead of DuckDB (:mod:`retrieval.store.lookup`).
 LOOKUP_FILES = tuple(f"lookup/{name}" for name in ("windows.npy", "files.jsonl", "files_offsets.npy",
                                                    "files_ids.npy", "postprocess.npz", "lookup.json"))
-WATCHED = ("meta.duckdb", "meta.duckdb.wal", "segments.faiss", "segments.faiss.json", "files.faiss",
+WATCHED = ("meta.duckdb", "meta.duckdb.wal", "windows.faiss", "windows.faiss.json", "files.faiss",
            "files.faiss.json", *LOOKUP_FILES)
 #: Keys of :meth:`Store.info` that describe this read, not the index: set by the reader.
 PER_READ = ("reading", "snapshot", "repaired_on_open")

@@ -6,7 +6,7 @@ post-processing costs 5-15 s at 1M x 160 on two cores (and minutes under load); 
 this file costs a checksum pass. Like the FAISS files it is derived data, rebuilt from
 DuckDB whenever it is missing, damaged or stale, so deleting it loses nothing.
 
-Files in the index folder (``<level>`` is ``segment`` or ``file``)::
+Files in the index folder (``<level>`` is ``window`` or ``file``)::
 
     <level>s.search.<tag>.npy      (n, D) float32 search vectors, rows in id order
     <level>s.search.<tag>.ids.npy  (n,) int64 ids, sorted
@@ -110,7 +110,7 @@ def remove_leftovers(folder: Path, level: Level) -> None:
             f.unlink(missing_ok=True)
 
 
-def search_vectors(store: Any, level: Level = "segment") -> tuple[np.ndarray, np.ndarray]:
+def search_vectors(store: Any, level: Level = "window") -> tuple[np.ndarray, np.ndarray]:
     """``(ids (n,) int64 sorted, search vectors (n, D) float32)`` of every row with a vector at ``level``
     of ``store`` (a :class:`~retrieval.store.store.Store`; not imported here, which would be a cycle).
 

@@ -1,7 +1,7 @@
 """FAISS vector indexes, derived from DuckDB and rebuildable from it.
 
 Inner product on L2-normalised vectors (cosine), FAISS ids equal to DuckDB
-``segment_id``. Three kinds (:data:`INDEX_TYPES`):
+``window_id``. Three kinds (:data:`INDEX_TYPES`):
 
     flat    ``IndexIDMap2(IndexFlatIP)``: exact; 4 bytes x D per vector.
     hnsw    ``IndexIDMap2(IndexHNSWFlat)``, M=32: a graph over the float32 vectors.

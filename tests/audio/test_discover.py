@@ -45,3 +45,20 @@ def test_audio_clips_walks_a_folder_and_keeps_paths_as_given(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no audio files under"):
         audio_clips(tmp_path / "empty")
+
+
+def test_links_to_files_outside_name_the_same_target_as_realpath(tmp_path):
+    """The note of a linked file names ``os.path.realpath`` of the link, whatever the kind of link."""
+    outside = tmp_path / "outside"
+    (outside / "real").mkdir(parents=True)
+    (outside / "real" / "x.wav").write_bytes(b"RIFF")
+    (outside / "alias").symlink_to(outside / "real")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "relative.wav").symlink_to("../outside/real/x.wav")
+    (corpus / "through_alias.wav").symlink_to(outside / "alias" / "x.wav")
+    (corpus / "chain.wav").symlink_to(corpus / "relative.wav")
+    found = {f.rel_path: f for f in discover(corpus)}
+    assert set(found) == {"relative.wav", "through_alias.wav", "chain.wav"}
+    for name, f in found.items():
+        assert f.note == f"symlink to a file outside the corpus ({os.path.realpath(corpus / name)}); followed"

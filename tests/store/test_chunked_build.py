@@ -35,7 +35,7 @@ def test_chunked_build_reads_a_chunk_at_a_time_and_equals_the_full_build(tmp_pat
     x = clustered(N, D, seed=5)
     ids = np.arange(10, 10 + N, dtype=np.int64) * 3
     read = Reader(x)
-    chunked = VectorIndex.build_chunked(ids, read, "g1", tmp_path / "segments.faiss", chunk=CHUNK, tune=False)
+    chunked = VectorIndex.build_chunked(ids, read, "g1", tmp_path / "windows.faiss", chunk=CHUNK, tune=False)
     full = VectorIndex.build(ids, x, "g1", "ivfpq", tune=False)
     assert max(read.sizes) <= CHUNK  # never more than a chunk of vectors in memory
     assert chunked.ntotal == full.ntotal == N and np.array_equal(chunked.ids(), ids)
@@ -47,9 +47,9 @@ def test_chunked_build_reads_a_chunk_at_a_time_and_equals_the_full_build(tmp_pat
     s2, i2 = full.search(q, 10)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
-    chunked.save(tmp_path / "segments.faiss")  # the float16 copy moves into place, its build file goes
+    chunked.save(tmp_path / "windows.faiss")  # the float16 copy moves into place, its build file goes
     assert not list(tmp_path.glob("*.build.*"))
-    again = VectorIndex.load(tmp_path / "segments.faiss")
+    again = VectorIndex.load(tmp_path / "windows.faiss")
     assert again is not None and np.array_equal(again.search(q, 10)[1], i1)
 
 
@@ -77,8 +77,8 @@ def test_store_rebuild_of_ivfpq_reads_duckdb_in_chunks(tmp_path, monkeypatch):
         return got
 
     def refused(self, level, *a, **k):
-        if level == "segment":
-            raise AssertionError("every segment vector read at once")
+        if level == "window":
+            raise AssertionError("every window vector read at once")
         return whole(self, level, *a, **k)
 
     whole = MetadataDB.vectors
@@ -86,11 +86,11 @@ def test_store_rebuild_of_ivfpq_reads_duckdb_in_chunks(tmp_path, monkeypatch):
         monkeypatch.setattr(MetadataDB, "vectors_between", counted)
         monkeypatch.setattr(MetadataDB, "vectors", refused)
         store.set_index_type("ivfpq")
-        vi = store.rebuild("segment")
+        vi = store.rebuild("window")
         assert vi.kind == "ivfpq" and vi.ntotal == 2000
         assert max(reads) <= 400 and reads.count(400) >= 5  # chunks, each read whole
         monkeypatch.setattr(MetadataDB, "vectors", whole)
-        ids, raw = store.db.vectors("segment", store.require_recipe().dim)
+        ids, raw = store.db.vectors("window", store.require_recipe().dim)
         np.testing.assert_array_equal(vi.ids(), ids)
         exact = vi.vectors_of(ids[:50])
         np.testing.assert_allclose(exact, store.postprocess.apply(raw[:50]), atol=2e-3)  # the float16 copy
@@ -122,7 +122,7 @@ def test_an_update_appends_to_the_mapped_copy_without_loading_it(tmp_path):
     the float16 copy stays a memory map, and a save and load give the same index as adding in memory."""
     x = clustered(N + 500, D, seed=7)
     ids = np.arange(N + 500, dtype=np.int64) * 2
-    path = tmp_path / "segments.faiss"
+    path = tmp_path / "windows.faiss"
     VectorIndex.build_chunked(ids[:N], Reader(x[:N]), "g1", path, chunk=CHUNK, tune=False).save(path)
     vi = VectorIndex.load(path)
     assert isinstance(vi._exact, np.memmap)

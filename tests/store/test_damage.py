@@ -40,15 +40,15 @@ def _flip_bytes(path, at, n=64):
 
 def test_changed_bytes_in_a_faiss_file_are_caught_and_rebuilt(indexed):
     corpus, ix = indexed
-    path = ix / "segments.faiss"
+    path = ix / "windows.faiss"
     _flip_bytes(path, path.stat().st_size // 2)  # inside the float32 vectors: FAISS still reads it
     with Index.open(ix) as idx:
         hits = idx.search(corpus / "vowel" / "vowel_01.wav", k=5)
         info = idx.info()
     assert hits.score.max() <= 1.0 + 1e-5 and hits.path[0] == "vowel/vowel_01.wav"
-    assert "segment" in info["repaired_on_open"] and info["consistent"]
+    assert "window" in info["repaired_on_open"] and info["consistent"]
     with Store.open(ix) as store:  # the rebuilt file was saved: the next open trusts it
-        store.vectors("segment")
+        store.vectors("window")
         assert store.repaired == []
 
 
@@ -77,18 +77,18 @@ def test_a_sidecar_without_a_checksum_is_not_trusted(tmp_path):
 @pytest.mark.parametrize("text", ["[]", "[1, 2]", '"text"', "null", "{not json", '{"generation": 1, "stats": []}'])
 def test_a_malformed_sidecar_counts_as_stale(indexed, text):
     _, ix = indexed
-    sidecar(ix / "segments.faiss").write_text(text)
-    assert VectorIndex.load(ix / "segments.faiss") is None
+    sidecar(ix / "windows.faiss").write_text(text)
+    assert VectorIndex.load(ix / "windows.faiss") is None
     with Store.open(ix) as store:
         info = store.info()
-    assert info["consistent"] and "segment" in info["repaired_on_open"]
+    assert info["consistent"] and "window" in info["repaired_on_open"]
 
 
 def test_faiss_temp_files_left_by_a_kill_are_removed_by_the_next_writer(indexed):
     _, ix = indexed
-    left = [ix / "segments.faiss.k3j2l1.tmp", ix / "segments.faiss.json.a8b7c6.tmp", ix / "files.faiss.zz9.tmp",
-            ix / "segments.faiss.0badf00d.exact.npy.q1w2e3.tmp", ix / "segments.faiss.0badf00d.exact.npy",
-            ix / "segments.faiss.0badf00d.ids.npy"]
+    left = [ix / "windows.faiss.k3j2l1.tmp", ix / "windows.faiss.json.a8b7c6.tmp", ix / "files.faiss.zz9.tmp",
+            ix / "windows.faiss.0badf00d.exact.npy.q1w2e3.tmp", ix / "windows.faiss.0badf00d.exact.npy",
+            ix / "windows.faiss.0badf00d.ids.npy"]
     for path in left:
         path.write_bytes(b"partial write")
     half_published = ix / "snapshots" / ".tmp-0123456789ab"
@@ -100,4 +100,4 @@ def test_faiss_temp_files_left_by_a_kill_are_removed_by_the_next_writer(indexed)
     assert all(p.exists() for p in left)
     with Store.open(ix, writable=True) as store:
         assert not [p for p in left if p.exists()]
-        assert store.vectors("segment").ntotal > 0 and store.repaired == []
+        assert store.vectors("window").ntotal > 0 and store.repaired == []

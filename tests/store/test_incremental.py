@@ -80,9 +80,9 @@ def _add(store: Store, first: int, n: int, seed: int = 0) -> None:
 
 
 def _delete(store: Store, paths: list[str]) -> np.ndarray:
-    """Delete files by path; returns the segment ids (both levels) that went with them."""
+    """Delete files by path; returns the window ids (both levels) that went with them."""
     ids = store.db.con.execute(
-        "SELECT segment_id FROM segments JOIN files USING (file_id) WHERE path IN (SELECT unnest(?::VARCHAR[]))",
+        "SELECT window_id FROM windows JOIN files USING (file_id) WHERE path IN (SELECT unnest(?::VARCHAR[]))",
         [paths]).fetchall()
     fids = [f for (f,) in store.db.con.execute(
         "SELECT file_id FROM files WHERE path IN (SELECT unnest(?::VARCHAR[]))", [paths]).fetchall()]
@@ -92,7 +92,7 @@ def _delete(store: Store, paths: list[str]) -> np.ndarray:
     return np.array([i for (i,) in ids], np.int64)
 
 
-def _check_exact(store: Store, level: str = "segment") -> None:
+def _check_exact(store: Store, level: str = "window") -> None:
     """The index holds exactly DuckDB's ids, each as the stored transform of its raw vector."""
     ids, raw = store.db.vectors(level, store.require_recipe().dim)
     vi = store.vectors(level)
@@ -123,20 +123,20 @@ def _count_builds(monkeypatch) -> list[str]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_adding_and_deleting_a_few_files_updates_in_place(kind, tmp_path, monkeypatch):
     with _store(tmp_path / "ix", kind) as store:
-        assert store.vectors("segment").kind == kind
+        assert store.vectors("window").kind == kind
         fit = store.fit_digest()
-        old = store.vectors("segment").ids()[-50:]  # windows of files that stay
-        before = store.vectors("segment").vectors_of(old)
+        old = store.vectors("window").ids()[-50:]  # windows of files that stay
+        before = store.vectors("window").vectors_of(old)
         builds = _count_builds(monkeypatch)
         _add(store, N_FILES, 5)  # 50 windows: 3.3 % of the 1500 fitted on
         gone = _delete(store, ["f00003.wav", "f00077.wav"])
         did = store.sync_vectors()
-        assert did.startswith("updated in place (segment +50 -20, file +5 -2)"), did
+        assert did.startswith("updated in place (window +50 -20, file +5 -2)"), did
         assert builds == [] and store.fit_digest() == fit  # no FAISS build, no refit
-        vi = store.vectors("segment")
+        vi = store.vectors("window")
         assert vi.stats["added_since_build"] == 50 and vi.stats["removed_since_build"] == 20
         np.testing.assert_array_equal(vi.vectors_of(old), before)  # old rows' vectors unchanged
-        for level in ("segment", "file"):
+        for level in ("window", "file"):
             _check_exact(store, level)
             q = store.postprocess.apply(store.db.vectors(level, store.require_recipe().dim)[1])
             _, got = store.vectors(level).search(q, 20)
@@ -148,8 +148,8 @@ def test_adding_and_deleting_a_few_files_updates_in_place(kind, tmp_path, monkey
         assert (info["postprocess_fit"]["added_since"], info["postprocess_fit"]["removed_since"]) == (50, 20)
         assert info["consistent"] and info["repaired_on_open"] == []
     with Store.open(tmp_path / "ix") as again:  # the updated files are current on disk: no repair
-        assert again.vectors("segment").ntotal == N_FILES * WINDOWS + 30 and again.repaired == []
-        assert again.vectors("segment").kind == kind
+        assert again.vectors("window").ntotal == N_FILES * WINDOWS + 30 and again.repaired == []
+        assert again.vectors("window").kind == kind
 
 
 def test_change_past_the_threshold_refits_and_rebuilds(tmp_path, monkeypatch):
@@ -163,7 +163,7 @@ def test_change_past_the_threshold_refits_and_rebuilds(tmp_path, monkeypatch):
         assert did.startswith("refitted post-processing and rebuilt: 160 added, 0 removed"), did
         assert builds == ["hnsw", "hnsw"] and store.fit_digest() != fit
         assert store.db.get("fitted_generation") != gen and store.db.get("fitted_on") == str(1660)
-        assert "added_since_build" not in store.vectors("segment").stats
+        assert "added_since_build" not in store.vectors("window").stats
         _check_exact(store)
         assert store.info()["postprocess_fit"]["added_since"] == 0
 
@@ -187,8 +187,8 @@ def test_a_kind_change_or_missing_file_rebuilds(tmp_path, monkeypatch):
         _check_exact(store, "file")
         store.set_index_type("hnsw")  # nothing changed since the fit: rebuilt as hnsw, not refitted
         fit = store.fit_digest()
-        assert store.sync_vectors() == "rebuilt segment, file"
-        assert store.vectors("segment").kind == "hnsw" and store.fit_digest() == fit
+        assert store.sync_vectors() == "rebuilt window, file"
+        assert store.vectors("window").kind == "hnsw" and store.fit_digest() == fit
         monkeypatch.setattr(vmod, "AUTO_FLAT_MAX", 100)  # auto picks hnsw for both levels: nothing to do
         store.set_index_type("auto")
         assert store.sync_vectors() == "unchanged"
@@ -197,8 +197,8 @@ def test_a_kind_change_or_missing_file_rebuilds(tmp_path, monkeypatch):
         _add(store, N_FILES + 3, 1)
         monkeypatch.setattr(vmod, "AUTO_FLAT_MAX", 2_000)  # auto now picks flat for 1540 windows
         did = store.sync_vectors()
-        assert "rebuilt: segment index kind changes from hnsw to flat at 1540 vectors" in did, did
-        assert store.vectors("segment").kind == "flat" and store.vectors("file").kind == "flat"
+        assert "rebuilt: window index kind changes from hnsw to flat at 1540 vectors" in did, did
+        assert store.vectors("window").kind == "flat" and store.vectors("file").kind == "flat"
         _check_exact(store)
 
 
@@ -239,7 +239,7 @@ def test_a_kill_at_any_write_of_an_update_is_repaired(kind, then, tmp_path, monk
         with Store.open(killed, writable=then == "sync") as store:
             if then == "sync":  # the next ingest; else what a search sees, repaired on open if needed
                 store.sync_vectors()
-            _check_exact(store, "segment")
+            _check_exact(store, "window")
             _check_exact(store, "file")
 
 
@@ -266,10 +266,10 @@ def test_kill_9_between_the_faiss_file_and_its_sidecar(tmp_path):
         _delete(store, ["f00010.wav"])
     child = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "ix"), "1"], capture_output=True, text=True)
     assert child.returncode == -9, child.stderr
-    assert not sidecar(tmp_path / "ix" / "segments.faiss").exists()  # the new file is there, not yet certified
+    assert not sidecar(tmp_path / "ix" / "windows.faiss").exists()  # the new file is there, not yet certified
     with Store.open(tmp_path / "ix") as store:
         _check_exact(store)
-        assert store.repaired == ["segment"]
+        assert store.repaired == ["window"]
 
 
 def test_ingest_and_cli_take_the_incremental_path(corpus, tmp_path, monkeypatch):
@@ -284,7 +284,7 @@ def test_ingest_and_cli_take_the_incremental_path(corpus, tmp_path, monkeypatch)
     summary = ingest(corpus, ix)
     assert summary.vectors_update.startswith("updated in place"), summary.vectors_update
     with Store.open(ix) as store:
-        _check_exact(store, "segment")
+        _check_exact(store, "window")
         _check_exact(store, "file")
     info = run(cli, ["info", "--index", str(ix)])
     assert info.exit_code == 0 and re.search(r"fitted on \d+ windows; [1-9]\d* added, [1-9]\d* removed since",

@@ -254,23 +254,23 @@ def test_store_never_returns_an_id_duckdb_lost(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(vmod, "IVFPQ_MIN_VECTORS", 1_000)  # a small IVF-PQ (FAISS warns; recall is still measured)
     with _synthetic_store(tmp_path / "ix", 150, 10) as store:
         store.set_index_type(kind)
-        vi = store.vectors("segment")
+        vi = store.vectors("window")
         assert vi.kind == kind and store.info()["index_type"] == kind
-        desc = json.loads(store.db.get("faiss_segment"))
+        desc = json.loads(store.db.get("faiss_window"))
         assert desc["index_type"] == kind and desc["recall_at_10"] >= (1.0 if kind == "flat" else 0.9)
-        q = store.postprocess.apply(store.db.vectors("segment", store.require_recipe().dim)[1][:40])
+        q = store.postprocess.apply(store.db.vectors("window", store.require_recipe().dim)[1][:40])
         _, hit = vi.search(q, 5)
         victims = sorted({int(f) for (f,) in store.db.con.execute(
-            "SELECT DISTINCT file_id FROM segments WHERE segment_id IN (SELECT unnest(?::BIGINT[]))",
+            "SELECT DISTINCT file_id FROM windows WHERE window_id IN (SELECT unnest(?::BIGINT[]))",
             [hit.ravel().tolist()]).fetchall()})
         with store.db.transaction():
             store.db.delete_files(victims)
             store.db.bump_generation()  # no explicit rebuild: the next search sees the new generation
-        _, after = store.vectors("segment").search(q, 5)
-        live = {int(i) for (i,) in store.db.con.execute("SELECT segment_id FROM segments").fetchall()}
-        assert set(after.ravel().tolist()) <= live and store.vectors("segment").kind == kind
+        _, after = store.vectors("window").search(q, 5)
+        live = {int(i) for (i,) in store.db.con.execute("SELECT window_id FROM windows").fetchall()}
+        assert set(after.ravel().tolist()) <= live and store.vectors("window").kind == kind
     with Store.open(tmp_path / "ix") as again:  # the rebuilt file is current on disk: no repair
-        assert again.vectors("segment").kind == kind and again.repaired == []
+        assert again.vectors("window").kind == kind and again.repaired == []
 
 
 def test_ingest_index_type_then_change_then_info(corpus, tmp_path):
@@ -285,12 +285,12 @@ def test_ingest_index_type_then_change_then_info(corpus, tmp_path):
     info = json.loads(run(cli, ["info", "--index", str(ix), "--json"]).stdout)
     assert info["index_type"] == "hnsw" and info["index_type_requested"] == "hnsw"
     assert info["recall_at_10"] >= 0.95 and info["consistent"] and info["repaired_on_open"] == []
-    assert info["index"]["segment"]["ntotal"] == info["segments"]
+    assert info["index"]["window"]["ntotal"] == info["windows"]
     with Store.open(ix) as store:
         assert store.db.get("index_type") == "hnsw"
-        vi = store.vectors("segment")
-        _, got = vi.search(store.postprocess.apply(store.db.vectors("segment", store.require_recipe().dim)[1]), 5)
-        live = {int(i) for (i,) in store.db.con.execute("SELECT segment_id FROM segments").fetchall()}
+        vi = store.vectors("window")
+        _, got = vi.search(store.postprocess.apply(store.db.vectors("window", store.require_recipe().dim)[1]), 5)
+        live = {int(i) for (i,) in store.db.con.execute("SELECT window_id FROM windows").fetchall()}
         assert set(got.ravel().tolist()) - {-1} <= live
 
     # nothing changed but the kind: the next run rebuilds as the new kind; ivfpq on ~30 windows is built flat

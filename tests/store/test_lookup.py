@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from retrieval import quick_query
 from retrieval.cli import cli
 from retrieval.index import Index
+from retrieval.legacy import with_legacy_keys
 from retrieval.store import Store
 from retrieval.store.lookup import FILES, LOOKUP, Lookup
 from tests.serve_fixtures import build_index
@@ -33,9 +34,9 @@ def _clips(corpus: Path) -> list[Path]:
     return [wavs[0], wavs[len(wavs) // 2], wavs[-1]]
 
 
-def _full(ix: Path, clip: Path, k: int, segments: bool) -> list[dict]:
+def _full(ix: Path, clip: Path, k: int, windows: bool) -> list[dict]:
     with Index.open(ix) as idx:
-        rows, _ = idx.search_rows(clip, k, segments=segments)
+        rows, _ = idx.search_rows(clip, k, windows=windows)
     return rows
 
 
@@ -46,15 +47,15 @@ def _same(a: list[dict], b: list[dict]) -> None:
         assert x["score"] == pytest.approx(y["score"], abs=1e-6)
 
 
-@pytest.mark.parametrize("segments", [False, True])
-def test_the_lookup_gives_the_full_paths_rows(built: tuple[Path, Path], segments: bool) -> None:
+@pytest.mark.parametrize("windows", [False, True])
+def test_the_lookup_gives_the_full_paths_rows(built: tuple[Path, Path], windows: bool) -> None:
     corpus, ix = built
     assert (ix / LOOKUP / "lookup.json").is_file()  # the ingest's clean close left it
     for clip in _clips(corpus):
         for k in (1, 5, 100):
-            quick = quick_query.search_rows(ix, clip, k, segments=segments)
+            quick = quick_query.search_rows(ix, clip, k, windows=windows)
             assert quick is not None
-            _same(quick[0], _full(ix, clip, k, segments))
+            _same(quick[0], _full(ix, clip, k, windows))
 
 
 def test_metadata_columns_and_several_roots_come_through(tmp_path: Path) -> None:
@@ -116,8 +117,8 @@ def test_anything_changed_since_sends_it_down_the_full_path(built: tuple[Path, P
     elif change == "wal":  # what a writer at work (or killed after a commit) leaves
         (ix / "meta.duckdb.wal").write_bytes(b"")
     elif change == "faiss_replaced":
-        seg = ix / "segments.faiss"
-        os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 10**9))
+        win = ix / "windows.faiss"
+        os.utime(win, ns=(win.stat().st_atime_ns, win.stat().st_mtime_ns + 10**9))
     else:
         (ix / "info.json").unlink()
     assert quick_query.search_rows(ix, clip, 3) is None
@@ -125,7 +126,7 @@ def test_anything_changed_since_sends_it_down_the_full_path(built: tuple[Path, P
         (ix / "meta.duckdb.wal").unlink()
     res = CliRunner().invoke(cli, ["query", str(clip), "--index", str(ix), "--json", "-k", "3"])
     assert res.exit_code == 0, res.output
-    _same(json.loads(res.output), _full(ix, clip, 3, False))
+    _same(json.loads(res.output), with_legacy_keys(_full(ix, clip, 3, False)))  # --json keeps segment_id too
 
 
 def test_a_lookup_disagreeing_with_faiss_is_not_used(built: tuple[Path, Path]) -> None:
@@ -161,7 +162,7 @@ def test_lookup_ids_are_sorted_and_cover_every_vector(built: tuple[Path, Path]) 
     look = Lookup.open(ix)
     assert look is not None
     with Store.open(ix) as store:
-        ids = store.vectors("segment").ids()
+        ids = store.vectors("window").ids()
     assert np.all(np.diff(look.windows[:, 0]) > 0)
     assert np.array_equal(look.files_of(ids), np.asarray([look.hit_rows(ids[i:i + 1])[int(ids[i])]["file_id"]
                                                           for i in range(len(ids))]))

@@ -30,7 +30,7 @@ def _row(name: str, label: str, vectors: np.ndarray, silent: list[bool], hop: in
 def db(tmp_path):
     rng = np.random.default_rng(0)
     db = MetadataDB(tmp_path / "meta.duckdb")
-    db.create_segments(DIM)
+    db.create_windows(DIM)
     with db.transaction():
         db.insert_files([_row("b.wav", "dog", rng.normal(size=(3, DIM)), [False, True, False]),
                          _row("a.wav", "cat", rng.normal(size=(2, DIM)), [False, False])], DIM)
@@ -40,27 +40,27 @@ def db(tmp_path):
 
 
 def test_vector_queries_agree_on_ids_and_filters(db):
-    ids, vecs = db.vectors("segment", DIM)
+    ids, vecs = db.vectors("window", DIM)
     assert len(ids) == 4 and vecs.shape == (4, DIM) and vecs.dtype == np.float32  # the silent window has no vector
-    np.testing.assert_array_equal(db.vector_ids("segment"), ids)
-    table = db.vector_rows("segment")
-    assert table.column("segment_id").to_pylist() == ids.tolist()
+    np.testing.assert_array_equal(db.vector_ids("window"), ids)
+    table = db.vector_rows("window")
+    assert table.column("window_id").to_pylist() == ids.tolist()
     assert "content_hash" not in table.column_names and {"path", "label", "start_sample"} <= set(table.column_names)
-    dog_ids, dog_vecs = db.vectors("segment", DIM, "f.label = ?", ["dog"])
-    np.testing.assert_array_equal(db.vector_ids("segment", "f.label = ?", ["dog"]), dog_ids)
-    assert len(dog_ids) == 2 and set(db.vector_rows("segment", "f.label = ?", ["dog"]).column("path").to_pylist()) \
+    dog_ids, dog_vecs = db.vectors("window", DIM, "f.label = ?", ["dog"])
+    np.testing.assert_array_equal(db.vector_ids("window", "f.label = ?", ["dog"]), dog_ids)
+    assert len(dog_ids) == 2 and set(db.vector_rows("window", "f.label = ?", ["dog"]).column("path").to_pylist()) \
         == {"b.wav"}
-    assert db.count_ids("segment", int(ids[2])) == (4, 2)
-    got_ids, got = db.vectors_by_id("segment", ids[[3, 0]], DIM)
+    assert db.count_ids("window", int(ids[2])) == (4, 2)
+    got_ids, got = db.vectors_by_id("window", ids[[3, 0]], DIM)
     np.testing.assert_array_equal(got_ids, ids[[0, 3]])
     np.testing.assert_array_equal(got, vecs[[0, 3]])
     assert len(db.vector_ids("file")) == 2
 
 
 def test_one_files_vectors_and_one_windows_bounds(db):
-    window_ids = db.vector_ids("segment")
-    rows = db.file_vector_rows(segment_id=int(window_ids[0]))
-    assert sorted(r[2] for r in rows) == ["file", "segment", "segment"]  # the window's file: 2 windows, 1 file row
+    window_ids = db.vector_ids("window")
+    rows = db.file_vector_rows(window_id=int(window_ids[0]))
+    assert sorted(r[2] for r in rows) == ["file", "window", "window"]  # the window's file: 2 windows, 1 file row
     owner = rows[0][1]
     assert {r[1] for r in rows} == {owner} and db.file_vector_rows(file_id=owner) == rows
     assert all(len(r[3]) == DIM for r in rows)
@@ -71,7 +71,7 @@ def test_one_files_vectors_and_one_windows_bounds(db):
     assert db.window(int(db.vector_ids("file")[0])) is None  # a file row is no window
     assert db.window(10_000) is None
     bounds = db.window_bounds()
-    assert bounds.num_rows == 6 and bounds.column_names == ["segment_id", "file_id", "start_sample", "end_sample"]
+    assert bounds.num_rows == 6 and bounds.column_names == ["window_id", "file_id", "start_sample", "end_sample"]
 
 
 def test_files_errors_and_counts(db):

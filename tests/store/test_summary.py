@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from retrieval.cli import cli
+from retrieval.legacy import INFO_KEYS, with_legacy_keys
 from retrieval.store import Store
 from retrieval.store.summary import SUMMARY, read_fresh
 from tests.serve_fixtures import build_index
@@ -31,7 +32,7 @@ def test_a_writer_records_it_and_it_says_what_a_verified_open_says(built: tuple[
     _, ix = built
     fresh = read_fresh(ix)
     assert fresh is not None and fresh["consistent"] and fresh["repaired_on_open"] == []
-    assert fresh == _info(ix, "--verify")  # the full open: FAISS read and checksummed
+    assert with_legacy_keys(fresh, INFO_KEYS) == _info(ix, "--verify")  # the full open: FAISS read and checksummed
 
 
 def test_a_change_to_the_corpus_is_seen_after_the_next_ingest(built: tuple[Path, Path]) -> None:
@@ -48,13 +49,13 @@ def test_a_change_to_the_corpus_is_seen_after_the_next_ingest(built: tuple[Path,
 def test_a_changed_file_makes_it_stale_and_info_takes_the_full_path(built: tuple[Path, Path], damage: str) -> None:
     _, ix = built
     assert read_fresh(ix) is not None
-    seg = ix / "segments.faiss"
+    win = ix / "windows.faiss"
     if damage == "delete":
-        seg.unlink()
+        win.unlink()
     elif damage == "same_size":  # a stray write keeps the size; the modification time moves
-        data = bytearray(seg.read_bytes())
+        data = bytearray(win.read_bytes())
         data[len(data) // 2] ^= 0x5A
-        seg.write_bytes(bytes(data))
+        win.write_bytes(bytes(data))
     else:  # what a writer killed after a commit leaves
         (ix / "meta.duckdb.wal").write_bytes(b"")
     assert read_fresh(ix) is None
@@ -63,7 +64,7 @@ def test_a_changed_file_makes_it_stale_and_info_takes_the_full_path(built: tuple
         return
     # Same-size damage is caught by the checksum, which only --verify (or a search) reads.
     info = _info(ix, "--verify") if damage == "same_size" else _info(ix)
-    assert info["consistent"] and "segment" in info["repaired_on_open"]
+    assert info["consistent"] and "window" in info["repaired_on_open"]
     assert read_fresh(ix) is not None and _info(ix)["repaired_on_open"] == []  # the full read recorded it again
 
 

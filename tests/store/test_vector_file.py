@@ -23,7 +23,7 @@ def built(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _truth(store: Store) -> tuple[np.ndarray, np.ndarray]:
-    ids, raw = store.db.vectors("segment", store.require_recipe().dim)
+    ids, raw = store.db.vectors("window", store.require_recipe().dim)
     return ids, store.postprocess.apply(raw)
 
 
@@ -38,9 +38,9 @@ def _check(ix: Path) -> np.ndarray:
 
 def test_the_copy_equals_duckdb_and_is_mapped_on_the_next_open(built: tuple[Path, Path]) -> None:
     _, ix = built
-    assert not vector_file.exists(ix, "segment")
+    assert not vector_file.exists(ix, "window")
     _check(ix)
-    assert vector_file.exists(ix, "segment")
+    assert vector_file.exists(ix, "window")
     with Store.open(ix, writable=True) as store:
         _, vecs = vector_file.search_vectors(store)
         assert isinstance(vecs, np.memmap)  # mapped, not recomputed
@@ -49,13 +49,13 @@ def test_the_copy_equals_duckdb_and_is_mapped_on_the_next_open(built: tuple[Path
 def test_a_damaged_copy_is_rebuilt(built: tuple[Path, Path]) -> None:
     _, ix = built
     _check(ix)
-    meta = json.loads(vector_file.meta_path(ix, "segment").read_text())
+    meta = json.loads(vector_file.meta_path(ix, "window").read_text())
     path = ix / meta["vectors"]
     data = bytearray(path.read_bytes())
     data[-8:] = b"\x00" * 8
     path.write_bytes(bytes(data))
     with Store.open(ix) as store:
-        assert vector_file.load(ix, "segment", store.fit_digest()) is None
+        assert vector_file.load(ix, "window", store.fit_digest()) is None
     _check(ix)
 
 
@@ -68,6 +68,6 @@ def test_a_copy_of_an_older_generation_is_patched_to_equal_a_rebuild(built: tupl
     res = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(ix)])
     assert res.exit_code == 0, res.output
     _check(ix)
-    names = {p.name for p in ix.glob("segments.search.*")}
-    meta = json.loads(vector_file.meta_path(ix, "segment").read_text())
-    assert names == {"segments.search.json", meta["vectors"], meta["ids"]}  # older copies removed
+    names = {p.name for p in ix.glob("windows.search.*")}
+    meta = json.loads(vector_file.meta_path(ix, "window").read_text())
+    assert names == {"windows.search.json", meta["vectors"], meta["ids"]}  # older copies removed

@@ -49,7 +49,7 @@ async function loadInfo() {
     for (const name of s.indexes) sel.add(new Option(name, name));
     sel.value = s.index;
   }
-  $("#summary").textContent = `${body.files} files, ${body.segments} windows, ${s.encoder}, ` +
+  $("#summary").textContent = `${body.files} files, ${body.windows} windows, ${s.encoder}, ` +
     `window ${fmt(s.window_s, 2)} s`;
   const text = $("#text");
   text.disabled = !s.has_text;
@@ -107,7 +107,7 @@ function whereClauses() {
 function baseForm() {
   const form = new FormData();
   form.set("k", $("#k").value || "10");
-  if ($("#segments").checked) form.set("segments", "true");
+  if ($("#windows").checked) form.set("windows", "true");
   if (indexName()) form.set("index", indexName());
   for (const w of whereClauses()) form.append("where", w);
   return form;
@@ -118,7 +118,7 @@ function baseForm() {
 function queryForm(q) {
   const form = baseForm();
   if (q.kind === "file") form.set("file", q.blob, q.name);
-  if (q.kind === "segment") form.set("segment_id", q.id);
+  if (q.kind === "window") form.set("window_id", q.id);
   if (q.kind === "text") form.set("text", q.text);
   return form;
 }
@@ -131,7 +131,7 @@ async function run(q) {
   $("#query-name").textContent = q.kind === "text" ? `“${q.text}”` : q.name;
   const qa = $("#query-audio");
   if (q.kind === "file") { qa.hidden = false; if (qa.dataset.blob !== q.name) { qa.src = URL.createObjectURL(q.blob); qa.dataset.blob = q.name; } }
-  else if (q.kind === "segment") { qa.hidden = false; qa.src = fileUrl(q.fileId, `audio`) + `${indexName() ? "&" : "?"}start_s=${q.start}&end_s=${q.end}`; qa.dataset.blob = ""; }
+  else if (q.kind === "window") { qa.hidden = false; qa.src = fileUrl(q.fileId, `audio`) + `${indexName() ? "&" : "?"}start_s=${q.start}&end_s=${q.end}`; qa.dataset.blob = ""; }
   else { qa.hidden = true; }
   $("#timing").textContent = "searching…";
   const t0 = performance.now();
@@ -154,7 +154,8 @@ function fmt(x, d) { return Number(x).toFixed(d); }
 
 // -- results ---------------------------------------------------------------------------------
 
-const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "file_id", "margin"]);
+const HIDDEN = new Set(["rank", "score", "path", "start_s", "end_s", "duration_s", "window_id", "file_id", "margin",
+  "segment_id"]);  // segment_id: window_id's deprecated name, kept in the JSON for old scripts (retrieval/legacy.py)
 
 function renderHits(hits) {
   renderList($("#results"), hits, { empty: "No results (check the filters).", locate: true });
@@ -181,7 +182,7 @@ function hitElement(h, opts) {
   const windowS = state.info ? state.info.serve.window_s : 0;
   const el = $("#hit").content.firstElementChild.cloneNode(true);
   el.dataset.fileId = h.file_id;
-  el.dataset.segmentId = h.segment_id;
+  el.dataset.windowId = h.window_id;
   el.dataset.startS = h.start_s;
   el.dataset.endS = h.end_s;
   $(".rank", el).textContent = h.rank;
@@ -212,7 +213,7 @@ function hitElement(h, opts) {
   $(".play", el).addEventListener("click", () => playSpan(player, h.start_s, h.end_s));
   $(".more", el).addEventListener("click", () => {
     activateTab("results");
-    run({ kind: "segment", id: h.segment_id, fileId: h.file_id, start: h.start_s, end: h.end_s,
+    run({ kind: "window", id: h.window_id, fileId: h.file_id, start: h.start_s, end: h.end_s,
           name: `more like ${h.path} @ ${fmt(h.start_s, 2)} s` });
   });
   if (opts.locate && h.duration_s > 2 * windowS && windowS > 0) {
@@ -221,7 +222,7 @@ function hitElement(h, opts) {
     btn.addEventListener("click", () => locateIn(el, h, player));
   }
   for (const b of el.querySelectorAll(".lab")) b.addEventListener("click", () => labelWindow(el, h, b.dataset.label));
-  markLabel(el, state.labelled.get(h.segment_id));
+  markLabel(el, state.labelled.get(h.window_id));
   return el;
 }
 
@@ -267,8 +268,8 @@ async function loadCounts() {
     q.set("windows", "true");
     const { body: windows } = await api(`/api/labels?${q}`);  // mark the results labelled before
     if (target() !== t) return;
-    state.labelled = new Map(windows.map((w) => [w.segment_id, w.label]));
-    for (const el of document.querySelectorAll(".hit")) markLabel(el, state.labelled.get(Number(el.dataset.segmentId)));
+    state.labelled = new Map(windows.map((w) => [w.window_id, w.label]));
+    for (const el of document.querySelectorAll(".hit")) markLabel(el, state.labelled.get(Number(el.dataset.windowId)));
   } catch (e) { showError(e.message); }
 }
 
@@ -290,14 +291,14 @@ async function labelWindow(el, h, label) {
   const form = new FormData();
   form.set("target", t);
   form.set("label", label);
-  form.set("segment_id", h.segment_id);
+  form.set("window_id", h.window_id);
   if (indexName()) form.set("index", indexName());
   const buttons = el.querySelectorAll(".lab");
   for (const b of buttons) b.disabled = true;
   try {
     const { body } = await api("/api/labels", form);
-    state.labelled.set(h.segment_id, label);
-    for (const other of document.querySelectorAll(`.hit[data-segment-id="${h.segment_id}"]`)) markLabel(other, label);
+    state.labelled.set(h.window_id, label);
+    for (const other of document.querySelectorAll(`.hit[data-window-id="${h.window_id}"]`)) markLabel(other, label);
     showCounts(body.counts);
     if (![...$("#targets").options].some((o) => o.value === t)) $("#targets").appendChild(new Option(t, t));
   } catch (e) { showError(e.message); }
@@ -382,7 +383,7 @@ async function locateIn(el, hit, player) {
   form.set("target_id", hit.file_id);
   if (indexName()) form.set("index", indexName());
   if (q.kind === "file") form.set("file", q.blob, q.name);
-  if (q.kind === "segment") form.set("segment_id", q.id);
+  if (q.kind === "window") form.set("window_id", q.id);
   if (q.kind === "text") form.set("text", q.text);
   try {
     const { body } = await api("/api/locate", form);
@@ -501,7 +502,7 @@ function wireInputs() {
     const t = $("#text").value.trim();
     if (t) run({ kind: "text", text: t, name: t });
   });
-  for (const id of ["#k", "#segments", "#where"]) $(id).addEventListener("change", rerun);
+  for (const id of ["#k", "#windows", "#where"]) $(id).addEventListener("change", rerun);
   $("#index").addEventListener("change", async () => {
     await loadInfo().catch((e) => showError(e.message));
     targetChanged();
