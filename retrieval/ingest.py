@@ -401,7 +401,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         if not found:
             raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
                              "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
-        if _pool_likely(options, len(found)):
+        if _pool_likely(options, len(found), choices.encoder or "logmel"):
             pipeline.prestart()  # the fork server imports while this process plans and opens the store
         if options.dry_run:
             plan = _plan({}, found, set(roots), {})
@@ -604,13 +604,15 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
 
     * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
     * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
-      one worker per usable core but one, at most :data:`AUTO_WORKERS_MAX`: the main process
-      keeps a core of its own, since writing the rows (discovery, hashing, DuckDB commits) is
-      about as much work as one worker's decoding and embedding. On 2 cores a second worker
-      only competed with it: FSDD with the defaults ran at 0.33x the bare read loop with 2
-      workers, 0.41x with 1 and 0.43x with none, at load average 8-15 (``docs/bench_ingest.md``).
-      What writing leaves of the main process's core goes to decoding: it runs the next group
-      itself whenever the workers' result in line is late (:mod:`retrieval.pipeline`);
+      one worker per usable core but one, at most :data:`AUTO_WORKERS_MAX`, when that makes at
+      least two: the main process keeps a core of its own for writing the rows (discovery,
+      hashing, DuckDB commits) and decodes in what writing leaves of it, running the next group
+      itself whenever the workers' result in line is late (:mod:`retrieval.pipeline`). A pool of
+      one worker (2 cores) does not pay for itself: its start-up and the pickling of every
+      file's results cost more than the core it adds. Measured on a 2-core machine, one worker
+      against none, same runs: FSDD (3,000 short clips) 3.1 s against 2.3 s wall at load 1-2,
+      and 60 minutes of 44.1 kHz stereo in 30 s files 10.7-13.1 s against 8.7-9.8 s at load
+      5.5-6.7 (``docs/bench_ingest.md``); so 2 cores get none;
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
@@ -619,18 +621,21 @@ def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
     cores = cores or _usable_cores()
     if files < AUTO_WORKERS_MIN_FILES or cores < 2:
         return 0
-    return min(cores - 1, AUTO_WORKERS_MAX) if embeds_in_workers(encoder) else 1
+    if not embeds_in_workers(encoder):
+        return 1
+    workers = min(cores - 1, AUTO_WORKERS_MAX)
+    return workers if workers >= 2 else 0
 
 
-def _pool_likely(options: IngestOptions, files: int) -> bool:
-    """Whether a first run of ``files`` new files will start decoding workers (so their fork server
-    may boot ahead): ``--workers`` above 0, or left unset with enough files and cores for
-    :func:`auto_workers` to start some."""
+def _pool_likely(options: IngestOptions, files: int, encoder: str) -> bool:
+    """Whether a first run of ``files`` new files with ``encoder`` will start decoding workers (so
+    their fork server may boot ahead): ``--workers`` above 0, or left unset and
+    :func:`auto_workers` starting some."""
     if options.dry_run or options.embedder is not None:
         return False
     if options.workers is not None:
         return options.workers > 0
-    return files >= AUTO_WORKERS_MIN_FILES and _usable_cores() >= 2
+    return auto_workers(encoder, files) > 0
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],

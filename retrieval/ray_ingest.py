@@ -140,7 +140,9 @@ class RayEngine:
         ray = import_ray()
         if ray.is_initialized():
             return
-        address = None if self.address in (None, "local") else self.address
+        # Ray's own default (address None) would join the cluster `ray start` last started on this
+        # machine, or RAY_ADDRESS's; "local" always starts a new one, as the option promises.
+        address = "local" if self.address in (None, "local") else self.address
         try:
             ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

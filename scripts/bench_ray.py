@@ -342,12 +342,12 @@ def compare(tmp: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], 
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     t0 = time.perf_counter()
     try:
-        ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # Ray's raylet gives its agents a fixed 15 s (ray-project/ray#65983): once more
         if "timed out during startup" not in str(exc):
             raise
         ray.shutdown()
-        ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     ray_start_s = time.perf_counter() - t0
     print(f"Ray started in {ray_start_s:.1f} s; {cores} cores, {gpus} GPUs, {actors} actors on {args.device}")
     engine = RayEngine(actors=actors, gpus_per_actor=1.0 if args.device == "cuda" else 0.0)

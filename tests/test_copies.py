@@ -395,3 +395,45 @@ def test_the_fractional_offset_of_a_copy_shifted_by_half_a_hop_is_found():
     assert al is not None and abs(al.offset + al.fraction - 3.5) <= 0.25
     fine, level_error = fine_match(a, b, al.offset + al.fraction)
     assert fine > al.score and level_error < 1.0
+
+
+def test_readings_of_many_partners_at_once_equal_each_partner_alone(monkeypatch):
+    """fine_matches, level_errors, gains_db and loud_spans read one file in many partners at once (hosts of
+    mixed lengths, offsets partly outside, a one-frame host, batches split small): each host's values are
+    those it gets read alone, and fine_match/gain_db agree with a direct reading of one pair."""
+    import retrieval.copies.match as match
+
+    x = word(5)
+    b = prepare(copy_frames(x, SR))
+    hosts = [prepare(copy_frames(c, SR)) for c in (x, noisy(x, 20), x[1500:], np.concatenate([word(6), x]),
+                                                   word(5, 1), x[:200])]
+    tb = b.n_frames
+    offsets = np.array([0.0, 0.5, -3.25, hosts[3].n_frames - tb + 0.4, 2.0, -1.0])
+    whole = np.rint(offsets).astype(np.int64)
+
+    def alone(k: int) -> tuple[float, float, float, float, int, int]:
+        c, e = match.fine_matches(b, [hosts[k]], offsets[k:k + 1])
+        le = match.level_errors(b, [hosts[k]], whole[k:k + 1])
+        g = match.gains_db(b, [hosts[k]], whole[k:k + 1])
+        s0, s1 = match.loud_spans(b, [hosts[k]], whole[k:k + 1])
+        return float(c[0]), float(e[0]), float(le[0]), float(g[0]), int(s0[0]), int(s1[0])
+
+    one = [alone(k) for k in range(len(hosts))]
+    monkeypatch.setattr(match, "READ_BATCH_FRAMES", 2 * tb)  # two hosts per batch
+    corr, error = match.fine_matches(b, hosts, offsets)
+    together = list(zip(corr.tolist(), error.tolist(), match.level_errors(b, hosts, whole).tolist(),
+                        match.gains_db(b, hosts, whole).tolist(), *[s.tolist() for s in match.loud_spans(b, hosts, whole)]))
+    np.testing.assert_allclose(np.array(together, float), np.array(one, float), rtol=1e-9, atol=1e-9)
+    assert np.isfinite(corr[:4]).all() and corr[0] > 0.99 and error[0] < 1e-6  # the file itself, exactly
+    assert one[5][0] == -np.inf and one[5][1] == np.inf  # too short a host to judge
+
+    # one pair read directly: b's frame t on a's frame t + 2 (whole frames), the gain and levels by hand
+    a = hosts[1]
+    ia = np.arange(tb) + 2
+    inside = ia < a.n_frames
+    both = inside.copy()
+    both[inside] &= (a.loud[ia[inside]] > 0) & (b.loud[inside] > 0)
+    assert match.gain_db(a, b, 2) == pytest.approx(float(np.median(b.level_db[both] - a.level_db[ia[both]])))
+    ok = a.band_ok[ia[inside]] & b.band_ok[inside]
+    diff = (a.bands_db[ia[inside]] - b.bands_db[inside])[ok]
+    assert match.fine_match(a, b, 2.0)[1] == pytest.approx(float(np.mean(np.abs(diff - np.median(diff)))))

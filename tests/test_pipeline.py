@@ -332,8 +332,10 @@ def test_negative_workers_are_refused(corpus, tmp_path):
 
 
 def test_auto_workers_spread_worker_embedded_encoders_over_the_cores():
-    assert ing.auto_workers("logmel", 3000, cores=2) == 1  # the main process keeps a core to write rows
+    assert ing.auto_workers("logmel", 3000, cores=2) == 0  # one worker costs more than the core it adds
+    assert ing.auto_workers("logmel", 3000, cores=3) == 2  # the main process keeps a core to write rows
     assert ing.auto_workers("logmel", 3000, cores=4) == 3
+    assert ing.auto_workers("wav2vec2", 3000, cores=2) == 1
     assert ing.auto_workers("logmel", 3000, cores=64) == ing.AUTO_WORKERS_MAX
     assert ing.auto_workers("wav2vec2", 3000, cores=8) == 1  # the model stays here; one worker decodes
     assert ing.auto_workers("logmel", ing.AUTO_WORKERS_MIN_FILES - 1, cores=8) == 0  # a pool costs more

@@ -48,6 +48,23 @@ def test_unreachable_address_is_one_line(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("given", "passed"), [(None, "local"), ("local", "local"), ("auto", "auto")])
+def test_no_address_starts_a_new_ray_instead_of_joining_one(monkeypatch: pytest.MonkeyPatch, given: str | None,
+                                                            passed: str) -> None:
+    """Ray's own default joins whatever cluster `ray start` last started here (or RAY_ADDRESS's);
+    no --ray-address promises a new Ray on this machine, so it asks Ray for ``local``."""
+    import types
+
+    import retrieval.ray_ingest as ri
+
+    calls: list[str | None] = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False,
+                                 init=lambda address=None, **_: calls.append(address))
+    monkeypatch.setattr(ri, "import_ray", lambda: fake)
+    ri.RayEngine(address=given).connect()
+    assert calls == [passed]
+
+
 def test_ray_options_need_the_ray_engine(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     synth.write_demo_corpus(corpus, per_class=1)
@@ -89,12 +106,12 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
         before = ray_process_path(tmp_path_factory)
         try:
             try:
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             except Exception as exc:  # the same deadline, missed once on a loaded machine: one more try
                 if "timed out during startup" not in str(exc):
                     raise
                 ray.shutdown()
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         finally:
             os.environ.pop("PYTHONPATH") if before is None else os.environ.__setitem__("PYTHONPATH", before)
     yield ray.get_runtime_context().gcs_address

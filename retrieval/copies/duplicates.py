@@ -9,7 +9,9 @@ Steps, for an index whose files have copy frames (``retrieve index --copies``):
    follows. Two views (:data:`SUMMARY_RANGES_DB`), so at most ``2 * n * NEIGHBOURS`` pairs; above :data:`FLAT_MAX` files the search is an
    HNSW graph, so neither step is quadratic in the library.
 2. **Verify** (:func:`verify_pairs`): each pair is aligned at every offset (one batch of
-   matrix products per file, :func:`retrieval.copies.match.best_offsets`);
+   matrix products per file, :func:`retrieval.copies.match.best_offsets`, then one batched
+   reading of the file in all its partners at their best offsets, :func:`_matches_at`; BLAS on
+   one thread);
    it is a copy when its confidence (:func:`combined_confidence`: the aligned correlation,
    read at the fractional offset, times the agreement of the band levels) is at least
    :data:`MATCH_THRESHOLD` over at least ``min_overlap_s`` seconds of loud audio.
@@ -23,13 +25,14 @@ Nothing is deleted. The pairs are stored (:class:`~retrieval.store.copies.CopySt
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
-from retrieval.copies.match import (LOUD_RANGE_DB, Prepared, align, best_offsets, fine_match, gain_db,
-                                    level_errors, loud_frames, prepare)
+from retrieval.copies.match import (LOUD_RANGE_DB, Hosts, Prepared, align, best_offsets, fine_matches,
+                                    level_errors, loud_frames, loud_readings, prepare)
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
@@ -154,7 +157,9 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
     al = align(pa, pb)
     if al is None:
         return None
-    return _match_at(a_id, b_id, pa, pb, al.offset, al.score, min_overlap_s, threshold, al.fraction)
+    found = _matches_at(b_id, pb, [a_id], Hosts([pa]), np.array([al.offset]), np.array([al.score]),
+                        np.array([al.fraction]), min_overlap_s, threshold)
+    return found[0] if found else None
 
 
 def combined_confidence(correlation: float, level_error: float) -> float:
@@ -163,34 +168,44 @@ def combined_confidence(correlation: float, level_error: float) -> float:
     return float(correlation * np.exp(-level_error / LEVEL_SCALE_DB)) if np.isfinite(level_error) else 0.0
 
 
-def _match_at(a_id: int, b_id: int, pa: Prepared, pb: Prepared, offset: int, score: float,
-              min_overlap_s: float, threshold: float, fraction: float = 0.0) -> Match | None:
-    """The :class:`Match` of ``pb`` at ``offset + fraction`` frames in ``pa``, or None.
+def _confidences(correlation: np.ndarray, level_error: np.ndarray) -> np.ndarray:
+    """:func:`combined_confidence` of ``(K,)`` pairs at once, float64."""
+    finite = np.isfinite(level_error)
+    return np.where(finite, correlation * np.exp(-np.where(finite, level_error, 0.0) / LEVEL_SCALE_DB), 0.0)
+
+
+def _matches_at(b_id: int, pb: Prepared, a_ids: list[int], hosts: Hosts, offsets: np.ndarray,
+                score: np.ndarray, fraction: np.ndarray, min_overlap_s: float, threshold: float) -> list[Match]:
+    """The matches of ``pb`` in each of ``hosts`` (ids ``a_ids``) at ``(K,)`` whole-frame
+    ``offsets`` with their correlations ``score`` and the parabola's ``fraction`` of a frame, read all at
+    once; pairs that do not pass are left out.
 
     Pairs whose whole-frame correlation is within :data:`REFINE_MARGIN` of ``threshold`` are
-    read at the fractional offset (:func:`retrieval.copies.match.fine_match`) and judged by
+    read at the fractional offset (:func:`retrieval.copies.match.fine_matches`) and judged by
     :func:`combined_confidence`.
     """
-    if score < threshold - REFINE_MARGIN:
-        return None
-    offset_f = offset + fraction
-    fine, level_error = fine_match(pa, pb, offset_f)
-    if fine < score:
-        offset_f = float(offset)
-    score = combined_confidence(max(fine, score), level_error)
-    if score < threshold:
-        return None
-    ib = np.arange(pb.n_frames)
-    ia = ib + offset
-    both = (ia >= 0) & (ia < pa.n_frames)
-    both[both] &= (pa.loud[ia[both]] > 0) & (pb.loud[ib[both]] > 0)
-    on = np.flatnonzero(both)
-    b0, b1 = (int(on[0]) - 1, int(on[-1]) + 1) if on.size else (0, pb.n_frames)  # loud[t] needs frame t-1
-    if (b1 - b0) * HOP_S < min_overlap_s:
-        return None
-    return Match(a_id, b_id, (b0 + offset_f) * HOP_S, (b1 + offset_f) * HOP_S, b0 * HOP_S, b1 * HOP_S,
-                 round(score, 4), round(gain_db(pa, pb, offset), 2), round(offset_f * HOP_S, 4),
-                 round(pb.n_frames / max(pa.n_frames, 1), 4))
+    live = np.flatnonzero(score >= threshold - REFINE_MARGIN)
+    if live.size == 0:
+        return []
+    hs = hosts.take(live)
+    offsets, score, fraction = offsets[live].astype(np.int64), score[live], fraction[live]
+    fine, level_error = fine_matches(pb, hs, offsets + fraction)
+    offset_f = np.where(fine < score, offsets.astype(np.float64), offsets + fraction)
+    conf = _confidences(np.maximum(fine, score), level_error)
+    keep = np.flatnonzero(conf >= threshold)
+    if keep.size == 0:
+        return []
+    hs = hs.take(keep)
+    gains, b0, b1 = loud_readings(pb, hs, offsets[keep])
+    out = []
+    for j, k in enumerate(keep.tolist()):
+        lo, hi, of = int(b0[j]), int(b1[j]), float(offset_f[k])
+        if (hi - lo) * HOP_S < min_overlap_s:
+            continue
+        out.append(Match(a_ids[live[k]], b_id, (lo + of) * HOP_S, (hi + of) * HOP_S, lo * HOP_S, hi * HOP_S,
+                         round(float(conf[k]), 4), round(float(gains[j]), 2), round(of * HOP_S, 4),
+                         round(pb.n_frames / max(int(hs.frames[j]), 1), 4)))
+    return out
 
 
 def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
@@ -198,10 +213,31 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
     """:func:`verify` over ``(m, 2)`` index pairs into ``ids``/``prepared``, batched per shorter file.
 
     Each file is aligned inside all its longer (or equal, earlier) partners at once
-    (:func:`retrieval.copies.match.best_offsets`); the matches equal :func:`verify`'s, pair by pair.
+    (:func:`retrieval.copies.match.best_offsets`) and read at the best offsets all at once
+    (:func:`_matches_at`); the matches equal :func:`verify`'s, pair by pair. BLAS runs on one
+    thread: the products are small, and on a loaded 2-core machine a second BLAS thread made
+    them 5-25 times slower (see ``docs/benchmarks.md``).
     """
     if pairs.shape[0] == 0:
         return []
+    with _one_blas_thread():
+        return _verify_pairs(ids, prepared, pairs, min_overlap_s, threshold)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> Any:  # threadpoolctl inspects the loaded libraries once; later calls reuse it
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """Context in which numpy's BLAS uses one thread."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,
+                  threshold: float) -> list[Match]:
     n = np.array([p.n_frames for p in prepared])
     i, j = pairs[:, 0], pairs[:, 1]
     swap = n[j] > n[i]  # ties keep the pair's order, as verify does
@@ -210,22 +246,33 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
     longer, shorter = longer[order], shorter[order]
     starts = np.flatnonzero(np.r_[True, shorter[1:] != shorter[:-1]])
     ends = np.r_[starts[1:], shorter.size]
+    every = Hosts(prepared)  # every file's fields concatenated once, on first use; groups read rows of it
     out: list[Match] = []
     for s0, s1 in zip(starts.tolist(), ends.tolist()):
-        b = int(shorter[s0])
-        hosts = longer[s0:s1].tolist()
-        found = best_offsets(prepared[b], [prepared[a] for a in hosts])
-        live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
-        errors = level_errors(prepared[b], [prepared[hosts[k]] for k in live], [found[k][0] for k in live])
-        for k, error in zip(live, errors.tolist()):
-            a, best = hosts[k], found[k]
-            if combined_confidence(best[1] + REFINE_MARGIN, max(error - LEVEL_SLACK_DB, 0.0)) < threshold:
-                continue  # cannot reach the threshold at any fraction of a frame
-            m = _match_at(ids[a], ids[b], prepared[a], prepared[b], best[0], best[1], min_overlap_s, threshold,
-                          best[3])
-            if m is not None:
-                out.append(m)
+        out += _verify_group(ids, prepared, every, int(shorter[s0]), longer[s0:s1], min_overlap_s, threshold)
     return out
+
+
+def _verify_group(ids: list[int], prepared: list[Prepared], every: Hosts, b: int, partners: np.ndarray,
+                  min_overlap_s: float, threshold: float) -> list[Match]:
+    """The matches of file ``b`` (index into ``ids``/``prepared``) in its longer ``partners`` (indexes)."""
+    hosts = partners.tolist()
+    found = best_offsets(prepared[b], [prepared[a] for a in hosts])
+    live = [k for k, f in enumerate(found) if f is not None and f[1] >= threshold - REFINE_MARGIN]
+    if not live:
+        return []
+    best = np.array([found[k] for k in live], np.float64)  # (offset, score, cells, fraction) rows
+    stacked = every.take(np.array([hosts[k] for k in live]))
+    # pairs under the threshold at the whole frame that cannot reach it at any fraction of a frame
+    # are not read there (a look at their whole-frame level error; the pairs above it are read anyway)
+    reach = best[:, 1] >= threshold
+    low = np.flatnonzero(~reach)
+    if low.size:
+        errors = level_errors(prepared[b], stacked.take(low), best[low, 0].astype(np.int64))
+        reach[low] = _confidences(best[low, 1] + REFINE_MARGIN, np.maximum(errors - LEVEL_SLACK_DB, 0.0)) >= threshold
+    sel = np.flatnonzero(reach)
+    return _matches_at(ids[b], prepared[b], [ids[hosts[live[k]]] for k in sel.tolist()], stacked.take(sel),
+                       best[sel, 0].astype(np.int64), best[sel, 1], best[sel, 3], min_overlap_s, threshold)
 
 
 class _Groups:

@@ -161,10 +161,17 @@ def prepare(frames: np.ndarray, floor_frames: int | None = None) -> Prepared:
 def vertex(left: float, mid: float, right: float) -> float:
     """Fractional position (-0.5..0.5 frames) of the peak of the parabola through three scores at
     offsets -1, 0, +1 (``mid`` the largest); 0 when a side is missing (not finite)."""
-    if not (np.isfinite(left) and np.isfinite(right)):
-        return 0.0
-    curve = left - 2.0 * mid + right
-    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < -1e-12 else 0.0
+    return float(vertices(np.array([left]), np.array([mid]), np.array([right]))[0])
+
+
+def vertices(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """:func:`vertex` of ``(K,)`` triples at once, float64."""
+    left, mid, right = (np.asarray(v, np.float64) for v in (left, mid, right))
+    sides = np.isfinite(left) & np.isfinite(right)
+    curve = np.where(sides, left - 2.0 * mid + right, 0.0)
+    bent = sides & (curve < -1e-12)
+    peak = 0.5 * (np.where(bent, left, 0.0) - np.where(bent, right, 0.0)) / np.where(bent, curve, -1.0)
+    return np.where(bent, np.clip(peak, -0.5, 0.5), 0.0)
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,7 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     width = ta + tb - 1  # full-correlation length of each pair
     base = np.concatenate([[0], np.cumsum(width)[:-1]])
     total = int(width.sum())
-    rows = np.concatenate([base[k] + np.arange(ta[k]) for k in range(len(keep))])
+    rows = np.arange(int(ta.sum())) + np.repeat(base - np.concatenate([[0], np.cumsum(ta)[:-1]]), ta)
     ad = np.zeros((total, b.d.shape[1]), np.float32)
     aw = np.zeros_like(ad)
     ad[rows] = np.concatenate([hosts[i].d[::-1] for i in keep])
@@ -283,9 +290,11 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     sums = []
     for x, y in ((b.d, ad), (b.w, ad * ad), (b.d * b.d, aw), (b.w, aw)):  # dot, a's energy, b's, cells
         g = x @ y.T  # (tb, total) float32, C order
-        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames
+        # row j shifted right by j: view[j, p] = g[j, p - j]; p - j < 0 reads the last host's zero frames.
+        # Summed in float32 (a float64 sum of this strided view cost as much as the products): ``tb``
+        # terms each already rounded to float32 by the product
         view = np.lib.stride_tricks.as_strided(g, (tb, total), ((total - 1) * g.itemsize, g.itemsize))
-        sums.append(view.sum(axis=0, dtype=np.float64))
+        sums.append(view.sum(axis=0).astype(np.float64))
     dot, na, nb, cells = sums
     cells = np.rint(cells)
     den = np.sqrt(np.maximum(na, 0) * np.maximum(nb, 0))
@@ -295,17 +304,155 @@ def best_offsets(b: Prepared, hosts: list[Prepared], min_cells: int = MIN_CELLS
     pair = np.repeat(np.arange(len(keep)), width)
     hit = np.flatnonzero(score == top[pair])[::-1]  # the last column of a tie is the earliest offset
     first_pair, first_hit = np.unique(pair[hit], return_index=True)
-    for k, h in zip(first_pair.tolist(), hit[first_hit].tolist()):
-        if np.isfinite(score[h]):
-            lo, hi = int(base[k]), int(base[k] + width[k])
-            side = [float(score[i]) if lo <= i < hi else -np.inf for i in (h + 1, h - 1)]  # offsets -1, +1
-            out[keep[k]] = (int(ta[k]) - 1 - (h - lo), float(score[h]), int(cells[h]),
-                            vertex(side[0], float(score[h]), side[1]))
+    h = hit[first_hit]
+    found = np.isfinite(score[h])
+    k, h = first_pair[found], h[found]
+    lo, hi = base[k], base[k] + width[k]
+    padded = np.r_[-np.inf, score, -np.inf]  # padded[i + 1] = score[i]
+    before = np.where(h + 1 < hi, padded[h + 2], -np.inf)  # offset - 1 (the next column)
+    after = np.where(h - 1 >= lo, padded[h], -np.inf)  # offset + 1
+    fraction = vertices(before, score[h], after)
+    for kk, hh, frac in zip(k.tolist(), h.tolist(), fraction.tolist()):
+        out[keep[kk]] = (int(ta[kk]) - 1 - (hh - int(base[kk])), float(score[hh]), int(cells[hh]), frac)
     return out
 
 
 #: Fewest reliable band levels shared for :func:`fine_match` to judge the levels of a pair.
 MIN_BAND_CELLS = 16
+#: Frames of ``b`` times hosts read at once by the batched readings (:func:`fine_matches`,
+#: :func:`level_errors`, :func:`gains_db`, :func:`loud_spans`): bounds their memory to a few
+#: float64 arrays of this many frames times the bands (about 16 MB each).
+READ_BATCH_FRAMES = 1 << 17
+
+
+def _batches(tb: int, k: int) -> list[slice]:
+    """Slices of ``k`` hosts, each holding at most :data:`READ_BATCH_FRAMES` frames of a ``tb``-frame file."""
+    step = max(1, READ_BATCH_FRAMES // max(tb, 1))
+    return [slice(i, i + step) for i in range(0, k, step)]
+
+
+def _stack(hosts: list[Prepared], name: str) -> np.ndarray:
+    """One field of ``hosts`` concatenated in time (no copy for a single host)."""
+    parts = [getattr(h, name) for h in hosts]
+    if any(p is None for p in parts):
+        raise ValueError(f"the batched readings need Prepared frames with {name} (from prepare())")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class Hosts:
+    """Files one file is read in at once (:func:`fine_matches`, :func:`level_errors`, :func:`gains_db`,
+    :func:`loud_spans`): their :class:`Prepared` fields concatenated in time, each on first use and
+    once for every :meth:`take` of them.
+
+    Attributes:
+        start: ``(K,)`` int64, each file's first row in the concatenation.
+        frames: ``(K,)`` int64, each file's frames.
+    """
+
+    def __init__(self, hosts: list[Prepared], start: np.ndarray | None = None, frames: np.ndarray | None = None,
+                 cache: dict[str, np.ndarray] | None = None) -> None:
+        self._hosts = hosts
+        self.frames = np.array([h.n_frames for h in hosts], np.int64) if frames is None else frames
+        self.start = np.concatenate([[0], np.cumsum(self.frames)[:-1]]).astype(np.int64) if start is None else start
+        self._cache: dict[str, np.ndarray] = {} if cache is None else cache
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def field(self, name: str) -> np.ndarray:
+        """``(sum of all files' frames, ...)``: one :class:`Prepared` field of every file, concatenated."""
+        if name not in self._cache:
+            self._cache[name] = _stack(self._hosts, name)
+        return self._cache[name]
+
+    def take(self, which: np.ndarray | slice) -> Hosts:
+        """Some of these files (an index array or a slice), sharing the concatenation."""
+        return Hosts(self._hosts, self.start[which], self.frames[which], self._cache)
+
+
+def _hosts(hosts: Hosts | list[Prepared]) -> Hosts:
+    """``hosts`` as :class:`Hosts` (a list is concatenated on first use)."""
+    return hosts if isinstance(hosts, Hosts) else Hosts(hosts)
+
+
+def _place(tb: int, hosts: Hosts, offsets: np.ndarray, fractional: bool
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where ``b``'s ``tb`` frames fall in each host, at ``(K,)`` offsets (frames).
+
+    Returns ``(g0, g1, f, inside)``, each ``(K, tb)``: rows of the hosts' concatenation
+    (:meth:`Hosts.field`) read below and above (int64, clipped into the host), the fraction of the
+    way to ``g1`` (float64, 0 for whole-frame offsets), and whether frame ``t`` of ``b`` lands
+    in the host (both rows, when ``fractional``).
+    """
+    ta, base = hosts.frames[:, None], hosts.start[:, None]
+    pos = np.arange(tb)[None, :] + np.asarray(offsets, np.float64)[:, None]
+    last = np.maximum(ta - 1, 0)
+    if fractional:
+        i0 = np.floor(pos + 1e-9).astype(np.int64)
+        inside = (i0 >= 0) & (i0 + 1 < ta)
+        f = np.where(inside, np.clip(pos - i0, 0.0, 1.0), 0.0)
+    else:
+        i0 = np.rint(pos).astype(np.int64)
+        inside = (i0 >= 0) & (i0 < ta)
+        f = np.zeros(pos.shape)
+    return base + np.clip(i0, 0, last), base + np.clip(i0 + 1, 0, last), f, inside
+
+
+def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``(K, N)`` values and mask -> ``(K,)`` mean absolute deviation from the median over the masked
+    values of each row (``inf`` under :data:`MIN_BAND_CELLS` of them)."""
+    count = ok.sum(axis=1)
+    out = np.full(diff.shape[0], np.inf)
+    has = count >= MIN_BAND_CELLS
+    if has.any():
+        f = np.sort(np.where(ok[has], diff[has], np.nan), axis=1)  # NaN last
+        n, r = count[has], np.arange(int(has.sum()))
+        mid = (f[r, (n - 1) // 2] + f[r, n // 2]) / 2
+        dev = np.abs(f - mid[:, None])
+        out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
+    return out
+
+
+def _level_error(b: Prepared, hosts: Hosts, g0: np.ndarray, g1: np.ndarray, f: np.ndarray,
+                 inside: np.ndarray, fractional: bool = True) -> np.ndarray:
+    """``(K,)`` level error (see :func:`fine_match`) of ``b`` read at the placement ``(g0, g1, f, inside)``
+    (:func:`_place`; without ``fractional``, whole frames: ``g1`` and ``f`` are not read)."""
+    bands, band_ok = hosts.field("bands_db"), hosts.field("band_ok")
+    if b.bands_db is None or b.band_ok is None:
+        raise ValueError("the batched readings need Prepared frames with band levels (from prepare())")
+    if fractional:
+        f3, frac = f[..., None], (f > 1e-9)[..., None]
+        ok = band_ok[g0] & np.where(frac, band_ok[g1], True) & b.band_ok[None] & inside[..., None]
+        diff = (1.0 - f3) * bands[g0] + f3 * bands[g1] - b.bands_db[None]
+    else:
+        ok = band_ok[g0] & b.band_ok[None] & inside[..., None]
+        diff = bands[g0].astype(np.float64) - b.bands_db[None]
+    k = g0.shape[0]
+    return _mean_deviation(diff.reshape(k, -1), ok.reshape(k, -1))
+
+
+def fine_matches(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fine_match` of ``b`` in every host at once, at ``(K,)`` fractional offsets (frames):
+    ``(correlation (K,), level error dB (K,))`` float64."""
+    hosts = _hosts(hosts)
+    k, tb = len(hosts), b.n_frames
+    corr, error = np.full(k, -np.inf), np.full(k, np.inf)
+    offsets = np.asarray(offsets, np.float64)
+    for sl in _batches(tb, k):
+        hs = hosts.take(sl)
+        g0, g1, f, inside = _place(tb, hs, offsets[sl], fractional=True)
+        d, w = hs.field("d"), hs.field("w")
+        f3, frac, in3 = f[..., None], (f > 1e-9)[..., None], inside[..., None]
+        ad = np.where(in3, (1.0 - f3) * d[g0] + f3 * d[g1], 0.0)
+        ww = w[g0] * np.where(frac, w[g1], 1.0) * b.w[None] * in3
+        bd = b.d[None] * ww
+        dot, na = (ad * bd).sum(axis=(1, 2)), (ad * ad * ww).sum(axis=(1, 2))
+        nb, cells = (bd * bd).sum(axis=(1, 2), dtype=np.float64), ww.sum(axis=(1, 2), dtype=np.float64)
+        den = np.sqrt(np.maximum(na, 0.0) * nb)
+        ok = (cells >= MIN_CELLS) & (den > 1e-3)
+        corr[sl] = np.where(ok, np.clip(dot / np.maximum(den, 1e-3), -1.0, 1.0), -np.inf)
+        error[sl] = _level_error(b, hs, g0, g1, f, inside)
+    return corr, error
 
 
 def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
@@ -323,63 +470,72 @@ def fine_match(a: Prepared, b: Prepared, offset: float) -> tuple[float, float]:
     the same recording reproduces its band levels up to a gain within a codec's or added
     noise's error (0.5-1 dB on FSDD's tuning speakers); another take of the same word by the
     same speaker, however well its timing correlates, differs by 1.5 dB or more (``inf``
-    under :data:`MIN_BAND_CELLS`).
+    under :data:`MIN_BAND_CELLS`). One host of :func:`fine_matches`.
     """
     if a.bands_db is None or b.bands_db is None or a.band_ok is None or b.band_ok is None:
         raise ValueError("fine_match needs Prepared frames with band levels (from prepare())")
-    pos = np.arange(b.n_frames) + offset
-    i0 = np.floor(pos + 1e-9).astype(np.int64)
-    inside = (i0 >= 0) & (i0 + 1 < a.n_frames)
-    tb, i0 = np.flatnonzero(inside), i0[inside]
-    f = np.clip(pos[inside] - i0, 0.0, 1.0)[:, None]
-    frac = f > 1e-9
-    ad = (1.0 - f) * a.d[i0] + f * a.d[i0 + 1]
-    w = a.w[i0] * np.where(frac, a.w[i0 + 1], 1.0) * b.w[tb]
-    bd = b.d[tb] * w
-    dot, na, nb, cells = float((ad * bd).sum()), float((ad * ad * w).sum()), float((bd * bd).sum()), float(w.sum())
-    den = np.sqrt(max(na, 0.0) * nb)
-    corr = float(np.clip(dot / den, -1, 1)) if cells >= MIN_CELLS and den > 1e-3 else -np.inf
-    ok = a.band_ok[i0] & np.where(frac, a.band_ok[i0 + 1], True) & b.band_ok[tb]
-    if ok.sum() < MIN_BAND_CELLS:
-        return corr, float("inf")
-    diff = ((1.0 - f) * a.bands_db[i0] + f * a.bands_db[i0 + 1] - b.bands_db[tb])[ok]
-    return corr, float(np.mean(np.abs(diff - np.median(diff))))
+    corr, error = fine_matches(b, [a], np.array([offset], np.float64))
+    return float(corr[0]), float(error[0])
 
 
-def level_errors(b: Prepared, hosts: list[Prepared], offsets: list[int]) -> np.ndarray:
+def level_errors(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray | list[int]) -> np.ndarray:
     """``(len(hosts),)`` float64: :func:`fine_match`'s level error of ``b`` at whole-frame ``offsets[k]`` in
     ``hosts[k]``, all at once (``inf`` under :data:`MIN_BAND_CELLS` shared levels). A cheap first look
     that spares most pairs the fractional reading."""
-    if b.bands_db is None or b.band_ok is None or not hosts:
-        return np.full(len(hosts), np.inf)
-    t = np.arange(b.n_frames)
-    diffs = np.full((len(hosts), b.n_frames, b.bands_db.shape[1]), np.nan)
-    for k, (h, off) in enumerate(zip(hosts, offsets)):
-        ia = t + off
-        inside = (ia >= 0) & (ia < h.n_frames)
-        tb, ia = t[inside], ia[inside]
-        ok = h.band_ok[ia] & b.band_ok[tb]  # type: ignore[index]
-        diffs[k, tb] = np.where(ok, h.bands_db[ia] - b.bands_db[tb], np.nan)  # type: ignore[index]
-    flat = diffs.reshape(len(hosts), -1)
-    count = np.sum(np.isfinite(flat), axis=1)
+    hosts = _hosts(hosts)
     out = np.full(len(hosts), np.inf)
-    has = count >= MIN_BAND_CELLS
-    if has.any():
-        f = np.sort(flat[has], axis=1)  # NaN last
-        n = count[has]
-        mid = (f[np.arange(f.shape[0]), (n - 1) // 2] + f[np.arange(f.shape[0]), n // 2]) / 2  # the median
-        dev = np.abs(f - mid[:, None])
-        out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
+    if b.bands_db is None or b.band_ok is None or not len(hosts):
+        return out
+    offsets_f = np.asarray(offsets, np.float64)
+    for sl in _batches(b.n_frames, len(hosts)):
+        hs = hosts.take(sl)
+        g0, g1, f, inside = _place(b.n_frames, hs, offsets_f[sl], fractional=False)
+        out[sl] = _level_error(b, hs, g0, g1, f, inside, fractional=False)
     return out
+
+
+def _both_loud(b: Prepared, hosts: Hosts, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(both (K, Tb) bool, g (K, Tb) int64)``: frames of ``b`` loud in both files at whole-frame
+    ``offsets``, and the hosts' concatenated rows they lie on."""
+    g, _, _, inside = _place(b.n_frames, hosts, offsets, fractional=False)
+    return inside & (hosts.field("loud")[g] > 0) & (b.loud[None] > 0), g
+
+
+def loud_readings(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gains_db` and :func:`loud_spans` at once: ``(gain (K,) float64, b0 (K,), b1 (K,) int64)``."""
+    hosts = _hosts(hosts)
+    tb, k = b.n_frames, len(hosts)
+    gain, b0, b1 = np.zeros(k), np.zeros(k, np.int64), np.full(k, tb, np.int64)
+    for sl in _batches(tb, k):
+        hs = hosts.take(sl)
+        both, g = _both_loud(b, hs, np.asarray(offsets, np.float64)[sl])
+        count = both.sum(axis=1)
+        has = count > 0
+        if has.any():
+            diff = np.where(both, b.level_db[None].astype(np.float64) - hs.field("level_db")[g], np.nan)
+            v = np.sort(diff[has], axis=1)  # NaN last
+            n, r = count[has], np.arange(int(has.sum()))
+            gain[np.flatnonzero(has) + sl.start] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
+        first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
+        b0[sl] = np.where(has, first - 1, 0)
+        b1[sl] = np.where(has, last + 1, tb)
+    return gain, b0, b1
+
+
+def gains_db(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> np.ndarray:
+    """``(K,)`` float64: :func:`gain_db` of ``b`` in every host at once, at whole-frame ``offsets``."""
+    return loud_readings(b, hosts, offsets)[0]
 
 
 def gain_db(a: Prepared, b: Prepared, offset: int) -> float:
     """Median level of ``b`` minus ``a`` (dB) over the frames both have loud at ``offset``."""
-    ia = np.arange(b.n_frames) + offset
-    ok = (ia >= 0) & (ia < a.n_frames)
-    ib = np.flatnonzero(ok)
-    ia = ia[ok]
-    both = (a.loud[ia] > 0) & (b.loud[ib] > 0)
-    if not both.any():
-        return 0.0
-    return float(np.median(b.level_db[ib[both]] - a.level_db[ia[both]]))
+    return float(gains_db(b, [a], np.array([offset], np.float64))[0])
+
+
+def loud_spans(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(b0, b1)``, ``(K,)`` int64 each: the frames ``[b0, b1)`` of ``b`` from the frame before its first
+    loud frame shared with each host (at whole-frame ``offsets``) to the frame after its last, or
+    ``(0, Tb)`` where none is shared (a loud frame's difference also reads the frame before)."""
+    _, b0, b1 = loud_readings(b, hosts, offsets)
+    return b0, b1
