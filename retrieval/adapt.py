@@ -41,12 +41,16 @@ MARGIN_POOL = 5
 
 
 class Adapter:
-    """Labels, heads, scores and suggestions of one index. Writing calls need a writable store."""
+    """Labels, heads, scores and suggestions of one index.
+
+    Labels are written to the index's ``labels.sqlite`` (:mod:`retrieval.store.label_file`), so
+    labelling works on any store, a reader of a snapshot included; training and scoring write
+    ``meta.duckdb`` and need a writable store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.recipe = store.require_recipe()
-        self.labels_db = LabelStore(store.db)
+        self.labels_db = LabelStore(store.db, store.root)
         self._space: tuple[np.ndarray, np.ndarray, str] | None = None
 
     # -- labels ----------------------------------------------------------------------------
@@ -88,8 +92,7 @@ class Adapter:
                                  "span; end_s must be after start_s, both >= 0")
             out.append({"content_hash": found.loc[r.path, "content_hash"], "start_sample": start, "end_sample": end,
                         "target": check_target(r.target), "label": label_value(r.label), "source": source})
-        with self.store.db.transaction():
-            return self.labels_db.add_labels(pd.DataFrame(out))
+        return self.labels_db.add_labels(pd.DataFrame(out))
 
     def label_csv(self, csv: str | Path) -> int:
         """Labels from a CSV with columns ``path`` (or ``file``), ``start_s``, ``end_s``, ``target``, ``label``."""
@@ -110,8 +113,7 @@ class Adapter:
             raise InputError(f"no indexed window with id {missing[0]} ({len(missing)} missing); ids are the "
                              "window_id of search results and suggestions")
         rows = spans.assign(target=check_target(target), label=label_value(label), source=source)
-        with self.store.db.transaction():
-            return self.labels_db.add_labels(rows)
+        return self.labels_db.add_labels(rows)
 
     def labels(self, targets: Sequence[str] | None = None) -> pd.DataFrame:
         """Stored labels with their current path and span in seconds (``start_s``, ``end_s``; NaN end = whole file)."""

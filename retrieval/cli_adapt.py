@@ -50,7 +50,7 @@ def label_cmd(index: str | None, csv_path: Path | None, clip: Path | None, targe
 
     if (csv_path is None) == (clip is None):
         raise click.UsageError("give --csv FILE or --from-query CLIP")
-    with Index.open(index, writable=True) as idx:
+    with Index.open(index) as idx:  # labels go to labels.sqlite: no writer of meta.duckdb, works during an ingest
         ad = idx.adapter()
         if csv_path is not None:
             n = ad.label_csv(csv_path)

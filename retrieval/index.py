@@ -523,7 +523,8 @@ class Index:
 
     def adapter(self) -> Any:
         """Labels, heads, window scores and suggestions of this index (:class:`retrieval.adapt.Adapter`).
-        Labelling, training and scoring write: open the index with ``writable=True``."""
+        Labels go to the index's ``labels.sqlite`` from any open index; training and scoring write
+        ``meta.duckdb``: open the index with ``writable=True``."""
         from retrieval.adapt import Adapter
 
         return Adapter(self.store)

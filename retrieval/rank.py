@@ -33,7 +33,7 @@ def rank_hits(store: Store, hits: pd.DataFrame, column: str, k: int, *, windows:
     """
     hits = hits.copy()
     if windows and column.startswith(SCORE_PREFIX) and len(hits):
-        ids, scores = LabelStore(store.db).scores(column[len(SCORE_PREFIX):])
+        ids, scores = LabelStore(store.db, store.root).scores(column[len(SCORE_PREFIX):])
         if len(ids):
             by_id = pd.Series(scores, index=ids)
             hits[column] = by_id.reindex(hits["window_id"].to_numpy()).to_numpy()

@@ -4,8 +4,8 @@ A log-mel store of ``--windows`` window vectors (``bench_search.synth_store``, 1
 file, no audio needed) is served in this process through FastAPI's test client. Timed, each
 as the median of ``--repeat`` calls, one after another:
 
-- ``POST /api/labels`` of one window (a writer opens, stores the label, publishes a snapshot,
-  and the server swaps that snapshot in before it answers);
+- ``POST /api/labels`` of one window (the window's span is read from the snapshot served, the
+  label is one transaction of ``labels.sqlite``, and the target's counts are read back);
 - ``POST /api/search`` by indexed-file id (the cheap request the page makes most);
 - ``POST /api/train`` (linear head, default weak negatives), ``POST /api/score`` and
   ``GET /api/suggest`` (margin, 20 windows): one round of "Train & suggest".
@@ -13,7 +13,7 @@ as the median of ``--repeat`` calls, one after another:
 Client-side wall time, so HTTP parsing in the test client is included. The ratios are
 measured in the same run. Prints a markdown table; ``--doc PATH`` also writes it there.
 
-    python scripts/bench_serve_labels.py [--windows 100000] [--repeat 5]
+    python scripts/bench_serve_labels.py [--windows 100000] [--repeat 5] [--index-type auto]
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_search import synth_store  # noqa: E402
 
-NOTE = ("A label write opens a writer of the live database, publishes a snapshot (a copy of "
-        "`meta.duckdb`) and opens that snapshot, so unlike a search its cost grows with the "
-        "database; training and scoring read every window's vector.")
+NOTE = ("A label is one transaction of `labels.sqlite` beside `meta.duckdb` (the window's span is read "
+        "from the snapshot served): no writer of the live database, no snapshot published or opened. "
+        "Training and scoring read every window's vector, and publish a snapshot for the head and scores.")
 
 
 def timed(call, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -53,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--index-type", default="auto",
+                        help="FAISS index kind (flat keeps the build of a 1M-window store to seconds)")
     parser.add_argument("--doc", type=Path)
     args = parser.parse_args()
 
@@ -72,10 +74,11 @@ def main() -> None:
         t = time.perf_counter()
         synth_store(ix, {"encoder": "logmel"}, args.windows, 10, centres, seed=3)
         with Store.open(ix, writable=True) as store:
+            store.set_index_type(args.index_type)
             store.rebuild_all()
         build_s = time.perf_counter() - t
         held = IndexSet([ix])
-        client = TestClient(create_app(held, heavy_processes=0))
+        client = TestClient(create_app(held, heavy_processes=0), base_url="http://127.0.0.1:8000")  # a loopback host takes writes
         with held.get(None).use() as snap:
             ids = snap.index.store.search_vectors("window")[0]
             db_mib = (snap.index.store.files_dir / "meta.duckdb").stat().st_size / 2**20
@@ -94,7 +97,8 @@ def main() -> None:
     rows = [("label one window", label_s), ("search by indexed-file id", search_s), ("train (linear)", train_s),
             ("score every window", score_s), ("suggest 20 (margin)", suggest_s),
             ("one Train & suggest round", train_s + score_s + suggest_s)]
-    lines = [f"{args.windows:,} windows ({db_mib:.0f} MiB meta.duckdb, built in {build_s:.0f} s); median of "
+    lines = [f"{args.windows:,} windows ({db_mib:.0f} MiB meta.duckdb, {args.index_type} FAISS index, built in "
+             f"{build_s:.0f} s); median of "
              f"{args.repeat} calls each, client-side, through FastAPI's test client in one process; "
              f"load average {' '.join(load_before)} before, {' '.join(load_after)} after.", "",
              "| request | seconds | x search by id |", "|---|---|---|"]

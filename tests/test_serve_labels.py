@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from retrieval.cli import cli  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
-from retrieval.serve.indexes import IndexSet  # noqa: E402
+from retrieval.serve.indexes import IndexSet, source_version  # noqa: E402
 from tests.serve_fixtures import build_index  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,9 @@ def test_label_train_score_suggest_round_trip_answers_what_the_cli_prints(
     assert res.status_code == 200, res.text
     assert res.json() == {"labels": 2, "source": "serve", "target": "chirpy",
                           "counts": {"positive": 2, "negative": 0, "uncertain": 0}}
-    assert live.current().version > version  # the write was published and swapped in
+    # a label is a write of labels.sqlite, read live: no snapshot is published for it, and the
+    # next request (on the same snapshot) already sees it
+    assert live.current().version == version and source_version(built[1]) == version
     assert "chirpy" in client.get("/api/info").json()["serve"]["targets"]  # the page offers it next time
     for h in neg:
         res = client.post("/api/labels", data={"target": "chirpy", "label": "-", "window_id": h["window_id"]})
@@ -187,15 +189,16 @@ def test_without_a_token_writes_are_taken_at_a_loopback_host_only(held: IndexSet
         assert ok.status_code == 200, (base, ok.text)
 
 
-def test_a_write_waits_for_another_writer_and_searches_never_do(client: TestClient, held: IndexSet,
-                                                                built: tuple[Path, Path]) -> None:
+def test_labels_are_taken_while_another_process_writes_the_index(client: TestClient, held: IndexSet,
+                                                                 built: tuple[Path, Path]) -> None:
     """While another process holds the index (an ingest), searches answer from the published
-    snapshot and a label write answers 409 in one line; an in-flight request keeps its version."""
+    snapshot and labels are still stored (they do not need meta.duckdb) and seen at once; a
+    head, which does, waits a few seconds, then answers 409 in one line."""
     live = held.get(None)
     one, two = (h["window_id"] for h in windows_of(client, built, "noise")[:2])
-    with live.use() as old:  # a request in flight across a write keeps its snapshot open and usable
+    with live.use() as old:  # a request in flight across a label keeps its snapshot open and usable
         assert client.post("/api/labels", data={"target": "held", "label": "+", "window_id": one}).status_code == 200
-        assert live.current() is not old and old.retired
+        assert live.current() is old and not old.retired
         assert len(old.index.search_indexed(3, window_id=one)) == 3
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -207,12 +210,27 @@ def test_a_write_waits_for_another_writer_and_searches_never_do(client: TestClie
         assert holder.stdout.readline().strip() == "ready"
         assert client.post("/api/search", data={"window_id": one, "k": 3}).status_code == 200
         res = client.post("/api/labels", data={"target": "held", "label": "-", "window_id": two})
+        assert res.status_code == 200, res.text
+        assert res.json()["counts"] == {"positive": 1, "negative": 1, "uncertain": 0}
+        windows = client.get("/api/labels", params={"target": "held", "windows": "true"}).json()
+        assert {(w["window_id"], w["label"]) for w in windows} >= {(one, "positive"), (two, "negative")}
+        res = client.post("/api/train", data={"target": "held", "weak_negatives": 0})
         assert res.status_code == 409, res.text
         assert "holds it open" in res.json()["error"] and "\n" not in res.json()["error"]
     finally:
         holder.communicate("", timeout=60)
-    assert client.post("/api/labels", data={"target": "held", "label": "-", "window_id": two}).json()["counts"] == {
-        "positive": 1, "negative": 1, "uncertain": 0}
+    assert client.post("/api/train", data={"target": "held", "weak_negatives": 0}).status_code == 200
+
+
+def test_a_write_swaps_in_a_new_snapshot_and_requests_in_flight_keep_theirs(
+        client: TestClient, held: IndexSet, built: tuple[Path, Path]) -> None:
+    live = held.get(None)
+    one = windows_of(client, built, "tone")[2]["window_id"]
+    assert client.post("/api/labels", data={"target": "inflight", "label": "+", "window_id": one}).status_code == 200
+    with live.use() as old:
+        assert client.post("/api/train", data={"target": "inflight", "weak_negatives": 0.1}).status_code == 200
+        assert live.current() is not old and old.retired
+        assert len(old.index.search_indexed(3, window_id=one)) == 3
 
 
 def test_openapi_lists_the_labelling_routes(client: TestClient) -> None:
@@ -223,11 +241,13 @@ def test_openapi_lists_the_labelling_routes(client: TestClient) -> None:
 
 def test_labels_set_by_the_cli_reach_the_running_server(client: TestClient, held: IndexSet,
                                                         built: tuple[Path, Path], tmp_path: Path) -> None:
-    """`retrieve label` in a shell publishes what it wrote, so the server sees it without a restart."""
+    """`retrieve label` in a shell writes labels.sqlite, which the server reads live: it sees the
+    label at once, without a restart or a new snapshot."""
     csv = tmp_path / "labels.csv"
     csv.write_text("path,start_s,end_s,target,label\ntone/tone_01.wav,,,from_cli,positive\n")
+    version = source_version(built[1])
     out = CliRunner().invoke(cli, ["label", "--index", str(built[1]), "--csv", str(csv)])
     assert out.exit_code == 0, out.output
-    assert held.get(None).refresh() is True  # what the next request's background check does
+    assert source_version(built[1]) == version
     assert client.get("/api/labels", params={"target": "from_cli", "counts": "true"}).json() == [
         {"target": "from_cli", "label": "positive", "count": 1}]

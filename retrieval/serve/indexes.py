@@ -13,9 +13,11 @@ switched in under a lock, and the old one is closed (releasing its snapshot's le
 its last request ends. No request ever sees a half-written state: a snapshot is complete
 before it is published.
 
-Writes (labels, heads, scores) go through :meth:`LiveIndex.writing`: a writer of the live
-database for one request, which publishes a snapshot when it closes; the server then swaps
-that snapshot in before answering, so the next request sees the write.
+Labels are written to the index's ``labels.sqlite`` directly, from the snapshot being served
+(:mod:`retrieval.serve.labelling`), and read live: no writer, no new snapshot. Writes of
+heads and scores go through :meth:`LiveIndex.writing`: a writer of the live database for one
+request, which publishes a snapshot when it closes; the server then swaps that snapshot in
+before answering, so the next request sees the write.
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ class Snapshot:
         return self._filters
 
     def adapter(self) -> Any:
-        """This version's :class:`retrieval.adapt.Adapter`, for reads (labels, scores, suggestions);
-        kept, so its mapped search vectors are loaded once per version."""
+        """This version's :class:`retrieval.adapt.Adapter`, for reads (labels, scores, suggestions)
+        and label writes (``labels.sqlite``, read live by every version); kept, so its mapped
+        search vectors are loaded once per version."""
         if self._adapter is None:
             self._adapter = self.index.adapter()
         return self._adapter
@@ -184,7 +187,7 @@ class LiveIndex:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Index]:
-        """A writable :class:`Index` of this folder for one write (labels, heads, scores).
+        """A writable :class:`Index` of this folder for one write of ``meta.duckdb`` (heads, scores).
 
         Writes are serialised with each other and with the opening of newer versions (both
         open the live database, and DuckDB shares one instance per file within a process).

@@ -16,12 +16,17 @@ Routes (added to the app by :func:`retrieval.serve.app.create_app`):
   hits of ``/api/search`` (``score`` is the head's probability, the highest over the targets),
   plus the columns of ``retrieve suggest --json`` (``score_<target>`` of the window, ``margin``).
 
-Writes go through :meth:`LiveIndex.writing`: a short-lived writer of the live database that
-publishes a snapshot and swaps it in, so searches keep answering from the version they hold
-and never see a half-written state. A write while ``retrieve index`` holds the index waits a
-few seconds, then answers 409. Writes sent by another site's page, and without a token
-writes addressed to a host that is not the loopback, are refused (:func:`same_site_only`),
-since a server on the loopback needs no token.
+A label is one transaction of the index's ``labels.sqlite`` (:mod:`retrieval.store.label_file`):
+the window's span is read from the snapshot being served, nothing in ``meta.duckdb`` changes and
+no snapshot is published, so a click costs milliseconds whatever the size of the index, and
+works while ``retrieve index`` holds the index. Every read of labels (the page, ``retrieve
+labels``, training, suggestions) reads that file live, so it sees the label at once.
+Training and scoring go through :meth:`LiveIndex.writing`: a short-lived writer of the live
+database that publishes a snapshot and swaps it in, so searches keep answering from the
+version they hold and never see a half-written state; one while ``retrieve index`` holds the
+index waits a few seconds, then answers 409. Writes sent by another site's page, and without
+a token writes addressed to a host that is not the loopback, are refused
+(:func:`same_site_only`), since a server on the loopback needs no token.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def same_site_only(request: Request, *, token: str | None) -> None:
 
 
 def label_counts(labels: Any) -> dict[str, int]:
-    """``{positive, negative, uncertain}`` counts of a :meth:`Adapter.labels` frame."""
+    """``{positive, negative, uncertain}`` counts of a frame of labels (a ``label`` column, one row per label)."""
     found = labels["label"].value_counts()
     return {v: int(found.get(v, 0)) for v in LABEL_VALUES}
 
@@ -115,23 +120,20 @@ def label_routes(indexes: IndexSet, heavy: Any, token: str | None = None) -> API
                    ) -> dict[str, Any]:
         live = indexes.get(index)
         window_id = window_id or segment_id  # the deprecated field name (retrieval.legacy)
-        target, value = check_target(target), label_value(label)  # before a writer is opened
-        path = None
-        if not window_id:
-            if file_id is None:
-                raise InputError("give `window_id` (a window of a search result or suggestion), or `file_id` "
-                                 "with `start_s`/`end_s`")
-            with holding(live, response) as snap:
-                if file_id not in snap.files.index:
-                    raise IndexNotFoundError(f"no file with id {file_id} in this index")
-                path = str(snap.files.at[file_id, "path"])
-        with live.writing() as ix:
-            ad = ix.adapter()
-            if path is None:
+        target, value = check_target(target), label_value(label)
+        if not window_id and file_id is None:
+            raise InputError("give `window_id` (a window of a search result or suggestion), or `file_id` "
+                             "with `start_s`/`end_s`")
+        with holding(live, response) as snap:  # spans read from the snapshot served; the label goes to labels.sqlite
+            ad = snap.adapter()
+            if window_id:
                 n = ad.label_windows(window_id, target, value, source=SOURCE)
             else:
-                n = ad.label(path, target, value, start_s=start_s, end_s=end_s, source=SOURCE)
-            counts = label_counts(ad.labels([target]))
+                if file_id not in snap.files.index:
+                    raise IndexNotFoundError(f"no file with id {file_id} in this index")
+                n = ad.label(str(snap.files.at[file_id, "path"]), target, value, start_s=start_s, end_s=end_s,
+                             source=SOURCE)
+            counts = label_counts(ad.labels_db.stored([target]))  # no path lookups: same cost at any size
         return {"labels": n, "source": SOURCE, "target": target, "counts": counts}
 
     @router.get("/api/labels", summary="Stored labels: the rows of `retrieve labels --json` (`--counts`)")

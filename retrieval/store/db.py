@@ -284,6 +284,11 @@ class MetadataDB:
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'").fetchall()[0][0])
         return self._has_windows
 
+    def has_table(self, name: str) -> bool:
+        """Whether the table ``name`` exists (one catalogue query)."""
+        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                     [name]).fetchall()[0][0])
+
     # -- manifest --------------------------------------------------------------------------
 
     def get(self, key: str) -> str | None:

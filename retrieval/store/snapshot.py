@@ -26,6 +26,10 @@ replace a damaged FAISS file in it by an identical rebuild. Older snapshots are 
 after each publish once no reader holds their lease (:func:`collect`); a reader that still
 has one open keeps it until it closes or refreshes.
 
+Window labels are not part of a snapshot: they live in ``labels.sqlite`` beside ``meta.duckdb``
+(:mod:`retrieval.store.label_file`), which readers of any snapshot read live, so a label
+needs no publish.
+
 A publish costs a checkpoint and a copy of ``meta.duckdb``: 0.02-0.04 s for FSDD (3,000
 files, 5.8 MiB), 0.11-0.20 s for 100k windows (87 MiB) on 2 shared cores
 (``scripts/bench_publish.py``). Ids increase by one per publish; the DuckDB ``state`` recorded with each (a digest of the

@@ -71,6 +71,8 @@ def _int64s(column: Any) -> np.ndarray:
 
 
 DB_NAME = "meta.duckdb"
+#: The ``meta.duckdb`` table that held window labels before ``labels.sqlite`` (:mod:`retrieval.store.labels`).
+LEGACY_LABELS = "window_labels"
 #: Manifest key of the requested index kind; ``faiss_<level>`` keys hold each build's description.
 INDEX_TYPE_KEY = "index_type"
 #: An ingest refits the post-processing and rebuilds both FAISS indexes once the window
@@ -172,6 +174,10 @@ class Store:
         store = cls(root, db, writable=True)
         try:
             migrate.rename_files(root)  # after the schema's migration committed (MetadataDB's open)
+            if db.has_table(LEGACY_LABELS):  # labels an older index kept in meta.duckdb (pandas only then)
+                from retrieval.store.labels import LabelStore
+
+                LabelStore(db, root).import_legacy()
             store._remove_temp_files()
             snapshot.collect(root)
             if store.recipe is not None and not store.snapshot_current():
