@@ -49,6 +49,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS window_labels_target ON window_labels (target)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
 )
+#: One label row in: ``verb`` REPLACE (a new label of a key wins) or IGNORE (the one stored wins).
+_INSERT = ("INSERT OR {verb} INTO window_labels (content_hash, start_sample, end_sample, target, label, source, "
+           "labelled_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
 def now_us() -> int:
@@ -127,12 +130,9 @@ class LabelFile:
         one transaction; a row replaces the label of the same key. Returns rows written."""
         if not len(rows):
             return 0
-        stamp = now_us()
-        values = [(str(h), int(a), int(b), str(t), str(lab), None if s is None else str(s), stamp)
-                  for h, a, b, t, lab, s in rows[[*KEY, "label", "source"]].itertuples(index=False)]
+        values = _values(rows.assign(labelled_at_us=now_us()))
         with self._writing() as con:
-            con.executemany("INSERT OR REPLACE INTO window_labels (content_hash, start_sample, end_sample, target, "
-                            "label, source, labelled_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            con.executemany(_INSERT.format(verb="REPLACE"), values)
         return len(values)
 
     def delete(self, targets: Sequence[str]) -> int:
@@ -147,13 +147,10 @@ class LabelFile:
         """Copy the labels an older index kept in ``meta.duckdb`` (``KEY`` columns, ``label``,
         ``source``, ``labelled_at_us``) and record that it was done, in one transaction. A key
         already here was labelled since, so it keeps its label. Returns rows copied."""
-        values = [(str(h), int(a), int(b), str(t), str(lab), None if s is None else str(s), int(us))
-                  for h, a, b, t, lab, s, us in
-                  rows[[*KEY, "label", "source", "labelled_at_us"]].itertuples(index=False)]
+        values = _values(rows)
         with self._writing() as con:
             before = con.total_changes
-            con.executemany("INSERT OR IGNORE INTO window_labels (content_hash, start_sample, end_sample, target, "
-                            "label, source, labelled_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            con.executemany(_INSERT.format(verb="IGNORE"), values)
             copied = con.total_changes - before
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", [_LEGACY_KEY])
         return copied
@@ -181,3 +178,9 @@ class LabelFile:
     def legacy_imported(self) -> bool:
         """Whether :meth:`import_legacy` has run on this file."""
         return self.rows([])[1]
+
+
+def _values(rows: pd.DataFrame) -> list[tuple]:
+    """``rows`` (``KEY`` columns, ``label``, ``source``, ``labelled_at_us``) as :data:`_INSERT`'s parameters."""
+    return [(str(h), int(a), int(b), str(t), str(lab), None if s is None else str(s), int(us))
+            for h, a, b, t, lab, s, us in rows[[*KEY, "label", "source", "labelled_at_us"]].itertuples(index=False)]

@@ -32,8 +32,8 @@ import contextlib
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
 import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -140,16 +140,23 @@ class LabelStore:
         found, imported = self.file.rows(targets)
         if imported or not self._has("window_labels"):
             return found
+        legacy = self._legacy_rows(targets)
+        if not len(legacy):
+            return found
+        legacy = legacy.merge(found[list(KEY)], on=list(KEY), how="left", indicator=True)
+        legacy = legacy[legacy["_merge"] == "left_only"].drop(columns="_merge")
+        return pd.concat([found, legacy[list(COLUMNS)]], ignore_index=True) if len(found) else legacy[list(COLUMNS)]
+
+    def _legacy_rows(self, targets: Sequence[str] | None) -> pd.DataFrame:
+        """The labels of ``targets`` (None: all) in an older index's ``meta.duckdb`` table
+        ``window_labels`` (which must exist), with ``labelled_at_us`` from its local-time
+        ``labelled_at`` and ``seq`` 0 (older than every label of the file)."""
         where, params = self._target_filter(targets, "w")
         legacy = arrow_of(self.con.sql(
             "SELECT content_hash, start_sample, end_sample, target, label, source, labelled_at, 0::BIGINT AS seq "
             f"FROM window_labels w WHERE {where}", params=params)).to_pandas()
-        if not len(legacy):
-            return found
         legacy["labelled_at_us"] = _local_us(legacy["labelled_at"])
-        legacy = legacy.merge(found[list(KEY)], on=list(KEY), how="left", indicator=True)
-        legacy = legacy[legacy["_merge"] == "left_only"].drop(columns="_merge")
-        return pd.concat([found, legacy[list(COLUMNS)]], ignore_index=True) if len(found) else legacy[list(COLUMNS)]
+        return legacy
 
     @contextlib.contextmanager
     def _registered(self, targets: Sequence[str] | None) -> Iterator[bool]:
@@ -223,11 +230,7 @@ class LabelStore:
             return 0
         copied = 0
         if not self.file.legacy_imported():
-            legacy = arrow_of(self.con.sql(
-                "SELECT content_hash, start_sample, end_sample, target, label, source, labelled_at "
-                "FROM window_labels")).to_pandas()
-            legacy["labelled_at_us"] = _local_us(legacy["labelled_at"])
-            legacy = legacy.sort_values("labelled_at_us").drop_duplicates(list(KEY), keep="last")
+            legacy = self._legacy_rows(None).sort_values("labelled_at_us").drop_duplicates(list(KEY), keep="last")
             copied = self.file.import_legacy(legacy)
         with self.db.transaction():
             self.con.execute("DROP TABLE window_labels")
