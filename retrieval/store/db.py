@@ -280,8 +280,7 @@ class MetadataDB:
         """Whether ``windows`` exists (it is created with the recipe). Asked once per connection
         until it answers yes: counting a level asks it first."""
         if not self._has_windows:
-            self._has_windows = bool(self.con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'").fetchall()[0][0])
+            self._has_windows = self.has_table("windows")
         return self._has_windows
 
     def has_table(self, name: str) -> bool:

@@ -60,16 +60,12 @@ def migrate_schema(db: MetadataDB) -> bool:
         return False
     con = db.con
 
-    def has(table: str, column: str | None = None) -> bool:
-        if column is None:
-            sql, params = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        else:
-            sql = "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?"
-            params = [table, column]
-        return bool(con.execute(sql, params).fetchall()[0][0])
+    def has(table: str, column: str) -> bool:
+        sql = "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?"
+        return bool(con.execute(sql, [table, column]).fetchall()[0][0])
 
     with db.transaction():
-        if has("segments"):
+        if db.has_table("segments"):
             con.execute("ALTER TABLE segments RENAME TO windows")
             con.execute("ALTER TABLE windows RENAME COLUMN segment_id TO window_id")
             con.execute("UPDATE windows SET level = 'window' WHERE level = 'segment'")
