@@ -53,23 +53,6 @@ from retrieval.store.vectors import (IndexType, VectorIndex, check_index_type, c
 if TYPE_CHECKING:
     import pandas as pd
 
-def _int64s(column: Any) -> np.ndarray:
-    """``(n,)`` int64 of an Arrow integer column, read from its buffers when it holds no NULLs.
-
-    pyarrow's ``to_numpy`` imports pandas (0.1-0.3 s, the largest import of a log-mel
-    ``retrieve index``) even for a plain integer column; the buffers need nothing.
-    ``column``: a ``pyarrow.ChunkedArray``.
-    """
-    import pyarrow as pa
-
-    if column.null_count or not pa.types.is_integer(column.type):
-        return column.to_numpy(zero_copy_only=False).astype(np.int64)
-    dtype = np.dtype(f"{'i' if pa.types.is_signed_integer(column.type) else 'u'}{column.type.bit_width // 8}")
-    parts = [np.frombuffer(c.buffers()[1], dtype, count=len(c), offset=c.offset * dtype.itemsize)
-             for c in column.chunks if len(c)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
 DB_NAME = "meta.duckdb"
 #: The ``meta.duckdb`` table that held window labels before ``labels.sqlite`` (:mod:`retrieval.store.labels`).
 LEGACY_LABELS = "window_labels"
@@ -308,7 +291,10 @@ class Store:
             return
         extra = shown_columns(columns)
         bounds = self.db.window_bounds()
-        windows = np.stack([_int64s(bounds.column(c)) for c in ("window_id", "file_id", "start_sample", "end_sample")],
+        from retrieval.store.columns import to_numpy  # reads the buffers: pyarrow's to_numpy imports pandas
+
+        windows = np.stack([to_numpy(bounds.column(c)).astype(np.int64)
+                            for c in ("window_id", "file_id", "start_sample", "end_sample")],
                            axis=1) if bounds.num_rows else np.zeros((0, 4), np.int64)
         files = self.db.files_table().select(["file_id", "path", "root", "duration_s", *extra]).to_pylist()
         pp = self.postprocess
