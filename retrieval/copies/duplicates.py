@@ -25,7 +25,6 @@ Nothing is deleted. The pairs are stored (:class:`~retrieval.store.copies.CopySt
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from retrieval.copies.features import BANDS, FEATURE_VERSION, HOP_S, dequantise
 from retrieval.copies.match import (LOUD_RANGE_DB, Hosts, Prepared, align, best_offsets, fine_matches,
                                     level_errors, loud_frames, loud_readings, prepare)
+from retrieval.embed import single_threaded_blas
 from retrieval.errors import InputError
 from retrieval.store.copies import CopyStore, PairRow
 
@@ -165,11 +165,11 @@ def verify(a_id: int, b_id: int, pa: Prepared, pb: Prepared, min_overlap_s: floa
 def combined_confidence(correlation: float, level_error: float) -> float:
     """A pair's confidence: the correlation of its aligned fine structure times
     ``exp(-level_error / LEVEL_SCALE_DB)``, the agreement of its band levels (0..1)."""
-    return float(correlation * np.exp(-level_error / LEVEL_SCALE_DB)) if np.isfinite(level_error) else 0.0
+    return float(_confidences(np.array([correlation], np.float64), np.array([level_error], np.float64))[0])
 
 
 def _confidences(correlation: np.ndarray, level_error: np.ndarray) -> np.ndarray:
-    """:func:`combined_confidence` of ``(K,)`` pairs at once, float64."""
+    """:func:`combined_confidence` of ``(K,)`` pairs at once, float64 (0 where the level error is not finite)."""
     finite = np.isfinite(level_error)
     return np.where(finite, correlation * np.exp(-np.where(finite, level_error, 0.0) / LEVEL_SCALE_DB), 0.0)
 
@@ -220,20 +220,8 @@ def verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, mi
     """
     if pairs.shape[0] == 0:
         return []
-    with _one_blas_thread():
+    with single_threaded_blas():
         return _verify_pairs(ids, prepared, pairs, min_overlap_s, threshold)
-
-
-@lru_cache(maxsize=1)
-def _blas_controller() -> Any:  # threadpoolctl inspects the loaded libraries once; later calls reuse it
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _one_blas_thread() -> Any:
-    """Context in which numpy's BLAS uses one thread."""
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _verify_pairs(ids: list[int], prepared: list[Prepared], pairs: np.ndarray, min_overlap_s: float,

@@ -398,6 +398,12 @@ def _place(tb: int, hosts: Hosts, offsets: np.ndarray, fractional: bool
     return base + np.clip(i0, 0, last), base + np.clip(i0 + 1, 0, last), f, inside
 
 
+def _sorted_medians(rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``(K,)`` medians of ``(K, N)`` rows sorted with NaN last, row ``k`` holding ``n[k] >= 1`` values."""
+    r = np.arange(rows.shape[0])
+    return (rows[r, (n - 1) // 2] + rows[r, n // 2]) / 2
+
+
 def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """``(K, N)`` values and mask -> ``(K,)`` mean absolute deviation from the median over the masked
     values of each row (``inf`` under :data:`MIN_BAND_CELLS` of them)."""
@@ -406,9 +412,8 @@ def _mean_deviation(diff: np.ndarray, ok: np.ndarray) -> np.ndarray:
     has = count >= MIN_BAND_CELLS
     if has.any():
         f = np.sort(np.where(ok[has], diff[has], np.nan), axis=1)  # NaN last
-        n, r = count[has], np.arange(int(has.sum()))
-        mid = (f[r, (n - 1) // 2] + f[r, n // 2]) / 2
-        dev = np.abs(f - mid[:, None])
+        n = count[has]
+        dev = np.abs(f - _sorted_medians(f, n)[:, None])
         out[has] = np.where(np.isfinite(dev), dev, 0.0).sum(axis=1) / n
     return out
 
@@ -514,9 +519,7 @@ def loud_readings(b: Prepared, hosts: Hosts | list[Prepared], offsets: np.ndarra
         has = count > 0
         if has.any():
             diff = np.where(both, b.level_db[None].astype(np.float64) - hs.field("level_db")[g], np.nan)
-            v = np.sort(diff[has], axis=1)  # NaN last
-            n, r = count[has], np.arange(int(has.sum()))
-            gain[np.flatnonzero(has) + sl.start] = (v[r, (n - 1) // 2] + v[r, n // 2]) / 2
+            gain[np.flatnonzero(has) + sl.start] = _sorted_medians(np.sort(diff[has], axis=1), count[has])
         first, last = np.argmax(both, axis=1), tb - 1 - np.argmax(both[:, ::-1], axis=1)
         b0[sl] = np.where(has, first - 1, 0)
         b1[sl] = np.where(has, last + 1, tb)
