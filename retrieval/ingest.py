@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retrieval import pipeline
+from retrieval.allocator import keep_freed_memory
 from retrieval.audio.decode import truncation
 from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.audio.paths import to_os, to_stored
@@ -385,6 +386,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
             changed (and nothing created) when it is raised.
     """
     t0 = time.perf_counter()
+    keep_freed_memory()
     index_dir = Path(index_dir)
     roots = _as_roots(corpus if _named(corpus) else _roots_of(index_dir))
     choices = choices or Choices()

@@ -76,6 +76,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from retrieval.allocator import keep_freed_memory
 from retrieval.audio.decode import AudioInfo, AudioSource, DecodeReport, open_audio, stream
 from retrieval.audio.windows import Window, cut_stream, rms_db
 from retrieval.errors import AudioError, InputError
@@ -327,6 +328,7 @@ def decode_task(paths: Sequence[str], spec: WindowSpec) -> list[DecodedFile]:
     Once the task's windows reach ``spec.task_samples`` samples, the remaining files come
     back ``deferred`` (the pool submits them again).
     """
+    keep_freed_memory()  # once per process: a worker's batches reuse the heap instead of faulting it in again
     results: list[DecodedFile] = []
     used = 0
     for p in paths:
