@@ -25,12 +25,19 @@ the weights; no model hub here): ``Wav2Vec2Config()`` (wav2vec2-base), BEATs FUL
 from ``shared/golden/beats/weights_manifest_full.json``, ``ClapConfig()`` (HTSAT-tiny +
 RoBERTa-base), on a small FSDD subset. The log-mel baseline runs on all of FSDD.
 
+``--sections read`` sets a cold ``retrieve index`` of all of FSDD ((g) defaults, (h)
+``--workers 0``) against (f) a bare one-core loop that decodes, resamples and takes a power
+STFT of the same files with warm imports, and two floors: (i) a fresh interpreter importing
+the libraries an ingest needs, and (j) the decode and features this index's recipe computes,
+one core, warm, nothing written; (i) + (f) and (i) + (j) are the least a cold one-process run
+could take.
+
 ``--memory`` measures peak RSS (each case in a fresh process) of indexing FSDD and a
 synthetic 1-hour file; ``--precision`` measures each ``--precision``'s cosine to fp32 and
 its effect on nearest neighbours (wav2vec2, BEATs, CLAP), plus what fp16 would do on the CPU
 (refused there by the encoders; forced through ``torch.autocast`` for one BEATs row).
 
-Usage: ``python scripts/bench_ingest.py [--sections throughput,memory,precision] [--workers 2]``
+Usage: ``python scripts/bench_ingest.py [--sections throughput,read,memory,precision] [--workers 2]``
 Writes ``docs/bench_ingest.md`` (``--no-doc`` to skip): each section it ran replaces that
 section of the generated block, with its own command line and machine; the others are kept.
 """
@@ -354,8 +361,55 @@ def cli_index(corpus: Path, work: Path, extra: tuple[str, ...] = ()) -> Callable
     return run
 
 
+#: What any ingest built on these libraries imports before it reads a file (the CLI imports more).
+INGEST_LIBRARIES = ("numpy", "soundfile", "soxr", "duckdb", "faiss")
+
+
+def cold_imports(audio_s: float) -> Callable[[], float]:
+    """(i): a fresh interpreter that imports :data:`INGEST_LIBRARIES` and exits; reads no audio.
+
+    Returns ``audio_s`` (FSDD's) so its row's throughput reads as "if the imports were all".
+    """
+    code = "import " + ", ".join(INGEST_LIBRARIES)
+
+    def run() -> float:
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return audio_s
+
+    return run
+
+
+def recipe_loop(files: list[Path]) -> Callable[[], float]:
+    """(j): what this index's recipe computes, per group of 16 files, one core, warm, nothing written.
+
+    The same calls an ingest worker makes (:func:`retrieval.pipeline.decode_task` with the
+    recipe's encoder: decode, resample, windows, levels, log-mel features, window and file
+    pooling), without discovery, hashing, DuckDB, FAISS or process start-up.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from retrieval.configure import Choices, resolve
+    from retrieval.pipeline import WindowSpec, decode_task
+
+    _, recipe = resolve(Choices(), None)
+    spec = WindowSpec(recipe.sample_rate, recipe.window_samples, recipe.hop_samples, recipe.silence_db,
+                      embed_recipe=recipe)
+    paths = [str(f) for f in files]
+    decode_task(paths[:16], spec)  # the encoder is built once per process, outside the timing
+
+    def run() -> float:
+        audio_s = 0.0
+        with threadpool_limits(1):
+            for k in range(0, len(paths), 16):
+                audio_s += sum(d.report.out_samples for d in decode_task(paths[k:k + 16], spec)) / recipe.sample_rate
+        return audio_s
+
+    return run
+
+
 def bench_read(work: Path, files: list[Path], repeats: int) -> list[Result]:
-    """(f) the bare read loop against (g) a cold ``retrieve index`` with default options, interleaved."""
+    """(f) the bare read loop against (g) a cold ``retrieve index`` with default options, with the
+    floors (i) and (j), interleaved."""
     corpus = work / "logmel-corpus"
     if not corpus.exists():
         link_corpus(files, corpus)
@@ -363,17 +417,29 @@ def bench_read(work: Path, files: list[Path], repeats: int) -> list[Result]:
         "(f) bare decode+resample+STFT, 1 core": lambda: bare_read_loop(files),
         "(g) cold `retrieve index`, defaults": cli_index(corpus, work),
         "(h) cold `retrieve index --workers 0`": cli_index(corpus, work, ("--workers", "0")),
+        "(i) cold interpreter importing the libraries": cold_imports(duration_s(files)),
+        "(j) decode + this recipe's features, 1 core": recipe_loop(files),
     }, repeats)
 
 
 def read_table(results: list[Result]) -> str:
-    """The read-loop rows and each ingest's throughput as a share of the bare loop's."""
-    base = next(r for r in results if r.method.startswith("(f)"))
+    """The read-loop rows, each one's throughput as a share of the bare loop's, and the floors.
+
+    (i) + (f) is the least a cold one-process run that only reads the audio could take; (i) + (j)
+    the least one that also computes this recipe's vectors could; neither writes anything.
+    """
+    by = {r.method[:3]: r for r in results}
+    base = by["(f)"]
     lines = ["| method | audio s | wall s (best) | CPU s, all processes (main) | audio s / wall s | vs (f) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r.method} | {r.audio_s:.1f} | {r.wall_s:.2f} | {r.cpu_s:.2f} ({r.main_cpu_s:.2f}) | "
                      f"{r.speed:.1f} | {r.speed / base.speed:.2f}x |")
+    if "(i)" in by and "(j)" in by:
+        for name, loop in (("(i) + (f): cold, reading only", base), ("(i) + (j): cold, this recipe", by["(j)"])):
+            wall = by["(i)"].wall_s + loop.wall_s
+            lines.append(f"| floor {name} | {base.audio_s:.1f} | {wall:.2f} | | {base.audio_s / wall:.1f} | "
+                         f"{base.audio_s / wall / base.speed:.2f}x |")
     return "\n".join(lines)
 
 
