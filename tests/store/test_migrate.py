@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from retrieval.errors import StoreError
 from retrieval.index import Index
 from retrieval.store import Store
 from retrieval.store import migrate
@@ -131,4 +132,30 @@ def test_a_migration_killed_before_its_commit_leaves_format_1(format_1: tuple[Pa
     assert con.execute("SELECT value FROM manifest WHERE key = 'schema_version'").fetchall() == [("1",)]
     con.close()
     assert _answers(ix, clips) == before
+    _assert_format_2(ix)
+
+
+def test_an_old_index_in_a_folder_nobody_may_write_says_where_to_migrate_it(
+        format_1: tuple[Path, list[Path], list], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's open migrates through a writer; where DuckDB cannot open the file for writing
+    (a read-only mount, another user's folder: simulated, since the tests run as root and root
+    writes anything), the open stops with one line saying what to do, and changes nothing."""
+    ix, clips, before = format_1
+    connect = duckdb.connect
+
+    def read_only_mount(path: str, read_only: bool = False, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        if not read_only:
+            raise duckdb.IOException(f'IO Error: Cannot open file "{path}": Read-only file system')
+        return connect(path, read_only=True, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", read_only_mount)
+    with pytest.raises(StoreError) as err:
+        Store.open(ix)
+    message = str(err.value)
+    assert "older format" in message and "migrated once by a process that can write it" in message
+    assert "Read-only file system" in message and f"retrieve info --index {ix}" in message
+    assert "\n" not in message
+    monkeypatch.undo()
+    assert (ix / "segments.faiss").exists()  # nothing was changed ...
+    assert _answers(ix, clips) == before  # ... and a writable open later migrates as usual
     _assert_format_2(ix)
