@@ -19,7 +19,7 @@ from retrieval.errors import InputError
 from retrieval.heads import balanced_weights, fit_head
 from retrieval.index import Index
 from retrieval.ingest import IngestOptions, ingest
-from retrieval.store.labels import LabelStore, label_value
+from retrieval.store.labels import label_value
 
 
 def _index(corpus, ix):

@@ -7,7 +7,6 @@ from click.testing import CliRunner
 from retrieval.cli import cli
 from retrieval.encoders.base import EncoderOptions
 from retrieval.encoders.beats import BeatsEncoder
-from retrieval.errors import EncoderError
 from retrieval.index import Index
 from retrieval.ingest import ingest
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import soundfile as sf
 
 from retrieval import synth
 from retrieval.audio import decode
