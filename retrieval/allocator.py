@@ -6,15 +6,16 @@ a 128 kB mmap threshold and a 128 kB trim threshold, and raises both only after 
 frees a large mmapped block. Until then every such array is either mapped and unmapped
 again, or freed at the top of the heap and trimmed back to the kernel, and the next batch
 faults the same pages in again. On FSDD (3000 files, ``--workers 0``) that was 92,000 minor
-page faults and 0.4 s of system time in a 2.4 s run; with the thresholds below, 26,000 and
-0.2 s, and the run 0.2-0.5 s shorter (``docs/benchmarks.md``, ingest).
+page faults and 0.35 s of system time in a 2.4 s run; with the thresholds below, 30,000
+(``docs/benchmarks.md``, ingest).
 
-The values set are glibc's own ceilings for its adaptive thresholds on 64-bit systems
-(``DEFAULT_MMAP_THRESHOLD_MAX``, 32 MiB, and twice that for trimming): the state a long-running
-process reaches by itself once it has freed one large array, reached at the start instead.
-Arrays over 32 MiB (a long file's samples) are still mapped and returned whole. No library
-offers this (it is one ``mallopt`` call); elsewhere than glibc, or when the user tuned malloc
-through ``MALLOC_*`` environment variables, nothing is changed.
+4 MiB and 8 MiB cover the arrays that churn. glibc's own ceilings for its adaptive
+thresholds (32 MiB and 64 MiB) saved 4,000 faults more but kept up to 31 MB more resident
+at the peak of indexing a 1-hour file; with these the peak stays at or below what it was
+(``scripts/bench_ingest.py --sections memory``). Arrays over 4 MiB (a long file's blocks)
+are still mapped and returned whole. No library offers this (it is one ``mallopt`` call);
+elsewhere than glibc, or when the user tuned malloc through ``MALLOC_*`` environment
+variables, nothing is changed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 #: ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 << 20
+MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
 _done: list[bool] = []
