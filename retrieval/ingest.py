@@ -59,6 +59,7 @@ import numpy as np
 
 from retrieval import pipeline
 from retrieval.allocator import keep_freed_memory
+from retrieval.spare_cores import SpareCores
 from retrieval.audio.decode import truncation
 from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.audio.paths import to_os, to_stored
@@ -387,6 +388,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
     """
     t0 = time.perf_counter()
     keep_freed_memory()
+    idle = SpareCores()  # what auto_workers reads, from now to when it chooses (after discovery)
     index_dir = Path(index_dir)
     roots = _as_roots(corpus if _named(corpus) else _roots_of(index_dir))
     choices = choices or Choices()
@@ -403,7 +405,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         if not found:
             raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
                              "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
-        if _pool_likely(options, len(found), choices.encoder or "logmel"):
+        if _pool_likely(options, len(found), choices.encoder or "logmel", idle):
             pipeline.prestart()  # the fork server imports while this process plans and opens the store
         if options.dry_run:
             plan = _plan({}, found, set(roots), {})
@@ -414,7 +416,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         resolved = resolve(choices, None)  # encoder, weights, window and hop: checked before the folder exists
     before = set(index_dir.iterdir()) if index_dir.is_dir() else None
     try:
-        _ingest_into(index_dir, roots, choices, options, labels, resolved, found, summary, warn)
+        _ingest_into(index_dir, roots, choices, options, labels, resolved, found, summary, warn, idle)
     except BaseException:
         if first and summary.files_indexed + summary.files_silent == 0:
             _remove_created(index_dir, before)
@@ -425,8 +427,9 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
 
 def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: IngestOptions,
                  labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, found: list[RootedFile] | None,
-                 summary: IngestSummary, warn: Callable[[str], None]) -> None:
-    """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already."""
+                 summary: IngestSummary, warn: Callable[[str], None], idle: SpareCores) -> None:
+    """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already;
+    ``idle`` is the reading of idle cores :func:`auto_workers` chooses by."""
     # a dry run only reads: it does not take the write lock
     opened = Store.open(index_dir) if options.dry_run else Store.create(index_dir)
     with opened as store, ExitStack() as stack:
@@ -455,7 +458,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         workers = options.workers
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
-            workers = auto_workers(name, len(plan.to_embed))
+            workers = auto_workers(name, len(plan.to_embed), spare=idle.spare)
         pool = _start_pool(stack, workers, warn, store.root / HERE_JOURNAL) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         if options.copies or (stored is not None and stored.copies):
@@ -601,43 +604,57 @@ AUTO_WORKERS_MIN_FILES = 64
 AUTO_WORKERS_MAX = 8
 
 
-def auto_workers(encoder: str, files: int, cores: int | None = None) -> int:
+def auto_workers(encoder: str, files: int, cores: int | None = None,
+                 spare: float | Callable[[], float | None] | None = None) -> int:
     """Decoding processes for a run that leaves ``--workers`` unset.
 
     * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
     * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
-      one worker per usable core but one, at most :data:`AUTO_WORKERS_MAX`, when that makes at
-      least two: the main process keeps a core of its own for writing the rows (discovery,
-      hashing, DuckDB commits) and decodes in what writing leaves of it, running the next group
-      itself whenever the workers' result in line is late (:mod:`retrieval.pipeline`). A pool of
-      one worker (2 cores) does not pay for itself: its start-up and the pickling of every
-      file's results cost more than the core it adds. Measured on a 2-core machine, one worker
-      against none, same runs: FSDD (3,000 short clips) 3.1 s against 2.3 s wall at load 1-2,
-      and 60 minutes of 44.1 kHz stereo in 30 s files 10.7-13.1 s against 8.7-9.8 s at load
-      5.5-6.7 (``docs/bench_ingest.md``); so 2 cores get none;
+      one worker per core that stands idle (``spare``, :mod:`retrieval.spare_cores`: rounded
+      down, with :data:`SPARE_SLACK` of slack), at most one per usable core but one and at
+      most :data:`AUTO_WORKERS_MAX`. The main process keeps its own core for writing the
+      rows (discovery, hashing, DuckDB commits) and decodes in what writing leaves of it,
+      running the next group itself whenever the workers' result in line is late
+      (:mod:`retrieval.pipeline`). Measured on 2 cores, one worker against none: quiet,
+      60 minutes of 44.1 kHz stereo in 30 s files 5.0-6.5 s against 8.2-9.7 s, FSDD no
+      slower; with another process spinning on one core, the long files 0-15 % faster and
+      FSDD 0-50 % slower, at load 5-6 both slower (``docs/bench_ingest.md``). Where the idle
+      cores cannot be read (``spare`` None), workers start only where at least two fit
+      beside the main process (3 cores and more), as before the reading existed;
     * a model encoder gets one worker: decoding is a small part of its cost, and its torch
       threads keep the cores (see :func:`torch_threads_for`).
 
-    Vectors do not depend on the choice (``tests/test_pipeline.py``).
+    ``spare`` may be a function that reads the idle cores (:meth:`SpareCores.spare`); it is
+    called only when the answer depends on it. Vectors do not depend on the choice
+    (``tests/test_pipeline.py``).
     """
     cores = cores or _usable_cores()
     if files < AUTO_WORKERS_MIN_FILES or cores < 2:
         return 0
     if not embeds_in_workers(encoder):
         return 1
-    workers = min(cores - 1, AUTO_WORKERS_MAX)
-    return workers if workers >= 2 else 0
+    cap = min(cores - 1, AUTO_WORKERS_MAX)
+    if callable(spare):
+        spare = spare()
+    if spare is None:
+        return cap if cap >= 2 else 0
+    return max(0, min(cap, math.floor(spare + SPARE_SLACK)))
 
 
-def _pool_likely(options: IngestOptions, files: int, encoder: str) -> bool:
+#: Added to the idle cores read before rounding down: a quiet core reads 0.8-1.0 idle (the
+#: kernel's own work, the reading's coarse ticks); one taken by another process reads near 0.
+SPARE_SLACK = 0.25
+
+
+def _pool_likely(options: IngestOptions, files: int, encoder: str, idle: SpareCores) -> bool:
     """Whether a first run of ``files`` new files with ``encoder`` will start decoding workers (so
     their fork server may boot ahead): ``--workers`` above 0, or left unset and
-    :func:`auto_workers` starting some."""
+    :func:`auto_workers` starting some (with the same reading of ``idle`` as the run's choice)."""
     if options.dry_run or options.embedder is not None:
         return False
     if options.workers is not None:
         return options.workers > 0
-    return auto_workers(encoder, files) > 0
+    return auto_workers(encoder, files, spare=idle.spare) > 0
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],

@@ -332,7 +332,8 @@ def test_negative_workers_are_refused(corpus, tmp_path):
 
 
 def test_auto_workers_spread_worker_embedded_encoders_over_the_cores():
-    assert ing.auto_workers("logmel", 3000, cores=2) == 0  # one worker costs more than the core it adds
+    # where the idle cores cannot be read: workers only where two fit beside the main process
+    assert ing.auto_workers("logmel", 3000, cores=2) == 0
     assert ing.auto_workers("logmel", 3000, cores=3) == 2  # the main process keeps a core to write rows
     assert ing.auto_workers("logmel", 3000, cores=4) == 3
     assert ing.auto_workers("wav2vec2", 3000, cores=2) == 1
@@ -340,6 +341,67 @@ def test_auto_workers_spread_worker_embedded_encoders_over_the_cores():
     assert ing.auto_workers("wav2vec2", 3000, cores=8) == 1  # the model stays here; one worker decodes
     assert ing.auto_workers("logmel", ing.AUTO_WORKERS_MIN_FILES - 1, cores=8) == 0  # a pool costs more
     assert ing.auto_workers("logmel", 3000, cores=1) == 0
+
+
+def test_auto_workers_start_one_worker_per_idle_core():
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=0.92) == 1  # a quiet 2-core machine
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=0.05) == 0  # another process has the other core
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=0.5) == 0
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=2.0) == 1  # never more than the cores but one
+    assert ing.auto_workers("logmel", 3000, cores=8, spare=6.9) == 7
+    assert ing.auto_workers("logmel", 3000, cores=8, spare=1.1) == 1  # six cores taken by others
+    assert ing.auto_workers("logmel", 3000, cores=8, spare=0.0) == 0
+    assert ing.auto_workers("logmel", 3000, cores=64, spare=63.0) == ing.AUTO_WORKERS_MAX
+    assert ing.auto_workers("wav2vec2", 3000, cores=8, spare=0.0) == 1  # model encoders: as before
+    assert ing.auto_workers("logmel", 3000, cores=4, spare=lambda: 2.6) == 2  # a reading, taken when needed
+    assert ing.auto_workers("logmel", 3000, cores=4, spare=lambda: None) == 3  # unreadable: by core count
+
+
+def test_the_idle_reading_is_taken_only_when_the_answer_depends_on_it():
+    calls: list[int] = []
+
+    def reading() -> float:
+        calls.append(1)
+        return 1.0
+
+    ing.auto_workers("logmel", 10, cores=2, spare=reading)  # too few files
+    ing.auto_workers("logmel", 3000, cores=1, spare=reading)
+    ing.auto_workers("wav2vec2", 3000, cores=4, spare=reading)
+    assert not calls
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=reading) == 1 and calls == [1]
+
+
+def test_a_run_reads_the_idle_cores_once_for_the_fork_server_and_the_pool(corpus, tmp_path, monkeypatch):
+    """A first run decides whether to boot the fork server ahead after discovery, and sizes the
+    pool after planning: both from one reading, so they cannot disagree."""
+    from retrieval import spare_cores
+
+    readings: list[float] = []
+    pools: list[int] = []
+
+    class Meter:
+        def __init__(self) -> None:
+            self.value: float | None = None
+
+        def spare(self) -> float:
+            if self.value is None:
+                readings.append(0.9)
+                self.value = 0.9
+            return self.value
+
+    monkeypatch.setattr(ing, "SpareCores", Meter)
+    monkeypatch.setattr(ing, "AUTO_WORKERS_MIN_FILES", 1)
+    monkeypatch.setattr(ing, "_usable_cores", lambda: 2)
+    real_start = ing._start_pool
+
+    def start_pool(stack, workers, warn, journal):
+        pools.append(workers)
+        return real_start(stack, workers, warn, journal)
+
+    monkeypatch.setattr(ing, "_start_pool", start_pool)
+    ingest(corpus, tmp_path / "ix", options=IngestOptions(workers=None, progress=False))
+    assert readings == [0.9] and pools == [1]
+    assert spare_cores.SpareCores is not Meter  # only ingest's name was replaced
 
 
 def test_the_cli_leaves_workers_to_auto_and_the_library_keeps_zero(corpus, tmp_path, monkeypatch):
