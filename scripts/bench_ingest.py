@@ -30,14 +30,15 @@ RoBERTa-base), on a small FSDD subset. The log-mel baseline runs on all of FSDD.
 STFT of the same files with warm imports, and two floors: (i) a fresh interpreter importing
 the libraries an ingest needs, and (j) the decode and features this index's recipe computes,
 one core, warm, nothing written; (i) + (f) and (i) + (j) are the least a cold one-process run
-could take.
+could take. ``--sections workers`` sets the automatic worker count against ``--workers 0``
+and ``1``, cold, on FSDD and on an hour of 44.1 kHz stereo in 30 s files made from FSDD words.
 
 ``--memory`` measures peak RSS (each case in a fresh process) of indexing FSDD and a
 synthetic 1-hour file; ``--precision`` measures each ``--precision``'s cosine to fp32 and
 its effect on nearest neighbours (wav2vec2, BEATs, CLAP), plus what fp16 would do on the CPU
 (refused there by the encoders; forced through ``torch.autocast`` for one BEATs row).
 
-Usage: ``python scripts/bench_ingest.py [--sections throughput,read,memory,precision] [--workers 2]``
+Usage: ``python scripts/bench_ingest.py [--sections throughput,read,workers,memory,precision] [--workers 2]``
 Writes ``docs/bench_ingest.md`` (``--no-doc`` to skip): each section it ran replaces that
 section of the generated block, with its own command line and machine; the others are kept.
 """
@@ -420,6 +421,61 @@ def bench_read(work: Path, files: list[Path], repeats: int) -> list[Result]:
         "(i) cold interpreter importing the libraries": cold_imports(duration_s(files)),
         "(j) decode + this recipe's features, 1 core": recipe_loop(files),
     }, repeats)
+
+
+def write_stereo_library(folder: Path, files: int = 120, seconds: float = 30.0, rate: int = 44100) -> Path:
+    """``files`` stereo 16-bit WAVs of ``seconds`` at ``rate``: FSDD words at levels spread over
+    20 dB with gaps between them, the right channel a delayed, quieter copy, and a faint noise
+    floor (what a sample library or a field recording looks like to the decoder: long files at
+    a rate that must be resampled, two channels to mix)."""
+    import soundfile as sf
+    import soxr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    words = [soxr.resample(sf.read(str(f), dtype="float32")[0], 8000, rate) for f in fsdd_files(400)]
+    n = int(seconds * rate)
+    for i in range(files):
+        parts, used = [], 0
+        while used < n:
+            word = words[int(rng.integers(len(words)))] * np.float32(10 ** (rng.uniform(-20, 0) / 20))
+            gap = np.zeros(int(rng.integers(rate // 20, rate)), np.float32)
+            parts += [word, gap]
+            used += len(word) + len(gap)
+        mono = np.concatenate(parts)[:n]
+        stereo = np.stack([mono, np.roll(mono, 50) * 0.8], axis=1)
+        stereo += rng.standard_normal(stereo.shape).astype(np.float32) * 1e-3
+        sf.write(str(folder / f"{i:03d}.wav"), stereo, rate, subtype="PCM_16")
+    return folder
+
+
+def bench_workers(work: Path, repeats: int) -> list[Result]:
+    """Cold ``retrieve index`` with the automatic worker count against ``--workers 0`` and ``1``,
+    interleaved, on FSDD (3,000 short clips) and on an hour of 44.1 kHz stereo in 30 s files."""
+    corpus = work / "logmel-corpus"
+    if not corpus.exists():
+        link_corpus(fsdd_files(), corpus)
+    library = write_stereo_library(work / "stereo-library")
+    results = []
+    for name, folder in (("FSDD", corpus), ("60 min 44.1 kHz stereo", library)):
+        results += run_interleaved(name[:8], {
+            f"{name}: defaults (auto)": cli_index(folder, work),
+            f"{name}: --workers 0": cli_index(folder, work, ("--workers", "0")),
+            f"{name}: --workers 1": cli_index(folder, work, ("--workers", "1")),
+        }, repeats)
+    return results
+
+
+def workers_table(results: list[Result]) -> str:
+    """Each corpus's rows with their throughput as a share of ``--workers 0``'s."""
+    lines = ["| corpus: workers | audio s | wall s (best) | median wall s | CPU s, all processes | "
+             "audio s / wall s | vs --workers 0 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        corpus = r.method.split(":")[0]
+        base = next(b for b in results if b.method == f"{corpus}: --workers 0")
+        lines.append(f"| {r.method} | {r.audio_s:.1f} | {r.wall_s:.2f} | {float(np.median(r.walls)):.2f} | "
+                     f"{r.cpu_s:.2f} | {r.speed:.1f} | {r.speed / base.speed:.2f}x |")
+    return "\n".join(lines)
 
 
 def read_table(results: list[Result]) -> str:
@@ -824,8 +880,8 @@ def main() -> None:
         memory_child(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="throughput,read,memory,precision",
-                        help="comma-separated: throughput, read, memory, precision")
+    parser.add_argument("--sections", default="throughput,read,workers,memory,precision",
+                        help="comma-separated: throughput, read, workers, memory, precision")
     parser.add_argument("--encoders", default="logmel,wav2vec2,beats,clap", help="encoders for throughput")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes for (d) on FSDD / logmel")
     parser.add_argument("--model-workers", type=int, default=1, help="decoding processes for model encoders")
@@ -852,6 +908,7 @@ def main() -> None:
     memory: list[dict[str, Any]] = []
     precision: list[dict[str, Any]] = []
     reading: list[Result] = []
+    choosing: list[Result] = []
     checkpoints: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
@@ -879,6 +936,10 @@ def main() -> None:
             print("against reading the audio (FSDD, audio seconds per wall second):", flush=True)
             reading = bench_read(work, fsdd_files(), args.repeats)
             print(read_table(reading))
+        if "workers" in sections:
+            print("choosing the workers (cold CLI, audio seconds per wall second):", flush=True)
+            choosing = bench_workers(work, args.repeats)
+            print(workers_table(choosing))
         if "memory" in sections:
             print("memory (peak RSS):", flush=True)
             memory = bench_memory(work, args.workers)
@@ -889,12 +950,14 @@ def main() -> None:
     elapsed, load_after = time.perf_counter() - began, os.getloadavg()[0]
     print(f"done in {elapsed:.0f} s; 1-minute load average {load_before:.1f} before, {load_after:.1f} after")
     if not args.no_doc:
-        write_doc(args, results, memory, precision, cached.load_s, elapsed, load_before, load_after, reading)
+        write_doc(args, results, memory, precision, cached.load_s, elapsed, load_before, load_after, reading,
+                  choosing)
 
 
 def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict[str, Any]],
               precision: list[dict[str, Any]], load_s: dict[str, float], elapsed: float,
-              load_before: float, load_after: float, reading: list[Result] | None = None) -> None:
+              load_before: float, load_after: float, reading: list[Result] | None = None,
+              choosing: list[Result] | None = None) -> None:
     """Replace the sections of docs/bench_ingest.md's generated block that this run measured.
 
     Each section carries the command line, date, machine and load of the run that made it;
@@ -912,6 +975,8 @@ def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict
                                     + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items()), ""]
     if reading:
         fresh["Against reading the audio"] = [read_table(reading), ""]
+    if choosing:
+        fresh["Choosing the workers"] = [workers_table(choosing), ""]
     if memory:
         fresh["Peak memory (logmel)"] = [memory_table(memory), ""]
     if precision:
@@ -922,7 +987,8 @@ def write_doc(args: argparse.Namespace, results: list[Result], memory: list[dict
     block, _, tail = rest.partition(end)
     kept = _generated_sections(block)
     generated = [f"{begin}; do not edit between these markers -->", ""]
-    for name in ("Throughput", "Against reading the audio", "Peak memory (logmel)", "Precision"):
+    for name in ("Throughput", "Against reading the audio", "Choosing the workers", "Peak memory (logmel)",
+                 "Precision"):
         if name in fresh:
             generated += [f"### {name}", "", run_line, "", *fresh[name]]
         elif name in kept:
