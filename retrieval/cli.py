@@ -156,7 +156,8 @@ def _is_number(text: str) -> bool:
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per encoder call.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
-                   "one per core but one for logmel, one for model encoders, none for under 64 files to embed.")
+                   "for logmel one per core left idle by other processes (at most cores - 1), one for model "
+                   "encoders, none for under 64 files to embed.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="Where files are decoded and embedded: this process, or a Ray cluster (pip install "
                    "'retrieve[ray]'; planning, the index and its summary are the same).")
