@@ -59,7 +59,6 @@ import numpy as np
 
 from retrieval import pipeline
 from retrieval.allocator import keep_freed_memory
-from retrieval.spare_cores import SpareCores
 from retrieval.audio.decode import truncation
 from retrieval.audio.discover import FoundFile, discover, under
 from retrieval.audio.paths import to_os, to_stored
@@ -72,6 +71,7 @@ from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
 from retrieval.pipeline import HERE_JOURNAL, DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
 from retrieval.recipe import Recipe
+from retrieval.spare_cores import SpareCores
 from retrieval.store import ErrorRow, FileRow, Store
 
 if TYPE_CHECKING:

@@ -40,8 +40,8 @@ Design choices:
   ready the main process decodes and embeds the next group itself (at most
   ``IN_FLIGHT_PER_WORKER * N`` groups ahead) instead of waiting: writing rows leaves it idle
   most of the time, and with one worker per idle core but its own (``auto_workers``) its
-  core would otherwise go unused. The same :func:`decode_task` runs, so the vectors are the same bit
-  for bit; results are still consumed in order. The price: a file the main process decodes
+  core would otherwise go unused. The same :func:`decode_task` runs, so the vectors are the
+  same bit for bit; results are still consumed in order. The price: a file the main process decodes
   has no process of its own, so a decoder that crashes or hangs on it stops the run, as
   with ``--workers 0``. So before decoding a group itself the main process writes the
   group's paths to a journal in the index folder (:data:`HERE_JOURNAL`) and empties it

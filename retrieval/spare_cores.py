@@ -4,9 +4,8 @@ A decoding worker pays for itself only on a core nobody else is using. On a quie
 machine one log-mel worker indexed 60 minutes of 44.1 kHz stereo 1.6x faster than none
 (5.0-6.5 s against 8.2-9.7 s) and FSDD no slower; with another process spinning on one of
 the two cores it gained 0-15 % on the long files and cost FSDD 0-50 %
-(``docs/bench_ingest.md``).
-The load average cannot tell these apart in time: it trails by a minute, and counts the
-run before this one. So an ingest reads the kernel's per-CPU idle counters
+(``docs/bench_ingest.md``). The load average cannot tell these apart in time: it trails by
+a minute, and counts the run before this one. So an ingest reads the kernel's per-CPU idle counters
 (``/proc/stat``) when it starts and again when it chooses its workers (after discovery),
 and counts the cores that stood idle in between. Its own process keeps one core busy all
 along, so an otherwise idle 2-core machine reads about one spare core; where it was not
