@@ -91,7 +91,8 @@ def test_live_readings_see_this_process_and_another_one_busy():
     assert 0.0 <= quiet <= cpus
     if quiet < 0.7:
         return  # no idle core now: nothing for the spinner to take
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 5\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(0.3)
         busy = reading(spin=False)
