@@ -157,7 +157,7 @@ def _is_number(text: str) -> bool:
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decoding processes running beside the encoder (0: decode in the main process). Default: "
                    "for logmel one per core left idle by other processes (at most cores - 1), one for model "
-                   "encoders, none for under 64 files to embed.")
+                   "encoders, none for under 64 files or 64 MB to embed.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="Where files are decoded and embedded: this process, or a Ray cluster (pip install "
                    "'retrieve[ray]'; planning, the index and its summary are the same).")

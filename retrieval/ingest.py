@@ -405,7 +405,7 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
         if not found:
             raise InputError(f"no audio files under {', '.join(roots)}; nothing to index "
                              "(looked for .wav, .flac, .mp3, .ogg, ... recursively)")
-        if _pool_likely(options, len(found), choices.encoder or "logmel", idle):
+        if _pool_likely(options, found, choices.encoder or "logmel", idle):
             pipeline.prestart()  # the fork server imports while this process plans and opens the store
         if options.dry_run:
             plan = _plan({}, found, set(roots), {})
@@ -458,7 +458,8 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         workers = options.workers
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
-            workers = auto_workers(name, len(plan.to_embed), spare=idle.spare)
+            workers = auto_workers(name, len(plan.to_embed), spare=idle.spare,
+                                   size_bytes=sum(max(f.size, 0) for f, _, _ in plan.to_embed))
         pool = _start_pool(stack, workers, warn, store.root / HERE_JOURNAL) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
         if options.copies or (stored is not None and stored.copies):
@@ -600,15 +601,21 @@ def _stored_labels(csv: Path, key: str | None, warn: Callable[[str], None]) -> p
 #: Files to embed below which ``auto_workers`` decodes in the main process: starting a pool
 #: (a fork server, then the workers, about 0.5-1 s of CPU) costs more than it saves on a few files.
 AUTO_WORKERS_MIN_FILES = 64
+#: ... and bytes of them: on a quiet 2-core machine a pool cost 0.2-0.3 s on 100 and 300 FSDD
+#: clips (under 5 MB), broke even on all 3,000 (27 MB) and saved 3 s on an hour of 44.1 kHz
+#: stereo (607 MB), about 5 ms per MB (``docs/bench_ingest.md``).
+AUTO_WORKERS_MIN_BYTES = 64 << 20
 #: Most workers ``auto_workers`` starts.
 AUTO_WORKERS_MAX = 8
 
 
 def auto_workers(encoder: str, files: int, cores: int | None = None,
-                 spare: float | Callable[[], float | None] | None = None) -> int:
+                 spare: float | Callable[[], float | None] | None = None, size_bytes: int | None = None) -> int:
     """Decoding processes for a run that leaves ``--workers`` unset.
 
-    * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, or on one core;
+    * 0 for fewer than :data:`AUTO_WORKERS_MIN_FILES` files to embed, for files holding fewer
+      than :data:`AUTO_WORKERS_MIN_BYTES` together (``size_bytes``; None: not counted), or on
+      one core;
     * an encoder the workers run themselves (``embeds_in_workers``: the log-mel baseline) gets
       one worker per core that stands idle (``spare``, :mod:`retrieval.spare_cores`: rounded
       down, with :data:`SPARE_SLACK` of slack), at most one per usable core but one and at
@@ -629,7 +636,8 @@ def auto_workers(encoder: str, files: int, cores: int | None = None,
     (``tests/test_pipeline.py``).
     """
     cores = cores or _usable_cores()
-    if files < AUTO_WORKERS_MIN_FILES or cores < 2:
+    too_little = files < AUTO_WORKERS_MIN_FILES or (size_bytes is not None and size_bytes < AUTO_WORKERS_MIN_BYTES)
+    if too_little or cores < 2:
         return 0
     if not embeds_in_workers(encoder):
         return 1
@@ -646,15 +654,16 @@ def auto_workers(encoder: str, files: int, cores: int | None = None,
 SPARE_SLACK = 0.25
 
 
-def _pool_likely(options: IngestOptions, files: int, encoder: str, idle: SpareCores) -> bool:
-    """Whether a first run of ``files`` new files with ``encoder`` will start decoding workers (so
+def _pool_likely(options: IngestOptions, found: list[RootedFile], encoder: str, idle: SpareCores) -> bool:
+    """Whether a first run of the ``found`` files with ``encoder`` will start decoding workers (so
     their fork server may boot ahead): ``--workers`` above 0, or left unset and
     :func:`auto_workers` starting some (with the same reading of ``idle`` as the run's choice)."""
     if options.dry_run or options.embedder is not None:
         return False
     if options.workers is not None:
         return options.workers > 0
-    return auto_workers(encoder, files, spare=idle.spare) > 0
+    readable = [f for f in found if f.error is None and not f.folder]
+    return auto_workers(encoder, len(readable), spare=idle.spare, size_bytes=sum(f.size for f in readable)) > 0
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],

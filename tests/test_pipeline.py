@@ -357,6 +357,14 @@ def test_auto_workers_start_one_worker_per_idle_core():
     assert ing.auto_workers("logmel", 3000, cores=4, spare=lambda: None) == 3  # unreadable: by core count
 
 
+def test_auto_workers_start_no_pool_for_a_few_megabytes():
+    enough = ing.AUTO_WORKERS_MIN_BYTES
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=1.0, size_bytes=enough) == 1
+    assert ing.auto_workers("logmel", 3000, cores=2, spare=1.0, size_bytes=enough - 1) == 0  # 3,000 short clips
+    assert ing.auto_workers("logmel", 3000, cores=8, size_bytes=4 << 20) == 0
+    assert ing.auto_workers("wav2vec2", 3000, cores=8, size_bytes=4 << 20) == 0
+
+
 def test_the_idle_reading_is_taken_only_when_the_answer_depends_on_it():
     calls: list[int] = []
 
@@ -391,6 +399,7 @@ def test_a_run_reads_the_idle_cores_once_for_the_fork_server_and_the_pool(corpus
 
     monkeypatch.setattr(ing, "SpareCores", Meter)
     monkeypatch.setattr(ing, "AUTO_WORKERS_MIN_FILES", 1)
+    monkeypatch.setattr(ing, "AUTO_WORKERS_MIN_BYTES", 0)
     monkeypatch.setattr(ing, "_usable_cores", lambda: 2)
     real_start = ing._start_pool
 
