@@ -71,7 +71,7 @@ from retrieval.options import INDEX_TYPE_CHOICES, IndexTypeChoice, check_choice
 from retrieval.store.store import DB_NAME
 from retrieval.pipeline import HERE_JOURNAL, DecodedFile, DecodePool, WindowSpec, group_files, pool_decoded, scan_file
 from retrieval.recipe import Recipe
-from retrieval.spare_cores import SpareCores
+from retrieval.spare_cores import SpareCores, allowed_cpus
 from retrieval.store import ErrorRow, FileRow, Store
 
 if TYPE_CHECKING:
@@ -388,11 +388,12 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
     """
     t0 = time.perf_counter()
     keep_freed_memory()
-    idle = SpareCores()  # what auto_workers reads, from now to when it chooses (after discovery)
+    options = options or IngestOptions()
+    # what auto_workers reads, from now to when it chooses (after discovery); only it reads it
+    idle = SpareCores() if options.workers is None else None
     index_dir = Path(index_dir)
     roots = _as_roots(corpus if _named(corpus) else _roots_of(index_dir))
     choices = choices or Choices()
-    options = options or IngestOptions()
     check_options(choices, options)
     check_device(choices.device)
     warn = options.on_warning or (lambda line: log.warning(line))
@@ -427,9 +428,9 @@ def ingest(corpus: Path | Sequence[Path], index_dir: Path, choices: Choices | No
 
 def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: IngestOptions,
                  labels: pa.Table | None, resolved: tuple[Encoder, Recipe] | None, found: list[RootedFile] | None,
-                 summary: IngestSummary, warn: Callable[[str], None], idle: SpareCores) -> None:
+                 summary: IngestSummary, warn: Callable[[str], None], idle: SpareCores | None) -> None:
     """The run on an open store; ``resolved`` and ``found`` are given when a first run checked them already;
-    ``idle`` is the reading of idle cores :func:`auto_workers` chooses by."""
+    ``idle`` is the reading of idle cores :func:`auto_workers` chooses by (None when ``--workers`` is set)."""
     # a dry run only reads: it does not take the write lock
     opened = Store.open(index_dir) if options.dry_run else Store.create(index_dir)
     with opened as store, ExitStack() as stack:
@@ -458,7 +459,7 @@ def _ingest_into(index_dir: Path, roots: list[str], choices: Choices, options: I
         workers = options.workers
         if workers is None:
             name = resolved[1].encoder if resolved else choices.encoder or (stored.encoder if stored else "logmel")
-            workers = auto_workers(name, len(plan.to_embed), spare=idle.spare,
+            workers = auto_workers(name, len(plan.to_embed), spare=idle.spare if idle else None,
                                    size_bytes=sum(max(f.size, 0) for f, _, _ in plan.to_embed))
         pool = _start_pool(stack, workers, warn, store.root / HERE_JOURNAL) if plan.to_embed and not options.embedder else None
         encoder, recipe = resolved or resolve(choices, stored)
@@ -654,7 +655,7 @@ def auto_workers(encoder: str, files: int, cores: int | None = None,
 SPARE_SLACK = 0.25
 
 
-def _pool_likely(options: IngestOptions, found: list[RootedFile], encoder: str, idle: SpareCores) -> bool:
+def _pool_likely(options: IngestOptions, found: list[RootedFile], encoder: str, idle: SpareCores | None) -> bool:
     """Whether a first run of the ``found`` files with ``encoder`` will start decoding workers (so
     their fork server may boot ahead): ``--workers`` above 0, or left unset and
     :func:`auto_workers` starting some (with the same reading of ``idle`` as the run's choice)."""
@@ -663,7 +664,8 @@ def _pool_likely(options: IngestOptions, found: list[RootedFile], encoder: str, 
     if options.workers is not None:
         return options.workers > 0
     readable = [f for f in found if f.error is None and not f.folder]
-    return auto_workers(encoder, len(readable), spare=idle.spare, size_bytes=sum(f.size for f in readable)) > 0
+    return auto_workers(encoder, len(readable), spare=idle.spare if idle else None,
+                        size_bytes=sum(f.size for f in readable)) > 0
 
 
 def _start_pool(stack: ExitStack, workers: int, warn: Callable[[str], None],
@@ -914,10 +916,8 @@ def torch_threads_for(current: int, cores: int | None = None) -> int:
 
 
 def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    cpus = allowed_cpus()
+    return len(cpus) if cpus else os.cpu_count() or 1
 
 
 def _embed_queue(encoder: Encoder, pooling: str, queue: list[tuple[_FileJob, int, np.ndarray]],

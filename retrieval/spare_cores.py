@@ -45,7 +45,7 @@ def read_counters(text: str | None = None, cpus: set[int] | None = None) -> Coun
         except OSError:
             return None
     if cpus is None:
-        cpus = _allowed_cpus()
+        cpus = allowed_cpus()
     out: Counters = {}
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
@@ -109,7 +109,8 @@ class SpareCores:
         return self._value[0]
 
 
-def _allowed_cpus() -> set[int] | None:
+def allowed_cpus() -> set[int] | None:
+    """The CPUs this process may run on, or None where the system cannot say (not Linux)."""
     try:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
